@@ -1,0 +1,94 @@
+/**
+ * Macro storage scoped per stage, as libmilter does it: one bucket per stage, a MACRO packet replaces
+ * its bucket, the command of a stage clears the buckets of every later stage, and a lookup searches
+ * from the latest stage back to CONNECT so later stages shadow earlier ones.
+ * @module
+ */
+import { Command } from './constants.ts';
+
+/** Bucket order follows the SMTP timeline (not the SMFIM numbering, where EOM=5 precedes EOH=6). */
+const enum_ = { CONNECT: 0, HELO: 1, MAIL: 2, RCPT: 3, DATA: 4, EOH: 5, EOM: 6, COMMAND: 7 } as const;
+const BUCKETS = 8;
+
+/** Which bucket a MACRO packet for the given command byte fills. Postfix sends `D L` and `D B` too. */
+function bucketOf(command: number): number {
+  switch (command) {
+    case Command.CONNECT: return enum_.CONNECT;
+    case Command.HELO: return enum_.HELO;
+    case Command.MAIL: return enum_.MAIL;
+    case Command.RCPT: return enum_.RCPT;
+    case Command.DATA: return enum_.DATA;
+    case Command.HEADER:
+    case Command.EOH: return enum_.EOH;
+    case Command.BODY:
+    case Command.BODYEOB: return enum_.EOM;
+    default: return enum_.COMMAND; // e.g. `D U`: lives only until that command has been handled
+  }
+}
+
+/** `{auth_authen}` and `auth_authen` name the same macro, as do `i` and `{i}` (libmilter's tolerance). */
+function canonical(name: string): string {
+  return name.length > 2 && name.charCodeAt(0) === 123 && name.charCodeAt(name.length - 1) === 125 ? name.slice(1, -1) : name;
+}
+
+/** Read-only view of the macros visible at the current point of a session. */
+export interface MacroReader {
+  /** The value of a macro (`j`, `{auth_authen}` or `auth_authen`), or undefined when the MTA did not send it. */
+  get(name: string): string | undefined;
+  /** Every visible macro, later stages shadowing earlier ones; names in braces when longer than one character. */
+  toObject(): Record<string, string>;
+}
+
+/** The per-session macro store. */
+export class MacroStore implements MacroReader {
+  private readonly buckets: (Map<string, string> | null)[] = new Array(BUCKETS).fill(null);
+
+  /** Stores the pairs of a MACRO packet, replacing what that stage had. */
+  set(command: number, pairs: readonly string[]): void {
+    const map = new Map<string, string>();
+    for (let i = 0; i + 1 < pairs.length; i += 2) map.set(canonical(pairs[i]), pairs[i + 1]);
+    this.buckets[bucketOf(command)] = map;
+  }
+
+  /** Called when a command arrives: clears every stage after it (CONNECT clears HELO and later, …). */
+  enterStage(command: number): void {
+    const bucket = bucketOf(command);
+    if (bucket === enum_.COMMAND) return;
+    // EOH/EOM macros arrive before every header / body chunk: do not clear the sibling packet's bucket.
+    const from = bucket === enum_.EOH ? enum_.EOM : bucket + 1;
+    for (let i = from; i < BUCKETS; i++) this.buckets[i] = null;
+  }
+
+  /** Drops the macros that belong to one command only (after that command was handled). */
+  endCommand(): void {
+    this.buckets[enum_.COMMAND] = null;
+  }
+
+  /** Forgets the message's macros (MAIL and later): ABORT or a decided message. */
+  clearMessage(): void {
+    for (let i = enum_.MAIL; i < BUCKETS; i++) this.buckets[i] = null;
+  }
+
+  /** Forgets everything (QUIT_NC starts a new connection on the same socket). */
+  clearAll(): void {
+    this.buckets.fill(null);
+  }
+
+  get(name: string): string | undefined {
+    const key = canonical(name);
+    for (let i = BUCKETS - 1; i >= 0; i--) {
+      const value = this.buckets[i]?.get(key);
+      if (value !== undefined) return value;
+    }
+    return undefined;
+  }
+
+  toObject(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (let i = 0; i < BUCKETS; i++) {
+      const bucket = this.buckets[i];
+      if (bucket) for (const [k, v] of bucket) out[k.length > 1 ? `{${k}}` : k] = v;
+    }
+    return out;
+  }
+}

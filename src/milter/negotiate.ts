@@ -1,0 +1,117 @@
+/**
+ * Option negotiation: from the MTA's offer and what the application needs, the OPTNEG answer.
+ * Never requests a bit the MTA did not offer (Sendmail and Postfix drop a filter that does).
+ * @module
+ */
+import { Action, MILTER_VERSION, MacroStage, Protocol, STAGES, STAGE_BITS, type Stage } from './constants.ts';
+import type { OptionNegotiation } from './codec.ts';
+import { MilterError } from './errors.ts';
+
+/** Names of the macro-list stages, for {@link NegotiationOptions.macros}. */
+export type MacroListStage = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data' | 'endOfHeaders' | 'endOfMessage';
+
+const MACRO_LIST_STAGE: Readonly<Record<MacroListStage, number>> = {
+  connect: MacroStage.CONNECT,
+  helo: MacroStage.HELO,
+  mailFrom: MacroStage.ENVFROM,
+  rcptTo: MacroStage.ENVRCPT,
+  data: MacroStage.DATA,
+  endOfMessage: MacroStage.EOM,
+  endOfHeaders: MacroStage.EOH,
+};
+
+/** What an application asks of the MTA. */
+export interface NegotiationOptions {
+  /** Stages the application listens to; every other stage is switched off with its NO* bit where offered. */
+  stages: Iterable<Stage>;
+  /** Stages whose events the application never answers (NR* bits): the MTA then streams them without waiting. */
+  noReply?: Iterable<Stage>;
+  /** SMFIF_* bits ({@link Action}) for the modifications the application may request at end of message. */
+  actions?: number;
+  /** Macros to request per stage (SMFIF_SETSYMLIST). Replaces the MTA's list for that stage. */
+  macros?: Partial<Record<MacroListStage, readonly string[]>>;
+  /** Ask for SMFIP_SKIP: the application may answer body chunks with `skip`. */
+  skip?: boolean;
+  /** Ask for SMFIP_RCPT_REJ: also see recipients the MTA itself rejected. */
+  rejectedRecipients?: boolean;
+  /** Ask for SMFIP_HDR_LEADSPC: header values keep their leading whitespace, and edits are sent verbatim. */
+  headerLeadingSpace?: boolean;
+}
+
+/** The result of negotiation, kept for the whole milter connection. */
+export interface Negotiated {
+  /** What the MTA offered. */
+  readonly offer: Readonly<OptionNegotiation>;
+  /** The version, actions, protocol bits and macro lists answered. */
+  readonly reply: Readonly<OptionNegotiation>;
+  /** Stages the application listens to that the MTA will actually send. */
+  readonly stages: ReadonlySet<Stage>;
+  /** Stages for which the MTA expects an answer; for the others no packet may be sent. */
+  readonly replyExpected: ReadonlySet<Stage>;
+  /** Actions the application was granted (subset of the offer). */
+  readonly actions: number;
+  /** Actions the application asked for but the MTA did not offer. */
+  readonly refusedActions: number;
+}
+
+/** Computes the OPTNEG answer. Throws `THEMIS_ERR_MILTER_VERSION` for an MTA below version 2. */
+export function negotiate(offer: OptionNegotiation, options: NegotiationOptions): Negotiated {
+  if (offer.version < 2) throw new MilterError('THEMIS_ERR_MILTER_VERSION', { version: offer.version });
+  const version = Math.min(MILTER_VERSION, offer.version);
+  // libmilter's reading of a zero mask: version-1 actions and events.
+  const offeredActions = offer.actions === 0 ? 0x0f : offer.actions;
+  const offeredProtocol = offer.protocol === 0 ? 0x3f : offer.protocol;
+
+  const wanted = new Set(options.stages);
+  wanted.add('endOfMessage');
+  const noReply = new Set(options.noReply ?? []);
+  let protocol = 0;
+  const stages = new Set<Stage>();
+  const replyExpected = new Set<Stage>();
+  for (const stage of STAGES) {
+    const bits = STAGE_BITS[stage];
+    if (!versionHas(version, stage)) continue;
+    if (!wanted.has(stage)) {
+      if (bits.no !== 0 && (offeredProtocol & bits.no) !== 0) {
+        protocol |= bits.no;
+        continue;
+      }
+      // Not offered as skippable: it will come; answer nothing if NR is offered, else `continue`.
+      if (bits.nr !== 0 && (offeredProtocol & bits.nr) !== 0) protocol |= bits.nr;
+      else if (stage !== 'endOfMessage') replyExpected.add(stage);
+      continue;
+    }
+    stages.add(stage);
+    if (noReply.has(stage) && bits.nr !== 0 && (offeredProtocol & bits.nr) !== 0) protocol |= bits.nr;
+    else replyExpected.add(stage);
+  }
+  replyExpected.add('endOfMessage');
+  if (options.skip && (offeredProtocol & Protocol.SKIP)) protocol |= Protocol.SKIP;
+  if (options.rejectedRecipients && (offeredProtocol & Protocol.RCPT_REJ)) protocol |= Protocol.RCPT_REJ;
+  if (options.headerLeadingSpace && (offeredProtocol & Protocol.HDR_LEADSPC)) protocol |= Protocol.HDR_LEADSPC;
+
+  const requested = (options.actions ?? 0) & ~Action.SETSYMLIST;
+  let actions = requested & offeredActions;
+  const refusedActions = requested & ~offeredActions;
+
+  let macros: Map<number, string> | undefined;
+  if (options.macros && version >= 6 && (offeredActions & Action.SETSYMLIST)) {
+    for (const [name, list] of Object.entries(options.macros) as [MacroListStage, readonly string[] | undefined][]) {
+      if (!list || list.length === 0) continue;
+      const stage = MACRO_LIST_STAGE[name];
+      if (stage === undefined) continue;
+      (macros ??= new Map()).set(stage, list.join(' '));
+    }
+    if (macros) actions |= Action.SETSYMLIST;
+  }
+  const reply: OptionNegotiation = { version, actions, protocol };
+  if (macros) reply.macros = macros;
+  return { offer, reply, stages, replyExpected, actions: actions & ~Action.SETSYMLIST, refusedActions };
+}
+
+/** Whether a protocol version has an event at all (v2 has no DATA/UNKNOWN, v3 no DATA). */
+function versionHas(version: number, stage: Stage): boolean {
+  if (stage === 'unknown') return version >= 3;
+  if (stage === 'data') return version >= 4;
+  return true;
+}

@@ -45,7 +45,7 @@ const MAX_REPLY_LINES = 32;
  * Formats a custom reply as the SMFIR_REPLYCODE payload text: `NNN-x.y.z line\r\n…NNN x.y.z last`.
  * Checks what Postfix and Sendmail check, and throws `THEMIS_ERR_MILTER_BAD_REPLY` otherwise:
  * 4xx/5xx only and matching the decision (`expectClass`), an enhanced code of the same class,
- * at most 32 lines of at most 980 characters, no NUL or CR. `%` becomes `%%` (Sendmail uses the
+ * at most 32 lines of at most 980 characters, no NUL or CR. Without text, Postfix's default text is used. `%` becomes `%%` (Sendmail uses the
  * text as a printf format; Postfix turns `%%` back into `%`).
  */
 export function formatSmtpReply(reply: SmtpReply, expectClass?: 4 | 5): string {
@@ -61,7 +61,10 @@ export function formatSmtpReply(reply: SmtpReply, expectClass?: 4 | 5): string {
     if (Number(reply.enhanced[0]) !== klass) throw new MilterError('THEMIS_ERR_MILTER_BAD_REPLY', { reason: `enhanced status code ${reply.enhanced} does not match the class of ${code}` });
     enhanced = reply.enhanced + ' ';
   }
-  const raw = reply.text === undefined ? [''] : typeof reply.text === 'string' ? reply.text.split('\n') : reply.text.length === 0 ? [''] : reply.text;
+  // A code alone is not a reply every MTA takes: fall back to Postfix's own wording.
+  const fallback = klass === 5 ? 'Command rejected' : 'Service unavailable - try again later';
+  const given = reply.text === undefined ? [] : typeof reply.text === 'string' ? reply.text.split('\n') : reply.text;
+  const raw = given.length === 0 || (given.length === 1 && given[0] === '') ? [fallback] : given;
   if (raw.length > MAX_REPLY_LINES) throw new MilterError('THEMIS_ERR_MILTER_BAD_REPLY', { reason: `${raw.length} lines, at most ${MAX_REPLY_LINES} allowed` });
   const lines: string[] = [];
   for (let i = 0; i < raw.length; i++) {

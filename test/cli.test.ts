@@ -1,0 +1,98 @@
+// The `themis` command as a user runs it: start, answer an MTA, stop cleanly on SIGTERM; bad usage.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { MilterClient } from '../src/milter/index.ts';
+import { THEMIS_BIN, freePort, startThemis } from './helpers/themis.ts';
+import { postfixAvailable, postfixUnavailableReason, startPostfix } from './helpers/postfix.ts';
+
+const run = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnSync(process.execPath, [THEMIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
+
+describe('themis command line', () => {
+  it('--version prints the package version', () => {
+    const r = run(['--version']);
+    assert.equal(r.status, 0);
+    assert.equal(r.stdout.trim(), JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version);
+  });
+
+  it('an unknown command or option is a usage error (exit 2)', () => {
+    const a = run(['frobnicate']);
+    assert.equal(a.status, 2);
+    assert.match(a.stderr, /unknown command "frobnicate"/);
+    const b = run(['start', '--no-such-option']);
+    assert.equal(b.status, 2);
+    assert.match(b.stderr, /--no-such-option/);
+  });
+
+  it('a bad --listen spec exits 1 with a coded error naming the spec', () => {
+    const r = run(['start', '--listen', 'inet:notaport@127.0.0.1']);
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /THEMIS_ERR_MILTER_LISTEN_SPEC/);
+    assert.match(r.stdout, /inet:notaport@127\.0\.0\.1/);
+  });
+
+  it('a busy port exits 1 and says so', async () => {
+    const first = await startThemis();
+    const r = run(['start', '--listen', `inet:${first.port}@127.0.0.1`]);
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /EADDRINUSE/);
+    assert.equal(await first.stop(), 0);
+  });
+
+  it('start serves MTA connections and SIGTERM stops it with exit 0', async () => {
+    const themis = await startThemis();
+    const client = await MilterClient.connect(`inet:${themis.port}@127.0.0.1`);
+    const r = await client.sendMessage({ connect: { hostname: 'h', address: '192.0.2.1' }, helo: 'h', from: 'a@example.org', to: ['b@example.test', 'c@example.test'], headers: [['Subject', 'x']], body: 'hi\r\n' });
+    assert.equal(r.reply.action, 'accept');
+    assert.deepEqual(r.recipients.map((x) => x?.action), ['continue', 'continue']);
+    await client.quit();
+    assert.equal(await themis.stop(), 0);
+    assert.match(themis.output(), /"msg":"themis stopped"/);
+  });
+
+  it('THEMIS_LISTEN chooses the socket when --listen is absent', async () => {
+    const port = await freePort();
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [THEMIS_BIN, 'start'], { env: { ...process.env, THEMIS_LISTEN: `inet:${port}@127.0.0.1` }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const deadline = Date.now() + 15_000;
+    while (!out.includes('themis started') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    assert.match(out, new RegExp(`inet:${port}@127\\.0\\.0\\.1`));
+    const client = await MilterClient.connect(`inet:${port}@127.0.0.1`);
+    await client.quit();
+    child.kill('SIGTERM');
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0);
+  });
+
+  it('SIGTERM lets an open SMTP session finish within the drain timeout', async () => {
+    const themis = await startThemis(['--drain-timeout', '5000']);
+    const client = await MilterClient.connect(`inet:${themis.port}@127.0.0.1`);
+    await client.connect('h');
+    const stopping = themis.stop();
+    await new Promise((r) => setTimeout(r, 100));
+    const r = await client.sendMessage({ from: 'a@x', to: ['b@x'] });
+    assert.equal(r.reply.action, 'accept', 'the session in flight is still served while draining');
+    await client.quit();
+    assert.equal(await stopping, 0);
+  });
+});
+
+describe('themis start behind a real Postfix', { skip: postfixAvailable() ? false : `postfix not available: ${postfixUnavailableReason()}` }, () => {
+  it('Postfix delivers through the daemon; no milter errors in its log', async () => {
+    const themis = await startThemis();
+    const pf = await startPostfix({ milter: `inet:127.0.0.1:${themis.port}`, milterDefaultAction: 'tempfail' });
+    try {
+      const r = await pf.swaks(['--from', 'a@example.org', '--to', 'rcpt@example.test', '--header', 'Subject: via themis start']);
+      assert.equal(r.code, 0, r.stdout);
+      const [m] = await pf.waitForDelivered(1);
+      assert.ok(m.headers.some(([n, v]) => n === 'Subject' && v === 'via themis start'));
+      assert.doesNotMatch(await pf.log(), /milter/i);
+    } finally {
+      await pf.stop();
+      assert.equal(await themis.stop(), 0);
+    }
+  });
+});

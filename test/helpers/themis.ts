@@ -1,0 +1,63 @@
+/**
+ * Runs the real `themis` command (bin/themis.js) as a child process, the way a user does,
+ * on a random loopback port, and stops it with SIGTERM.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** Path of the `themis` bin. */
+export const THEMIS_BIN = fileURLToPath(new URL('../../bin/themis.js', import.meta.url));
+
+/** A running `themis start`. */
+export interface ThemisProcess {
+  port: number;
+  child: ChildProcess;
+  /** Everything it printed so far (JSON log lines). */
+  output(): string;
+  /** SIGTERM, wait for exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** A free TCP port on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+/** Starts `themis start --listen inet:PORT@127.0.0.1 …args` and waits until it listens. */
+export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ThemisProcess> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [THEMIS_BIN, 'start', '--listen', `inet:${port}@127.0.0.1`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 15_000;
+  while (!out.includes('themis started')) {
+    if (child.exitCode !== null) throw new Error(`themis exited with ${child.exitCode}: ${out}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`themis did not start: ${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    port,
+    child,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}

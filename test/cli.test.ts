@@ -80,6 +80,39 @@ describe('themis command line', () => {
   });
 });
 
+describe('themis check', () => {
+  it('prints each answer and exits 3 when the milter refuses the message', async () => {
+    const { createMilterServer, Action } = await import('../src/milter/index.ts');
+    const server = createMilterServer({
+      negotiation: { actions: Action.ADDHDRS },
+      rcptTo: (_s, e) => (e.address === 'blocked@example.net' ? { action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'blocked' } } : undefined),
+      endOfMessage: (s, m) => {
+        m.addHeader('X-Seen-Auth', s.macros.get('{auth_authen}') ?? 'none');
+        return { action: 'tempfail', reply: { code: 451, enhanced: '4.7.1', text: 'later' } };
+      },
+    });
+    await server.listen('inet:0@127.0.0.1');
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [THEMIS_BIN, 'check', '--milter', `inet:${server.port}@127.0.0.1`, '--to', 'blocked@example.net', '--to', 'ok@example.net', '--auth', 'alice'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const code = await new Promise((r) => child.once('exit', r));
+    await server.close({ drainTimeout: 100 });
+    assert.equal(code, 3, out);
+    assert.match(out, /<blocked@example\.net> → reject \(550 5\.7\.1 blocked\)/);
+    assert.match(out, /<ok@example\.net> → continue/);
+    assert.match(out, /decision   tempfail at endOfMessage — 451 4\.7\.1 later/);
+    assert.match(out, /modify     add header X-Seen-Auth: alice/);
+  });
+
+  it('exits 1 with a clear message when nothing listens', async () => {
+    const port = await freePort();
+    const r = run(['check', '--milter', `inet:${port}@127.0.0.1`]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /cannot reach the milter/);
+  });
+});
+
 describe('themis start behind a real Postfix', { skip: postfixAvailable() ? false : `postfix not available: ${postfixUnavailableReason()}` }, () => {
   it('Postfix delivers through the daemon; no milter errors in its log', async () => {
     const themis = await startThemis();

@@ -7,11 +7,13 @@ import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_LISTEN, createMilterServer, isMilterError, type MilterLogger } from '../milter/index.ts';
 import { acceptAllApplication } from './accept-all.ts';
+import { check } from './check.ts';
 
 const USAGE = `Usage: themis <command> [options]
 
 Commands:
   start     run the milter daemon
+  check     send a test transaction to a milter and print its answers (themis check --help)
 
 Options for start:
   --listen SPEC        socket to listen on: inet:PORT@HOST, inet6:PORT@[ADDR] or unix:/path
@@ -37,6 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'start') return start(rest);
+  if (command === 'check') return check(rest);
   process.stderr.write(`themis: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
   return 2;
 }

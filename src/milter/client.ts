@@ -382,7 +382,8 @@ export class MilterClient {
     const reply = this.decision(code, payload, p.command);
     if (reply !== null) {
       if (reply === undefined) return;
-      this.settle({ ...reply, modifications: p.modifications ? mergeBody(p.modifications) : [] });
+      // Only end of message carries modifications; other answers stay plain ClientReply objects.
+      this.settle(p.modifications ? { ...reply, modifications: mergeBody(p.modifications) } : (reply as EndOfMessageReply));
       return;
     }
     // Not a decision: a modification, legal only while answering end of message.

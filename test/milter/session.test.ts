@@ -507,3 +507,28 @@ describe('server lifecycle', () => {
     await server.close();
   });
 });
+
+describe('backpressure', () => {
+  it('a pipelining MTA faster than an async handler: every event handled once, in order', async () => {
+    const seen: number[] = [];
+    const { server, port } = await serve({
+      negotiation: { noReply: ['header'] },
+      header: async (_s, h) => {
+        await new Promise((r) => setImmediate(r));
+        seen.push(Number(h.value));
+      },
+      endOfMessage: () => Decisions.accept,
+    });
+    const c = await negotiated(port);
+    const count = 5000;
+    const packets = [encodeStrings(Command.MAIL, ['<a@x>'])];
+    for (let i = 0; i < count; i++) packets.push(encodeMacros(Command.HEADER, { i: 'Q' }), encodeStrings(Command.HEADER, ['X-N', String(i)]));
+    packets.push(encodePacket(Command.BODYEOB));
+    c.write(...packets);
+    assert.equal((await c.next(20_000)).code, Response.ACCEPT);
+    assert.equal(seen.length, count);
+    assert.ok(seen.every((v, i) => v === i), 'in order');
+    c.close();
+    await server.close();
+  });
+});

@@ -1,0 +1,65 @@
+// libmilter's macro scoping: a stage's command clears later stages; ABORT keeps the connection's.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Command, MacroStore } from '../../src/milter/index.ts';
+
+describe('MacroStore', () => {
+  it('finds names with or without braces', () => {
+    const m = new MacroStore();
+    m.set(Command.CONNECT, ['j', 'mx', '{daemon_name}', 'smtpd']);
+    assert.equal(m.get('j'), 'mx');
+    assert.equal(m.get('{j}'), 'mx');
+    assert.equal(m.get('daemon_name'), 'smtpd');
+    assert.equal(m.get('{daemon_name}'), 'smtpd');
+    assert.equal(m.get('{nothing}'), undefined);
+  });
+
+  it('later stages shadow earlier ones; a stage command clears every later stage', () => {
+    const m = new MacroStore();
+    m.set(Command.CONNECT, ['j', 'mx', 'i', 'from-connect']);
+    m.enterStage(Command.CONNECT);
+    m.set(Command.MAIL, ['{mail_addr}', 'a@x']);
+    m.enterStage(Command.MAIL);
+    m.set(Command.RCPT, ['i', 'Q1', '{rcpt_addr}', 'b@x']);
+    m.enterStage(Command.RCPT);
+    assert.equal(m.get('i'), 'Q1');
+    m.set(Command.DATA, ['i', 'Q2']);
+    m.enterStage(Command.DATA);
+    assert.equal(m.get('i'), 'Q2');
+    // A new RCPT would clear DATA and later (not reachable in order, but the rule is libmilter's).
+    m.set(Command.RCPT, ['{rcpt_addr}', 'c@x']);
+    m.enterStage(Command.RCPT);
+    assert.equal(m.get('i'), 'from-connect');
+    assert.equal(m.get('{rcpt_addr}'), 'c@x');
+    // HELO clears MAIL and later but keeps CONNECT's.
+    m.enterStage(Command.HELO);
+    assert.equal(m.get('{mail_addr}'), undefined);
+    assert.equal(m.get('j'), 'mx');
+  });
+
+  it('per-header and per-chunk macro packets (Postfix D L / D B) live with EOH and EOM', () => {
+    const m = new MacroStore();
+    m.set(Command.HEADER, ['i', 'Q3']);
+    m.enterStage(Command.HEADER);
+    assert.equal(m.get('i'), 'Q3');
+    m.set(Command.BODYEOB, ['i', 'Q4']);
+    m.enterStage(Command.BODYEOB);
+    assert.equal(m.get('i'), 'Q4');
+    assert.deepEqual(m.toObject(), { i: 'Q4' });
+  });
+
+  it('clearMessage keeps connection and HELO macros; command-level macros end with their command', () => {
+    const m = new MacroStore();
+    m.set(Command.CONNECT, ['j', 'mx']);
+    m.set(Command.HELO, ['{tls_version}', 'TLSv1.3']);
+    m.set(Command.MAIL, ['{auth_authen}', 'alice']);
+    m.set(Command.UNKNOWN, ['{x}', 'y']);
+    assert.equal(m.get('{x}'), 'y');
+    m.endCommand();
+    assert.equal(m.get('{x}'), undefined);
+    m.clearMessage();
+    assert.deepEqual(m.toObject(), { j: 'mx', '{tls_version}': 'TLSv1.3' });
+    m.clearAll();
+    assert.deepEqual(m.toObject(), {});
+  });
+});

@@ -5,6 +5,7 @@
  * @module
  */
 import { Command } from './constants.ts';
+import { readStrings, type StringEncoding } from './codec.ts';
 
 /** Bucket order follows the SMTP timeline (not the SMFIM numbering, where EOM=5 precedes EOH=6). */
 const enum_ = { CONNECT: 0, HELO: 1, MAIL: 2, RCPT: 3, DATA: 4, EOH: 5, EOM: 6, COMMAND: 7 } as const;
@@ -39,15 +40,38 @@ export interface MacroReader {
   toObject(): Record<string, string>;
 }
 
-/** The per-session macro store. */
+/**
+ * The per-session macro store. Postfix sends a MACRO packet before every event (about 20 per
+ * message) and most are never read, so packets are kept as raw bytes and decoded on first lookup.
+ */
 export class MacroStore implements MacroReader {
-  private readonly buckets: (Map<string, string> | null)[] = new Array(BUCKETS).fill(null);
+  private readonly buckets: (Map<string, string> | Buffer | null)[] = new Array(BUCKETS).fill(null);
+  private readonly encoding: StringEncoding;
+
+  constructor(encoding: StringEncoding = 'utf8') {
+    this.encoding = encoding;
+  }
 
   /** Stores the pairs of a MACRO packet, replacing what that stage had. */
   set(command: number, pairs: readonly string[]): void {
     const map = new Map<string, string>();
     for (let i = 0; i + 1 < pairs.length; i += 2) map.set(canonical(pairs[i]), pairs[i + 1]);
     this.buckets[bucketOf(command)] = map;
+  }
+
+  /** Stores a MACRO packet's payload (command byte first) undecoded; it must not change afterwards. */
+  setPacket(payload: Buffer): void {
+    this.buckets[bucketOf(payload[0])] = payload.length > 1 ? payload : null;
+  }
+
+  private bucket(i: number): Map<string, string> | null {
+    const b = this.buckets[i];
+    if (b === null || b instanceof Map) return b;
+    const strings = readStrings(b, this.encoding, 1);
+    const map = new Map<string, string>();
+    for (let k = 0; k < strings.length; k += 2) map.set(canonical(strings[k]), strings[k + 1] ?? '');
+    this.buckets[i] = map;
+    return map;
   }
 
   /** Called when a command arrives: clears every stage after it (CONNECT clears HELO and later, …). */
@@ -77,7 +101,8 @@ export class MacroStore implements MacroReader {
   get(name: string): string | undefined {
     const key = canonical(name);
     for (let i = BUCKETS - 1; i >= 0; i--) {
-      const value = this.buckets[i]?.get(key);
+      if (this.buckets[i] === null) continue;
+      const value = this.bucket(i)!.get(key);
       if (value !== undefined) return value;
     }
     return undefined;
@@ -86,7 +111,7 @@ export class MacroStore implements MacroReader {
   toObject(): Record<string, string> {
     const out: Record<string, string> = {};
     for (let i = 0; i < BUCKETS; i++) {
-      const bucket = this.buckets[i];
+      const bucket = this.bucket(i);
       if (bucket) for (const [k, v] of bucket) out[k.length > 1 ? `{${k}}` : k] = v;
     }
     return out;

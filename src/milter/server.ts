@@ -37,6 +37,7 @@ export class MilterServer {
   private readonly socketMode: number;
   private spec: SocketSpec | undefined;
   private closing: Promise<void> | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(app: MilterApplication, options: MilterServerOptions = {}) {
     this.app = app;
@@ -88,6 +89,7 @@ export class MilterServer {
     });
     if (parsed.kind === 'unix') await chmod(parsed.path, this.socketMode);
     this.spec = parsed;
+    this.startSweep();
     this.log.info({ listen: this.address }, 'milter listening');
     return this.address!;
   }
@@ -101,7 +103,22 @@ export class MilterServer {
     return this.closing;
   }
 
+  /** One timer checks every connection's idle and read timeouts, a few times per timeout period. */
+  private startSweep(): void {
+    if (this.sweepTimer) return;
+    const { idleTimeout, readTimeout } = this.sessionOptions;
+    const shortest = Math.min(idleTimeout > 0 ? idleTimeout : Infinity, readTimeout > 0 ? readTimeout : Infinity);
+    if (shortest === Infinity) return;
+    const period = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
+    this.sweepTimer = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.connections) c.checkTimeouts(now);
+    }, period);
+    this.sweepTimer.unref();
+  }
+
   private async doClose(drainTimeout: number): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.connections.size > 0) {
       this.log.info({ open: this.connections.size, drainTimeout }, 'draining milter connections');

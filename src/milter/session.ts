@@ -15,7 +15,6 @@ import {
   encodeStrings,
   readConnect,
   readHeader,
-  readMacros,
   readOptionNegotiation,
   readStrings,
   stripAngleBrackets,
@@ -228,8 +227,7 @@ let nextSessionId = 1;
 export class MilterConnection implements MilterSession {
   readonly id: number = nextSessionId++;
   readonly peer: string;
-  readonly log: MilterLogger;
-  readonly macros = new MacroStore();
+  readonly macros: MacroStore;
   negotiated: Negotiated | undefined;
   client: ConnectEvent | undefined;
   helo: string | undefined;
@@ -242,6 +240,8 @@ export class MilterConnection implements MilterSession {
   private readonly opts: ResolvedSessionOptions;
   private readonly decoder: FrameDecoder;
   private readonly onClosed: (c: MilterConnection) => void;
+  private readonly baseLog: MilterLogger;
+  private childLog: MilterLogger | undefined;
   private connState: number = enum_State.INIT;
   private phase: number = Phase.NONE;
   private bodySkipped = false;
@@ -250,7 +250,10 @@ export class MilterConnection implements MilterSession {
   private queueHead = 0;
   private out: Buffer[] = [];
   private readingPaused = false;
-  private timeoutMode: 'idle' | 'read' | 'none' = 'none';
+  /** When bytes last arrived or a handler last finished (ms since epoch); the server's sweep reads it. */
+  private lastActivity = Date.now();
+  /** When the packet still being received started, 0 on a packet boundary. */
+  private partialSince = 0;
   private progressTimer: NodeJS.Timeout | undefined;
   private closeHandled = false;
   private pendingStage: Stage | undefined;
@@ -262,16 +265,20 @@ export class MilterConnection implements MilterSession {
     this.opts = opts;
     this.onClosed = onClosed;
     this.peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'local';
-    this.log = log.child({ conn: this.id });
+    this.baseLog = log;
     this.decoder = new FrameDecoder(opts.maxPacketSize);
+    this.macros = new MacroStore(opts.encoding);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: Error) => this.onSocketError(err));
     socket.on('close', () => this.finish('socket closed'));
-    socket.on('timeout', () => this.onTimeout());
     socket.on('drain', () => this.onDrain());
-    this.setTimeoutMode('idle');
+  }
+
+  /** The connection's logger, made on first use: most connections never log. */
+  get log(): MilterLogger {
+    return (this.childLog ??= this.baseLog.child({ conn: this.id }));
   }
 
   get inMessage(): boolean {
@@ -301,6 +308,8 @@ export class MilterConnection implements MilterSession {
   // Input
 
   private onData(chunk: Buffer): void {
+    const now = Date.now();
+    this.lastActivity = now;
     try {
       this.decoder.push(chunk, this.onFrame);
     } catch (err) {
@@ -308,7 +317,8 @@ export class MilterConnection implements MilterSession {
       return;
     }
     this.flush();
-    this.setTimeoutMode(this.decoder.pendingBytes > 0 ? 'read' : 'idle');
+    if (this.decoder.pendingBytes === 0) this.partialSince = 0;
+    else if (this.partialSince === 0) this.partialSince = now;
   }
 
   private readonly onFrame = (code: number, payload: Buffer): void => {
@@ -363,20 +373,19 @@ export class MilterConnection implements MilterSession {
     this.finish('socket error');
   }
 
-  private onTimeout(): void {
-    if (this.busy) return; // the handler deadline, not the socket timer, governs a pending handler
-    const kind = this.timeoutMode === 'read' ? 'read' : 'idle';
-    const ms = kind === 'read' ? this.opts.readTimeout : this.opts.idleTimeout;
-    const err = new MilterError('THEMIS_ERR_MILTER_TIMEOUT', { kind, ms });
+  /**
+   * Called by the server's periodic sweep. One coarse timer for all connections instead of a
+   * socket timer re-armed on every read and write, which showed in profiles of the hot path.
+   */
+  checkTimeouts(now: number): void {
+    if (this.busy || this.connState === enum_State.CLOSED) return; // a pending handler has its own deadline
+    let kind: 'read' | 'idle' | undefined;
+    if (this.partialSince !== 0 && this.opts.readTimeout > 0 && now - this.partialSince >= this.opts.readTimeout) kind = 'read';
+    else if (this.opts.idleTimeout > 0 && now - this.lastActivity >= this.opts.idleTimeout) kind = 'idle';
+    if (kind === undefined) return;
+    const err = new MilterError('THEMIS_ERR_MILTER_TIMEOUT', { kind, ms: kind === 'read' ? this.opts.readTimeout : this.opts.idleTimeout });
     this.log.warn({ code: err.code, state: STATE_NAMES[this.connState] }, err.message);
     this.destroy(`${kind} timeout`);
-  }
-
-  private setTimeoutMode(mode: 'idle' | 'read'): void {
-    if (mode === this.timeoutMode) return;
-    this.timeoutMode = mode;
-    const ms = mode === 'read' ? this.opts.readTimeout : this.opts.idleTimeout;
-    this.socket.setTimeout(ms > 0 ? ms : 0);
   }
 
   private onDrain(): void {
@@ -424,11 +433,10 @@ export class MilterConnection implements MilterSession {
     switch (code) {
       case Command.OPTNEG:
         return this.onOptionNegotiation(payload);
-      case Command.MACRO: {
-        const { command, pairs } = readMacros(payload, enc);
-        this.macros.set(command, pairs);
+      case Command.MACRO:
+        if (payload.length < 1) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_MACRO', reason: 'no command byte' });
+        this.macros.setPacket(payload);
         return;
-      }
       case Command.CONNECT: {
         if (this.connState !== enum_State.NEGOTIATED) throw this.outOfOrder(code);
         const event = readConnect(payload, enc);
@@ -447,7 +455,7 @@ export class MilterConnection implements MilterSession {
       }
       case Command.MAIL: {
         this.requireConnected(code);
-        const event = envelope(readStrings(payload, enc));
+        const event = new EnvelopeView(payload, enc);
         this.endMessage(true);
         this.macros.enterStage(code);
         this.phase = Phase.MAIL;
@@ -457,7 +465,7 @@ export class MilterConnection implements MilterSession {
       }
       case Command.RCPT: {
         this.enterPhase(code, Phase.RCPT);
-        const event = envelope(readStrings(payload, enc));
+        const event = new EnvelopeView(payload, enc);
         if (this.recipients === NO_RECIPIENTS) this.recipients = [];
         this.recipients.push(event);
         return this.run('rcptTo', this.app.rcptTo, event);
@@ -465,10 +473,12 @@ export class MilterConnection implements MilterSession {
       case Command.DATA:
         this.enterPhase(code, Phase.DATA);
         return this.run('data', this.app.data, undefined);
-      case Command.HEADER: {
+      case Command.HEADER:
         this.enterPhase(code, Phase.HEADER);
-        return this.run('header', this.app.header, readHeader(payload, enc));
-      }
+        // Decoding is lazy, but a malformed packet is still refused here, not in the handler.
+        if (payload.indexOf(0) < 0) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_HEADER', reason: 'header name is not NUL-terminated' });
+        if (this.app.header === undefined) return this.autoReply('header');
+        return this.run('header', this.app.header, new HeaderView(payload, enc));
       case Command.EOH:
         this.enterPhase(code, Phase.EOH);
         return this.run('endOfHeaders', this.app.endOfHeaders, undefined);
@@ -634,6 +644,7 @@ export class MilterConnection implements MilterSession {
 
   private settle(stage: Stage, decision: Decision, modifier: Modifier | undefined, failed: boolean): void {
     this.busy = false;
+    this.lastActivity = Date.now();
     this.pendingStage = undefined;
     if (this.progressTimer) {
       clearInterval(this.progressTimer);
@@ -791,7 +802,6 @@ export class MilterConnection implements MilterSession {
     this.handlerToken++;
     this.busy = false;
     if (this.progressTimer) clearInterval(this.progressTimer);
-    this.socket.setTimeout(0);
     this.queue.length = 0;
     this.queueHead = 0;
     this.runClose();
@@ -800,9 +810,64 @@ export class MilterConnection implements MilterSession {
   }
 }
 
-function envelope(argv: string[]): EnvelopeEvent {
-  const raw = argv[0] ?? '';
-  return { address: stripAngleBrackets(raw), raw, args: argv.length > 1 ? argv.slice(1) : NO_ARGS };
+/**
+ * A MAIL/RCPT event over the packet's bytes, decoded on first access: an application that does not
+ * read an address does not pay for turning it into a string.
+ */
+class EnvelopeView implements EnvelopeEvent {
+  private readonly payload: Buffer;
+  private readonly encoding: StringEncoding;
+  private argv: string[] | undefined;
+
+  constructor(payload: Buffer, encoding: StringEncoding) {
+    this.payload = payload;
+    this.encoding = encoding;
+  }
+
+  private decoded(): string[] {
+    return (this.argv ??= readStrings(this.payload, this.encoding));
+  }
+
+  get raw(): string {
+    return this.decoded()[0] ?? '';
+  }
+
+  get address(): string {
+    return stripAngleBrackets(this.raw);
+  }
+
+  get args(): string[] {
+    const argv = this.decoded();
+    return argv.length > 1 ? argv.slice(1) : NO_ARGS;
+  }
+
+  toJSON(): EnvelopeEvent {
+    return { address: this.address, raw: this.raw, args: this.args };
+  }
+}
+
+/** A HEADER event over the packet's bytes, decoded on first access. */
+class HeaderView implements HeaderEvent {
+  private readonly payload: Buffer;
+  private readonly encoding: StringEncoding;
+  private decoded: HeaderEvent | undefined;
+
+  constructor(payload: Buffer, encoding: StringEncoding) {
+    this.payload = payload;
+    this.encoding = encoding;
+  }
+
+  get name(): string {
+    return (this.decoded ??= readHeader(this.payload, this.encoding)).name;
+  }
+
+  get value(): string {
+    return (this.decoded ??= readHeader(this.payload, this.encoding)).value;
+  }
+
+  toJSON(): HeaderEvent {
+    return { name: this.name, value: this.value };
+  }
 }
 
 function handlerStages(app: MilterHandlers): Stage[] {

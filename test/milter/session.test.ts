@@ -286,6 +286,7 @@ describe('bad input closes only the offending connection', () => {
   it('OPTNEG twice', () => expectClosedWith([N1], 'THEMIS_ERR_MILTER_OUT_OF_ORDER'));
   it('RCPT with no open message', () => expectClosedWith([encodeConnect({ hostname: 'h', family: '4', port: 1, address: '192.0.2.1' }), encodeStrings(Command.RCPT, ['<x@y>'])], 'THEMIS_ERR_MILTER_OUT_OF_ORDER'));
   it('a header after end of headers', () => expectClosedWith([encodeConnect({ hostname: 'h', family: '4', port: 1, address: '192.0.2.1' }), encodeStrings(Command.MAIL, ['<a@b>']), encodePacket(Command.EOH), encodeStrings(Command.HEADER, ['A', 'b'])], 'THEMIS_ERR_MILTER_OUT_OF_ORDER'));
+  it('a header without its NUL terminator', () => expectClosedWith([encodeConnect({ hostname: 'h', family: '4', port: 1, address: '192.0.2.1' }), encodeStrings(Command.MAIL, ['<a@b>']), encodePacket(Command.HEADER, Buffer.from('Subject'))], 'THEMIS_ERR_MILTER_MALFORMED'));
   it('a malformed CONNECT', () => expectClosedWith([encodePacket(Command.CONNECT, Buffer.from('host-without-family'))], 'THEMIS_ERR_MILTER_MALFORMED'));
   it('a short OPTNEG', () => expectClosedWith([hex('00 00 00 05 4f 00 00 00 06')], 'THEMIS_ERR_MILTER_MALFORMED', false));
   it('a packet left unfinished past the read timeout', () => expectClosedWith([hex('00 00 00 10 4c 41')], 'THEMIS_ERR_MILTER_TIMEOUT'));

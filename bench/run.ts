@@ -1,0 +1,652 @@
+/**
+ * `npm run bench`: Themis against the reference null milters, side by side, in one run.
+ *
+ * It starts `themis start` (the accept-all application, which taps every stage like the reference
+ * null milters). When the shared harness folder is there, it also starts the C libmilter null milter
+ * and the pymilter one. It then runs the same load (`bench/load.ts`) against each target:
+ * - at 1, 10 and 50 concurrent connections;
+ * - 10 messages per connection, 5 recipients, 10 headers and a 20 KiB body per message;
+ * - targets interleaved within each round (themis, c, py, themis, c, py, …), over several rounds,
+ *   reporting medians.
+ * Then it opens 1,000 idle sessions against a fresh instance of each milter and reads its memory. It
+ * prints a table, the Themis/baseline CPU ratios and PASS/FAIL lines for the targets.
+ *
+ * Usage: npm run bench [-- --quick] [-- --targets themis,c,py] [-- --rounds N] [-- --json [PATH]]
+ * Exit status: 0 when it ran and every check passed (or was skipped); 1 when a check failed or the
+ * bench could not run; 130 on SIGINT.
+ * @module
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
+import { createServer, connect as netConnect } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { IdleResult, LoadResult } from './load.ts';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const LOAD = join(REPO, 'bench', 'load.ts');
+const THEMIS_BIN = join(REPO, 'bin', 'themis.js');
+const DEFAULT_JSON = join(REPO, 'bench', 'results', 'latest.json');
+
+// ---------------------------------------------------------------------------------------------
+// What is measured
+
+/** The load per message, the same for every target and config. */
+const MESSAGE = { msgsPerConn: 10, rcpts: 5, headers: 10, bodyBytes: 20 * 1024 };
+
+interface Config {
+  connections: number;
+  messages: number;
+}
+
+/** Full run: enough messages for CPU figures to within about 1 % (≥ 2,000 per config; 1 connection is latency-bound). */
+const FULL = { rounds: 7, warmup: 1000, idle: 1000, configs: [{ connections: 1, messages: 3000 }, { connections: 10, messages: 5000 }, { connections: 50, messages: 5000 }] as Config[] };
+/** `--quick`: a smoke run. */
+const QUICK = { rounds: 1, warmup: 300, idle: 1000, configs: [{ connections: 1, messages: 300 }, { connections: 10, messages: 1000 }, { connections: 50, messages: 1000 }] as Config[] };
+
+const TARGET_NAMES = ['themis', 'c', 'py', 'node-floor'] as const;
+type TargetName = (typeof TARGET_NAMES)[number];
+/** Targets run when --targets is not given. `node-floor` (bench/node-floor.ts) is a diagnostic, on request only. */
+const DEFAULT_TARGETS: TargetName[] = ['themis', 'c', 'py'];
+const TARGET_LABELS: Record<TargetName, string> = { themis: 'Themis (node)', c: 'C libmilter', py: 'pymilter', 'node-floor': 'node floor' };
+const SHORT: Record<TargetName, string> = { themis: 'Themis', c: 'C', py: 'py', 'node-floor': 'floor' };
+
+/** Targets the checks are about: Themis CPU per message compared with C libmilter's. */
+const CHECK_A = { connections: 10, maxRatio: 0.5 };
+const CHECK_B = { connections: 1, maxRatio: 1.0 };
+const CHECK_D_MB = 150;
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+interface Options {
+  quick: boolean;
+  targets: TargetName[];
+  rounds: number;
+  json: string | undefined;
+}
+
+const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [options])
+  --quick              smoke run: fewer messages, 1 round
+  --targets LIST       comma list of themis, c, py, node-floor (default: themis,c,py). node-floor is
+                       bench/node-floor.ts, the cheapest null milter Node can run: a diagnostic
+  --rounds N           rounds of interleaved runs (default 7; --quick 1)
+  --json [PATH]        also write every raw figure as JSON (default path bench/results/latest.json)
+  --help
+Environment: THEMIS_SHARED_BENCH (default ../shared/bench from the repository root) is the folder with
+the reference milters; without it only Themis runs. THEMIS_BENCH_BIN: where a built C null milter is
+looked for (default /tmp/themis-bench); it is built into a temporary folder when missing.
+`;
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = { quick: false, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) fail(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--quick') o.quick = true;
+    else if (a === '--targets') {
+      const list = value().split(',').map((s) => s.trim()).filter(Boolean);
+      for (const t of list) if (!(TARGET_NAMES as readonly string[]).includes(t)) fail(`unknown target ${JSON.stringify(t)} (${TARGET_NAMES.join(', ')})`);
+      o.targets = TARGET_NAMES.filter((t) => list.includes(t));
+    } else if (a === '--rounds') {
+      o.rounds = Number(value());
+      if (!Number.isInteger(o.rounds) || o.rounds < 1) fail('--rounds must be a positive integer');
+    } else if (a === '--json') {
+      const next = argv[i + 1];
+      o.json = next !== undefined && !next.startsWith('--') ? resolve(argv[++i]) : DEFAULT_JSON;
+    } else if (a === '--help' || a === '-h') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else fail(`unknown option ${JSON.stringify(a)}`);
+  }
+  if (o.targets.length === 0) fail('--targets is empty');
+  return o;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`bench: ${message}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: every one is tracked and killed on the way out, whatever happens
+
+const children = new Set<ChildProcess>();
+const tempDirs: string[] = [];
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+function killAll(): void {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  children.clear();
+  for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    process.stderr.write(`\nbench: ${sig}: stopping every process it started\n`);
+    killAll();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(t);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = netConnect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+interface TargetSpec {
+  name: TargetName;
+  command: string;
+  args: (port: number) => string[];
+}
+
+/** A running milter. */
+interface Milter {
+  spec: TargetSpec;
+  port: number;
+  child: ChildProcess;
+  pid: number;
+  /** The last output lines (stdout and stderr), for error reports. */
+  tail: string[];
+  /** Log lines at warn level or above (Themis runs with --log-level warn, so every line counts). */
+  logLines: number;
+}
+
+async function startMilter(spec: TargetSpec): Promise<Milter> {
+  const port = await freePort();
+  const child = track(spawn(spec.command, spec.args(port), { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const m: Milter = { spec, port, child, pid: child.pid ?? 0, tail: [], logLines: 0 };
+  const onOut = (d: Buffer) => {
+    for (const line of d.toString('utf8').split('\n')) {
+      if (!line.trim()) continue;
+      m.logLines++;
+      m.tail.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
+      if (m.tail.length > 20) m.tail.shift();
+    }
+  };
+  child.stdout!.on('data', onOut);
+  child.stderr!.on('data', onOut);
+  const deadline = Date.now() + 15_000;
+  while (!(await canConnect(port))) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${spec.name} exited (${child.exitCode ?? child.signalCode}) before listening: ${m.tail.join(' | ')}`);
+    if (Date.now() > deadline) {
+      await stopChild(child);
+      throw new Error(`${spec.name} did not listen on 127.0.0.1:${port} within 15 s: ${m.tail.join(' | ')}`);
+    }
+    await sleep(50);
+  }
+  await sleep(200); // let the listener's start-up work settle before measuring its CPU
+  // The startup lines (pymilter/libmilter banners) are not warnings.
+  m.logLines = 0;
+  return m;
+}
+
+function alive(m: Milter): boolean {
+  return m.child.exitCode === null && m.child.signalCode === null;
+}
+
+/** Finds the reference milters; returns the runnable targets and the reasons for the others. */
+function resolveTargets(wanted: TargetName[]): { specs: TargetSpec[]; skipped: Map<TargetName, string>; sharedDir: string } {
+  const specs: TargetSpec[] = [];
+  const skipped = new Map<TargetName, string>();
+  const sharedDir = resolve(process.env.THEMIS_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
+  if (wanted.includes('themis')) specs.push({ name: 'themis', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
+  if (wanted.includes('node-floor')) specs.push({ name: 'node-floor', command: process.execPath, args: (port) => [join(REPO, 'bench', 'node-floor.ts'), 'start', '--listen', `inet:${port}@127.0.0.1`] });
+  const haveShared = existsSync(join(sharedDir, 'baselines'));
+  if (wanted.includes('c')) {
+    if (!haveShared) skipped.set('c', `no reference milters folder at ${join(sharedDir, 'baselines')} (set THEMIS_SHARED_BENCH)`);
+    else {
+      const r = findOrBuildC(sharedDir);
+      if ('bin' in r) specs.push({ name: 'c', command: r.bin, args: (port) => [String(port)] });
+      else skipped.set('c', r.skip);
+    }
+  }
+  if (wanted.includes('py')) {
+    const script = join(sharedDir, 'baselines', 'null_milter.py');
+    if (!haveShared) skipped.set('py', `no reference milters folder at ${join(sharedDir, 'baselines')} (set THEMIS_SHARED_BENCH)`);
+    else if (!existsSync(script)) skipped.set('py', `${script} is missing`);
+    else if (!existsSync('/usr/bin/python3')) skipped.set('py', '/usr/bin/python3 is missing');
+    else {
+      try {
+        execFileSync('/usr/bin/python3', ['-c', 'import Milter'], { stdio: 'pipe' });
+        specs.push({ name: 'py', command: '/usr/bin/python3', args: (port) => [script, String(port)] });
+      } catch {
+        skipped.set('py', 'pymilter is not importable by /usr/bin/python3 (Debian: apt install python3-milter)');
+      }
+    }
+  }
+  // Keep the order themis, c, py.
+  specs.sort((a, b) => TARGET_NAMES.indexOf(a.name) - TARGET_NAMES.indexOf(b.name));
+  return { specs, skipped, sharedDir };
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.X_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** The C null milter: a built one in $THEMIS_BENCH_BIN (default /tmp/themis-bench), else build it into a temp dir. */
+function findOrBuildC(sharedDir: string): { bin: string } | { skip: string } {
+  const existing = join(process.env.THEMIS_BENCH_BIN ?? '/tmp/themis-bench', 'null_milter');
+  if (isExecutable(existing)) return { bin: existing };
+  const build = join(sharedDir, 'baselines', 'build.sh');
+  if (!existsSync(build)) return { skip: `${existing} is missing and there is no ${build} to build it` };
+  const dir = mkdtempSync(join(tmpdir(), 'themis-bench-'));
+  tempDirs.push(dir);
+  try {
+    execFileSync('bash', [build], { env: { ...process.env, THEMIS_BENCH_BIN: dir }, stdio: 'pipe', timeout: 300_000 });
+  } catch (err) {
+    const e = err as { stderr?: Buffer; message: string };
+    const why = (e.stderr?.toString('utf8').trim().split('\n').slice(-3).join(' | ') || e.message).slice(0, 300);
+    return { skip: `building it with ${build} failed: ${why}` };
+  }
+  const bin = join(dir, 'null_milter');
+  return isExecutable(bin) ? { bin } : { skip: `${build} did not produce ${bin}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load runs
+
+function runLoadProcess(args: string[]): Promise<{ json: unknown; code: number | null; stderr: string }> {
+  return new Promise((res, rej) => {
+    const child = track(spawn(process.execPath, [LOAD, ...args, '--json'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }));
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString('utf8')));
+    child.once('error', rej);
+    child.once('close', (code) => {
+      try {
+        res({ json: JSON.parse(out), code, stderr: err });
+      } catch {
+        rej(new Error(`load.ts ${args.join(' ')} exited ${code} without a JSON result: ${(out + err).trim().slice(-800)}`));
+      }
+    });
+  });
+}
+
+function loadArgs(m: Milter, c: Config): string[] {
+  return ['--port', String(m.port), '-c', String(c.connections), '-m', String(c.messages), '-k', String(MESSAGE.msgsPerConn), '-r', String(MESSAGE.rcpts), '--headers', String(MESSAGE.headers), '--body-bytes', String(MESSAGE.bodyBytes), '--milter-pid', String(m.pid)];
+}
+
+interface RunRecord {
+  round: number;
+  target: TargetName;
+  connections: number;
+  result: LoadResult;
+}
+
+interface Row {
+  target: TargetName;
+  connections: number;
+  messages: number;
+  runs: number;
+  msgs_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  milter_cpu_ms_per_msg: number;
+  /** User-mode and kernel parts of the milter's CPU (from /proc/<pid>/stat utime and stime). */
+  milter_user_ms_per_msg: number;
+  milter_sys_ms_per_msg: number;
+  client_cpu_ms_per_msg: number;
+  protocol_errors: number;
+  msgs_per_s_per_round: number[];
+  milter_cpu_per_round: number[];
+  milter_cpu_sources: string[];
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function summarizeRows(records: RunRecord[], targets: TargetName[], configs: Config[]): Row[] {
+  const rows: Row[] = [];
+  for (const c of configs) {
+    for (const t of targets) {
+      const rs = records.filter((r) => r.target === t && r.connections === c.connections).map((r) => r.result);
+      if (rs.length === 0) continue;
+      rows.push({
+        target: t,
+        connections: c.connections,
+        messages: c.messages,
+        runs: rs.length,
+        msgs_per_s: median(rs.map((r) => r.msgs_per_s)),
+        p50_ms: median(rs.map((r) => r.latency_ms?.p50 ?? NaN)),
+        p99_ms: median(rs.map((r) => r.latency_ms?.p99 ?? NaN)),
+        milter_cpu_ms_per_msg: median(rs.map((r) => r.milter_cpu_ms_per_msg ?? NaN)),
+        milter_user_ms_per_msg: median(rs.map((r) => r.milter_user_ms_per_msg ?? NaN)),
+        milter_sys_ms_per_msg: median(rs.map((r) => r.milter_sys_ms_per_msg ?? NaN)),
+        client_cpu_ms_per_msg: median(rs.map((r) => r.client_cpu_ms_per_msg)),
+        protocol_errors: rs.reduce((n, r) => n + r.protocol_errors, 0),
+        msgs_per_s_per_round: rs.map((r) => r.msgs_per_s),
+        milter_cpu_per_round: rs.map((r) => r.milter_cpu_ms_per_msg ?? NaN),
+        milter_cpu_sources: [...new Set(rs.map((r) => r.milter_cpu_source ?? '?'))],
+      });
+    }
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+function print(line = ''): void {
+  process.stdout.write(line + '\n');
+}
+
+const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+const pad = (s: string, n: number) => s.padEnd(n);
+const lpad = (s: string, n: number) => s.padStart(n);
+
+function printTable(rows: Row[], configs: Config[]): void {
+  print(`${pad('config', 8)} ${pad('target', 14)} ${lpad('msgs/s', 7)} ${lpad('p50 ms', 7)} ${lpad('p99 ms', 7)} ${lpad('milter CPU', 11)} ${lpad('user/sys', 12)} ${lpad('client CPU', 11)} ${lpad('proto', 6)}   msgs/s per round`);
+  print(`${pad('', 8)} ${pad('', 14)} ${lpad('', 7)} ${lpad('', 7)} ${lpad('', 7)} ${lpad('ms/msg', 11)} ${lpad('ms/msg', 12)} ${lpad('ms/msg', 11)} ${lpad('errors', 6)}`);
+  for (const c of configs) {
+    let first = true;
+    for (const r of rows.filter((x) => x.connections === c.connections)) {
+      const errs = r.protocol_errors > 0 ? `${r.protocol_errors} !!` : '0';
+      print(`${pad(first ? `C=${c.connections}` : '', 8)} ${pad(TARGET_LABELS[r.target], 14)} ${lpad(r.msgs_per_s.toFixed(0), 7)} ${lpad(f(r.p50_ms, 2), 7)} ${lpad(f(r.p99_ms, 2), 7)} ${lpad(f(r.milter_cpu_ms_per_msg), 11)} ${lpad(`${f(r.milter_user_ms_per_msg, 2)}/${f(r.milter_sys_ms_per_msg, 2)}`, 12)} ${lpad(f(r.client_cpu_ms_per_msg), 11)} ${lpad(errs, 6)}   ${r.msgs_per_s_per_round.map((x) => x.toFixed(0)).join(' ')}`);
+      first = false;
+    }
+  }
+}
+
+interface Ratio {
+  connections: number;
+  baseline: TargetName;
+  ratio: number;
+  per_round: number[];
+}
+
+function ratios(records: RunRecord[], rows: Row[], configs: Config[], baselines: TargetName[]): Ratio[] {
+  const res: Ratio[] = [];
+  for (const c of configs) {
+    const th = rows.find((r) => r.target === 'themis' && r.connections === c.connections);
+    for (const b of baselines) {
+      const br = rows.find((r) => r.target === b && r.connections === c.connections);
+      if (!th || !br) continue;
+      const perRound: number[] = [];
+      for (const rec of records.filter((r) => r.target === 'themis' && r.connections === c.connections)) {
+        const other = records.find((r) => r.target === b && r.connections === c.connections && r.round === rec.round);
+        if (other?.result.milter_cpu_ms_per_msg && rec.result.milter_cpu_ms_per_msg !== undefined) perRound.push(rec.result.milter_cpu_ms_per_msg / other.result.milter_cpu_ms_per_msg);
+      }
+      res.push({ connections: c.connections, baseline: b, ratio: th.milter_cpu_ms_per_msg / br.milter_cpu_ms_per_msg, per_round: perRound });
+    }
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+interface Check {
+  id: string;
+  status: 'PASS' | 'FAIL' | 'SKIP';
+  text: string;
+}
+
+async function main(): Promise<number> {
+  const opts = parseOptions(process.argv.slice(2));
+  const plan = opts.quick ? QUICK : FULL;
+  const rounds = opts.rounds || plan.rounds;
+  const started = new Date();
+  const t0 = performance.now();
+
+  const { specs, skipped, sharedDir } = resolveTargets(opts.targets);
+  print(`Themis milter benchmark — ${started.toISOString()}${opts.quick ? '  [--quick: smoke run, not for figures]' : ''}`);
+  print(`host: ${cpus().length} CPU (${cpus()[0]?.model.trim() ?? '?'}), Linux ${release()}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version} (${process.execPath})`);
+  print(`load per message: MAIL, ${MESSAGE.rcpts} RCPT, DATA, ${MESSAGE.headers} headers, EOH, ${MESSAGE.bodyBytes}-byte body (1 chunk), EOM, each with its macro packet as Postfix sends them; ${MESSAGE.msgsPerConn} messages per connection; ABORT after each message`);
+  print(`configs: ${plan.configs.map((c) => `C=${c.connections} × ${c.messages} msgs`).join(', ')}; ${rounds} round(s), targets interleaved; medians shown`);
+  for (const [name, why] of skipped) print(`baseline skipped: ${name}: ${why}`);
+  if (!specs.some((s) => s.name === 'themis')) print('note: themis is not among the targets: no ratios and no checks');
+
+  // Start every target once; they stay up for all rounds.
+  const milters = new Map<TargetName, Milter>();
+  for (const spec of specs) {
+    try {
+      const m = await startMilter(spec);
+      milters.set(spec.name, m);
+      print(`started ${pad(spec.name, 6)} pid ${m.pid} on 127.0.0.1:${m.port}: ${[spec.command, ...spec.args(m.port)].join(' ')}`);
+    } catch (err) {
+      if (spec.name === 'themis') throw err;
+      skipped.set(spec.name, `could not start: ${(err as Error).message}`);
+      print(`baseline skipped: ${spec.name}: could not start: ${(err as Error).message}`);
+    }
+  }
+  const targets = TARGET_NAMES.filter((t) => milters.has(t));
+  const runErrors: string[] = [];
+
+  const runOne = async (m: Milter, c: Config): Promise<LoadResult | undefined> => {
+    if (!alive(m)) {
+      runErrors.push(`${m.spec.name} C=${c.connections}: the milter is no longer running (${m.child.exitCode ?? m.child.signalCode}): ${m.tail.slice(-3).join(' | ')}`);
+      return undefined;
+    }
+    try {
+      const { json } = await runLoadProcess(loadArgs(m, c));
+      return json as LoadResult;
+    } catch (err) {
+      runErrors.push(`${m.spec.name} C=${c.connections}: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
+
+  // Warm-up (not recorded): JIT, caches, thread pools.
+  print(`warm-up: ${plan.warmup} messages at C=10 per target (not recorded)`);
+  for (const t of targets) await runOne(milters.get(t)!, { connections: 10, messages: plan.warmup });
+
+  const records: RunRecord[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    for (const c of plan.configs) {
+      const line: string[] = [];
+      for (const t of targets) {
+        const r = await runOne(milters.get(t)!, c);
+        if (!r) {
+          line.push(`${t} FAILED`);
+          continue;
+        }
+        records.push({ round, target: t, connections: c.connections, result: r });
+        line.push(`${t} ${r.msgs_per_s.toFixed(0)}/s ${f(r.milter_cpu_ms_per_msg ?? NaN)}+${f(r.client_cpu_ms_per_msg)} ms${r.protocol_errors ? ` ${r.protocol_errors} PROTOCOL ERRORS` : ''}`);
+      }
+      print(`round ${round}/${rounds} C=${pad(String(c.connections), 3)} ${line.join('  |  ')}   (msgs/s, milter+client CPU per msg)`);
+    }
+  }
+  const logLines = new Map<TargetName, number>([...milters].map(([t, m]) => [t, m.logLines]));
+  const tails = new Map<TargetName, string[]>([...milters].map(([t, m]) => [t, [...m.tail]]));
+  for (const m of milters.values()) await stopChild(m.child);
+
+  // Memory: a fresh instance of each milter, N idle sessions.
+  const memory = new Map<TargetName, IdleResult>();
+  print(`memory: ${plan.idle} idle sessions (OPTNEG+CONNECT+HELO, then idle) against a fresh instance of each target`);
+  for (const t of targets) {
+    const spec = specs.find((s) => s.name === t)!;
+    let m: Milter | undefined;
+    try {
+      m = await startMilter(spec);
+      const { json } = await runLoadProcess(['--port', String(m.port), '--idle', String(plan.idle), '--milter-pid', String(m.pid)]);
+      memory.set(t, json as IdleResult);
+    } catch (err) {
+      runErrors.push(`memory ${t}: ${(err as Error).message}`);
+    } finally {
+      if (m) await stopChild(m.child);
+    }
+  }
+
+  // ------------------------------------------------------------------ report
+  const rows = summarizeRows(records, targets, plan.configs);
+  const baselines = targets.filter((t) => t !== 'themis');
+  const rs = targets.includes('themis') ? ratios(records, rows, plan.configs, baselines) : [];
+
+  print();
+  print(`Results (median of ${rounds} round${rounds > 1 ? 's' : ''}; latency is from the message's first packet to its decision):`);
+  printTable(rows, plan.configs);
+  const sources = [...new Set(rows.flatMap((r) => r.milter_cpu_sources))];
+  print(`milter CPU: /proc/<pid> of the milter process, all threads (source per run: ${sources.join(', ')}; see bench/README.md)`);
+
+  if (rs.length > 0) {
+    print();
+    print('Milter CPU per message, Themis ÷ baseline (< 1 = Themis cheaper):');
+    print(`${pad('config', 8)} ${baselines.map((b) => lpad(`Themis/${SHORT[b]}`, 12)).join(' ')}   per round`);
+    for (const c of plan.configs) {
+      const cells = baselines.map((b) => rs.find((r) => r.connections === c.connections && r.baseline === b));
+      const per = cells.map((r, i) => (r ? `${SHORT[baselines[i]]}: ${r.per_round.map((x) => x.toFixed(2)).join(' ')}` : '')).filter(Boolean).join('  ');
+      print(`${pad(`C=${c.connections}`, 8)} ${cells.map((r) => lpad(r ? r.ratio.toFixed(2) : 'n/a', 12)).join(' ')}   ${per}`);
+    }
+  }
+
+  if (memory.size > 0) {
+    print();
+    print(`Memory with ${plan.idle} idle sessions (fresh process each):`);
+    print(`${pad('target', 14)} ${lpad('sessions', 9)} ${lpad('RSS before', 11)} ${lpad('RSS idle', 9)} ${lpad('peak (VmHWM)', 13)} ${lpad('per session', 12)} ${lpad('threads', 8)}`);
+    for (const [t, r] of memory) {
+      const mb = (kb: number | undefined) => (kb === undefined ? 'n/a' : `${(kb / 1024).toFixed(1)} MB`);
+      print(`${pad(TARGET_LABELS[t], 14)} ${lpad(`${r.established}/${r.requested}`, 9)} ${lpad(mb(r.before?.rssKb), 11)} ${lpad(mb(r.during?.rssKb), 9)} ${lpad(mb(r.during?.hwmKb), 13)} ${lpad(r.rss_per_conn_kb === undefined ? 'n/a' : `${r.rss_per_conn_kb.toFixed(1)} kB`, 12)} ${lpad(String(r.during?.threads ?? 'n/a'), 8)}${r.protocol_errors ? `   ${r.protocol_errors} PROTOCOL ERRORS ${JSON.stringify(r.protocol_error_kinds)}` : ''}`);
+    }
+  }
+
+  // Protocol errors: loud, with samples.
+  const errorRuns = records.filter((r) => r.result.protocol_errors > 0);
+  if (errorRuns.length > 0) {
+    print();
+    print('!!!!!!!!!! PROTOCOL ERRORS !!!!!!!!!!');
+    for (const r of errorRuns) print(`  ${r.target} C=${r.connections} round ${r.round}: ${r.result.protocol_errors} ${JSON.stringify(r.result.protocol_error_kinds)} e.g. ${r.result.error_samples.slice(0, 2).join(' / ')}`);
+  }
+  for (const [t, n] of logLines) {
+    if (t === 'themis' && n > 0) print(`themis wrote ${n} log line(s) at warn level or above during the load; last: ${tails.get(t)!.slice(-3).join(' | ')}`);
+  }
+  if (runErrors.length > 0) {
+    print();
+    print('Runs that failed:');
+    for (const e of runErrors) print(`  ${e}`);
+  }
+
+  // ------------------------------------------------------------------ checks
+  const checks: Check[] = [];
+  const cpuRow = (t: TargetName, c: number) => rows.find((r) => r.target === t && r.connections === c);
+  for (const [id, spec] of [['a', CHECK_A], ['b', CHECK_B]] as const) {
+    const th = cpuRow('themis', spec.connections);
+    const c = cpuRow('c', spec.connections);
+    const what = `Themis CPU/msg at ${spec.connections} connection${spec.connections > 1 ? 's' : ''} ≤ ${spec.maxRatio.toFixed(1)} × C libmilter's`;
+    if (!th || !c || !Number.isFinite(th.milter_cpu_ms_per_msg) || !Number.isFinite(c.milter_cpu_ms_per_msg)) {
+      checks.push({ id, status: 'SKIP', text: `${what}: ${!th ? 'no Themis figure' : `no C figure (${skipped.get('c') ?? 'run failed'})`}` });
+      continue;
+    }
+    const limit = spec.maxRatio * c.milter_cpu_ms_per_msg;
+    const ratio = th.milter_cpu_ms_per_msg / c.milter_cpu_ms_per_msg;
+    checks.push({ id, status: th.milter_cpu_ms_per_msg <= limit ? 'PASS' : 'FAIL', text: `${what}: ${f(th.milter_cpu_ms_per_msg)} vs limit ${f(limit)} ms (C ${f(c.milter_cpu_ms_per_msg)} ms; ratio ${ratio.toFixed(2)})` });
+  }
+  {
+    const themisRecords = records.filter((r) => r.target === 'themis');
+    const n = themisRecords.reduce((s, r) => s + r.result.protocol_errors, 0) + (memory.get('themis')?.protocol_errors ?? 0);
+    const failedRuns = runErrors.filter((e) => e.startsWith('themis') || e.startsWith('memory themis')).length;
+    if (!targets.includes('themis')) checks.push({ id: 'c', status: 'SKIP', text: 'zero protocol errors for Themis: Themis not run' });
+    else checks.push({ id: 'c', status: n === 0 && failedRuns === 0 && themisRecords.length > 0 ? 'PASS' : 'FAIL', text: `zero protocol errors for Themis: ${n} protocol error(s) in ${themisRecords.length} runs${failedRuns ? `, ${failedRuns} failed run(s)` : ''}` });
+  }
+  {
+    const mem = memory.get('themis');
+    if (!mem?.during) checks.push({ id: 'd', status: targets.includes('themis') ? 'FAIL' : 'SKIP', text: `Themis peak RSS with ${plan.idle} idle connections < ${CHECK_D_MB} MB: no measurement` });
+    else {
+      const mb = mem.during.hwmKb / 1024;
+      const ok = mb < CHECK_D_MB && mem.established === plan.idle;
+      checks.push({ id: 'd', status: ok ? 'PASS' : 'FAIL', text: `Themis peak RSS with ${plan.idle} idle connections < ${CHECK_D_MB} MB: VmHWM ${mb.toFixed(1)} MB, VmRSS ${(mem.during.rssKb / 1024).toFixed(1)} MB (${mem.established}/${plan.idle} sessions established)` });
+    }
+  }
+  print();
+  print('Checks:');
+  for (const c of checks) print(`${c.status} (${c.id}) ${c.text}`);
+  const elapsed = (performance.now() - t0) / 1000;
+  print(`bench took ${elapsed.toFixed(0)} s; load average now ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+
+  if (opts.json) {
+    const doc = {
+      started: started.toISOString(),
+      elapsed_s: Math.round(elapsed),
+      quick: opts.quick,
+      rounds,
+      host: { cpus: cpus().length, model: cpus()[0]?.model, kernel: release(), node: process.version, loadavg_end: loadavg() },
+      message: MESSAGE,
+      configs: plan.configs,
+      shared_dir: sharedDir,
+      targets: Object.fromEntries(specs.map((s) => [s.name, { command: s.command, started: milters.has(s.name) }])),
+      skipped: Object.fromEntries(skipped),
+      summary: rows,
+      ratios: rs,
+      memory: Object.fromEntries(memory),
+      checks,
+      run_errors: runErrors,
+      runs: records,
+    };
+    mkdirSync(dirname(opts.json), { recursive: true });
+    writeFileSync(opts.json, JSON.stringify(doc, null, 1) + '\n');
+    print(`JSON: ${opts.json}`);
+  }
+  return checks.some((c) => c.status === 'FAIL') || (runErrors.length > 0 && records.length === 0) ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    killAll();
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    killAll();
+    process.exitCode = 1;
+  },
+);

@@ -276,7 +276,7 @@ export class MilterConnection implements MilterSession {
     socket.on('drain', () => this.onDrain());
   }
 
-  /** The connection's logger, made on first use: most connections never log. */
+  /** The connection's logger, made on first use: most connections never log (pino children are not free). Debug lines use the base logger with a `conn` field for the same reason. */
   get log(): MilterLogger {
     return (this.childLog ??= this.baseLog.child({ conn: this.id }));
   }
@@ -288,7 +288,7 @@ export class MilterConnection implements MilterSession {
   /** Closes the connection (server shutdown or a fatal error); runs the close handler once. */
   destroy(reason: string): void {
     if (this.connState === enum_State.CLOSED) return;
-    this.log.debug({ reason }, 'closing milter connection');
+    this.baseLog.debug({ conn: this.id, reason }, 'closing milter connection');
     this.finish(reason);
     this.socket.destroy();
   }
@@ -368,7 +368,7 @@ export class MilterConnection implements MilterSession {
 
   private onSocketError(err: Error): void {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ECONNRESET' || code === 'EPIPE') this.log.debug({ err: errorFields(err) }, 'milter connection reset');
+    if (code === 'ECONNRESET' || code === 'EPIPE') this.baseLog.debug({ conn: this.id, err: errorFields(err) }, 'milter connection reset');
     else this.log.warn({ err: errorFields(err) }, 'milter socket error');
     this.finish('socket error');
   }
@@ -527,7 +527,7 @@ export class MilterConnection implements MilterSession {
     }
     this.negotiated = negotiated;
     this.connState = enum_State.NEGOTIATED;
-    this.log.debug({ version: negotiated.reply.version, actions: negotiated.reply.actions, protocol: negotiated.reply.protocol }, 'negotiated');
+    this.baseLog.debug({ conn: this.id, version: negotiated.reply.version, actions: negotiated.reply.actions, protocol: negotiated.reply.protocol }, 'negotiated');
     this.send(encodeOptionNegotiation(negotiated.reply));
   }
 
@@ -805,7 +805,7 @@ export class MilterConnection implements MilterSession {
     this.queue.length = 0;
     this.queueHead = 0;
     this.runClose();
-    this.log.debug({ reason }, 'milter connection ended');
+    this.baseLog.debug({ conn: this.id, reason }, 'milter connection ended');
     this.onClosed(this);
   }
 }

@@ -533,3 +533,32 @@ describe('backpressure', () => {
     await server.close();
   });
 });
+
+describe('optional protocol behaviours', () => {
+  it('HDR_LEADSPC on request: values arrive verbatim and edits carry their own leading space', async () => {
+    const values: string[] = [];
+    const { server, port } = await serve({
+      negotiation: { headerLeadingSpace: true, rejectedRecipients: true, actions: Action.ADDHDRS | Action.CHGHDRS },
+      header: (_s, h) => void values.push(h.value),
+      endOfMessage: (_s, m) => {
+        m.addHeader('X-A', 'spaced');
+        m.changeHeader('X-B', 1, '\talready');
+        return Decisions.accept;
+      },
+    });
+    const c = await RawConnection.open(port);
+    c.write(N1);
+    const o = readOptionNegotiation((await c.next()).payload);
+    assert.ok(o.protocol & 0x100000, 'HDR_LEADSPC requested');
+    assert.ok(o.protocol & 0x800, 'RCPT_REJ requested');
+    c.write(encodeStrings(Command.MAIL, ['<a@x>']), encodeStrings(Command.HEADER, ['Subject', ' two  spaces']));
+    assert.equal((await c.next()).code, Response.CONTINUE);
+    c.write(encodePacket(Command.BODYEOB));
+    assert.deepEqual(readStrings((await c.next()).payload), ['X-A', ' spaced']);
+    assert.deepEqual(readStrings((await c.next()).payload.subarray(4)), ['X-B', '\talready']);
+    assert.equal((await c.next()).code, Response.ACCEPT);
+    assert.deepEqual(values, [' two  spaces']);
+    c.close();
+    await server.close();
+  });
+});

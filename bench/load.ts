@@ -944,17 +944,23 @@ class Conn {
     this.advance();
   }
 
-  /** The message got its decision at `stage`. */
-  private decide(v: number, stage: number): void {
+  /** Counts a verdict and its latency from `since`; the message is over. Returns the time now. */
+  private recordVerdict(v: number, stage: number, since: number): number {
     const now = performance.now();
     const st = this.stats;
-    st.lat[st.latCount++] = now - this.msgStart;
+    st.lat[st.latCount++] = now - since;
     st.ok++;
     st.count(st.verdicts, VERDICT_NAMES[v]);
     st.count(st.verdicts, `${VERDICT_NAMES[v]}@${STAGE_NAMES[stage]}`);
     this.load.lastDecision = now;
     this.msg = -1;
     this.waiting = false;
+    return now;
+  }
+
+  /** The message got its decision at `stage`. */
+  private decide(v: number, stage: number): void {
+    const now = this.recordVerdict(v, stage, this.msgStart);
     this.waitStage = -1;
     this.deadline = Infinity;
     this.advanced = true;
@@ -976,16 +982,8 @@ class Conn {
 
   /** A connection-level verdict at CONNECT/HELO: counts as the message's verdict; Postfix then sends QUIT only. */
   private connectionVerdict(v: number, stage: number): void {
-    const now = performance.now();
-    const st = this.stats;
-    st.setup[st.setupCount++] = now - this.sessionStart;
-    st.lat[st.latCount++] = now - this.sessionStart;
-    st.ok++;
-    st.count(st.verdicts, VERDICT_NAMES[v]);
-    st.count(st.verdicts, `${VERDICT_NAMES[v]}@${STAGE_NAMES[stage]}`);
-    this.load.lastDecision = now;
-    this.msg = -1;
-    this.waiting = false;
+    this.stats.setup[this.stats.setupCount++] = performance.now() - this.sessionStart;
+    this.recordVerdict(v, stage, this.sessionStart);
     this.endSession(P_QUIT);
     if (this.idle) {
       const cb = this.onReady;

@@ -6,7 +6,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import {
   postfixAvailable,
@@ -15,6 +14,7 @@ import {
   type DeliveredMessage,
   type PostfixInstance,
 } from './helpers/postfix.ts';
+import { freePort } from './helpers/themis.ts';
 
 const header = (m: DeliveredMessage, name: string): string[] =>
   m.headers.filter(([n]) => n.toLowerCase() === name.toLowerCase()).map(([, v]) => v);
@@ -40,16 +40,6 @@ function groupMembers(pgid: number): number[] {
   return out;
 }
 
-async function unusedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
 
 test('postfix harness', async (t) => {
   if (!postfixAvailable()) {
@@ -146,7 +136,7 @@ test('postfix harness', async (t) => {
   });
 
   await t.test('milter options reach smtpd (unreachable milter + tempfail -> 4xx)', async () => {
-    const port = await unusedPort();
+    const port = await freePort();
     const pf2 = await startPostfix({ milter: `inet:127.0.0.1:${port}`, milterDefaultAction: 'tempfail' });
     try {
       const cf = readFileSync(join(pf2.configDir, 'main.cf'), 'utf8');

@@ -1,5 +1,6 @@
 /**
- * The `themis` package. The kernel and plugin API come next; for now it exports the milter engine.
+ * The `themis` package: the plugin API and kernel, and the milter engine they stand on.
  * @module
  */
 export * from './milter/index.ts';
+export * from './kernel/index.ts';

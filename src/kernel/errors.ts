@@ -1,0 +1,45 @@
+/**
+ * The kernel's error registry: every error a plugin author or an administrator can meet has a stable
+ * `THEMIS_ERR_*` code and a message template. Milter-level codes live in `src/milter/errors.ts`.
+ * @module
+ */
+
+/** Code → message template; `{name}` placeholders come from the error's details. */
+export const KERNEL_ERRORS = {
+  THEMIS_ERR_PLUGIN_INVALID: 'plugin {plugin}: {reason}',
+  THEMIS_ERR_PLUGIN_KERNEL_RANGE: 'plugin {plugin} supports kernel {range}, but this kernel is {version}',
+  THEMIS_ERR_PLUGIN_UNKNOWN_HOOK: 'plugin {plugin} returned unknown hook {hook} (known hooks: {known})',
+  THEMIS_ERR_PLUGIN_DUPLICATE: 'plugin {plugin} is loaded twice',
+  THEMIS_ERR_PLUGIN_DUPLICATE_CLAIM: 'policy field {field} is claimed by both {first} and {second}',
+  THEMIS_ERR_PLUGIN_OPTIONS: 'options of plugin {plugin}: {path}: {reason}',
+  THEMIS_ERR_PLUGIN_SETUP: 'plugin {plugin} failed in setup: {reason}',
+  THEMIS_ERR_POLICY_UNCLAIMED: 'policies[{index}] ({policy}): field {field} is not claimed by any loaded plugin (claimed: {claimed})',
+  THEMIS_ERR_POLICY_FIELD: 'policies[{index}].{path} ({policy}): {reason}',
+  THEMIS_ERR_HOOK_FAILED: 'plugin {plugin} failed in {hook}: {reason}; answering {fallback}',
+  THEMIS_ERR_HOOK_TIMEOUT: 'plugin {plugin} did not answer {hook} within {ms} ms; answering {fallback}',
+  THEMIS_ERR_HOOK_BAD_VERDICT: 'plugin {plugin} returned an invalid verdict from {hook}: {reason}',
+  THEMIS_ERR_MODIFICATION: 'plugin {plugin}: {reason}',
+} as const;
+
+/** A code of the kernel's error registry. */
+export type KernelErrorCode = keyof typeof KERNEL_ERRORS;
+
+/** An error raised by the kernel; `code` is stable, `details` holds the template's values. */
+export class ThemisError extends Error {
+  /** Stable code from {@link KERNEL_ERRORS}. */
+  readonly code: KernelErrorCode;
+  /** The values the message was built from. */
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: KernelErrorCode, details: Record<string, unknown> = {}, options?: ErrorOptions) {
+    super(KERNEL_ERRORS[code].replace(/\{(\w+)\}/g, (whole, key: string) => (key in details ? String(details[key]) : whole)), options);
+    this.name = 'ThemisError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** True when `err` is a {@link ThemisError}, optionally of the given code. */
+export function isThemisError(err: unknown, code?: KernelErrorCode): err is ThemisError {
+  return err instanceof ThemisError && (code === undefined || err.code === code);
+}

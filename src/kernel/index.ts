@@ -1,0 +1,9 @@
+/**
+ * The kernel and the plugin API (`themis` package exports).
+ * @module
+ */
+export * from './errors.ts';
+export * from './plugin.ts';
+export * from './merge.ts';
+export * from './kernel.ts';
+export * from '../store/store.ts';

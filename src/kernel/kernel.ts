@@ -1,0 +1,690 @@
+/**
+ * The kernel: loads plugins, turns the stages they tap into a milter application (negotiating only
+ * those stages and the actions and macros they need), runs each stage's hooks in priority order under
+ * a deadline, merges their verdicts and records a decision trace per message.
+ * @module
+ */
+import { AsyncSeriesHook } from 'tapable';
+import { Registry, Counter, Gauge, Histogram } from 'prom-client';
+import semver from 'semver';
+import { Action, Decisions, type Decision, type EnvelopeEvent, type HeaderEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type SmtpReply, type Stage } from '../milter/index.ts';
+import { MemoryStore, type Store } from '../store/store.ts';
+import { ThemisError } from './errors.ts';
+import { pickWinner, type TraceEntry } from './merge.ts';
+import {
+  LIFECYCLE_HOOKS,
+  STAGE_HOOKS,
+  type AppliedPolicy,
+  type HookContext,
+  type MetricsFactory,
+  type ModificationKind,
+  type Notes,
+  type PluginDefinition,
+  type PluginHooks,
+  type PluginLogger,
+  type PluginMessage,
+  type PluginSession,
+  type RecipientState,
+  type StageHookName,
+  type Verdict,
+  type VerdictAction,
+} from './plugin.ts';
+
+/** The kernel's version, matched against each plugin's `kernel` range. */
+export const KERNEL_VERSION = '1.0.0';
+
+/** A plugin as listed for loading, with per-installation settings. */
+export interface PluginEntry {
+  /** The plugin object. */
+  plugin: PluginDefinition<any, any>;
+  /** Plugin-level options (validated with the plugin's `options` schema). */
+  options?: unknown;
+  /** Overrides the plugin's default priority. */
+  priority?: number;
+  /** Overrides the plugin's `onError`. */
+  onError?: 'accept' | 'tempfail' | 'reject';
+}
+
+/** A policy: a name and one field per plugin that claims it. Matching criteria come with the policy engine. */
+export interface PolicyInput {
+  /** The policy's name. */
+  name: string;
+  /** Fields claimed by plugins, by field name. */
+  [field: string]: unknown;
+}
+
+/** The logger the kernel writes to (pino-compatible). */
+export interface KernelLogger extends PluginLogger {
+  child(bindings: object): KernelLogger;
+}
+
+/** A whole message's decision trace: what every plugin said at every stage, and what won. */
+export interface DecisionTrace {
+  /** The milter connection. */
+  session: number;
+  /** The MTA's queue id, when known. */
+  queueId: string | undefined;
+  /** Names of the policies that applied. */
+  policies: string[];
+  /** `accepted`, `rejected`, `tempfailed`, `discarded`, `quarantined` or `aborted`. */
+  outcome: 'accepted' | 'rejected' | 'tempfailed' | 'discarded' | 'quarantined' | 'aborted';
+  /** The stage that decided (`endOfMessage` for an accepted message). */
+  stage: StageHookName | undefined;
+  /** The winning entry, if a plugin decided. */
+  winner: TraceEntry | undefined;
+  /** Every plugin's verdict, in the order given. */
+  entries: TraceEntry[];
+}
+
+/** Kernel settings. */
+export interface KernelOptions {
+  /** Plugins to load, in order (order breaks priority ties for execution, not for verdicts). */
+  plugins: readonly PluginEntry[];
+  /** Policies; each field must be claimed by a loaded plugin. */
+  policies?: readonly PolicyInput[];
+  /** Where to log (pino); silent by default. */
+  logger?: KernelLogger;
+  /** The store plugins share (default: a new in-memory store). */
+  store?: Store;
+  /** Metrics registry (default: a new one). */
+  registry?: Registry;
+  /** Deadline for each hook call in ms (default 10,000: well below Postfix's 30 s command timeout). */
+  hookTimeout?: number;
+  /** Default `onError` for plugins that set none (default tempfail). */
+  onError?: 'accept' | 'tempfail' | 'reject';
+  /** Called with every message's decision trace (tests, monitoring). */
+  onDecision?: (trace: DecisionTrace) => void;
+}
+
+interface LoadedPlugin {
+  def: PluginDefinition<any, any>;
+  name: string;
+  order: number;
+  priority: number;
+  onError: 'accept' | 'tempfail' | 'reject';
+  hooks: PluginHooks<any>;
+  log: PluginLogger;
+  modifies: ReadonlySet<ModificationKind>;
+  /** This plugin's claimed field in every policy that has it. */
+  policies: AppliedPolicy<unknown>[];
+}
+
+/** Postfix's default macro lists: a list a milter sends replaces them, so the kernel extends them. */
+const POSTFIX_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
+  connect: ['j', '{daemon_name}', '{daemon_addr}', 'v', '_'],
+  helo: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}'],
+  mailFrom: ['i', '{auth_type}', '{auth_authen}', '{auth_author}', '{mail_addr}', '{mail_host}', '{mail_mailer}'],
+  rcptTo: ['i', '{rcpt_addr}', '{rcpt_host}', '{rcpt_mailer}'],
+  data: ['i'],
+  endOfHeaders: ['i'],
+  endOfMessage: ['i'],
+};
+
+const RESERVED_POLICY_FIELDS = new Set(['name', 'priority', 'match', 'type', 'stopHere', 'description', 'source', 'destination', 'pool', 'direction']);
+
+const silent: KernelLogger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+
+/** Arguments of one stage call, passed through tapable to every tap. */
+class StageCall {
+  readonly state: ConnectionState;
+  readonly stage: StageHookName;
+  readonly event: unknown;
+  readonly entries: TraceEntry[];
+  constructor(state: ConnectionState, stage: StageHookName, event: unknown) {
+    this.state = state;
+    this.stage = stage;
+    this.event = event;
+    this.entries = state.message?.trace ?? state.trace;
+  }
+}
+
+/** The loaded kernel. Create it with {@link Kernel.create}. */
+export class Kernel {
+  /** The milter application to serve with `createMilterServer`. */
+  readonly application: MilterApplication;
+  /** The metrics registry (the monitor plugin serves it). */
+  readonly registry: Registry;
+  /** The store plugins share. */
+  readonly store: Store;
+  private readonly plugins: LoadedPlugin[];
+  private readonly hooks = new Map<StageHookName, AsyncSeriesHook<[StageCall]>>();
+  private readonly log: KernelLogger;
+  private readonly hookTimeout: number;
+  private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
+  private readonly policyNames: string[];
+  private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
+  private readonly hookLatency: Histogram<'plugin' | 'hook'>;
+
+  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'>; latency: Histogram<'plugin' | 'hook'> }) {
+    this.plugins = plugins;
+    this.registry = registry;
+    this.store = store;
+    this.log = log;
+    this.hookTimeout = options.hookTimeout ?? 10_000;
+    this.onDecision = options.onDecision;
+    this.policyNames = (options.policies ?? []).map((p) => p.name);
+    this.hookErrors = metrics.errors;
+    this.hookLatency = metrics.latency;
+    for (const stage of STAGE_HOOKS) {
+      const taps = plugins.filter((p) => typeof p.hooks[stage] === 'function');
+      if (taps.length === 0) continue;
+      const hook = new AsyncSeriesHook<[StageCall]>(['call'], stage);
+      // tapable orders taps by ascending stage: negate the priority so the highest runs first.
+      for (const p of taps) hook.tapPromise({ name: p.name, stage: -p.priority }, (call: StageCall) => this.invoke(p, call));
+      this.hooks.set(stage, hook);
+    }
+    this.application = this.buildApplication();
+  }
+
+  /** Loads and sets up every plugin, validates options and policies; throws a coded error for the first problem. */
+  static async create(options: KernelOptions): Promise<Kernel> {
+    const log = options.logger ?? silent;
+    const registry = options.registry ?? new Registry();
+    const store = options.store ?? new MemoryStore();
+    const seen = new Set<string>();
+    const claims = new Map<string, LoadedPlugin>();
+    const loaded: LoadedPlugin[] = [];
+    let order = 0;
+    for (const entry of options.plugins) {
+      const def = entry.plugin;
+      checkDefinition(def);
+      if (seen.has(def.name)) throw new ThemisError('THEMIS_ERR_PLUGIN_DUPLICATE', { plugin: def.name });
+      seen.add(def.name);
+      if (!semver.satisfies(KERNEL_VERSION, def.kernel)) throw new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: def.name, range: def.kernel, version: KERNEL_VERSION });
+      let pluginOptions: unknown = entry.options;
+      if (def.options) {
+        const parsed = def.options.safeParse(entry.options ?? {});
+        if (!parsed.success) {
+          const issue = parsed.error.issues[0];
+          throw new ThemisError('THEMIS_ERR_PLUGIN_OPTIONS', { plugin: def.name, path: issue.path.join('.') || '(root)', reason: issue.message });
+        }
+        pluginOptions = parsed.data;
+      }
+      const pluginLog = log.child({ plugin: def.name });
+      const p: LoadedPlugin = {
+        def,
+        name: def.name,
+        order: order++,
+        priority: entry.priority ?? def.priority ?? 0,
+        onError: entry.onError ?? def.onError ?? options.onError ?? 'tempfail',
+        hooks: {},
+        log: pluginLog,
+        modifies: new Set(def.modifies ?? []),
+        policies: [],
+      };
+      if (def.claims) {
+        const other = claims.get(def.claims.field);
+        if (other) throw new ThemisError('THEMIS_ERR_PLUGIN_DUPLICATE_CLAIM', { field: def.claims.field, first: other.name, second: def.name });
+        claims.set(def.claims.field, p);
+      }
+      let hooks: PluginHooks<unknown>;
+      try {
+        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions });
+      } catch (err) {
+        throw new ThemisError('THEMIS_ERR_PLUGIN_SETUP', { plugin: def.name, reason: err instanceof Error ? err.message : String(err) }, { cause: err });
+      }
+      const known = [...STAGE_HOOKS, ...LIFECYCLE_HOOKS] as string[];
+      for (const [name, fn] of Object.entries(hooks ?? {})) {
+        if (!known.includes(name)) throw new ThemisError('THEMIS_ERR_PLUGIN_UNKNOWN_HOOK', { plugin: def.name, hook: name, known: known.join(', ') });
+        if (typeof fn !== 'function') throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: `hook ${name} is not a function` });
+      }
+      p.hooks = hooks ?? {};
+      loaded.push(p);
+    }
+    validatePolicies(options.policies ?? [], claims);
+    const metrics = {
+      errors: new Counter({ name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const, registers: [registry] }),
+      latency: new Histogram({ name: 'themis_hook_duration_seconds', help: 'Time spent in plugin hooks', labelNames: ['plugin', 'hook'] as const, buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] }),
+    };
+    const kernel = new Kernel(loaded, options, registry, store, log, metrics);
+    return kernel;
+  }
+
+  /** Plugins per stage in the order they run, with their priority (what `themis plugins` prints). */
+  describe(): { stage: StageHookName; plugins: { name: string; priority: number }[] }[] {
+    return [...this.hooks.entries()].map(([stage, hook]) => ({ stage, plugins: hook.taps.map((t) => ({ name: t.name, priority: -(t.stage ?? 0) })) }));
+  }
+
+  /** Runs every plugin's `ready` hook. */
+  ready(): Promise<void> {
+    return this.lifecycle('ready');
+  }
+
+  /** Runs every plugin's `shutdown` hook, then closes the store. */
+  async shutdown(): Promise<void> {
+    await this.lifecycle('shutdown');
+    await this.store.close();
+  }
+
+  private async lifecycle(name: 'ready' | 'reload' | 'shutdown'): Promise<void> {
+    for (const p of this.plugins) {
+      const fn = p.hooks[name];
+      if (!fn) continue;
+      try {
+        await fn.call(p.hooks);
+      } catch (err) {
+        p.log.error({ code: 'THEMIS_ERR_HOOK_FAILED', hook: name, err }, `plugin ${p.name} failed in ${name}`);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Milter application
+
+  private buildApplication(): MilterApplication {
+    let actions = Action.QUARANTINE;
+    const macros: Partial<Record<MacroListStage, string[]>> = {};
+    for (const p of this.plugins) {
+      if (p.modifies.has('headers')) actions |= Action.ADDHDRS | Action.CHGHDRS;
+      if (p.modifies.has('sender')) actions |= Action.CHGFROM;
+      if (p.modifies.has('recipients')) actions |= Action.ADDRCPT | Action.ADDRCPT_PAR | Action.DELRCPT;
+      if (p.modifies.has('body')) actions |= Action.CHGBODY;
+      for (const [stage, list] of Object.entries(p.def.macros ?? {}) as [MacroListStage, readonly string[]][]) {
+        const merged = (macros[stage] ??= [...POSTFIX_MACROS[stage]]);
+        for (const m of list) if (!merged.includes(m)) merged.push(m);
+      }
+    }
+    const stages: Stage[] = [];
+    const noReply: (Stage & StageHookName)[] = [];
+    const observed = new Set(this.plugins.flatMap((p) => p.def.observes ?? []));
+    for (const s of ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body'] as const) {
+      if (this.hooks.has(s)) stages.push(s);
+      else if (observed.has(s)) {
+        stages.push(s);
+        noReply.push(s);
+      }
+    }
+    const app: MilterApplication = {
+      negotiation: { stages, noReply, actions, macros },
+      endOfMessage: (s, m) => this.endOfMessage(s, m),
+      abort: (s) => this.abortMessage(stateOf(s), 'aborted'),
+      close: (s) => this.close(s),
+    };
+    if (this.hooks.has('connect')) app.connect = (s, e) => this.stage(s, 'connect', e);
+    if (this.hooks.has('helo')) app.helo = (s, e) => this.stage(s, 'helo', e);
+    if (this.hooks.has('mailFrom')) app.mailFrom = (s, e) => this.stage(s, 'mailFrom', e);
+    if (this.hooks.has('rcptTo')) app.rcptTo = (s, e) => this.stage(s, 'rcptTo', e);
+    if (this.hooks.has('data')) app.data = (s) => this.stage(s, 'data', undefined);
+    if (this.hooks.has('header')) app.header = (s, e) => this.stage(s, 'header', e);
+    if (this.hooks.has('endOfHeaders')) app.endOfHeaders = (s) => this.stage(s, 'endOfHeaders', undefined);
+    if (this.hooks.has('body')) app.body = (s, c) => this.stage(s, 'body', c);
+    // Observed-only stages: record what the MTA streams, answer nothing (negotiated as no-reply).
+    for (const stage of noReply) {
+      (app as Record<string, unknown>)[stage] = (s: MilterSession, e: unknown) => void stateOf(s).sync(s, stage, e);
+    }
+    return app;
+  }
+
+  /** Runs one stage's hooks and turns the merged verdict into the milter answer. */
+  private async stage(s: MilterSession, stage: StageHookName, event: unknown): Promise<Decision> {
+    const state = stateOf(s);
+    state.sync(s, stage, event);
+    const hook = this.hooks.get(stage)!;
+    const call = new StageCall(state, stage, event);
+    const from = call.entries.length;
+    await hook.promise(call);
+    const winnerIndex = pickWinner(call.entries, from);
+    if (winnerIndex < 0) return Decisions.continue;
+    const winner = call.entries[winnerIndex];
+    return this.apply(state, stage, winner, event);
+  }
+
+  private apply(state: ConnectionState, stage: StageHookName, winner: TraceEntry, event: unknown): Decision {
+    const message = state.message;
+    switch (winner.action) {
+      case 'continue':
+        return Decisions.continue;
+      case 'quarantine':
+        // Held at end of message (the only stage where every MTA honours it).
+        if (message) message.quarantine ??= winner;
+        else state.quarantine ??= winner;
+        return Decisions.continue;
+      case 'accept':
+        if (stage === 'rcptTo' || !message) return Decisions.accept;
+        this.finishMessage(state, 'accepted', stage, winner);
+        return Decisions.accept;
+      case 'reject':
+      case 'tempfail': {
+        const decision: Decision = winner.reply ? { action: winner.action, reply: winner.reply } : winner.action === 'reject' ? Decisions.reject : Decisions.tempfail;
+        if (stage === 'rcptTo') {
+          const rcpt = message?.recipients.at(-1);
+          if (rcpt) rcpt.accepted = false;
+          winner.recipient = (event as EnvelopeEvent).address;
+          return decision;
+        }
+        if (message) {
+          this.finishMessage(state, winner.action === 'reject' ? 'rejected' : 'tempfailed', stage, winner);
+          this.runAbortHooks(state);
+        } else this.logConnectionDecision(state, stage, winner);
+        return decision;
+      }
+      case 'discard':
+        if (!message) {
+          // Discard is meaningless for a connection: refuse it instead, and say why in the log.
+          this.log.warn({ plugin: winner.plugin, stage }, 'discard at connection level is not possible; rejecting');
+          this.logConnectionDecision(state, stage, winner);
+          return Decisions.reject;
+        }
+        this.finishMessage(state, 'discarded', stage, winner);
+        this.runAbortHooks(state);
+        return Decisions.discard;
+    }
+  }
+
+  private async endOfMessage(s: MilterSession, modifier: MessageModifier): Promise<Decision> {
+    const state = stateOf(s);
+    state.sync(s, 'endOfMessage', undefined);
+    let decision: Decision = Decisions.accept;
+    const message = state.message;
+    if (this.hooks.has('endOfMessage')) {
+      decision = await this.stage(s, 'endOfMessage', undefined);
+      if (decision.action !== 'continue' && decision.action !== 'accept') return decision;
+    }
+    if (!message) return Decisions.accept;
+    for (const mod of message.modifications) {
+      try {
+        mod.apply(modifier);
+      } catch (err) {
+        this.log.error({ code: 'THEMIS_ERR_MODIFICATION', plugin: mod.plugin, err }, `modification by ${mod.plugin} could not be sent: ${(err as Error).message}`);
+      }
+    }
+    const hold = message.quarantine ?? state.quarantine;
+    if (hold) {
+      try {
+        modifier.quarantine(hold.reason ?? `quarantined by ${hold.plugin}`);
+      } catch (err) {
+        this.log.error({ code: 'THEMIS_ERR_MODIFICATION', plugin: hold.plugin, err }, 'quarantine could not be sent');
+      }
+    }
+    this.finishMessage(state, hold ? 'quarantined' : 'accepted', hold ? 'endOfMessage' : 'endOfMessage', hold ?? message.trace[pickWinner(message.trace)]);
+    return decision.action === 'continue' ? Decisions.accept : decision;
+  }
+
+  private abortMessage(state: ConnectionState, outcome: 'aborted'): void {
+    if (!state.message) return;
+    this.finishMessage(state, outcome, undefined, undefined);
+    this.runAbortHooks(state);
+  }
+
+  private runAbortHooks(state: ConnectionState): void {
+    const message = state.lastMessage;
+    for (const p of this.plugins) {
+      const fn = p.hooks.abort;
+      if (!fn) continue;
+      try {
+        const r = fn.call(p.hooks, state.context(p, message));
+        if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).catch((err: unknown) => this.hookFailed(p, 'abort', err, 'error'));
+      } catch (err) {
+        this.hookFailed(p, 'abort', err, 'error');
+      }
+    }
+  }
+
+  private close(s: MilterSession): void {
+    const state = stateOf(s);
+    if (state.message) this.abortMessage(state, 'aborted');
+    for (const p of this.plugins) {
+      const fn = p.hooks.close;
+      if (!fn) continue;
+      try {
+        const r = fn.call(p.hooks, state.context(p, undefined));
+        if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).catch((err: unknown) => this.hookFailed(p, 'close', err, 'error'));
+      } catch (err) {
+        this.hookFailed(p, 'close', err, 'error');
+      }
+    }
+  }
+
+  private finishMessage(state: ConnectionState, outcome: DecisionTrace['outcome'], stage: StageHookName | undefined, winner: TraceEntry | undefined): void {
+    const message = state.message;
+    if (!message) return;
+    state.lastMessage = message;
+    state.message = undefined;
+    const trace: DecisionTrace = { session: state.id, queueId: message.queueId, policies: this.policyNames, outcome, stage, winner, entries: [...state.trace, ...message.trace] };
+    // One line per message; addresses stay out of info-level logs.
+    this.log.info({ session: trace.session, queueId: trace.queueId, outcome, stage, winner: winner && { plugin: winner.plugin, action: winner.action, reason: winner.reason }, trace: trace.entries.map((e) => ({ stage: e.stage, plugin: e.plugin, action: e.action, reason: e.reason, error: e.error, ms: Math.round(e.ms * 1000) / 1000 })) }, 'decision');
+    this.onDecision?.(trace);
+  }
+
+  private logConnectionDecision(state: ConnectionState, stage: StageHookName, winner: TraceEntry): void {
+    const trace: DecisionTrace = { session: state.id, queueId: undefined, policies: this.policyNames, outcome: winner.action === 'reject' || winner.action === 'discard' ? 'rejected' : 'tempfailed', stage, winner, entries: [...state.trace] };
+    this.log.info({ session: trace.session, outcome: trace.outcome, stage, winner: { plugin: winner.plugin, action: winner.action, reason: winner.reason } }, 'decision');
+    this.onDecision?.(trace);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Isolation
+
+  /** Calls one plugin's hook under its deadline; records its verdict (or its onError verdict). */
+  private async invoke(p: LoadedPlugin, call: StageCall): Promise<void> {
+    const stage = call.stage;
+    const fn = p.hooks[stage] as (ctx: HookContext<unknown>, event: unknown) => unknown;
+    const started = performance.now();
+    let verdict: Verdict | undefined;
+    let error: string | undefined;
+    try {
+      const ctx = call.state.context(p, call.state.message);
+      let result = fn.call(p.hooks, ctx, call.event);
+      if (result && typeof (result as Promise<unknown>).then === 'function') result = await this.withDeadline(p, stage, result as Promise<unknown>);
+      verdict = checkVerdict(p, stage, result);
+    } catch (err) {
+      const kind = err instanceof ThemisError && err.code === 'THEMIS_ERR_HOOK_TIMEOUT' ? 'timeout' : 'error';
+      error = kind === 'timeout' ? 'THEMIS_ERR_HOOK_TIMEOUT' : err instanceof ThemisError ? err.code : 'THEMIS_ERR_HOOK_FAILED';
+      this.hookFailed(p, stage, err, kind);
+      verdict = { action: p.onError, reason: `${p.name} ${kind === 'timeout' ? 'timed out' : 'failed'} in ${stage}` };
+    }
+    const ms = performance.now() - started;
+    this.hookLatency.observe({ plugin: p.name, hook: stage }, ms / 1000);
+    const entry: TraceEntry = { stage, plugin: p.name, priority: p.priority, action: verdict?.action ?? 'continue', ms };
+    if (verdict?.reason !== undefined) entry.reason = verdict.reason;
+    if (verdict?.reply !== undefined) entry.reply = verdict.reply as SmtpReply;
+    if (error !== undefined) entry.error = error;
+    call.entries.push(entry);
+  }
+
+  private withDeadline(p: LoadedPlugin, hook: string, promise: Promise<unknown>): Promise<unknown> {
+    if (this.hookTimeout <= 0) return promise;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new ThemisError('THEMIS_ERR_HOOK_TIMEOUT', { plugin: p.name, hook, ms: this.hookTimeout, fallback: p.onError })), this.hookTimeout);
+      promise.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  private hookFailed(p: LoadedPlugin, hook: string, err: unknown, kind: 'error' | 'timeout'): void {
+    this.hookErrors.inc({ plugin: p.name, hook, kind });
+    const e = err instanceof ThemisError ? err : new ThemisError('THEMIS_ERR_HOOK_FAILED', { plugin: p.name, hook, reason: err instanceof Error ? err.message : String(err), fallback: p.onError }, { cause: err });
+    p.log.error({ code: e.code, hook, err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, e.message);
+  }
+}
+
+function checkDefinition(def: PluginDefinition<unknown, unknown>): void {
+  const name = typeof def?.name === 'string' && def.name !== '' ? def.name : '(unnamed)';
+  const fail = (reason: string): never => {
+    throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: name, reason });
+  };
+  if (def === null || typeof def !== 'object') fail('is not a plugin object (use definePlugin())');
+  if (name === '(unnamed)') fail('has no name');
+  if (typeof def.version !== 'string') fail('has no version');
+  if (typeof def.kernel !== 'string' || semver.validRange(def.kernel) === null) fail(`kernel range ${JSON.stringify(def.kernel)} is not a semver range`);
+  if (typeof def.setup !== 'function') fail('has no setup() function');
+}
+
+function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, LoadedPlugin>): void {
+  policies.forEach((policy, index) => {
+    for (const [field, value] of Object.entries(policy)) {
+      if (RESERVED_POLICY_FIELDS.has(field)) continue;
+      const owner = claims.get(field);
+      if (!owner) throw new ThemisError('THEMIS_ERR_POLICY_UNCLAIMED', { index, policy: policy.name, field, claimed: [...claims.keys()].join(', ') || 'none' });
+      const parsed = owner.def.claims!.schema.safeParse(value);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new ThemisError('THEMIS_ERR_POLICY_FIELD', { index, policy: policy.name, path: [field, ...issue.path].join('.'), reason: issue.message });
+      }
+      owner.policies.push({ name: policy.name, config: parsed.data });
+    }
+  });
+}
+
+function checkVerdict(p: LoadedPlugin, hook: string, result: unknown): Verdict | undefined {
+  if (result === undefined || result === null) return undefined;
+  const v = result as Verdict;
+  const actions: VerdictAction[] = ['continue', 'accept', 'reject', 'tempfail', 'discard', 'quarantine'];
+  if (typeof v !== 'object' || !actions.includes(v.action)) throw new ThemisError('THEMIS_ERR_HOOK_BAD_VERDICT', { plugin: p.name, hook, reason: `expected { action: ${actions.join(' | ')}, reason }, got ${JSON.stringify(result)}` });
+  return v;
+}
+
+function metricsFactory(plugin: string, registry: Registry): MetricsFactory {
+  const prefix = `themis_plugin_${plugin.replace(/[^a-zA-Z0-9_]/g, '_')}_`;
+  return {
+    counter: (c) => new Counter({ ...c, name: prefix + c.name, registers: [registry] }),
+    gauge: (c) => new Gauge({ ...c, name: prefix + c.name, registers: [registry] }),
+    histogram: (c) => new Histogram({ ...c, name: prefix + c.name, registers: [registry] }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-connection state
+
+interface PendingModification {
+  plugin: string;
+  apply(m: MessageModifier): void;
+}
+
+class MessageState {
+  sender: EnvelopeEvent | undefined;
+  readonly recipients: RecipientState[] = [];
+  readonly headers: HeaderEvent[] = [];
+  queueId: string | undefined;
+  readonly notes = new Map<string, unknown>();
+  readonly trace: TraceEntry[] = [];
+  readonly modifications: PendingModification[] = [];
+  quarantine: TraceEntry | undefined;
+}
+
+function notesOf(map: Map<string, unknown>, plugin: string): Notes {
+  return {
+    get: <T>() => map.get(plugin) as T | undefined,
+    of: <T>(other: string) => map.get(other) as T | undefined,
+    set: (value: unknown) => void map.set(plugin, value),
+  };
+}
+
+const MODIFICATION_OF: Record<string, ModificationKind> = {
+  addHeader: 'headers',
+  insertHeader: 'headers',
+  changeHeader: 'headers',
+  deleteHeader: 'headers',
+  changeSender: 'sender',
+  addRecipient: 'recipients',
+  deleteRecipient: 'recipients',
+  replaceBody: 'body',
+};
+
+class ConnectionState {
+  readonly id: number;
+  milter!: MilterSession;
+  message: MessageState | undefined;
+  lastMessage: MessageState | undefined;
+  readonly trace: TraceEntry[] = [];
+  readonly notes = new Map<string, unknown>();
+  quarantine: TraceEntry | undefined;
+
+  constructor(id: number) {
+    this.id = id;
+  }
+
+  /** Brings the kernel's view in line with the engine's before a stage's hooks run. */
+  sync(s: MilterSession, stage: StageHookName, event: unknown): void {
+    this.milter = s;
+    if (stage === 'mailFrom') {
+      this.message = new MessageState();
+      this.message.sender = event as EnvelopeEvent;
+    } else if (stage !== 'connect' && stage !== 'helo' && this.message === undefined && s.inMessage) {
+      // MAIL was not negotiated (no plugin taps it): the message starts with its first event.
+      this.message = new MessageState();
+      this.message.sender = s.sender;
+    }
+    const m = this.message;
+    if (!m) return;
+    if (stage === 'rcptTo') {
+      const e = event as EnvelopeEvent;
+      m.recipients.push({ address: e.address, raw: e.raw, args: e.args, accepted: true });
+    } else if (stage === 'header') m.headers.push(event as HeaderEvent);
+    m.queueId ??= s.macros.get('i');
+  }
+
+  context(p: LoadedPlugin, message: MessageState | undefined): HookContext<unknown> {
+    return { session: this.sessionView(p), message: message && this.messageView(p, message), policies: p.policies, log: p.log };
+  }
+
+  private sessionView(p: LoadedPlugin): PluginSession {
+    const s = this.milter;
+    const self = this;
+    return {
+      id: this.id,
+      get client() {
+        return s?.client;
+      },
+      get helo() {
+        return s?.helo;
+      },
+      get auth() {
+        return s?.macros.get('{auth_authen}') || undefined;
+      },
+      get mta() {
+        return s?.macros.get('j');
+      },
+      get macros() {
+        return s.macros;
+      },
+      notes: notesOf(self.notes, p.name),
+    };
+  }
+
+  private messageView(p: LoadedPlugin, m: MessageState): PluginMessage {
+    const request = (kind: string, apply: (mod: MessageModifier) => void) => {
+      const needed = MODIFICATION_OF[kind];
+      if (!p.modifies.has(needed)) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: p.name, reason: `${kind} needs modifies: ['${needed}'] in the plugin definition` });
+      m.modifications.push({ plugin: p.name, apply });
+    };
+    return {
+      get sender() {
+        return m.sender;
+      },
+      recipients: m.recipients,
+      headers: m.headers,
+      get queueId() {
+        return m.queueId;
+      },
+      notes: notesOf(m.notes, p.name),
+      addHeader: (name, value) => request('addHeader', (mod) => mod.addHeader(name, value)),
+      insertHeader: (index, name, value) => request('insertHeader', (mod) => mod.insertHeader(index, name, value)),
+      changeHeader: (name, index, value) => request('changeHeader', (mod) => mod.changeHeader(name, index, value)),
+      deleteHeader: (name, index) => request('deleteHeader', (mod) => mod.deleteHeader(name, index)),
+      changeSender: (address, args) => request('changeSender', (mod) => mod.changeSender(address, args)),
+      addRecipient: (address, args) => request('addRecipient', (mod) => mod.addRecipient(address, args)),
+      deleteRecipient: (address) => request('deleteRecipient', (mod) => mod.deleteRecipient(address)),
+      replaceBody: (body) => request('replaceBody', (mod) => mod.replaceBody(body)),
+    };
+  }
+}
+
+function stateOf(s: MilterSession): ConnectionState {
+  let state = s.state as ConnectionState | undefined;
+  if (!(state instanceof ConnectionState)) {
+    state = new ConnectionState(s.id);
+    state.milter = s;
+    s.state = state;
+  }
+  return state;
+}
+

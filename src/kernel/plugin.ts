@@ -1,0 +1,233 @@
+/**
+ * The plugin contract: what a plugin author writes against. A plugin is a plain object made by
+ * {@link definePlugin}; its `setup` returns hooks named after milter stages, and hooks return
+ * verdicts. Everything a hook may touch comes through its {@link HookContext}.
+ * @module
+ */
+import type { z } from 'zod';
+import type { Counter, CounterConfiguration, Gauge, GaugeConfiguration, Histogram, HistogramConfiguration } from 'prom-client';
+import type { ConnectEvent, EnvelopeEvent, HeaderEvent, MacroListStage, MacroReader, SmtpReply } from '../milter/index.ts';
+import type { Store } from '../store/store.ts';
+
+/** What a verdict asks for. `continue` is "no objection"; the others decide. */
+export type VerdictAction = 'continue' | 'accept' | 'reject' | 'tempfail' | 'discard' | 'quarantine';
+
+/** Severity order used to break priority ties: reject > tempfail > discard > quarantine > accept > continue. */
+export const SEVERITY: Readonly<Record<VerdictAction, number>> = { reject: 5, tempfail: 4, discard: 3, quarantine: 2, accept: 1, continue: 0 };
+
+/** A hook's answer. `reason` is what the decision trace and the logs show. */
+export interface Verdict {
+  /** The decision. */
+  action: VerdictAction;
+  /** A custom SMTP reply for reject/tempfail (`{ code: 550, enhanced: '5.7.1', text: '…' }`). */
+  reply?: SmtpReply;
+  /** Why, in words an administrator understands. Required for anything but `continue`. */
+  reason?: string;
+}
+
+/** What a hook may return: a verdict, nothing (continue), or a promise of either. */
+export type HookResult = Verdict | void | undefined | Promise<Verdict | void | undefined>;
+
+/** Notes: per-plugin data attached to a session or a message, readable by other plugins (like Haraka's notes). */
+export interface Notes {
+  /** This plugin's note, or undefined. */
+  get<T = unknown>(): T | undefined;
+  /** Another plugin's note, by plugin name. */
+  of<T = unknown>(plugin: string): T | undefined;
+  /** Sets this plugin's note. */
+  set(value: unknown): void;
+}
+
+/** A recipient of the current message as the kernel tracks it. */
+export interface RecipientState extends EnvelopeEvent {
+  /** False once a verdict (of any plugin) refused this recipient. */
+  accepted: boolean;
+}
+
+/** The SMTP connection as plugins see it. */
+export interface PluginSession {
+  /** Process-unique connection number. */
+  readonly id: number;
+  /** The CONNECT event (client host name, family, address, port), when a plugin taps `connect` or later stages. */
+  readonly client: ConnectEvent | undefined;
+  /** The last HELO/EHLO name. */
+  readonly helo: string | undefined;
+  /** The SASL login (`{auth_authen}`), when the client authenticated. */
+  readonly auth: string | undefined;
+  /** The MTA's host name (`{j}`), which tells pool members apart. */
+  readonly mta: string | undefined;
+  /** Every macro the MTA sent, with libmilter scoping. */
+  readonly macros: MacroReader;
+  /** Notes kept for the whole connection. */
+  readonly notes: Notes;
+}
+
+/** The message being received, as plugins see it; modifications are sent at end of message. */
+export interface PluginMessage {
+  /** The envelope sender (after MAIL; `address` is `''` for the null sender). */
+  readonly sender: EnvelopeEvent | undefined;
+  /** Recipients seen so far, with their state. */
+  readonly recipients: readonly RecipientState[];
+  /** Headers seen so far (only when some plugin taps `header`). */
+  readonly headers: readonly HeaderEvent[];
+  /** The MTA's queue id (`i`), once known (Postfix assigns it at the first accepted RCPT). */
+  readonly queueId: string | undefined;
+  /** Notes kept for this message. */
+  readonly notes: Notes;
+  /** Appends a header. */
+  addHeader(name: string, value: string): void;
+  /** Inserts a header at a position (0 = top). */
+  insertHeader(index: number, name: string, value: string): void;
+  /** Changes the `index`-th (1-based) header of that name. */
+  changeHeader(name: string, index: number, value: string): void;
+  /** Deletes the `index`-th (1-based) header of that name. */
+  deleteHeader(name: string, index: number): void;
+  /** Replaces the envelope sender. */
+  changeSender(address: string, args?: readonly string[]): void;
+  /** Adds a recipient. */
+  addRecipient(address: string, args?: readonly string[]): void;
+  /** Removes a recipient (as received). */
+  deleteRecipient(address: string): void;
+  /** Replaces the body. */
+  replaceBody(body: Buffer | string): void;
+}
+
+/** A policy that applies to the current session or message, with this plugin's claimed field. */
+export interface AppliedPolicy<TClaim> {
+  /** The policy's name. */
+  readonly name: string;
+  /** The policy's value of the field this plugin claims (validated with its schema). */
+  readonly config: TClaim;
+}
+
+/** What every hook receives first. */
+export interface HookContext<TClaim = unknown> {
+  /** The SMTP connection. */
+  readonly session: PluginSession;
+  /** The current message, from MAIL to its end; undefined at connect/helo. */
+  readonly message: PluginMessage | undefined;
+  /** Policies that apply here and carry this plugin's field, in policy order. */
+  readonly policies: readonly AppliedPolicy<TClaim>[];
+  /** This plugin's logger, bound to the connection. */
+  readonly log: PluginLogger;
+}
+
+/** The logger a plugin gets (a pino child logger). */
+export interface PluginLogger {
+  debug(fields: object, message?: string): void;
+  info(fields: object, message?: string): void;
+  warn(fields: object, message?: string): void;
+  error(fields: object, message?: string): void;
+}
+
+/** Stage hooks: named after milter stages, each typed with its event. */
+export interface StageHooks<TClaim = unknown> {
+  /** SMTP connection: client address, family, port and host name. */
+  connect(ctx: HookContext<TClaim>, event: ConnectEvent): HookResult;
+  /** HELO/EHLO. */
+  helo(ctx: HookContext<TClaim>, event: { hostname: string }): HookResult;
+  /** MAIL FROM, with ESMTP args. `{auth_authen}` is known from here on. */
+  mailFrom(ctx: HookContext<TClaim>, event: EnvelopeEvent): HookResult;
+  /** RCPT TO: a reject or tempfail refuses this recipient only. */
+  rcptTo(ctx: HookContext<TClaim>, event: EnvelopeEvent): HookResult;
+  /** DATA. */
+  data(ctx: HookContext<TClaim>): HookResult;
+  /** One header. */
+  header(ctx: HookContext<TClaim>, event: HeaderEvent): HookResult;
+  /** End of headers. */
+  endOfHeaders(ctx: HookContext<TClaim>): HookResult;
+  /** A body chunk. Tapping this makes the MTA send the body; nobody else pays for it. */
+  body(ctx: HookContext<TClaim>, chunk: Buffer): HookResult;
+  /** End of message: the last chance to decide and to modify. */
+  endOfMessage(ctx: HookContext<TClaim>): HookResult;
+  /** The message was abandoned (or refused by another plugin): undo what was reserved. */
+  abort(ctx: HookContext<TClaim>): void | Promise<void>;
+  /** The connection ended. */
+  close(ctx: HookContext<TClaim>): void | Promise<void>;
+}
+
+/** Lifecycle hooks. */
+export interface LifecycleHooks {
+  /** The kernel is about to serve. */
+  ready(): void | Promise<void>;
+  /** The configuration was reloaded. */
+  reload(): void | Promise<void>;
+  /** The process is stopping: flush and close. */
+  shutdown(): void | Promise<void>;
+}
+
+/** The hooks a plugin's `setup` returns: any subset of the closed set. */
+export type PluginHooks<TClaim = unknown> = Partial<StageHooks<TClaim> & LifecycleHooks>;
+
+/** Names of the stage hooks. */
+export type StageHookName = keyof StageHooks;
+
+/** Every stage hook name, in SMTP order. */
+export const STAGE_HOOKS: readonly StageHookName[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage', 'abort', 'close'];
+/** Every lifecycle hook name. */
+export const LIFECYCLE_HOOKS: readonly (keyof LifecycleHooks)[] = ['ready', 'reload', 'shutdown'];
+
+/** Creates metrics registered with the kernel, named `themis_plugin_<plugin>_<name>`. */
+export interface MetricsFactory {
+  counter<L extends string = string>(config: Omit<CounterConfiguration<L>, 'registers'>): Counter<L>;
+  gauge<L extends string = string>(config: Omit<GaugeConfiguration<L>, 'registers'>): Gauge<L>;
+  histogram<L extends string = string>(config: Omit<HistogramConfiguration<L>, 'registers'>): Histogram<L>;
+}
+
+/** What `setup` receives: nothing of the kernel's internals. */
+export interface PluginContext<TOptions> {
+  /** The plugin's name. */
+  readonly name: string;
+  /** A pino child logger bound to the plugin. */
+  readonly log: PluginLogger;
+  /** Metrics scoped to the plugin. */
+  readonly metrics: MetricsFactory;
+  /** The shared store (in-memory or Redis). */
+  readonly store: Store;
+  /** The plugin-level options, validated with the plugin's `options` schema. */
+  readonly options: TOptions;
+}
+
+/** Stages a plugin can observe without answering. */
+export type ObservableStage = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data' | 'header' | 'endOfHeaders' | 'body';
+
+/** Modifications a plugin may request; the kernel negotiates the matching actions with the MTA. */
+export type ModificationKind = 'headers' | 'sender' | 'recipients' | 'body';
+
+/** A plugin. Make one with {@link definePlugin}. */
+export interface PluginDefinition<TClaim = unknown, TOptions = unknown> {
+  /** Unique name (`ratelimit`, `greylist`). */
+  readonly name: string;
+  /** The plugin's own version. */
+  readonly version: string;
+  /** The kernel versions it supports, as a semver range (`^1`); checked at load. */
+  readonly kernel: string;
+  /** The policy field this plugin owns and the zod schema of its value. */
+  readonly claims?: { readonly field: string; readonly schema: z.ZodType<TClaim> };
+  /** Zod schema of the plugin-level options. */
+  readonly options?: z.ZodType<TOptions>;
+  /** Default priority: higher runs earlier and wins verdict merges (default 0). */
+  readonly priority?: number;
+  /** Verdict when a hook throws, rejects or misses its deadline (default from the kernel: tempfail). */
+  readonly onError?: 'accept' | 'tempfail' | 'reject';
+  /** Modifications the plugin may request at end of message. */
+  readonly modifies?: readonly ModificationKind[];
+  /**
+   * Stages whose data the plugin reads (through `ctx.message`, e.g. `recipients` or `headers`) without
+   * tapping them. The kernel asks the MTA for them as no-reply stages: it streams them without waiting.
+   * A stage nobody taps or observes is not sent at all, so its data stays empty.
+   */
+  readonly observes?: readonly ObservableStage[];
+  /** Macros the plugin needs beyond Postfix's defaults, per stage. */
+  readonly macros?: Partial<Record<MacroListStage, readonly string[]>>;
+  /** Builds the hooks; runs once per load (and again on reload). */
+  setup(ctx: PluginContext<TOptions>): PluginHooks<TClaim> | Promise<PluginHooks<TClaim>>;
+}
+
+/**
+ * Defines a plugin with full typing: the claim and options types flow from the zod schemas into
+ * every hook's `ctx.policies[i].config` and into `setup`'s `ctx.options`.
+ */
+export function definePlugin<TClaim = unknown, TOptions = unknown>(plugin: PluginDefinition<TClaim, TOptions>): PluginDefinition<TClaim, TOptions> {
+  return plugin;
+}

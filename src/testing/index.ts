@@ -1,0 +1,386 @@
+/**
+ * `themis/testing`: drive the real kernel without a socket. Plugin authors write
+ * `const t = await createTestKernel({ plugins, policies })`, then `await t.message({ … })`, and read
+ * the verdict per stage, the modifications and the decision trace. The kernel code is the one that
+ * runs in production; only the MTA is simulated — in the order Postfix sends events, asking only for
+ * the stages the plugins tap, with Postfix's macros — and the store is in memory.
+ * @module
+ */
+import {
+  Action,
+  MacroStore,
+  Protocol,
+  checkHeaderName,
+  negotiate,
+  normaliseHeaderValue,
+  type ConnectEvent,
+  type Decision,
+  type EnvelopeEvent,
+  type HandlerResult,
+  type MessageModifier,
+  type MilterSession,
+  type Modification,
+  type Negotiated,
+  type Stage,
+} from '../milter/index.ts';
+import { silentLogger } from '../milter/logger.ts';
+import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
+import type { PluginDefinition } from '../kernel/plugin.ts';
+import { ThemisError } from '../kernel/errors.ts';
+
+/** The client side of a test connection. */
+export interface TestClient {
+  /** Client IP address (default 192.0.2.1). */
+  address?: string;
+  /** Client host name as the MTA reports it (default `[address]`). */
+  hostname?: string;
+  /** Address family (default from the address). */
+  family?: '4' | '6' | 'L' | 'U';
+  /** Client port (default 40000). */
+  port?: number;
+}
+
+/** One message to drive through the kernel. */
+export interface TestMessage {
+  /** Envelope sender (`''` for the null sender). */
+  from: string;
+  /** Recipients. */
+  rcpt: string[];
+  /** Headers in order, as pairs or as an object. */
+  headers?: [string, string][] | Record<string, string>;
+  /** Body text (CRLF line ends are added when missing). */
+  body?: string | Buffer;
+  /** SASL login: `{auth_authen}` at MAIL, as Postfix sends it for authenticated clients. */
+  auth?: string;
+  /** ESMTP parameters of MAIL FROM. */
+  fromArgs?: string[];
+  /** Queue id the MTA reports as `i` (default a generated one). */
+  queueId?: string;
+}
+
+/** A message for {@link TestKernel.message}: one message on a connection of its own. */
+export interface TestConnectionMessage extends TestMessage {
+  /** The client (default 192.0.2.1). */
+  client?: TestClient;
+  /** HELO name (default client.example). */
+  helo?: string;
+}
+
+/** What the MTA was told at one stage. */
+export interface StageOutcome {
+  /** The stage. */
+  stage: Stage;
+  /** The milter decision (`continue` when the plugins had no objection). */
+  action: Decision['action'];
+  /** The SMTP reply, for custom reject/tempfail answers. */
+  reply?: { code: number; enhanced?: string; text?: string | readonly string[] };
+  /** The recipient, at `rcptTo`. */
+  recipient?: string;
+}
+
+/** The result of one test message. */
+export interface TestResult {
+  /** Every stage the MTA asked about, in order, with the answer. */
+  stages: StageOutcome[];
+  /** The deciding answer: the first answer that ended the message, or the end-of-message answer. */
+  decision: StageOutcome;
+  /** The answer per recipient, in order. */
+  recipients: { address: string; action: Decision['action']; reply?: StageOutcome['reply'] }[];
+  /** Modifications sent at end of message, in order. */
+  modifications: Modification[];
+  /** The message's decision trace (every plugin's verdict, and the winner). */
+  trace: DecisionTrace | undefined;
+}
+
+/** Options of {@link createTestKernel}. */
+export interface TestKernelOptions extends Partial<Omit<KernelOptions, 'plugins' | 'policies'>> {
+  /** Plugins: definitions, or entries with options and priority. */
+  plugins: readonly (PluginDefinition<any, any> | PluginEntry)[];
+  /** Policies. */
+  policies?: readonly PolicyInput[];
+  /** Macros sent at connect, like Postfix's `j` (default `{ j: 'mx.test.example' }`). */
+  macros?: Record<string, string>;
+}
+
+/** A connection on which several messages can be sent. */
+export interface TestConnection {
+  /** What the CONNECT and HELO stages answered (empty when no plugin taps them). */
+  readonly opening: StageOutcome[];
+  /** Sends one message on this connection. */
+  message(m: TestMessage): Promise<TestResult>;
+  /** Ends the connection (runs close hooks). */
+  close(): Promise<void>;
+}
+
+/** The harness. */
+export interface TestKernel {
+  /** The kernel under test. */
+  readonly kernel: Kernel;
+  /** Every decision trace so far. */
+  readonly traces: DecisionTrace[];
+  /** Opens a connection (CONNECT, HELO). */
+  connect(client?: TestClient, helo?: string): Promise<TestConnection>;
+  /** One message on a connection of its own. */
+  message(m: TestConnectionMessage): Promise<TestResult>;
+  /** Runs shutdown hooks and closes the store. */
+  close(): Promise<void>;
+}
+
+const POSTFIX_OFFER = { version: 6, actions: 0x1ff, protocol: 0x1fffff };
+let nextId = 1;
+let nextQueueId = 1;
+
+/** Builds a kernel from plugins and policies, with the in-memory store, and returns the harness. */
+export async function createTestKernel(options: TestKernelOptions): Promise<TestKernel> {
+  const traces: DecisionTrace[] = [];
+  const entries = options.plugins.map((p) => ('plugin' in p && typeof (p as PluginEntry).plugin === 'object' ? (p as PluginEntry) : { plugin: p as PluginDefinition<any, any> }));
+  const kernel = await Kernel.create({
+    ...options,
+    plugins: entries,
+    policies: options.policies ?? [],
+    onDecision: (t) => {
+      traces.push(t);
+      options.onDecision?.(t);
+    },
+  });
+  await kernel.ready();
+  const app = kernel.application;
+  const wishes = typeof app.negotiation === 'function' ? app.negotiation(POSTFIX_OFFER) : (app.negotiation ?? {});
+  const negotiated = negotiate(POSTFIX_OFFER, { ...wishes, stages: wishes.stages ?? [] });
+  const connectMacros = options.macros ?? { j: 'mx.test.example' };
+
+  const connect = async (client: TestClient = {}, helo = 'client.example'): Promise<TestConnection> => {
+    const s = new FakeSession(negotiated);
+    const opening: StageOutcome[] = [];
+    const address = client.address ?? '192.0.2.1';
+    const family = client.family ?? (address.includes(':') ? '6' : '4');
+    s.macros.set(0x43, Object.entries({ ...connectMacros, '{client_addr}': address }).flat());
+    s.client = { hostname: client.hostname ?? `[${address}]`, family, port: family === 'U' ? undefined : (client.port ?? 40000), address: family === 'U' ? undefined : address };
+    let refused = await step(s, opening, 'connect', (app.connect && (() => app.connect!(s, s.client!))) || undefined);
+    if (!refused) {
+      s.helo = helo;
+      s.macros.enterStage(0x48);
+      refused = await step(s, opening, 'helo', (app.helo && (() => app.helo!(s, { hostname: helo }))) || undefined);
+    }
+    return {
+      opening,
+      message: async (m) => {
+        if (refused) throw new Error(`the connection was refused at ${opening.at(-1)!.stage}; no message can be sent`);
+        return runMessage(s, m);
+      },
+      close: async () => {
+        await app.close?.(s);
+      },
+    };
+  };
+
+  const runMessage = async (s: FakeSession, m: TestMessage): Promise<TestResult> => {
+    const stages: StageOutcome[] = [];
+    const result: TestResult = { stages, decision: { stage: 'endOfMessage', action: 'continue' }, recipients: [], modifications: [], trace: undefined };
+    const tracesBefore = traces.length;
+    const finish = () => {
+      result.trace = traces.slice(tracesBefore).at(-1);
+      return result;
+    };
+    const queueId = m.queueId ?? `TEST${String(nextQueueId++).padStart(6, '0')}`;
+    const sender = envelope(m.from, m.fromArgs ?? []);
+    s.macros.set(0x4d, m.auth ? ['{auth_type}', 'PLAIN', '{auth_authen}', m.auth, '{mail_addr}', m.from] : ['{mail_addr}', m.from]);
+    s.macros.enterStage(0x4d);
+    s.startMessage(sender);
+    const stop = (o: StageOutcome) => {
+      result.decision = o;
+      s.endMessage();
+      return finish();
+    };
+    if (await step(s, stages, 'mailFrom', app.mailFrom && (() => app.mailFrom!(s, sender)))) return stop(stages.at(-1)!);
+    let accepted = 0;
+    for (const address of m.rcpt) {
+      const rcpt = envelope(address, []);
+      // Postfix assigns the queue id when the first recipient is accepted.
+      s.macros.set(0x52, [...(accepted > 0 ? ['i', queueId] : []), '{rcpt_addr}', address]);
+      s.macros.enterStage(0x52);
+      s.recipients.push(rcpt);
+      const before = stages.length;
+      await step(s, stages, 'rcptTo', app.rcptTo && (() => app.rcptTo!(s, rcpt)), address);
+      const o = stages[before] ?? { stage: 'rcptTo' as Stage, action: 'continue' as const, recipient: address };
+      result.recipients.push({ address, action: o.action, ...(o.reply ? { reply: o.reply } : {}) });
+      if (o.action === 'reject' || o.action === 'tempfail') continue;
+      if (o.action !== 'continue') return stop(o);
+      accepted++;
+    }
+    if (accepted === 0) {
+      result.decision = stages.filter((x) => x.stage === 'rcptTo').at(-1) ?? { stage: 'rcptTo', action: 'reject' };
+      s.endMessage();
+      await app.abort?.(s);
+      return finish();
+    }
+    s.macros.set(0x54, ['i', queueId]);
+    s.macros.enterStage(0x54);
+    if (await step(s, stages, 'data', app.data && (() => app.data!(s)))) return stop(stages.at(-1)!);
+    const headers = Array.isArray(m.headers) ? m.headers : Object.entries(m.headers ?? {});
+    for (const [name, value] of headers) {
+      s.macros.set(0x4c, ['i', queueId]);
+      if (await step(s, stages, 'header', app.header && (() => app.header!(s, { name, value })))) return stop(stages.at(-1)!);
+    }
+    s.macros.set(0x4e, ['i', queueId]);
+    if (await step(s, stages, 'endOfHeaders', app.endOfHeaders && (() => app.endOfHeaders!(s)))) return stop(stages.at(-1)!);
+    const body = typeof m.body === 'string' ? Buffer.from(m.body.replace(/\r?\n/g, '\r\n')) : (m.body ?? Buffer.alloc(0));
+    for (let off = 0; off < body.length && app.body; off += 65535) {
+      s.macros.set(0x42, ['i', queueId]);
+      const chunk = body.subarray(off, Math.min(off + 65535, body.length));
+      if (await step(s, stages, 'body', () => app.body!(s, chunk))) return stop(stages.at(-1)!);
+    }
+    s.macros.set(0x45, ['i', queueId]);
+    const modifier = new RecordingModifier(s.negotiated);
+    const eom = await answer(app.endOfMessage ? app.endOfMessage(s, modifier) : undefined);
+    modifier.closed = true;
+    const o = outcome('endOfMessage', eom);
+    stages.push(o);
+    result.decision = o;
+    result.modifications = modifier.modifications;
+    s.endMessage();
+    // Postfix sends ABORT after every transaction, accepted or not.
+    return finish();
+  };
+
+  return {
+    kernel,
+    traces,
+    connect,
+    message: async (m) => {
+      const c = await connect(m.client, m.helo);
+      const refusedAt = c.opening.find((o) => o.action !== 'continue');
+      if (refusedAt) {
+        await c.close();
+        return { stages: [...c.opening], decision: refusedAt, recipients: [], modifications: [], trace: traces.at(-1) };
+      }
+      const r = await c.message(m);
+      r.stages.unshift(...c.opening);
+      await c.close();
+      return r;
+    },
+    close: () => kernel.shutdown(),
+  };
+}
+
+async function answer(r: HandlerResult): Promise<Decision> {
+  return ((await r) as Decision | undefined) ?? { action: 'continue' };
+}
+
+function outcome(stage: Stage, d: Decision, recipient?: string): StageOutcome {
+  const o: StageOutcome = { stage, action: d.action };
+  if ((d.action === 'reject' || d.action === 'tempfail') && d.reply) o.reply = d.reply;
+  if (recipient !== undefined) o.recipient = recipient;
+  return o;
+}
+
+/** Runs a stage if negotiated; returns true when its answer ended the message or connection. */
+async function step(s: FakeSession, into: StageOutcome[], stage: Stage, call: (() => HandlerResult) | undefined, recipient?: string): Promise<boolean> {
+  if (!call || !s.negotiated.stages.has(stage)) return false;
+  const d = await answer(call());
+  into.push(outcome(stage, d, recipient));
+  if (d.action === 'continue' || d.action === 'skip') return false;
+  if (stage === 'rcptTo' && (d.action === 'reject' || d.action === 'tempfail')) return false;
+  return true;
+}
+
+function envelope(address: string, args: string[]): EnvelopeEvent {
+  return { address, raw: `<${address}>`, args };
+}
+
+/** The engine's session, simulated: same fields and macro scoping, no socket. */
+class FakeSession implements MilterSession {
+  readonly id = nextId++;
+  readonly peer = 'test';
+  readonly negotiated: Negotiated;
+  readonly macros = new MacroStore();
+  client: ConnectEvent | undefined;
+  helo: string | undefined;
+  sender: EnvelopeEvent | undefined;
+  recipients: EnvelopeEvent[] = [];
+  inMessage = false;
+  state: unknown = undefined;
+  readonly log = silentLogger;
+
+  constructor(negotiated: Negotiated) {
+    this.negotiated = negotiated;
+  }
+
+  startMessage(sender: EnvelopeEvent): void {
+    this.inMessage = true;
+    this.sender = sender;
+    this.recipients = [];
+  }
+
+  endMessage(): void {
+    this.inMessage = false;
+    this.macros.clearMessage();
+  }
+
+  progress(): void {}
+}
+
+/** Records modifications with the engine's checks: negotiated action, header names and values. */
+class RecordingModifier implements MessageModifier {
+  readonly modifications: Modification[] = [];
+  closed = false;
+  private readonly actions: number;
+  private readonly leadingSpace: boolean;
+
+  constructor(n: Negotiated) {
+    this.actions = n.actions;
+    this.leadingSpace = (n.reply.protocol & Protocol.HDR_LEADSPC) !== 0;
+  }
+
+  private check(what: string, flag: number): void {
+    if (this.closed) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: '(harness)', reason: `${what} after the end-of-message decision` });
+    if ((this.actions & flag) === 0) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: '(harness)', reason: `${what} was not negotiated` });
+  }
+
+  private value(name: string, value: string): string {
+    checkHeaderName(name);
+    const v = normaliseHeaderValue(name, value);
+    return this.leadingSpace && v && v[0] !== ' ' ? ` ${v}` : v;
+  }
+
+  addHeader(name: string, value: string): void {
+    this.check('addHeader', Action.ADDHDRS);
+    this.modifications.push({ type: 'addHeader', name, value: this.value(name, value) });
+  }
+  insertHeader(index: number, name: string, value: string): void {
+    this.check('insertHeader', Action.ADDHDRS);
+    this.modifications.push({ type: 'insertHeader', index, name, value: this.value(name, value) });
+  }
+  changeHeader(name: string, index: number, value: string): void {
+    this.check('changeHeader', Action.CHGHDRS);
+    this.modifications.push({ type: 'changeHeader', index, name, value: value === '' ? '' : this.value(name, value) });
+  }
+  deleteHeader(name: string, index: number): void {
+    this.check('deleteHeader', Action.CHGHDRS);
+    checkHeaderName(name);
+    this.modifications.push({ type: 'changeHeader', index, name, value: '' });
+  }
+  changeSender(address: string, args?: readonly string[]): void {
+    this.check('changeSender', Action.CHGFROM);
+    this.modifications.push(args?.length ? { type: 'changeSender', address: `<${address}>`, args: args.join(' ') } : { type: 'changeSender', address: `<${address}>` });
+  }
+  addRecipient(address: string, args?: readonly string[]): void {
+    this.check('addRecipient', args?.length ? Action.ADDRCPT_PAR : Action.ADDRCPT);
+    this.modifications.push(args?.length ? { type: 'addRecipient', address: `<${address}>`, args: args.join(' ') } : { type: 'addRecipient', address: `<${address}>` });
+  }
+  deleteRecipient(address: string): void {
+    this.check('deleteRecipient', Action.DELRCPT);
+    this.modifications.push({ type: 'deleteRecipient', address });
+  }
+  replaceBody(data: Buffer | string): void {
+    this.check('replaceBody', Action.CHGBODY);
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    const prev = this.modifications.at(-1);
+    if (prev?.type === 'replaceBody') prev.data = Buffer.concat([prev.data, bytes]);
+    else this.modifications.push({ type: 'replaceBody', data: bytes });
+  }
+  quarantine(reason: string): void {
+    this.check('quarantine', Action.QUARANTINE);
+    this.modifications.push({ type: 'quarantine', reason });
+  }
+}

@@ -1,0 +1,207 @@
+// The plugin contract: loading and its coded errors, verdict merging, isolation of failing plugins,
+// negotiation derived from taps, notes and modifications — through the themis/testing harness.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { Kernel, ThemisError, definePlugin, type PluginHooks, type Verdict } from '../../src/index.ts';
+import { Protocol, Action, createMilterServer, MilterClient } from '../../src/milter/index.ts';
+import { createTestKernel } from '../../src/testing/index.ts';
+
+/** A plugin whose hooks are given inline. */
+function plugin(name: string, hooks: PluginHooks<any>, extra: Record<string, unknown> = {}) {
+  return definePlugin({ name, version: '1.0.0', kernel: '^1', setup: () => hooks, ...extra });
+}
+
+const code = (c: string) => (e: unknown) => e instanceof ThemisError && e.code === c;
+
+describe('loading', () => {
+  it('refuses a plugin for another kernel version', async () => {
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: definePlugin({ name: 'old', version: '1', kernel: '^2', setup: () => ({}) }) }] }), code('THEMIS_ERR_PLUGIN_KERNEL_RANGE'));
+  });
+  it('refuses an unknown hook name, naming the known ones', async () => {
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: plugin('typo', { mailfrom: () => undefined } as never) }] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_UNKNOWN_HOOK')(e) && /mailFrom/.test((e as Error).message));
+  });
+  it('refuses two plugins claiming one policy field', async () => {
+    const claims = { field: 'limit', schema: z.number() };
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: plugin('a', {}, { claims }) }, { plugin: plugin('b', {}, { claims }) }] }), code('THEMIS_ERR_PLUGIN_DUPLICATE_CLAIM'));
+  });
+  it('refuses the same plugin twice and a non-plugin', async () => {
+    const p = plugin('twice', {});
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: p }, { plugin: p }] }), code('THEMIS_ERR_PLUGIN_DUPLICATE'));
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: { name: 'x' } as never }] }), code('THEMIS_ERR_PLUGIN_INVALID'));
+  });
+  it('validates plugin options and policy fields with the plugin schemas, naming the path', async () => {
+    const p = plugin('limits', {}, { options: z.object({ window: z.number().positive() }), claims: { field: 'limits', schema: z.object({ max: z.number().int() }) } });
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: p, options: { window: -1 } }] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_OPTIONS')(e) && /window/.test((e as Error).message));
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: p, options: { window: 1 } }], policies: [{ name: 'default', limits: { max: 1.5 } }] }), (e: unknown) => code('THEMIS_ERR_POLICY_FIELD')(e) && /policies\[0\]\.limits\.max/.test((e as Error).message));
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: p, options: { window: 1 } }], policies: [{ name: 'default', spf: {} }] }), (e: unknown) => code('THEMIS_ERR_POLICY_UNCLAIMED')(e) && /field spf/.test((e as Error).message));
+  });
+  it('prints plugins per stage in run order', async () => {
+    const k = await Kernel.create({ plugins: [{ plugin: plugin('low', { rcptTo: () => undefined }), priority: 1 }, { plugin: plugin('high', { rcptTo: () => undefined, connect: () => undefined }), priority: 9 }] });
+    assert.deepEqual(k.describe(), [
+      { stage: 'connect', plugins: [{ name: 'high', priority: 9 }] },
+      { stage: 'rcptTo', plugins: [{ name: 'high', priority: 9 }, { name: 'low', priority: 1 }] },
+    ]);
+  });
+});
+
+describe('verdict merge', () => {
+  const says = (name: string, priority: number, v: Verdict | undefined, at: 'rcptTo' | 'endOfMessage' = 'endOfMessage') => ({ plugin: plugin(name, { [at]: () => v }), priority });
+
+  it('the highest priority wins, even over a more severe verdict', async () => {
+    const t = await createTestKernel({ plugins: [says('strict', 1, { action: 'reject', reason: 'no' }), says('boss', 10, { action: 'accept', reason: 'whitelisted' })] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.equal(r.decision.action, 'accept');
+    assert.equal(r.trace!.winner!.plugin, 'boss');
+    assert.deepEqual(r.trace!.entries.map((e) => [e.plugin, e.action]), [['boss', 'accept'], ['strict', 'reject']]);
+  });
+
+  it('ties go to the most severe: reject > tempfail > discard > quarantine > accept', async () => {
+    const t = await createTestKernel({ plugins: [says('a', 5, { action: 'tempfail', reason: 't' }), says('b', 5, { action: 'reject', reason: 'r', reply: { code: 550, enhanced: '5.7.1', text: 'Go away' } }), says('c', 5, { action: 'accept', reason: 'ok' })] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.deepEqual(r.decision, { stage: 'endOfMessage', action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'Go away' } });
+    assert.equal(r.trace!.outcome, 'rejected');
+  });
+
+  it('continue is no objection: it never wins over a decision', async () => {
+    const t = await createTestKernel({ plugins: [says('quiet', 100, { action: 'continue' }), says('tagger', 0, { action: 'quarantine', reason: 'suspicious' })] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.equal(r.decision.action, 'accept');
+    assert.deepEqual(r.modifications, [{ type: 'quarantine', reason: 'suspicious' }]);
+    assert.equal(r.trace!.outcome, 'quarantined');
+  });
+
+  it('a reject at rcptTo refuses that recipient only', async () => {
+    const t = await createTestKernel({ plugins: [{ plugin: plugin('rcpt', { rcptTo: (_c, e) => (e.address.startsWith('no') ? { action: 'reject', reason: 'unknown user' } : undefined) }) }] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['no@example.net', 'yes@example.net'] });
+    assert.deepEqual(r.recipients.map((x) => x.action), ['reject', 'continue']);
+    assert.equal(r.decision.stage, 'endOfMessage');
+    assert.equal(r.decision.action, 'accept');
+  });
+});
+
+describe('isolation', () => {
+  it('a throwing, rejecting or hanging plugin yields its onError verdict, logged with a code and counted', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = { debug() {}, info() {}, warn() {}, error: (f: object) => void lines.push(f as Record<string, unknown>), child: () => logger };
+    const t = await createTestKernel({
+      logger,
+      hookTimeout: 50,
+      plugins: [
+        { plugin: plugin('thrower', { mailFrom: () => { throw new Error('boom'); } }), onError: 'accept' },
+        { plugin: plugin('rejecter', { rcptTo: () => Promise.reject(new Error('dns down')) }), onError: 'tempfail' },
+        { plugin: plugin('hanger', { endOfMessage: () => new Promise(() => {}) }), onError: 'reject' },
+      ],
+    });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    // thrower's accept at MAIL ends filtering for this message: the message is accepted there.
+    assert.equal(r.decision.stage, 'mailFrom');
+    assert.equal(r.decision.action, 'accept');
+    assert.equal(r.trace!.entries[0].error, 'THEMIS_ERR_HOOK_FAILED');
+    const r2 = await createTestKernel({ logger, hookTimeout: 50, plugins: [{ plugin: plugin('rejecter', { rcptTo: () => Promise.reject(new Error('dns down')) }), onError: 'tempfail' }, { plugin: plugin('hanger', { endOfMessage: () => new Promise(() => {}) }), onError: 'reject' }] }).then((k) => k.message({ from: 'a@example.org', rcpt: ['b@example.net', 'c@example.net'] }));
+    assert.deepEqual(r2.recipients.map((x) => x.action), ['tempfail', 'tempfail']);
+    const r3 = await createTestKernel({ logger, hookTimeout: 50, plugins: [{ plugin: plugin('hanger', { endOfMessage: () => new Promise(() => {}) }), onError: 'reject' }] }).then((k) => k.message({ from: 'a@example.org', rcpt: ['b@example.net'] }));
+    assert.equal(r3.decision.action, 'reject');
+    assert.equal(r3.trace!.winner!.error, 'THEMIS_ERR_HOOK_TIMEOUT');
+    assert.ok(lines.some((l) => l.code === 'THEMIS_ERR_HOOK_FAILED'));
+    assert.ok(lines.some((l) => l.code === 'THEMIS_ERR_HOOK_TIMEOUT'));
+    const metric = await t.kernel.registry.getSingleMetricAsString('themis_hook_errors_total');
+    assert.match(metric, /themis_hook_errors_total\{plugin="thrower",hook="mailFrom",kind="error"\} 1/);
+  });
+
+  it('an invalid verdict is a plugin error with its own code', async () => {
+    const t = await createTestKernel({ plugins: [{ plugin: plugin('odd', { endOfMessage: () => ({ action: 'maybe' }) as never }), onError: 'tempfail' }] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.equal(r.decision.action, 'tempfail');
+    assert.equal(r.trace!.winner!.error, 'THEMIS_ERR_HOOK_BAD_VERDICT');
+  });
+});
+
+describe('negotiation follows the taps', () => {
+  it('no body hook: the body is not requested; a body hook asks for it', async () => {
+    const without = await Kernel.create({ plugins: [{ plugin: plugin('env', { mailFrom: () => undefined }) }] });
+    const n1 = without.application.negotiation as { stages: string[]; actions: number };
+    assert.deepEqual(n1.stages, ['mailFrom']);
+    const withBody = await Kernel.create({ plugins: [{ plugin: plugin('scan', { body: () => undefined }, { modifies: ['headers'], macros: { mailFrom: ['{client_ptr}'] } }) }] });
+    const n2 = withBody.application.negotiation as { stages: string[]; actions: number; macros: Record<string, string[]> };
+    assert.deepEqual(n2.stages, ['body']);
+    assert.equal(n2.actions, Action.QUARANTINE | Action.ADDHDRS | Action.CHGHDRS);
+    assert.ok(n2.macros.mailFrom.includes('{auth_authen}') && n2.macros.mailFrom.includes('{client_ptr}'), 'Postfix defaults kept, plugin macros added');
+  });
+
+  it('over a real socket, a kernel without body hook negotiates NOBODY', async () => {
+    const k = await Kernel.create({ plugins: [{ plugin: plugin('env', { rcptTo: () => undefined }) }] });
+    const server = createMilterServer(k.application);
+    await server.listen('inet:0@127.0.0.1');
+    const client = await MilterClient.connect(`inet:${server.port}@127.0.0.1`);
+    assert.ok(client.negotiated.protocol & Protocol.NOBODY);
+    assert.ok(client.negotiated.protocol & Protocol.NOHDRS);
+    assert.equal(client.negotiated.protocol & Protocol.NORCPT, 0);
+    const r = await client.sendMessage({ from: 'a@x', to: ['b@y'], body: 'x'.repeat(1000) });
+    assert.equal(r.reply.action, 'accept');
+    await client.quit();
+    await server.close();
+  });
+});
+
+describe('sessions, messages, notes and modifications', () => {
+  it('plugins read each other\'s notes and the envelope; modifications arrive at end of message', async () => {
+    const first = plugin('score', {
+      mailFrom: (ctx, e) => void ctx.message!.notes.set({ score: e.address.endsWith('.example.org') ? 5 : 0 }),
+    }, { priority: 10 });
+    const second = plugin('tag', {
+      endOfMessage: (ctx) => {
+        const n = ctx.message!.notes.of<{ score: number }>('score')!;
+        ctx.message!.addHeader('X-Score', `${n.score} for ${ctx.message!.recipients.length} rcpt, auth=${ctx.session.auth}, mta=${ctx.session.mta}, i=${ctx.message!.queueId}`);
+        return undefined;
+      },
+    }, { modifies: ['headers'], observes: ['rcptTo'] });
+    const t = await createTestKernel({ plugins: [first, second] });
+    const n = t.kernel.application.negotiation as { stages: string[]; noReply: string[] };
+    assert.deepEqual(n.noReply, ['rcptTo'], 'observed, not tapped: asked for without replies');
+    const r = await t.message({ from: 'a@mail.example.org', rcpt: ['b@example.net', 'c@example.net'], auth: 'alice', queueId: 'Q1' });
+    assert.deepEqual(r.modifications, [{ type: 'addHeader', name: 'X-Score', value: '5 for 2 rcpt, auth=alice, mta=mx.test.example, i=Q1' }]);
+  });
+
+  it('a modification the plugin did not declare fails that plugin, with a code', async () => {
+    const t = await createTestKernel({ plugins: [{ plugin: plugin('sneaky', { endOfMessage: (ctx) => void ctx.message!.changeSender('x@y') }), onError: 'accept' }] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.deepEqual(r.modifications, []);
+    assert.equal(r.trace!.entries[0].error, 'THEMIS_ERR_MODIFICATION');
+  });
+
+  it('abort hooks run when a later plugin refuses the message, and for an abandoned one', async () => {
+    const aborted: string[] = [];
+    const reserve = plugin('reserve', { mailFrom: (ctx) => void ctx.message!.notes.set('reserved'), abort: (ctx) => void aborted.push(String(ctx.message?.notes.get())) });
+    const refuse = plugin('refuse', { endOfMessage: () => ({ action: 'reject', reason: 'spam' }) });
+    const t = await createTestKernel({ plugins: [reserve, refuse] });
+    await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.deepEqual(aborted, ['reserved']);
+  });
+
+  it('a connection carries several messages; policies reach the plugin that claims them', async () => {
+    const seen: string[] = [];
+    const p = definePlugin({
+      name: 'limit',
+      version: '1.0.0',
+      kernel: '^1',
+      claims: { field: 'limit', schema: z.object({ max: z.number() }) },
+      setup: () => ({
+        rcptTo: (ctx, e) => {
+          seen.push(`${ctx.session.id}:${e.address}`);
+          const max = Math.min(...ctx.policies.map((x) => x.config.max));
+          return ctx.message!.recipients.length > max ? { action: 'tempfail', reason: `more than ${max} recipients` } : undefined;
+        },
+      }),
+    });
+    const t = await createTestKernel({ plugins: [p], policies: [{ name: 'default', limit: { max: 2 } }] });
+    const c = await t.connect({ address: '2001:db8::5' });
+    const r1 = await c.message({ from: 'a@x.example', rcpt: ['1@y.example', '2@y.example', '3@y.example'] });
+    const r2 = await c.message({ from: 'a@x.example', rcpt: ['4@y.example'] });
+    await c.close();
+    assert.deepEqual(r1.recipients.map((x) => x.action), ['continue', 'continue', 'tempfail']);
+    assert.deepEqual(r2.recipients.map((x) => x.action), ['continue']);
+    assert.equal(new Set(seen.map((s) => s.split(':')[0])).size, 1, 'one connection');
+    assert.equal(t.traces.length, 2);
+  });
+});

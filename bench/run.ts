@@ -45,12 +45,12 @@ const FULL = { rounds: 7, warmup: 1000, idle: 1000, configs: [{ connections: 1, 
 /** `--quick`: a smoke run. */
 const QUICK = { rounds: 1, warmup: 300, idle: 1000, configs: [{ connections: 1, messages: 300 }, { connections: 10, messages: 1000 }, { connections: 50, messages: 1000 }] as Config[] };
 
-const TARGET_NAMES = ['themis', 'c', 'py', 'node-floor'] as const;
+const TARGET_NAMES = ['themis', 'kernel', 'c', 'py', 'node-floor'] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
 /** Targets run when --targets is not given. `node-floor` (bench/node-floor.ts) is a diagnostic, on request only. */
-const DEFAULT_TARGETS: TargetName[] = ['themis', 'c', 'py'];
-const TARGET_LABELS: Record<TargetName, string> = { themis: 'Themis (node)', c: 'C libmilter', py: 'pymilter', 'node-floor': 'node floor' };
-const SHORT: Record<TargetName, string> = { themis: 'Themis', c: 'C', py: 'py', 'node-floor': 'floor' };
+const DEFAULT_TARGETS: TargetName[] = ['themis', 'kernel', 'c', 'py'];
+const TARGET_LABELS: Record<TargetName, string> = { themis: 'Themis (node)', kernel: 'Themis kernel', c: 'C libmilter', py: 'pymilter', 'node-floor': 'node floor' };
+const SHORT: Record<TargetName, string> = { themis: 'Themis', kernel: 'kernel', c: 'C', py: 'py', 'node-floor': 'floor' };
 
 /** Targets the checks are about: Themis CPU per message compared with C libmilter's. */
 const CHECK_A = { connections: 10, maxRatio: 0.5 };
@@ -69,7 +69,9 @@ interface Options {
 
 const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [options])
   --quick              smoke run: fewer messages, 1 round
-  --targets LIST       comma list of themis, c, py, node-floor (default: themis,c,py). node-floor is
+  --targets LIST       comma list of themis, kernel, c, py, node-floor (default: themis,kernel,c,py).
+                       themis is the bare engine (themis start --engine-only); kernel is the kernel with
+                       one trivial plugin tapping every stage (bench/kernel.config.ts). node-floor is
                        bench/node-floor.ts, the cheapest null milter Node can run: a diagnostic
   --rounds N           rounds of interleaved runs (default 7; --quick 1)
   --json [PATH]        also write every raw figure as JSON (default path bench/results/latest.json)
@@ -240,7 +242,8 @@ function resolveTargets(wanted: TargetName[]): { specs: TargetSpec[]; skipped: M
   const specs: TargetSpec[] = [];
   const skipped = new Map<TargetName, string>();
   const sharedDir = resolve(process.env.THEMIS_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
-  if (wanted.includes('themis')) specs.push({ name: 'themis', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
+  if (wanted.includes('themis')) specs.push({ name: 'themis', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--engine-only', '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
+  if (wanted.includes('kernel')) specs.push({ name: 'kernel', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--config', join(REPO, 'bench', 'kernel.config.ts'), '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
   if (wanted.includes('node-floor')) specs.push({ name: 'node-floor', command: process.execPath, args: (port) => [join(REPO, 'bench', 'node-floor.ts'), 'start', '--listen', `inet:${port}@127.0.0.1`] });
   const haveShared = existsSync(join(sharedDir, 'baselines'));
   if (wanted.includes('c')) {
@@ -530,7 +533,7 @@ async function main(): Promise<number> {
 
   // ------------------------------------------------------------------ report
   const rows = summarizeRows(records, targets, plan.configs);
-  const baselines = targets.filter((t) => t !== 'themis');
+  const baselines = targets.filter((t) => t !== 'themis' && t !== 'kernel');
   const rs = targets.includes('themis') ? ratios(records, rows, plan.configs, baselines) : [];
 
   print();
@@ -548,6 +551,17 @@ async function main(): Promise<number> {
       const per = cells.map((r, i) => (r ? `${SHORT[baselines[i]]}: ${r.per_round.map((x) => x.toFixed(2)).join(' ')}` : '')).filter(Boolean).join('  ');
       print(`${pad(`C=${c.connections}`, 8)} ${cells.map((r) => lpad(r ? r.ratio.toFixed(2) : 'n/a', 12)).join(' ')}   ${per}`);
     }
+  }
+
+  const kernelRatios = plan.configs.map((c) => {
+    const k = rows.find((r) => r.target === 'kernel' && r.connections === c.connections);
+    const e = rows.find((r) => r.target === 'themis' && r.connections === c.connections);
+    return { connections: c.connections, ratio: k && e ? k.milter_cpu_ms_per_msg / e.milter_cpu_ms_per_msg : NaN };
+  });
+  if (kernelRatios.some((r) => Number.isFinite(r.ratio))) {
+    print();
+    print('Milter CPU per message, kernel with one trivial plugin ÷ bare engine (1.00 = the kernel costs nothing):');
+    for (const r of kernelRatios) print(`${pad(`C=${r.connections}`, 8)} ${lpad(Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : 'n/a', 12)}`);
   }
 
   if (memory.size > 0) {
@@ -606,6 +620,12 @@ async function main(): Promise<number> {
       const ok = mb < CHECK_D_MB && mem.established === plan.idle;
       checks.push({ id: 'd', status: ok ? 'PASS' : 'FAIL', text: `Themis peak RSS with ${plan.idle} idle connections < ${CHECK_D_MB} MB: VmHWM ${mb.toFixed(1)} MB, VmRSS ${(mem.during.rssKb / 1024).toFixed(1)} MB (${mem.established}/${plan.idle} sessions established)` });
     }
+  }
+  {
+    const at10 = kernelRatios.find((r) => r.connections === CHECK_A.connections);
+    const what = `the kernel with one trivial plugin adds < 20% CPU per message at ${CHECK_A.connections} connections`;
+    if (!at10 || !Number.isFinite(at10.ratio)) checks.push({ id: 'e', status: 'SKIP', text: `${what}: kernel or engine not measured` });
+    else checks.push({ id: 'e', status: at10.ratio < 1.2 ? 'PASS' : 'FAIL', text: `${what}: kernel ÷ engine = ${at10.ratio.toFixed(2)}` });
   }
   print();
   print('Checks:');

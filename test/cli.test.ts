@@ -40,15 +40,28 @@ describe('themis command line', () => {
     assert.equal(await first.stop(), 0);
   });
 
-  it('start serves MTA connections and SIGTERM stops it with exit 0', async () => {
+  it('start serves MTA connections and SIGTERM stops it with exit 0', async (t) => {
     const themis = await startThemis();
+    t.after(() => themis.stop());
     const client = await MilterClient.connect(`inet:${themis.port}@127.0.0.1`);
     const r = await client.sendMessage({ connect: { hostname: 'h', address: '192.0.2.1' }, helo: 'h', from: 'a@example.org', to: ['b@example.test', 'c@example.test'], headers: [['Subject', 'x']], body: 'hi\r\n' });
     assert.equal(r.reply.action, 'accept');
-    assert.deepEqual(r.recipients.map((x) => x?.action), ['continue', 'continue']);
+    // The repository's themis.config.ts loads no plugin: no stage is asked for, not even RCPT.
+    assert.deepEqual(r.recipients.map((x) => x?.action), [undefined, undefined]);
+    assert.equal(client.negotiated.protocol & 0x3f, 0x3f, 'CONNECT, HELO, MAIL, RCPT, BODY and headers switched off');
     await client.quit();
     assert.equal(await themis.stop(), 0);
     assert.match(themis.output(), /"msg":"themis stopped"/);
+  });
+
+  it('--engine-only serves the accept-all application that answers every stage', async (t) => {
+    const themis = await startThemis(['--engine-only']);
+    t.after(() => themis.stop());
+    const client = await MilterClient.connect(`inet:${themis.port}@127.0.0.1`);
+    const r = await client.sendMessage({ connect: { hostname: 'h', address: '192.0.2.1' }, helo: 'h', from: 'a@example.org', to: ['b@example.test', 'c@example.test'] });
+    assert.deepEqual(r.recipients.map((x) => x?.action), ['continue', 'continue']);
+    assert.equal(client.negotiated.protocol, 0);
+    await client.quit();
   });
 
   it('THEMIS_LISTEN chooses the socket when --listen is absent', async () => {

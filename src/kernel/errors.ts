@@ -7,6 +7,8 @@
 /** Code → message template; `{name}` placeholders come from the error's details. */
 export const KERNEL_ERRORS = {
   THEMIS_ERR_PLUGIN_INVALID: 'plugin {plugin}: {reason}',
+  THEMIS_ERR_PLUGIN_NOT_FOUND: 'plugin {spec} cannot be loaded from {from}: {reason}',
+  THEMIS_ERR_CONFIG: 'configuration {file}: {path}: {reason}',
   THEMIS_ERR_PLUGIN_KERNEL_RANGE: 'plugin {plugin} supports kernel {range}, but this kernel is {version}',
   THEMIS_ERR_PLUGIN_UNKNOWN_HOOK: 'plugin {plugin} returned unknown hook {hook} (known hooks: {known})',
   THEMIS_ERR_PLUGIN_DUPLICATE: 'plugin {plugin} is loaded twice',

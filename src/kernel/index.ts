@@ -7,3 +7,5 @@ export * from './plugin.ts';
 export * from './merge.ts';
 export * from './kernel.ts';
 export * from '../store/store.ts';
+export * from './loader.ts';
+export * from '../config.ts';

@@ -56,6 +56,8 @@ export interface PolicyInput {
 /** The logger the kernel writes to (pino-compatible). */
 export interface KernelLogger extends PluginLogger {
   child(bindings: object): KernelLogger;
+  /** pino's level check: lets the kernel skip building a trace line nobody will see. */
+  isLevelEnabled?(level: string): boolean;
 }
 
 /** A whole message's decision trace: what every plugin said at every stage, and what won. */
@@ -107,6 +109,8 @@ interface LoadedPlugin {
   modifies: ReadonlySet<ModificationKind>;
   /** This plugin's claimed field in every policy that has it. */
   policies: AppliedPolicy<unknown>[];
+  /** The hook-latency histogram child for a stage (cached: label lookups are not free). */
+  latency(stage: string): { observe(seconds: number): void };
 }
 
 /** Postfix's default macro lists: a list a milter sends replaces them, so the kernel extends them. */
@@ -124,20 +128,6 @@ const RESERVED_POLICY_FIELDS = new Set(['name', 'priority', 'match', 'type', 'st
 
 const silent: KernelLogger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
 
-/** Arguments of one stage call, passed through tapable to every tap. */
-class StageCall {
-  readonly state: ConnectionState;
-  readonly stage: StageHookName;
-  readonly event: unknown;
-  readonly entries: TraceEntry[];
-  constructor(state: ConnectionState, stage: StageHookName, event: unknown) {
-    this.state = state;
-    this.stage = stage;
-    this.event = event;
-    this.entries = state.message?.trace ?? state.trace;
-  }
-}
-
 /** The loaded kernel. Create it with {@link Kernel.create}. */
 export class Kernel {
   /** The milter application to serve with `createMilterServer`. */
@@ -147,7 +137,10 @@ export class Kernel {
   /** The store plugins share. */
   readonly store: Store;
   private readonly plugins: LoadedPlugin[];
-  private readonly hooks = new Map<StageHookName, AsyncSeriesHook<[StageCall]>>();
+  /** tapable hooks: the registry that orders taps (highest priority first, then load order). */
+  private readonly hooks = new Map<StageHookName, AsyncSeriesHook<[never]>>();
+  /** The taps of each stage in run order, read once from the tapable registry. */
+  private readonly taps = new Map<StageHookName, LoadedPlugin[]>();
   private readonly log: KernelLogger;
   private readonly hookTimeout: number;
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
@@ -168,10 +161,14 @@ export class Kernel {
     for (const stage of STAGE_HOOKS) {
       const taps = plugins.filter((p) => typeof p.hooks[stage] === 'function');
       if (taps.length === 0) continue;
-      const hook = new AsyncSeriesHook<[StageCall]>(['call'], stage);
+      const hook = new AsyncSeriesHook<[never]>(['call'], stage);
       // tapable orders taps by ascending stage: negate the priority so the highest runs first.
-      for (const p of taps) hook.tapPromise({ name: p.name, stage: -p.priority }, (call: StageCall) => this.invoke(p, call));
+      // The kernel calls the taps itself (see stage()), so that each gets its own deadline, its
+      // onError verdict and its trace entry, and so that synchronous hooks cost no promise.
+      for (const p of taps) hook.tap({ name: p.name, stage: -p.priority }, () => undefined);
       this.hooks.set(stage, hook);
+      const byName = new Map(taps.map((p) => [p.name, p]));
+      this.taps.set(stage, hook.taps.map((t) => byName.get(t.name)!));
     }
     this.application = this.buildApplication();
   }
@@ -211,6 +208,7 @@ export class Kernel {
         log: pluginLog,
         modifies: new Set(def.modifies ?? []),
         policies: [],
+        latency: () => ({ observe() {} }),
       };
       if (def.claims) {
         const other = claims.get(def.claims.field);
@@ -236,6 +234,14 @@ export class Kernel {
       errors: new Counter({ name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const, registers: [registry] }),
       latency: new Histogram({ name: 'themis_hook_duration_seconds', help: 'Time spent in plugin hooks', labelNames: ['plugin', 'hook'] as const, buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] }),
     };
+    for (const p of loaded) {
+      const children = new Map<string, { observe(seconds: number): void }>();
+      p.latency = (stage) => {
+        let c = children.get(stage);
+        if (!c) children.set(stage, (c = metrics.latency.labels(p.name, stage)));
+        return c;
+      };
+    }
     const kernel = new Kernel(loaded, options, registry, store, log, metrics);
     return kernel;
   }
@@ -315,18 +321,29 @@ export class Kernel {
     return app;
   }
 
-  /** Runs one stage's hooks and turns the merged verdict into the milter answer. */
-  private async stage(s: MilterSession, stage: StageHookName, event: unknown): Promise<Decision> {
+  /**
+   * Runs one stage's hooks in order and turns the merged verdict into the milter answer. Stays
+   * synchronous while every hook answers synchronously: the engine then answers without a microtask.
+   */
+  private stage(s: MilterSession, stage: StageHookName, event: unknown): Decision | Promise<Decision> {
     const state = stateOf(s);
     state.sync(s, stage, event);
-    const hook = this.hooks.get(stage)!;
-    const call = new StageCall(state, stage, event);
-    const from = call.entries.length;
-    await hook.promise(call);
-    const winnerIndex = pickWinner(call.entries, from);
+    return this.runTaps(state, stage, event, 0, this.entriesOf(state));
+  }
+
+  private entriesOf(state: ConnectionState): TraceEntry[] {
+    return state.message?.trace ?? state.trace;
+  }
+
+  private runTaps(state: ConnectionState, stage: StageHookName, event: unknown, first: number, entries: TraceEntry[], from = entries.length): Decision | Promise<Decision> {
+    const taps = this.taps.get(stage)!;
+    for (let i = first; i < taps.length; i++) {
+      const pending = this.invoke(taps[i], stage, state, event, entries);
+      if (pending !== undefined) return pending.then(() => this.runTaps(state, stage, event, i + 1, entries, from));
+    }
+    const winnerIndex = pickWinner(entries, from);
     if (winnerIndex < 0) return Decisions.continue;
-    const winner = call.entries[winnerIndex];
-    return this.apply(state, stage, winner, event);
+    return this.apply(state, stage, entries[winnerIndex], event);
   }
 
   private apply(state: ConnectionState, stage: StageHookName, winner: TraceEntry, event: unknown): Decision {
@@ -371,15 +388,19 @@ export class Kernel {
     }
   }
 
-  private async endOfMessage(s: MilterSession, modifier: MessageModifier): Promise<Decision> {
+  private endOfMessage(s: MilterSession, modifier: MessageModifier): Decision | Promise<Decision> {
     const state = stateOf(s);
     state.sync(s, 'endOfMessage', undefined);
-    let decision: Decision = Decisions.accept;
+    if (!this.taps.has('endOfMessage')) return this.deliver(state, modifier, Decisions.accept);
+    const decision = this.runTaps(state, 'endOfMessage', undefined, 0, this.entriesOf(state));
+    if (decision instanceof Promise) return decision.then((d) => this.deliver(state, modifier, d));
+    return this.deliver(state, modifier, decision);
+  }
+
+  /** After the end-of-message verdict: send the modifications and the hold, close the trace. */
+  private deliver(state: ConnectionState, modifier: MessageModifier, decision: Decision): Decision {
+    if (decision.action !== 'continue' && decision.action !== 'accept') return decision;
     const message = state.message;
-    if (this.hooks.has('endOfMessage')) {
-      decision = await this.stage(s, 'endOfMessage', undefined);
-      if (decision.action !== 'continue' && decision.action !== 'accept') return decision;
-    }
     if (!message) return Decisions.accept;
     for (const mod of message.modifications) {
       try {
@@ -396,8 +417,8 @@ export class Kernel {
         this.log.error({ code: 'THEMIS_ERR_MODIFICATION', plugin: hold.plugin, err }, 'quarantine could not be sent');
       }
     }
-    this.finishMessage(state, hold ? 'quarantined' : 'accepted', hold ? 'endOfMessage' : 'endOfMessage', hold ?? message.trace[pickWinner(message.trace)]);
-    return decision.action === 'continue' ? Decisions.accept : decision;
+    this.finishMessage(state, hold ? 'quarantined' : 'accepted', 'endOfMessage', hold ?? message.trace[pickWinner(message.trace)]);
+    return Decisions.accept;
   }
 
   private abortMessage(state: ConnectionState, outcome: 'aborted'): void {
@@ -412,7 +433,7 @@ export class Kernel {
       const fn = p.hooks.abort;
       if (!fn) continue;
       try {
-        const r = fn.call(p.hooks, state.context(p, message));
+        const r = fn.call(p.hooks, state.context(p, message ?? null));
         if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).catch((err: unknown) => this.hookFailed(p, 'abort', err, 'error'));
       } catch (err) {
         this.hookFailed(p, 'abort', err, 'error');
@@ -427,7 +448,7 @@ export class Kernel {
       const fn = p.hooks.close;
       if (!fn) continue;
       try {
-        const r = fn.call(p.hooks, state.context(p, undefined));
+        const r = fn.call(p.hooks, state.context(p, null));
         if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).catch((err: unknown) => this.hookFailed(p, 'close', err, 'error'));
       } catch (err) {
         this.hookFailed(p, 'close', err, 'error');
@@ -440,9 +461,11 @@ export class Kernel {
     if (!message) return;
     state.lastMessage = message;
     state.message = undefined;
-    const trace: DecisionTrace = { session: state.id, queueId: message.queueId, policies: this.policyNames, outcome, stage, winner, entries: [...state.trace, ...message.trace] };
+    const logging = this.log.isLevelEnabled ? this.log.isLevelEnabled('info') : true;
+    if (!logging && !this.onDecision) return;
+    const trace: DecisionTrace = { session: state.id, queueId: message.queueId, policies: this.policyNames, outcome, stage, winner, entries: state.trace.length > 0 ? [...state.trace, ...message.trace] : message.trace };
     // One line per message; addresses stay out of info-level logs.
-    this.log.info({ session: trace.session, queueId: trace.queueId, outcome, stage, winner: winner && { plugin: winner.plugin, action: winner.action, reason: winner.reason }, trace: trace.entries.map((e) => ({ stage: e.stage, plugin: e.plugin, action: e.action, reason: e.reason, error: e.error, ms: Math.round(e.ms * 1000) / 1000 })) }, 'decision');
+    if (logging) this.log.info({ session: trace.session, queueId: trace.queueId, outcome, stage, winner: winner && { plugin: winner.plugin, action: winner.action, reason: winner.reason }, trace: trace.entries.map((e) => ({ stage: e.stage, plugin: e.plugin, action: e.action, reason: e.reason, error: e.error, ms: Math.round(e.ms * 1000) / 1000 })) }, 'decision');
     this.onDecision?.(trace);
   }
 
@@ -455,31 +478,54 @@ export class Kernel {
   // -------------------------------------------------------------------------------------------
   // Isolation
 
-  /** Calls one plugin's hook under its deadline; records its verdict (or its onError verdict). */
-  private async invoke(p: LoadedPlugin, call: StageCall): Promise<void> {
-    const stage = call.stage;
+  /**
+   * Calls one plugin's hook and records its verdict (or its onError verdict) in `entries`. Returns
+   * undefined when the hook answered synchronously, else a promise that settles once it is recorded
+   * (never rejects: failures and missed deadlines become the plugin's onError verdict).
+   */
+  private invoke(p: LoadedPlugin, stage: StageHookName, state: ConnectionState, event: unknown, entries: TraceEntry[]): Promise<void> | undefined {
     const fn = p.hooks[stage] as (ctx: HookContext<unknown>, event: unknown) => unknown;
     const started = performance.now();
+    let result: unknown;
+    try {
+      result = fn.call(p.hooks, state.context(p), event);
+    } catch (err) {
+      this.record(p, stage, entries, started, undefined, err);
+      return undefined;
+    }
+    if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+      return this.withDeadline(p, stage, result as Promise<unknown>).then(
+        (value) => this.record(p, stage, entries, started, value, undefined),
+        (err: unknown) => this.record(p, stage, entries, started, undefined, err ?? new Error('rejected without a reason')),
+      );
+    }
+    this.record(p, stage, entries, started, result, undefined);
+    return undefined;
+  }
+
+  private record(p: LoadedPlugin, stage: StageHookName, entries: TraceEntry[], started: number, result: unknown, failure: unknown): void {
     let verdict: Verdict | undefined;
     let error: string | undefined;
-    try {
-      const ctx = call.state.context(p, call.state.message);
-      let result = fn.call(p.hooks, ctx, call.event);
-      if (result && typeof (result as Promise<unknown>).then === 'function') result = await this.withDeadline(p, stage, result as Promise<unknown>);
-      verdict = checkVerdict(p, stage, result);
-    } catch (err) {
-      const kind = err instanceof ThemisError && err.code === 'THEMIS_ERR_HOOK_TIMEOUT' ? 'timeout' : 'error';
-      error = kind === 'timeout' ? 'THEMIS_ERR_HOOK_TIMEOUT' : err instanceof ThemisError ? err.code : 'THEMIS_ERR_HOOK_FAILED';
-      this.hookFailed(p, stage, err, kind);
+    if (failure === undefined) {
+      try {
+        verdict = checkVerdict(p, stage, result);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    if (failure !== undefined) {
+      const kind = failure instanceof ThemisError && failure.code === 'THEMIS_ERR_HOOK_TIMEOUT' ? 'timeout' : 'error';
+      error = failure instanceof ThemisError ? failure.code : 'THEMIS_ERR_HOOK_FAILED';
+      this.hookFailed(p, stage, failure, kind);
       verdict = { action: p.onError, reason: `${p.name} ${kind === 'timeout' ? 'timed out' : 'failed'} in ${stage}` };
     }
     const ms = performance.now() - started;
-    this.hookLatency.observe({ plugin: p.name, hook: stage }, ms / 1000);
+    p.latency(stage).observe(ms / 1000);
     const entry: TraceEntry = { stage, plugin: p.name, priority: p.priority, action: verdict?.action ?? 'continue', ms };
     if (verdict?.reason !== undefined) entry.reason = verdict.reason;
-    if (verdict?.reply !== undefined) entry.reply = verdict.reply as SmtpReply;
+    if (verdict?.reply !== undefined) entry.reply = verdict.reply;
     if (error !== undefined) entry.error = error;
-    call.entries.push(entry);
+    entries.push(entry);
   }
 
   private withDeadline(p: LoadedPlugin, hook: string, promise: Promise<unknown>): Promise<unknown> {
@@ -534,11 +580,12 @@ function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, 
   });
 }
 
+const VERDICT_ACTIONS: ReadonlySet<string> = new Set<VerdictAction>(['continue', 'accept', 'reject', 'tempfail', 'discard', 'quarantine']);
+
 function checkVerdict(p: LoadedPlugin, hook: string, result: unknown): Verdict | undefined {
   if (result === undefined || result === null) return undefined;
   const v = result as Verdict;
-  const actions: VerdictAction[] = ['continue', 'accept', 'reject', 'tempfail', 'discard', 'quarantine'];
-  if (typeof v !== 'object' || !actions.includes(v.action)) throw new ThemisError('THEMIS_ERR_HOOK_BAD_VERDICT', { plugin: p.name, hook, reason: `expected { action: ${actions.join(' | ')}, reason }, got ${JSON.stringify(result)}` });
+  if (typeof v !== 'object' || !VERDICT_ACTIONS.has(v.action)) throw new ThemisError('THEMIS_ERR_HOOK_BAD_VERDICT', { plugin: p.name, hook, reason: `expected { action: ${[...VERDICT_ACTIONS].join(' | ')}, reason }, got ${JSON.stringify(result)}` });
   return v;
 }
 
@@ -619,11 +666,25 @@ class ConnectionState {
       const e = event as EnvelopeEvent;
       m.recipients.push({ address: e.address, raw: e.raw, args: e.args, accepted: true });
     } else if (stage === 'header') m.headers.push(event as HeaderEvent);
-    m.queueId ??= s.macros.get('i');
+    // Postfix knows the queue id from the first accepted RCPT on; look it up a few times per message, not per header.
+    if (m.queueId === undefined && (stage === 'data' || stage === 'endOfHeaders' || stage === 'endOfMessage' || stage === 'rcptTo')) m.queueId = s.macros.get('i');
   }
 
-  context(p: LoadedPlugin, message: MessageState | undefined): HookContext<unknown> {
-    return { session: this.sessionView(p), message: message && this.messageView(p, message), policies: p.policies, log: p.log };
+  private readonly contexts: (HookContextView | undefined)[] = [];
+  private readonly sessionViews: (PluginSession | undefined)[] = [];
+
+  /**
+   * The context a plugin's hook receives: one object per plugin and connection, whose `message`
+   * follows the current message. `message` given (an ended message, or null for none) builds a
+   * one-off context, for abort and close hooks.
+   */
+  context(p: LoadedPlugin, message?: MessageState | null): HookContext<unknown> {
+    if (message !== undefined) return { session: this.sessionOf(p), message: message ? this.messageView(p, message) : undefined, policies: p.policies, log: p.log };
+    return (this.contexts[p.order] ??= new HookContextView(this, p));
+  }
+
+  sessionOf(p: LoadedPlugin): PluginSession {
+    return (this.sessionViews[p.order] ??= this.sessionView(p));
   }
 
   private sessionView(p: LoadedPlugin): PluginSession {
@@ -650,7 +711,7 @@ class ConnectionState {
     };
   }
 
-  private messageView(p: LoadedPlugin, m: MessageState): PluginMessage {
+  messageView(p: LoadedPlugin, m: MessageState): PluginMessage {
     const request = (kind: string, apply: (mod: MessageModifier) => void) => {
       const needed = MODIFICATION_OF[kind];
       if (!p.modifies.has(needed)) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: p.name, reason: `${kind} needs modifies: ['${needed}'] in the plugin definition` });
@@ -675,6 +736,35 @@ class ConnectionState {
       deleteRecipient: (address) => request('deleteRecipient', (mod) => mod.deleteRecipient(address)),
       replaceBody: (body) => request('replaceBody', (mod) => mod.replaceBody(body)),
     };
+  }
+}
+
+/** A plugin's hook context on one connection; `message` is the current message's view for this plugin. */
+class HookContextView implements HookContext<unknown> {
+  readonly session: PluginSession;
+  readonly policies: readonly AppliedPolicy<unknown>[];
+  readonly log: PluginLogger;
+  private readonly state: ConnectionState;
+  private readonly plugin: LoadedPlugin;
+  private viewOf: MessageState | undefined;
+  private view: PluginMessage | undefined;
+
+  constructor(state: ConnectionState, plugin: LoadedPlugin) {
+    this.state = state;
+    this.plugin = plugin;
+    this.session = state.sessionOf(plugin);
+    this.policies = plugin.policies;
+    this.log = plugin.log;
+  }
+
+  get message(): PluginMessage | undefined {
+    const m = this.state.message;
+    if (m === undefined) return undefined;
+    if (m !== this.viewOf) {
+      this.viewOf = m;
+      this.view = this.state.messageView(this.plugin, m);
+    }
+    return this.view;
   }
 }
 

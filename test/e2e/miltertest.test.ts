@@ -27,7 +27,8 @@ describe('miltertest (OpenDKIM)', { skip: reason }, () => {
   let themis: ThemisProcess;
   let server: MilterServer;
   before(async () => {
-    themis = await startThemis();
+    // The Lua script expects an answer at every stage, as from a milter that taps them all.
+    themis = await startThemis(['--engine-only']);
     server = createMilterServer({
       negotiation: { actions: Action.ADDHDRS | Action.CHGHDRS | Action.CHGBODY | Action.ADDRCPT },
       connect: () => undefined,
@@ -54,7 +55,7 @@ describe('miltertest (OpenDKIM)', { skip: reason }, () => {
     await server?.close({ drainTimeout: 500 });
   });
 
-  it('the themis daemon answers a full transaction as miltertest expects', async () => {
+  it('the themis daemon (engine only) answers a full transaction as miltertest expects', async () => {
     const r = await miltertest(themis.port, 'accept');
     assert.equal(r.code, 0, r.output);
     assert.match(r.output, /miltertest transaction ok: mode accept/);

@@ -31,6 +31,11 @@ export function freePort(): Promise<number> {
   });
 }
 
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of running) c.kill('SIGKILL');
+});
+
 /** Starts `themis start --listen inet:PORT@127.0.0.1 …args` and waits until it listens. */
 export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ThemisProcess> {
   const port = await freePort();
@@ -39,6 +44,9 @@ export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = 
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // A failing test must not leave the daemon running (it would keep the test file alive).
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   const deadline = Date.now() + 15_000;
   while (!out.includes('themis started')) {
     if (child.exitCode !== null) throw new Error(`themis exited with ${child.exitCode}: ${out}`);

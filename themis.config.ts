@@ -1,0 +1,19 @@
+// The configuration `npm start` runs with, and the documented example.
+// Plugins are loaded by package name, by path relative to this file, or as imported objects; each
+// policy field is owned by the plugin that claims it. The built-in plugins (ratelimit, spf, headers,
+// monitor, predict) and policy matching (sources, destinations, groups, pools) are being built; until
+// then this file loads no plugin, and Themis accepts every message while negotiating no stage at all.
+import { defineConfig } from 'themis';
+
+export default defineConfig({
+  // listen: 'inet:8440@127.0.0.1',   // the default; --listen and THEMIS_LISTEN override it
+  plugins: [
+    // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
+    // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
+  ],
+  policies: [
+    // { name: 'inbound', allowlist: { recipients: ['@example.net'] } },
+  ],
+  // hookTimeout: 10_000,   // deadline of each plugin hook, in ms
+  // onError: 'tempfail',   // verdict of a failing plugin that sets no onError of its own
+});

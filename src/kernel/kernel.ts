@@ -109,8 +109,11 @@ interface LoadedPlugin {
   modifies: ReadonlySet<ModificationKind>;
   /** This plugin's claimed field in every policy that has it. */
   policies: AppliedPolicy<unknown>[];
-  /** The hook-latency histogram child for a stage (cached: label lookups are not free). */
-  latency(stage: string): { observe(seconds: number): void };
+  /**
+   * Time spent and calls made per stage hook: [seconds, calls] per STAGE_HOOKS index. Plain numbers on
+   * the hot path; the metrics registry reads them when scraped (a histogram per call cost too much).
+   */
+  timing: Float64Array;
 }
 
 /** Postfix's default macro lists: a list a milter sends replaces them, so the kernel extends them. */
@@ -146,9 +149,8 @@ export class Kernel {
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
   private readonly policyNames: string[];
   private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
-  private readonly hookLatency: Histogram<'plugin' | 'hook'>;
 
-  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'>; latency: Histogram<'plugin' | 'hook'> }) {
+  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }) {
     this.plugins = plugins;
     this.registry = registry;
     this.store = store;
@@ -157,7 +159,6 @@ export class Kernel {
     this.onDecision = options.onDecision;
     this.policyNames = (options.policies ?? []).map((p) => p.name);
     this.hookErrors = metrics.errors;
-    this.hookLatency = metrics.latency;
     for (const stage of STAGE_HOOKS) {
       const taps = plugins.filter((p) => typeof p.hooks[stage] === 'function');
       if (taps.length === 0) continue;
@@ -208,7 +209,7 @@ export class Kernel {
         log: pluginLog,
         modifies: new Set(def.modifies ?? []),
         policies: [],
-        latency: () => ({ observe() {} }),
+        timing: new Float64Array(STAGE_HOOKS.length * 2),
       };
       if (def.claims) {
         const other = claims.get(def.claims.field);
@@ -232,16 +233,8 @@ export class Kernel {
     validatePolicies(options.policies ?? [], claims);
     const metrics = {
       errors: new Counter({ name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const, registers: [registry] }),
-      latency: new Histogram({ name: 'themis_hook_duration_seconds', help: 'Time spent in plugin hooks', labelNames: ['plugin', 'hook'] as const, buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] }),
     };
-    for (const p of loaded) {
-      const children = new Map<string, { observe(seconds: number): void }>();
-      p.latency = (stage) => {
-        let c = children.get(stage);
-        if (!c) children.set(stage, (c = metrics.latency.labels(p.name, stage)));
-        return c;
-      };
-    }
+    registerHookTiming(registry, loaded);
     const kernel = new Kernel(loaded, options, registry, store, log, metrics);
     return kernel;
   }
@@ -520,7 +513,9 @@ export class Kernel {
       verdict = { action: p.onError, reason: `${p.name} ${kind === 'timeout' ? 'timed out' : 'failed'} in ${stage}` };
     }
     const ms = performance.now() - started;
-    p.latency(stage).observe(ms / 1000);
+    const t = STAGE_INDEX[stage] * 2;
+    p.timing[t] += ms / 1000;
+    p.timing[t + 1]++;
     const entry: TraceEntry = { stage, plugin: p.name, priority: p.priority, action: verdict?.action ?? 'continue', ms };
     if (verdict?.reason !== undefined) entry.reason = verdict.reason;
     if (verdict?.reply !== undefined) entry.reply = verdict.reply;
@@ -587,6 +582,28 @@ function checkVerdict(p: LoadedPlugin, hook: string, result: unknown): Verdict |
   const v = result as Verdict;
   if (typeof v !== 'object' || !VERDICT_ACTIONS.has(v.action)) throw new ThemisError('THEMIS_ERR_HOOK_BAD_VERDICT', { plugin: p.name, hook, reason: `expected { action: ${[...VERDICT_ACTIONS].join(' | ')}, reason }, got ${JSON.stringify(result)}` });
   return v;
+}
+
+const STAGE_INDEX = Object.fromEntries(STAGE_HOOKS.map((h, i) => [h, i])) as Record<StageHookName, number>;
+
+/** Exposes the plugins' hook timing as two counters, read from the plain accumulators at scrape time. */
+function registerHookTiming(registry: Registry, plugins: readonly LoadedPlugin[]): void {
+  const reported = new Map<LoadedPlugin, Float64Array>(plugins.map((p) => [p, new Float64Array(p.timing.length)]));
+  const sync = (which: 0 | 1, counter: Counter<'plugin' | 'hook'>) => {
+    for (const p of plugins) {
+      const last = reported.get(p)!;
+      STAGE_HOOKS.forEach((hook, i) => {
+        const k = i * 2 + which;
+        const delta = p.timing[k] - last[k];
+        if (delta > 0) {
+          counter.inc({ plugin: p.name, hook }, delta);
+          last[k] = p.timing[k];
+        }
+      });
+    }
+  };
+  new Counter({ name: 'themis_hook_seconds_total', help: 'Time spent in plugin hooks, by plugin and hook', labelNames: ['plugin', 'hook'] as const, registers: [registry], collect() { sync(0, this); } });
+  new Counter({ name: 'themis_hook_calls_total', help: 'Plugin hook calls, by plugin and hook', labelNames: ['plugin', 'hook'] as const, registers: [registry], collect() { sync(1, this); } });
 }
 
 function metricsFactory(plugin: string, registry: Registry): MetricsFactory {

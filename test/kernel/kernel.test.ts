@@ -203,5 +203,7 @@ describe('sessions, messages, notes and modifications', () => {
     assert.deepEqual(r2.recipients.map((x) => x.action), ['continue']);
     assert.equal(new Set(seen.map((s) => s.split(':')[0])).size, 1, 'one connection');
     assert.equal(t.traces.length, 2);
+    assert.match(await t.kernel.registry.getSingleMetricAsString('themis_hook_calls_total'), /themis_hook_calls_total\{plugin="limit",hook="rcptTo"\} 4/);
+    assert.match(await t.kernel.registry.getSingleMetricAsString('themis_hook_seconds_total'), /themis_hook_seconds_total\{plugin="limit",hook="rcptTo"\} \d/);
   });
 });

@@ -1,3 +1,5 @@
+import { CodedError, MILTER_ERRORS } from '../milter/errors.ts';
+
 /**
  * The kernel's error registry: every error a plugin author or an administrator can meet has a stable
  * `THEMIS_ERR_*` code and a message template. Milter-level codes live in `src/milter/errors.ts`.
@@ -27,19 +29,15 @@ export const KERNEL_ERRORS = {
 export type KernelErrorCode = keyof typeof KERNEL_ERRORS;
 
 /** An error raised by the kernel; `code` is stable, `details` holds the template's values. */
-export class ThemisError extends Error {
-  /** Stable code from {@link KERNEL_ERRORS}. */
-  readonly code: KernelErrorCode;
-  /** The values the message was built from. */
-  readonly details: Readonly<Record<string, unknown>>;
-
+export class ThemisError extends CodedError<KernelErrorCode> {
   constructor(code: KernelErrorCode, details: Record<string, unknown> = {}, options?: ErrorOptions) {
-    super(KERNEL_ERRORS[code].replace(/\{(\w+)\}/g, (whole, key: string) => (key in details ? String(details[key]) : whole)), options);
+    super(code, KERNEL_ERRORS[code], details, options);
     this.name = 'ThemisError';
-    this.code = code;
-    this.details = details;
   }
 }
+
+/** The one registry of every `THEMIS_ERR_*` code, engine and kernel: code → message template. */
+export const THEMIS_ERRORS = { ...MILTER_ERRORS, ...KERNEL_ERRORS } as const;
 
 /** True when `err` is a {@link ThemisError}, optionally of the given code. */
 export function isThemisError(err: unknown, code?: KernelErrorCode): err is ThemisError {

@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import type { Counter, CounterConfiguration, Gauge, GaugeConfiguration, Histogram, HistogramConfiguration } from 'prom-client';
-import type { ConnectEvent, EnvelopeEvent, HeaderEvent, MacroListStage, MacroReader, SmtpReply } from '../milter/index.ts';
+import type { ConnectEvent, EnvelopeEvent, HeaderEvent, MacroListStage, MacroReader, MessageModifier, SmtpReply } from '../milter/index.ts';
 import type { Store } from '../store/store.ts';
 
 /** What a verdict asks for. `continue` is "no objection"; the others decide. */
@@ -62,8 +62,11 @@ export interface PluginSession {
   readonly notes: Notes;
 }
 
-/** The message being received, as plugins see it; modifications are sent at end of message. */
-export interface PluginMessage {
+/**
+ * The message being received, as plugins see it. The modification methods are the engine's (without
+ * `quarantine`, which is a verdict): requested during any stage, they are sent at end of message.
+ */
+export interface PluginMessage extends Omit<MessageModifier, 'quarantine'> {
   /** The envelope sender (after MAIL; `address` is `''` for the null sender). */
   readonly sender: EnvelopeEvent | undefined;
   /** Recipients seen so far, with their state. */
@@ -74,22 +77,6 @@ export interface PluginMessage {
   readonly queueId: string | undefined;
   /** Notes kept for this message. */
   readonly notes: Notes;
-  /** Appends a header. */
-  addHeader(name: string, value: string): void;
-  /** Inserts a header at a position (0 = top). */
-  insertHeader(index: number, name: string, value: string): void;
-  /** Changes the `index`-th (1-based) header of that name. */
-  changeHeader(name: string, index: number, value: string): void;
-  /** Deletes the `index`-th (1-based) header of that name. */
-  deleteHeader(name: string, index: number): void;
-  /** Replaces the envelope sender. */
-  changeSender(address: string, args?: readonly string[]): void;
-  /** Adds a recipient. */
-  addRecipient(address: string, args?: readonly string[]): void;
-  /** Removes a recipient (as received). */
-  deleteRecipient(address: string): void;
-  /** Replaces the body. */
-  replaceBody(body: Buffer | string): void;
 }
 
 /** A policy that applies to the current session or message, with this plugin's claimed field. */

@@ -32,23 +32,29 @@ export const MILTER_ERRORS = {
 /** A code of the milter error registry. */
 export type MilterErrorCode = keyof typeof MILTER_ERRORS;
 
-/** An error raised by the milter engine. `code` is stable; `details` holds the template's values. */
-export class MilterError extends Error {
-  /** Stable code from {@link MILTER_ERRORS}. */
-  readonly code: MilterErrorCode;
+/**
+ * An error with a stable code and the values its message was built from. The base of the engine's
+ * and the kernel's errors, so both registries read and print the same way.
+ */
+export class CodedError<TCode extends string> extends Error {
+  /** Stable code. */
+  readonly code: TCode;
   /** The values the message was built from. */
   readonly details: Readonly<Record<string, unknown>>;
 
-  constructor(code: MilterErrorCode, details: Record<string, unknown> = {}, options?: ErrorOptions) {
-    super(formatMessage(MILTER_ERRORS[code], details), options);
-    this.name = 'MilterError';
+  constructor(code: TCode, template: string, details: Record<string, unknown> = {}, options?: ErrorOptions) {
+    super(template.replace(/\{(\w+)\}/g, (whole, key: string) => (key in details ? String(details[key]) : whole)), options);
     this.code = code;
     this.details = details;
   }
 }
 
-function formatMessage(template: string, details: Record<string, unknown>): string {
-  return template.replace(/\{(\w+)\}/g, (whole, key: string) => (key in details ? String(details[key]) : whole));
+/** An error raised by the milter engine. `code` is stable; `details` holds the template's values. */
+export class MilterError extends CodedError<MilterErrorCode> {
+  constructor(code: MilterErrorCode, details: Record<string, unknown> = {}, options?: ErrorOptions) {
+    super(code, MILTER_ERRORS[code], details, options);
+    this.name = 'MilterError';
+  }
 }
 
 /** True when `err` is a {@link MilterError}, optionally of the given code. */

@@ -207,3 +207,13 @@ describe('sessions, messages, notes and modifications', () => {
     assert.match(await t.kernel.registry.getSingleMetricAsString('themis_hook_seconds_total'), /themis_hook_seconds_total\{plugin="limit",hook="rcptTo"\} \d/);
   });
 });
+
+describe('error registry', () => {
+  it('one registry holds every engine and kernel code, with no code defined twice', async () => {
+    const { THEMIS_ERRORS, KERNEL_ERRORS, MILTER_ERRORS } = await import('../../src/index.ts');
+    assert.equal(Object.keys(THEMIS_ERRORS).length, Object.keys(KERNEL_ERRORS).length + Object.keys(MILTER_ERRORS).length);
+    for (const code of Object.keys(THEMIS_ERRORS)) assert.match(code, /^THEMIS_ERR_[A-Z0-9_]+$/);
+    const e = new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: 'p', range: '^2', version: '1.0.0' });
+    assert.equal(e.message, 'plugin p supports kernel ^2, but this kernel is 1.0.0');
+  });
+});

@@ -93,6 +93,29 @@ describe('themis command line', () => {
   });
 });
 
+describe('themis plugins and configuration errors', () => {
+  const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
+
+  it('themis plugins shows which plugins run at which stage, in order, with their priority', () => {
+    const r = run(['plugins', '--config', fixture('allowlist.config.ts')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /configuration: .*allowlist\.config\.ts/);
+    assert.match(r.stdout, /^rcptTo +recipient-allowlist \(50\)$/m);
+    const j = JSON.parse(run(['plugins', '--config', fixture('allowlist.config.ts'), '--json']).stdout);
+    assert.deepEqual(j.stages, [{ stage: 'rcptTo', plugins: [{ name: 'recipient-allowlist', priority: 50 }] }]);
+  });
+
+  it('a configuration error stops start with exit 1 and a coded message naming the policy and field', () => {
+    const r = run(['start', '--config', fixture('bad.config.ts'), '--listen', 'inet:0@127.0.0.1']);
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /THEMIS_ERR_POLICY_UNCLAIMED/);
+    assert.match(r.stdout, /policies\[1\] \(outbound\): field spf is not claimed by any loaded plugin \(claimed: allowlist\)/);
+    const missing = run(['plugins', '--config', fixture('no-such.config.ts')]);
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /THEMIS_ERR_CONFIG: configuration .*no-such\.config\.ts: \(file\): no such file/);
+  });
+});
+
 describe('themis check', () => {
   it('prints each answer and exits 3 when the milter refuses the message', async () => {
     const { createMilterServer, Action } = await import('../src/milter/index.ts');

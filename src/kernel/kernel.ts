@@ -350,8 +350,9 @@ export class Kernel {
         else state.quarantine ??= winner;
         return Decisions.continue;
       case 'accept':
-        if (stage === 'rcptTo' || !message) return Decisions.accept;
-        this.finishMessage(state, 'accepted', stage, winner);
+        // At a message stage (RCPT included) accept ends filtering for the whole message: the MTA
+        // sends nothing more for it, so its trace is closed here.
+        if (message) this.finishMessage(state, 'accepted', stage, winner);
         return Decisions.accept;
       case 'reject':
       case 'tempfail': {

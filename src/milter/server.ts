@@ -44,7 +44,9 @@ export class MilterServer {
     this.sessionOptions = resolveSessionOptions(options);
     this.log = options.logger ?? silentLogger;
     this.socketMode = options.socketMode ?? 0o660;
-    this.server = createServer({ noDelay: true }, (socket) => this.onSocket(socket));
+    // allowHalfOpen: when the MTA closes its side while a handler still runs, the answer can still be
+    // written; the session ends the socket itself once it is done.
+    this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.onSocket(socket));
     const max = options.maxConnections ?? 10_000;
     if (max > 0) this.server.maxConnections = max;
     this.server.on('drop', (data?: { remoteAddress?: string }) => {

@@ -71,6 +71,14 @@ describe('verdict merge', () => {
     assert.equal(r.trace!.outcome, 'quarantined');
   });
 
+  it('accept at rcptTo accepts the whole message and closes its trace there', async () => {
+    const t = await createTestKernel({ plugins: [{ plugin: plugin('vip', { rcptTo: (_c, e) => (e.address === 'ceo@example.net' ? { action: 'accept', reason: 'always deliver' } : undefined), endOfMessage: () => ({ action: 'reject', reason: 'never reached' }) }) }] });
+    const r = await t.message({ from: 'a@example.org', rcpt: ['ceo@example.net', 'other@example.net'] });
+    assert.deepEqual(r.decision, { stage: 'rcptTo', action: 'accept', recipient: 'ceo@example.net' });
+    assert.equal(r.trace!.outcome, 'accepted');
+    assert.equal(r.trace!.stage, 'rcptTo');
+  });
+
   it('a reject at rcptTo refuses that recipient only', async () => {
     const t = await createTestKernel({ plugins: [{ plugin: plugin('rcpt', { rcptTo: (_c, e) => (e.address.startsWith('no') ? { action: 'reject', reason: 'unknown user' } : undefined) }) }] });
     const r = await t.message({ from: 'a@example.org', rcpt: ['no@example.net', 'yes@example.net'] });

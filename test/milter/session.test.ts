@@ -562,3 +562,15 @@ describe('optional protocol behaviours', () => {
     await server.close();
   });
 });
+
+describe('the MTA closing first', () => {
+  it('an answer still pending when the MTA half-closes is written, then the connection ends', async () => {
+    const { server, port } = await serve({ mailFrom: () => new Promise((r) => setTimeout(() => r(Decisions.reject), 50)) });
+    const c = await negotiated(port);
+    c.write(encodeStrings(Command.MAIL, ['<a@x>']));
+    c.socket.end(); // FIN: the MTA sends nothing more but still reads
+    assert.equal((await c.next()).code, Response.REJECT);
+    assert.ok(await c.closedWithin(1000));
+    await server.close();
+  });
+});

@@ -49,10 +49,15 @@ const Schema = z
 export interface LoadedConfig {
   /** The file it came from. */
   file: string;
+  /** The configured socket, if any. */
   listen: string | undefined;
+  /** Plugins, resolved to their definitions, in load order. */
   plugins: PluginEntry[];
+  /** Policies as written (validated against the plugins' claims when the kernel loads). */
   policies: PolicyInput[];
+  /** Deadline of each hook call, in ms. */
   hookTimeout: number | undefined;
+  /** Default verdict of failing plugins. */
   onError: 'accept' | 'tempfail' | 'reject' | undefined;
 }
 

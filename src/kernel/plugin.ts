@@ -101,9 +101,13 @@ export interface HookContext<TClaim = unknown> {
 
 /** The logger a plugin gets (a pino child logger). */
 export interface PluginLogger {
+  /** Detail for debugging; addresses belong here, not at info. */
   debug(fields: object, message?: string): void;
+  /** Something an administrator wants to see in normal operation. */
   info(fields: object, message?: string): void;
+  /** Something went wrong, the plugin coped. */
   warn(fields: object, message?: string): void;
+  /** Something failed. */
   error(fields: object, message?: string): void;
 }
 
@@ -156,8 +160,11 @@ export const LIFECYCLE_HOOKS: readonly (keyof LifecycleHooks)[] = ['ready', 'rel
 
 /** Creates metrics registered with the kernel, named `themis_plugin_<plugin>_<name>`. */
 export interface MetricsFactory {
+  /** A counter, e.g. `{ name: 'refused_total', help: '…', labelNames: ['policy'] }`. */
   counter<L extends string = string>(config: Omit<CounterConfiguration<L>, 'registers'>): Counter<L>;
+  /** A gauge. */
   gauge<L extends string = string>(config: Omit<GaugeConfiguration<L>, 'registers'>): Gauge<L>;
+  /** A histogram; each observation costs more than a counter's increment, so keep it off per-packet paths. */
   histogram<L extends string = string>(config: Omit<HistogramConfiguration<L>, 'registers'>): Histogram<L>;
 }
 

@@ -181,13 +181,21 @@ export interface SessionOptions {
 
 /** Resolved defaults, shared by all connections of a server. */
 export interface ResolvedSessionOptions {
+  /** See {@link SessionOptions.maxPacketSize}. */
   readonly maxPacketSize: number;
+  /** See {@link SessionOptions.idleTimeout}. */
   readonly idleTimeout: number;
+  /** See {@link SessionOptions.readTimeout}. */
   readonly readTimeout: number;
+  /** See {@link SessionOptions.handlerTimeout}. */
   readonly handlerTimeout: number;
+  /** See {@link SessionOptions.progressInterval}. */
   readonly progressInterval: number;
+  /** See {@link SessionOptions.progressStages}. */
   readonly progressStages: 'eom' | 'all';
+  /** See {@link SessionOptions.onHandlerError}. */
   readonly onHandlerError: Decision;
+  /** See {@link SessionOptions.encoding}. */
   readonly encoding: StringEncoding;
 }
 

@@ -11,8 +11,13 @@ export default defineConfig({
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
+  // groups: { internal: ['@example.com', '10.0.0.0/8'], vip: ['boss@example.com', 'sasl:alice'] },
+  // pools: { edge: { servers: ['mx1.example.com'], fallbackToGlobal: false } },
+  // outboundNetworks: ['10.0.0.0/8'],
   policies: [
-    // { name: 'inbound', allowlist: { recipients: ['@example.net'] } },
+    // Evaluated by ascending priority (ties by name); `match` absent = everything.
+    // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
+    // { name: 'inbound', match: { direction: 'inbound', destination: 'internal' }, allowlist: { recipients: ['@example.com'] } },
   ],
   // hookTimeout: 10_000,   // deadline of each plugin hook, in ms
   // onError: 'tempfail',   // verdict of a failing plugin that sets no onError of its own

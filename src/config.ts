@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { ThemisError } from './kernel/errors.ts';
 import { loadPlugin, type PluginSpec } from './kernel/loader.ts';
 import type { PluginEntry, PolicyInput } from './kernel/kernel.ts';
+import type { PolicySettings } from './kernel/policy.ts';
 
 /** A plugin in the configuration: a reference alone, or with its settings. */
 export type PluginConfig = PluginSpec | { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' };
@@ -21,8 +22,14 @@ export interface ThemisConfig {
   listen?: string;
   /** Plugins, in load order. */
   plugins?: PluginConfig[];
-  /** Policies: a name and the fields plugins claim. */
+  /** Policies: name, priority, `match` (source, destination, direction, pool), `type`, `stopHere`, and the fields plugins claim. */
   policies?: PolicyInput[];
+  /** Named sets of `@domain`, `user@domain`, IPs, CIDRs and `sasl:login` that policies refer to. */
+  groups?: PolicySettings['groups'];
+  /** Named pools of MTA host names (`{j}`); a policy with `match.pool` applies only there. */
+  pools?: PolicySettings['pools'];
+  /** Client networks whose mail counts as outbound without SMTP AUTH. */
+  outboundNetworks?: string[];
   /** Deadline of each hook call, in ms (default 10,000). */
   hookTimeout?: number;
   /** Verdict of a plugin whose hook fails, unless the plugin sets its own (default tempfail). */
@@ -41,6 +48,9 @@ const Schema = z
     plugins: z.array(z.union([pluginRef, z.object({ plugin: pluginRef, options: z.unknown().optional(), priority: z.number().optional(), onError: z.enum(['accept', 'tempfail', 'reject']).optional() }).strict()])).default([]),
     policies: z.array(z.object({ name: z.string().min(1) }).passthrough()).default([]),
     hookTimeout: z.number().int().positive().optional(),
+    groups: z.record(z.string(), z.array(z.string())).optional(),
+    pools: z.record(z.string(), z.object({ servers: z.array(z.string().min(1)).min(1), fallbackToGlobal: z.boolean().optional() }).strict()).optional(),
+    outboundNetworks: z.array(z.string()).optional(),
     onError: z.enum(['accept', 'tempfail', 'reject']).optional(),
   })
   .strict();
@@ -57,6 +67,8 @@ export interface LoadedConfig {
   policies: PolicyInput[];
   /** Deadline of each hook call, in ms. */
   hookTimeout: number | undefined;
+  /** Groups, pools and outbound networks for policy matching. */
+  policySettings: PolicySettings;
   /** Default verdict of failing plugins. */
   onError: 'accept' | 'tempfail' | 'reject' | undefined;
 }
@@ -93,5 +105,5 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
     const entry = typeof p === 'object' && 'plugin' in p ? (p as { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' }) : { plugin: p as PluginSpec };
     plugins.push({ ...entry, plugin: await loadPlugin(entry.plugin, base) });
   }
-  return { file, listen: c.listen, plugins, policies: c.policies as PolicyInput[], hookTimeout: c.hookTimeout, onError: c.onError };
+  return { file, listen: c.listen, plugins, policies: c.policies as PolicyInput[], hookTimeout: c.hookTimeout, onError: c.onError, policySettings: { groups: c.groups, pools: c.pools, outboundNetworks: c.outboundNetworks } };
 }

@@ -90,7 +90,7 @@ async function start(args: string[]): Promise<number> {
       const file = findConfig((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
       if (file) config = await loadConfig(file);
       else logger.warn({ looked: 'themis.config.{ts,js,mjs,json}' }, 'no configuration file found: running with no plugins (every message is accepted)');
-      kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], hookTimeout: config?.hookTimeout, onError: config?.onError, logger: logger as unknown as KernelLogger });
+      kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings, hookTimeout: config?.hookTimeout, onError: config?.onError, logger: logger as unknown as KernelLogger });
       await kernel.ready();
     } catch (err) {
       logger.fatal({ code: isThemisError(err) ? err.code : undefined, err }, (err as Error).message);
@@ -163,7 +163,7 @@ async function plugins(args: string[]): Promise<number> {
   try {
     const file = findConfig((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
     const config = file ? await loadConfig(file) : undefined;
-    const kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [] });
+    const kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings });
     const table = kernel.describe();
     await kernel.shutdown();
     if (values.json) process.stdout.write(`${JSON.stringify({ config: file ?? null, stages: table }, null, 2)}\n`);

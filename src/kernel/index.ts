@@ -8,4 +8,5 @@ export * from './merge.ts';
 export * from './kernel.ts';
 export * from '../store/store.ts';
 export * from './loader.ts';
+export * from './policy.ts';
 export * from '../config.ts';

@@ -11,6 +11,7 @@ import { Action, Decisions, type Decision, type EnvelopeEvent, type HeaderEvent,
 import { MemoryStore, type Store } from '../store/store.ts';
 import { ThemisError } from './errors.ts';
 import { pickWinner, type TraceEntry } from './merge.ts';
+import { PolicyMatcher, type MatchResult, type PolicyDefinition, type PolicySettings } from './policy.ts';
 import {
   LIFECYCLE_HOOKS,
   STAGE_HOOKS,
@@ -45,10 +46,8 @@ export interface PluginEntry {
   onError?: 'accept' | 'tempfail' | 'reject';
 }
 
-/** A policy: a name and one field per plugin that claims it. Matching criteria come with the policy engine. */
-export interface PolicyInput {
-  /** The policy's name. */
-  name: string;
+/** A policy: its matching settings ({@link PolicyDefinition}) and one field per plugin that claims it. */
+export interface PolicyInput extends PolicyDefinition {
   /** Fields claimed by plugins, by field name. */
   [field: string]: unknown;
 }
@@ -84,6 +83,8 @@ export interface KernelOptions {
   plugins: readonly PluginEntry[];
   /** Policies; each field must be claimed by a loaded plugin. */
   policies?: readonly PolicyInput[];
+  /** Groups, pools and outbound networks the policies' `match` refers to. */
+  policySettings?: PolicySettings;
   /** Where to log (pino); silent by default. */
   logger?: KernelLogger;
   /** The store plugins share (default: a new in-memory store). */
@@ -107,8 +108,8 @@ interface LoadedPlugin {
   hooks: PluginHooks<any>;
   log: PluginLogger;
   modifies: ReadonlySet<ModificationKind>;
-  /** This plugin's claimed field in every policy that has it. */
-  policies: AppliedPolicy<unknown>[];
+  /** This plugin's claimed field, by policy name, for every policy that has it. */
+  policies: Map<string, AppliedPolicy<unknown>>;
   /**
    * Time spent and calls made per stage hook: [seconds, calls] per STAGE_HOOKS index. Plain numbers on
    * the hot path; the metrics registry reads them when scraped (a histogram per call cost too much).
@@ -127,7 +128,8 @@ const POSTFIX_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
   endOfMessage: ['i'],
 };
 
-const RESERVED_POLICY_FIELDS = new Set(['name', 'priority', 'match', 'type', 'stopHere', 'description', 'source', 'destination', 'pool', 'direction']);
+/** Policy fields the kernel owns; every other field belongs to a plugin. */
+const RESERVED_POLICY_FIELDS = new Set(['name', 'priority', 'enabled', 'match', 'type', 'stopHere', 'description']);
 
 const silent: KernelLogger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
 
@@ -147,17 +149,17 @@ export class Kernel {
   private readonly log: KernelLogger;
   private readonly hookTimeout: number;
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
-  private readonly policyNames: string[];
+  private readonly matcher: PolicyMatcher;
   private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
 
-  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }) {
+  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher) {
     this.plugins = plugins;
     this.registry = registry;
     this.store = store;
     this.log = log;
     this.hookTimeout = options.hookTimeout ?? 10_000;
     this.onDecision = options.onDecision;
-    this.policyNames = (options.policies ?? []).map((p) => p.name);
+    this.matcher = matcher;
     this.hookErrors = metrics.errors;
     for (const stage of STAGE_HOOKS) {
       const taps = plugins.filter((p) => typeof p.hooks[stage] === 'function');
@@ -208,7 +210,7 @@ export class Kernel {
         hooks: {},
         log: pluginLog,
         modifies: new Set(def.modifies ?? []),
-        policies: [],
+        policies: new Map(),
         timing: new Float64Array(STAGE_HOOKS.length * 2),
       };
       if (def.claims) {
@@ -231,11 +233,12 @@ export class Kernel {
       loaded.push(p);
     }
     validatePolicies(options.policies ?? [], claims);
+    const matcher = new PolicyMatcher(options.policies ?? [], options.policySettings);
     const metrics = {
       errors: new Counter({ name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const, registers: [registry] }),
     };
     registerHookTiming(registry, loaded);
-    const kernel = new Kernel(loaded, options, registry, store, log, metrics);
+    const kernel = new Kernel(loaded, options, registry, store, log, metrics, matcher);
     return kernel;
   }
 
@@ -285,10 +288,14 @@ export class Kernel {
     }
     const stages: Stage[] = [];
     const noReply: (Stage & StageHookName)[] = [];
-    const observed = new Set(this.plugins.flatMap((p) => p.def.observes ?? []));
+    const observed = new Set<string>(this.plugins.flatMap((p) => p.def.observes ?? []));
+    // Policies that match on client, sender or recipients need those events, answered or not.
+    if (this.matcher.needsEnvelope) for (const st of ['connect', 'mailFrom', 'rcptTo']) observed.add(st);
+    // A bypass policy is answered as soon as it matches: MAIL and RCPT then need replies.
+    const answered = new Set<string>(this.matcher.hasBypass ? ['mailFrom', 'rcptTo'] : []);
     for (const s of ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body'] as const) {
-      if (this.hooks.has(s)) stages.push(s);
-      else if (observed.has(s)) {
+      if (this.hooks.has(s) || answered.has(s)) stages.push(s);
+      else if (observed.has(s) && !answered.has(s)) {
         stages.push(s);
         noReply.push(s);
       }
@@ -301,15 +308,15 @@ export class Kernel {
     };
     if (this.hooks.has('connect')) app.connect = (s, e) => this.stage(s, 'connect', e);
     if (this.hooks.has('helo')) app.helo = (s, e) => this.stage(s, 'helo', e);
-    if (this.hooks.has('mailFrom')) app.mailFrom = (s, e) => this.stage(s, 'mailFrom', e);
-    if (this.hooks.has('rcptTo')) app.rcptTo = (s, e) => this.stage(s, 'rcptTo', e);
+    if (this.hooks.has('mailFrom') || answered.has('mailFrom')) app.mailFrom = (s, e) => this.stage(s, 'mailFrom', e);
+    if (this.hooks.has('rcptTo') || answered.has('rcptTo')) app.rcptTo = (s, e) => this.stage(s, 'rcptTo', e);
     if (this.hooks.has('data')) app.data = (s) => this.stage(s, 'data', undefined);
     if (this.hooks.has('header')) app.header = (s, e) => this.stage(s, 'header', e);
     if (this.hooks.has('endOfHeaders')) app.endOfHeaders = (s) => this.stage(s, 'endOfHeaders', undefined);
     if (this.hooks.has('body')) app.body = (s, c) => this.stage(s, 'body', c);
     // Observed-only stages: record what the MTA streams, answer nothing (negotiated as no-reply).
     for (const stage of noReply) {
-      (app as Record<string, unknown>)[stage] = (s: MilterSession, e: unknown) => void stateOf(s).sync(s, stage, e);
+      (app as Record<string, unknown>)[stage] = (s: MilterSession, e: unknown) => void stateOf(s).sync(s, stage, e, this.matcher);
     }
     return app;
   }
@@ -320,8 +327,17 @@ export class Kernel {
    */
   private stage(s: MilterSession, stage: StageHookName, event: unknown): Decision | Promise<Decision> {
     const state = stateOf(s);
-    state.sync(s, stage, event);
+    state.sync(s, stage, event, this.matcher);
+    const bypass = state.matched.bypass;
+    if (bypass) return this.bypass(state, stage, bypass.name);
     return this.runTaps(state, stage, event, 0, this.entriesOf(state));
+  }
+
+  /** A `type: 'bypass'` policy matched: accept at once, without asking the plugins. */
+  private bypass(state: ConnectionState, stage: StageHookName, policy: string): Decision {
+    const entry: TraceEntry = { stage, plugin: `policy:${policy}`, priority: Number.MAX_SAFE_INTEGER, action: 'accept', reason: `bypass policy ${policy} matched`, ms: 0 };
+    this.entriesOf(state).push(entry);
+    return this.apply(state, stage, entry, undefined);
   }
 
   private entriesOf(state: ConnectionState): TraceEntry[] {
@@ -329,7 +345,7 @@ export class Kernel {
   }
 
   private runTaps(state: ConnectionState, stage: StageHookName, event: unknown, first: number, entries: TraceEntry[], from = entries.length): Decision | Promise<Decision> {
-    const taps = this.taps.get(stage)!;
+    const taps = this.taps.get(stage) ?? NO_TAPS;
     for (let i = first; i < taps.length; i++) {
       const pending = this.invoke(taps[i], stage, state, event, entries);
       if (pending !== undefined) return pending.then(() => this.runTaps(state, stage, event, i + 1, entries, from));
@@ -384,7 +400,11 @@ export class Kernel {
 
   private endOfMessage(s: MilterSession, modifier: MessageModifier): Decision | Promise<Decision> {
     const state = stateOf(s);
-    state.sync(s, 'endOfMessage', undefined);
+    state.sync(s, 'endOfMessage', undefined, this.matcher);
+    if (state.matched.bypass) {
+      const d = this.bypass(state, 'endOfMessage', state.matched.bypass.name);
+      return d;
+    }
     if (!this.taps.has('endOfMessage')) return this.deliver(state, modifier, Decisions.accept);
     const decision = this.runTaps(state, 'endOfMessage', undefined, 0, this.entriesOf(state));
     if (decision instanceof Promise) return decision.then((d) => this.deliver(state, modifier, d));
@@ -457,14 +477,14 @@ export class Kernel {
     state.message = undefined;
     const logging = this.log.isLevelEnabled ? this.log.isLevelEnabled('info') : true;
     if (!logging && !this.onDecision) return;
-    const trace: DecisionTrace = { session: state.id, queueId: message.queueId, policies: this.policyNames, outcome, stage, winner, entries: state.trace.length > 0 ? [...state.trace, ...message.trace] : message.trace };
+    const trace: DecisionTrace = { session: state.id, queueId: message.queueId, policies: state.matched.policies.map((x) => x.name), outcome, stage, winner, entries: state.trace.length > 0 ? [...state.trace, ...message.trace] : message.trace };
     // One line per message; addresses stay out of info-level logs.
     if (logging) this.log.info({ session: trace.session, queueId: trace.queueId, outcome, stage, winner: winner && { plugin: winner.plugin, action: winner.action, reason: winner.reason }, trace: trace.entries.map((e) => ({ stage: e.stage, plugin: e.plugin, action: e.action, reason: e.reason, error: e.error, ms: Math.round(e.ms * 1000) / 1000 })) }, 'decision');
     this.onDecision?.(trace);
   }
 
   private logConnectionDecision(state: ConnectionState, stage: StageHookName, winner: TraceEntry): void {
-    const trace: DecisionTrace = { session: state.id, queueId: undefined, policies: this.policyNames, outcome: winner.action === 'reject' || winner.action === 'discard' ? 'rejected' : 'tempfailed', stage, winner, entries: [...state.trace] };
+    const trace: DecisionTrace = { session: state.id, queueId: undefined, policies: state.matched.policies.map((x) => x.name), outcome: winner.action === 'reject' || winner.action === 'discard' ? 'rejected' : 'tempfailed', stage, winner, entries: [...state.trace] };
     this.log.info({ session: trace.session, outcome: trace.outcome, stage, winner: { plugin: winner.plugin, action: winner.action, reason: winner.reason } }, 'decision');
     this.onDecision?.(trace);
   }
@@ -571,7 +591,7 @@ function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, 
         const issue = parsed.error.issues[0];
         throw new ThemisError('THEMIS_ERR_POLICY_FIELD', { index, policy: policy.name, path: [field, ...issue.path].join('.'), reason: issue.message });
       }
-      owner.policies.push({ name: policy.name, config: parsed.data });
+      owner.policies.set(policy.name, { name: policy.name, config: parsed.data });
     }
   });
 }
@@ -667,9 +687,37 @@ class ConnectionState {
     this.id = id;
   }
 
+  /** The policies that apply to what is known so far (re-matched when the facts change). */
+  matched: MatchResult = NO_MATCH;
+  /** Bumped at every re-match, so per-plugin policy lists know when to rebuild. */
+  matchVersion = 0;
+
   /** Brings the kernel's view in line with the engine's before a stage's hooks run. */
-  sync(s: MilterSession, stage: StageHookName, event: unknown): void {
+  sync(s: MilterSession, stage: StageHookName, event: unknown, matcher: PolicyMatcher): void {
     this.milter = s;
+    this.syncMessage(s, stage, event);
+    // Facts change at connect, MAIL (sender, SASL login) and each RCPT; no re-match per header.
+    if (stage === 'connect' || stage === 'mailFrom' || stage === 'rcptTo' || this.matchVersion === 0 || (stage === 'endOfMessage' && this.matchedFor !== this.message)) this.rematch(matcher);
+  }
+
+  private matchedFor: MessageState | undefined;
+
+  private rematch(matcher: PolicyMatcher): void {
+    const s = this.milter;
+    const m = this.message;
+    const client = s.client;
+    this.matched = matcher.match({
+      clientIp: client && (client.family === '4' || client.family === '6') ? client.address : undefined,
+      sender: m?.sender?.address,
+      auth: s.macros.get('{auth_authen}') || undefined,
+      recipients: m ? m.recipients.filter((r) => r.accepted).map((r) => r.address) : [],
+      mta: s.macros.get('j'),
+    });
+    this.matchedFor = m;
+    this.matchVersion++;
+  }
+
+  private syncMessage(s: MilterSession, stage: StageHookName, event: unknown): void {
     if (stage === 'mailFrom') {
       this.message = new MessageState();
       this.message.sender = event as EnvelopeEvent;
@@ -697,8 +745,23 @@ class ConnectionState {
    * one-off context, for abort and close hooks.
    */
   context(p: LoadedPlugin, message?: MessageState | null): HookContext<unknown> {
-    if (message !== undefined) return { session: this.sessionOf(p), message: message ? this.messageView(p, message) : undefined, policies: p.policies, log: p.log };
+    if (message !== undefined) return { session: this.sessionOf(p), message: message ? this.messageView(p, message) : undefined, policies: this.policiesFor(p), log: p.log };
     return (this.contexts[p.order] ??= new HookContextView(this, p));
+  }
+
+  private readonly applied: { version: number; list: AppliedPolicy<unknown>[] }[] = [];
+
+  /** The matched policies that carry this plugin's field, in evaluation order. */
+  policiesFor(p: LoadedPlugin): readonly AppliedPolicy<unknown>[] {
+    const cached = this.applied[p.order];
+    if (cached && cached.version === this.matchVersion) return cached.list;
+    const list: AppliedPolicy<unknown>[] = [];
+    for (const policy of this.matched.policies) {
+      const a = p.policies.get(policy.name);
+      if (a) list.push(a);
+    }
+    this.applied[p.order] = { version: this.matchVersion, list };
+    return list;
   }
 
   sessionOf(p: LoadedPlugin): PluginSession {
@@ -760,7 +823,6 @@ class ConnectionState {
 /** A plugin's hook context on one connection; `message` is the current message's view for this plugin. */
 class HookContextView implements HookContext<unknown> {
   readonly session: PluginSession;
-  readonly policies: readonly AppliedPolicy<unknown>[];
   readonly log: PluginLogger;
   private readonly state: ConnectionState;
   private readonly plugin: LoadedPlugin;
@@ -771,8 +833,11 @@ class HookContextView implements HookContext<unknown> {
     this.state = state;
     this.plugin = plugin;
     this.session = state.sessionOf(plugin);
-    this.policies = plugin.policies;
     this.log = plugin.log;
+  }
+
+  get policies(): readonly AppliedPolicy<unknown>[] {
+    return this.state.policiesFor(this.plugin);
   }
 
   get message(): PluginMessage | undefined {
@@ -785,6 +850,9 @@ class HookContextView implements HookContext<unknown> {
     return this.view;
   }
 }
+
+const NO_MATCH: MatchResult = { policies: [], bypass: undefined };
+const NO_TAPS: LoadedPlugin[] = [];
 
 function stateOf(s: MilterSession): ConnectionState {
   let state = s.state as ConnectionState | undefined;

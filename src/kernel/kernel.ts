@@ -238,8 +238,7 @@ export class Kernel {
       errors: new Counter({ name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const, registers: [registry] }),
     };
     registerHookTiming(registry, loaded);
-    const kernel = new Kernel(loaded, options, registry, store, log, metrics, matcher);
-    return kernel;
+    return new Kernel(loaded, options, registry, store, log, metrics, matcher);
   }
 
   /** Plugins per stage in the order they run, with their priority (what `themis plugins` prints). */
@@ -401,10 +400,7 @@ export class Kernel {
   private endOfMessage(s: MilterSession, modifier: MessageModifier): Decision | Promise<Decision> {
     const state = stateOf(s);
     state.sync(s, 'endOfMessage', undefined, this.matcher);
-    if (state.matched.bypass) {
-      const d = this.bypass(state, 'endOfMessage', state.matched.bypass.name);
-      return d;
-    }
+    if (state.matched.bypass) return this.bypass(state, 'endOfMessage', state.matched.bypass.name);
     if (!this.taps.has('endOfMessage')) return this.deliver(state, modifier, Decisions.accept);
     const decision = this.runTaps(state, 'endOfMessage', undefined, 0, this.entriesOf(state));
     if (decision instanceof Promise) return decision.then((d) => this.deliver(state, modifier, d));
@@ -769,26 +765,26 @@ class ConnectionState {
   }
 
   private sessionView(p: LoadedPlugin): PluginSession {
+    // The engine's session object lives as long as the connection: read it through, never copy.
     const s = this.milter;
-    const self = this;
     return {
       id: this.id,
       get client() {
-        return s?.client;
+        return s.client;
       },
       get helo() {
-        return s?.helo;
+        return s.helo;
       },
       get auth() {
-        return s?.macros.get('{auth_authen}') || undefined;
+        return s.macros.get('{auth_authen}') || undefined;
       },
       get mta() {
-        return s?.macros.get('j');
+        return s.macros.get('j');
       },
       get macros() {
         return s.macros;
       },
-      notes: notesOf(self.notes, p.name),
+      notes: notesOf(this.notes, p.name),
     };
   }
 

@@ -436,56 +436,10 @@ export class MilterClient {
   }
 
   private modification(code: number, payload: Buffer): Modification {
-    const need = (flag: number, name: string) => {
-      if ((this.negotiated.actions & flag) === 0) throw this.clientError(`${codeName(code)} without ${name} negotiated`);
-    };
-    const strings = (start = 0) => readStrings(payload, this.encoding, start);
-    switch (code) {
-      case Response.ADDHEADER: {
-        need(Action.ADDHDRS, 'SMFIF_ADDHDRS');
-        const [name, value] = strings();
-        return { type: 'addHeader', name: name ?? '', value: value ?? '' };
-      }
-      case Response.INSHEADER: {
-        need(Action.ADDHDRS, 'SMFIF_ADDHDRS');
-        if (payload.length < 4) throw this.clientError('short SMFIR_INSHEADER');
-        const [name, value] = strings(4);
-        return { type: 'insertHeader', index: payload.readUInt32BE(0), name: name ?? '', value: value ?? '' };
-      }
-      case Response.CHGHEADER: {
-        need(Action.CHGHDRS, 'SMFIF_CHGHDRS');
-        if (payload.length < 4) throw this.clientError('short SMFIR_CHGHEADER');
-        const [name, value] = strings(4);
-        return { type: 'changeHeader', index: payload.readUInt32BE(0), name: name ?? '', value: value ?? '' };
-      }
-      case Response.CHGFROM: {
-        need(Action.CHGFROM, 'SMFIF_CHGFROM');
-        const [address, args] = strings();
-        return args !== undefined ? { type: 'changeSender', address: address ?? '', args } : { type: 'changeSender', address: address ?? '' };
-      }
-      case Response.ADDRCPT:
-        need(Action.ADDRCPT, 'SMFIF_ADDRCPT');
-        return { type: 'addRecipient', address: strings()[0] ?? '' };
-      case Response.ADDRCPT_PAR: {
-        need(Action.ADDRCPT_PAR, 'SMFIF_ADDRCPT_PAR');
-        const [address, args] = strings();
-        return args !== undefined ? { type: 'addRecipient', address: address ?? '', args } : { type: 'addRecipient', address: address ?? '' };
-      }
-      case Response.DELRCPT:
-        need(Action.DELRCPT, 'SMFIF_DELRCPT');
-        return { type: 'deleteRecipient', address: strings()[0] ?? '' };
-      case Response.REPLBODY:
-        need(Action.CHGBODY, 'SMFIF_CHGBODY');
-        return { type: 'replaceBody', data: Buffer.from(payload) };
-      case Response.QUARANTINE: {
-        need(Action.QUARANTINE, 'SMFIF_QUARANTINE');
-        const reason = strings()[0] ?? '';
-        if (reason === '') throw this.clientError('SMFIR_QUARANTINE with an empty reason');
-        return { type: 'quarantine', reason };
-      }
-      default:
-        throw this.unexpected(code, Command.BODYEOB);
-    }
+    const need = MODIFICATION_ACTION[code];
+    if (need === undefined) throw this.unexpected(code, Command.BODYEOB);
+    if ((this.negotiated.actions & need.flag) === 0) throw this.clientError(`${codeName(code)} without ${need.name} negotiated`);
+    return decodeModification(code, payload, this.encoding);
   }
 
   private settle(reply: EndOfMessageReply): void {
@@ -527,7 +481,61 @@ export function checkReplyText(text: string): string | undefined {
   return undefined;
 }
 
-function mergeBody(mods: Modification[]): Modification[] {
+/** The action bit each modification response needs. */
+const MODIFICATION_ACTION: Readonly<Record<number, { flag: number; name: string }>> = {
+  [Response.ADDHEADER]: { flag: Action.ADDHDRS, name: 'SMFIF_ADDHDRS' },
+  [Response.INSHEADER]: { flag: Action.ADDHDRS, name: 'SMFIF_ADDHDRS' },
+  [Response.CHGHEADER]: { flag: Action.CHGHDRS, name: 'SMFIF_CHGHDRS' },
+  [Response.CHGFROM]: { flag: Action.CHGFROM, name: 'SMFIF_CHGFROM' },
+  [Response.ADDRCPT]: { flag: Action.ADDRCPT, name: 'SMFIF_ADDRCPT' },
+  [Response.ADDRCPT_PAR]: { flag: Action.ADDRCPT_PAR, name: 'SMFIF_ADDRCPT_PAR' },
+  [Response.DELRCPT]: { flag: Action.DELRCPT, name: 'SMFIF_DELRCPT' },
+  [Response.REPLBODY]: { flag: Action.CHGBODY, name: 'SMFIF_CHGBODY' },
+  [Response.QUARANTINE]: { flag: Action.QUARANTINE, name: 'SMFIF_QUARANTINE' },
+};
+
+/**
+ * Decodes one end-of-message modification packet (code and payload) into a {@link Modification}.
+ * Throws `THEMIS_ERR_MILTER_CLIENT` for a malformed payload or a code that is no modification.
+ */
+export function decodeModification(code: number, payload: Buffer, encoding: StringEncoding = 'utf8'): Modification {
+  const bad = (reason: string) => new MilterError('THEMIS_ERR_MILTER_CLIENT', { reason });
+  const strings = (start = 0) => readStrings(payload, encoding, start);
+  switch (code) {
+    case Response.ADDHEADER: {
+      const [name, value] = strings();
+      return { type: 'addHeader', name: name ?? '', value: value ?? '' };
+    }
+    case Response.INSHEADER:
+    case Response.CHGHEADER: {
+      if (payload.length < 4) throw bad(`short ${codeName(code)}`);
+      const [name, value] = strings(4);
+      return { type: code === Response.INSHEADER ? 'insertHeader' : 'changeHeader', index: payload.readUInt32BE(0), name: name ?? '', value: value ?? '' };
+    }
+    case Response.CHGFROM:
+    case Response.ADDRCPT_PAR: {
+      const [address, args] = strings();
+      const type = code === Response.CHGFROM ? 'changeSender' : 'addRecipient';
+      return args !== undefined ? { type, address: address ?? '', args } : { type, address: address ?? '' };
+    }
+    case Response.ADDRCPT:
+      return { type: 'addRecipient', address: strings()[0] ?? '' };
+    case Response.DELRCPT:
+      return { type: 'deleteRecipient', address: strings()[0] ?? '' };
+    case Response.REPLBODY:
+      return { type: 'replaceBody', data: Buffer.from(payload) };
+    case Response.QUARANTINE: {
+      const reason = strings()[0] ?? '';
+      if (reason === '') throw bad('SMFIR_QUARANTINE with an empty reason');
+      return { type: 'quarantine', reason };
+    }
+    default:
+      throw bad(`${codeName(code)} is not a modification`);
+  }
+}
+
+/** Joins consecutive body-replacement chunks into one `replaceBody`. */
+export function mergeBody(mods: Modification[]): Modification[] {
   const out: Modification[] = [];
   for (const m of mods) {
     const prev = out[out.length - 1];

@@ -264,7 +264,6 @@ export class MilterConnection implements MilterSession {
   private partialSince = 0;
   private progressTimer: NodeJS.Timeout | undefined;
   private closeHandled = false;
-  private pendingStage: Stage | undefined;
   private handlerToken = 0;
 
   constructor(socket: Socket, app: MilterApplication, opts: ResolvedSessionOptions, log: MilterLogger, onClosed: (c: MilterConnection) => void) {
@@ -622,7 +621,6 @@ export class MilterConnection implements MilterSession {
 
   private await(stage: Stage, promise: Promise<Decision | void>, modifier: Modifier | undefined): void {
     this.busy = true;
-    this.pendingStage = stage;
     const token = ++this.handlerToken;
     let deadline: NodeJS.Timeout | undefined;
     if (this.opts.handlerTimeout > 0) {
@@ -653,7 +651,6 @@ export class MilterConnection implements MilterSession {
   private settle(stage: Stage, decision: Decision, modifier: Modifier | undefined, failed: boolean): void {
     this.busy = false;
     this.lastActivity = Date.now();
-    this.pendingStage = undefined;
     if (this.progressTimer) {
       clearInterval(this.progressTimer);
       this.progressTimer = undefined;
@@ -887,6 +884,15 @@ function handlerStages(app: MilterHandlers): Stage[] {
 function errorFields(err: unknown): object {
   if (err instanceof Error) return { type: err.name, message: err.message, code: (err as { code?: unknown }).code, stack: err.stack };
   return { message: String(err) };
+}
+
+/**
+ * A modifier exactly as the engine gives it to an end-of-message handler, for code that must apply
+ * the same checks without a socket (the `themis/testing` harness): `close()` ends its life and
+ * returns the packets it would send, in order.
+ */
+export function createMessageModifier(negotiated: Negotiated, encoding: StringEncoding = 'utf8'): MessageModifier & { close(): Buffer[] } {
+  return new Modifier(negotiated, encoding);
 }
 
 /** Collects end-of-message modifications, checking each against the negotiated actions as it is requested. */

@@ -7,17 +7,15 @@
  * @module
  */
 import {
-  Action,
   MacroStore,
-  Protocol,
-  checkHeaderName,
+  createMessageModifier,
+  decodeModification,
+  mergeBody,
   negotiate,
-  normaliseHeaderValue,
   type ConnectEvent,
   type Decision,
   type EnvelopeEvent,
   type HandlerResult,
-  type MessageModifier,
   type MilterSession,
   type Modification,
   type Negotiated,
@@ -26,7 +24,6 @@ import {
 import { silentLogger } from '../milter/logger.ts';
 import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
 import type { PluginDefinition } from '../kernel/plugin.ts';
-import { ThemisError } from '../kernel/errors.ts';
 
 /** The client side of a test connection. */
 export interface TestClient {
@@ -231,13 +228,14 @@ export async function createTestKernel(options: TestKernelOptions): Promise<Test
       if (await step(s, stages, 'body', () => app.body!(s, chunk))) return stop(stages.at(-1)!);
     }
     s.macros.set(0x45, ['i', queueId]);
-    const modifier = new RecordingModifier(s.negotiated);
+    // The engine's own modifier: the same checks as production, then its packets read back.
+    const modifier = createMessageModifier(s.negotiated);
     const eom = await answer(app.endOfMessage ? app.endOfMessage(s, modifier) : undefined);
-    modifier.closed = true;
+    const packets = modifier.close();
     const o = outcome('endOfMessage', eom);
     stages.push(o);
     result.decision = o;
-    result.modifications = modifier.modifications;
+    result.modifications = mergeBody(packets.map((p) => decodeModification(p[4], p.subarray(5))));
     s.endMessage();
     // Postfix sends ABORT after every transaction, accepted or not.
     return finish();
@@ -318,69 +316,4 @@ class FakeSession implements MilterSession {
   }
 
   progress(): void {}
-}
-
-/** Records modifications with the engine's checks: negotiated action, header names and values. */
-class RecordingModifier implements MessageModifier {
-  readonly modifications: Modification[] = [];
-  closed = false;
-  private readonly actions: number;
-  private readonly leadingSpace: boolean;
-
-  constructor(n: Negotiated) {
-    this.actions = n.actions;
-    this.leadingSpace = (n.reply.protocol & Protocol.HDR_LEADSPC) !== 0;
-  }
-
-  private check(what: string, flag: number): void {
-    if (this.closed) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: '(harness)', reason: `${what} after the end-of-message decision` });
-    if ((this.actions & flag) === 0) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: '(harness)', reason: `${what} was not negotiated` });
-  }
-
-  private value(name: string, value: string): string {
-    checkHeaderName(name);
-    const v = normaliseHeaderValue(name, value);
-    return this.leadingSpace && v && v[0] !== ' ' ? ` ${v}` : v;
-  }
-
-  addHeader(name: string, value: string): void {
-    this.check('addHeader', Action.ADDHDRS);
-    this.modifications.push({ type: 'addHeader', name, value: this.value(name, value) });
-  }
-  insertHeader(index: number, name: string, value: string): void {
-    this.check('insertHeader', Action.ADDHDRS);
-    this.modifications.push({ type: 'insertHeader', index, name, value: this.value(name, value) });
-  }
-  changeHeader(name: string, index: number, value: string): void {
-    this.check('changeHeader', Action.CHGHDRS);
-    this.modifications.push({ type: 'changeHeader', index, name, value: value === '' ? '' : this.value(name, value) });
-  }
-  deleteHeader(name: string, index: number): void {
-    this.check('deleteHeader', Action.CHGHDRS);
-    checkHeaderName(name);
-    this.modifications.push({ type: 'changeHeader', index, name, value: '' });
-  }
-  changeSender(address: string, args?: readonly string[]): void {
-    this.check('changeSender', Action.CHGFROM);
-    this.modifications.push(args?.length ? { type: 'changeSender', address: `<${address}>`, args: args.join(' ') } : { type: 'changeSender', address: `<${address}>` });
-  }
-  addRecipient(address: string, args?: readonly string[]): void {
-    this.check('addRecipient', args?.length ? Action.ADDRCPT_PAR : Action.ADDRCPT);
-    this.modifications.push(args?.length ? { type: 'addRecipient', address: `<${address}>`, args: args.join(' ') } : { type: 'addRecipient', address: `<${address}>` });
-  }
-  deleteRecipient(address: string): void {
-    this.check('deleteRecipient', Action.DELRCPT);
-    this.modifications.push({ type: 'deleteRecipient', address });
-  }
-  replaceBody(data: Buffer | string): void {
-    this.check('replaceBody', Action.CHGBODY);
-    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    const prev = this.modifications.at(-1);
-    if (prev?.type === 'replaceBody') prev.data = Buffer.concat([prev.data, bytes]);
-    else this.modifications.push({ type: 'replaceBody', data: bytes });
-  }
-  quarantine(reason: string): void {
-    this.check('quarantine', Action.QUARANTINE);
-    this.modifications.push({ type: 'quarantine', reason });
-  }
 }

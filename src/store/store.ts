@@ -15,6 +15,14 @@ export interface Store {
   delete(key: string): Promise<boolean>;
   /** Adds `by` to an integer key (created at 0), sets its expiry when given, returns the new value. */
   increment(key: string, by?: number, ttlMs?: number): Promise<number>;
+  /**
+   * Sends a message to every subscriber of `channel` in every process that shares this store (Redis
+   * pub/sub; in memory, the subscribers of this process). Delivery is best-effort: a subscriber that
+   * was disconnected misses it, so callers pair it with a versioned key they can poll.
+   */
+  publish(channel: string, message: string): Promise<void>;
+  /** Subscribes to `channel`; resolves once subscribed, with a function that unsubscribes. */
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>;
   /** Releases connections and timers. */
   close(): Promise<void>;
 }
@@ -27,6 +35,7 @@ interface Entry {
 /** The embedded in-memory store (the default): one process, nothing persisted. */
 export class MemoryStore implements Store {
   private readonly data = new Map<string, Entry>();
+  private readonly channels = new Map<string, Set<(message: string) => void>>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(sweepIntervalMs = 60_000) {
@@ -64,8 +73,27 @@ export class MemoryStore implements Store {
     return next;
   }
 
+  async publish(channel: string, message: string): Promise<void> {
+    const subscribers = this.channels.get(channel);
+    if (!subscribers) return;
+    // Delivered on a later tick, as over a network: a subscriber never runs inside the publisher's call.
+    for (const fn of subscribers) queueMicrotask(() => fn(message));
+  }
+
+  async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
+    let subscribers = this.channels.get(channel);
+    if (!subscribers) this.channels.set(channel, (subscribers = new Set()));
+    // A wrapper per call, so subscribing one function twice gives two independent subscriptions.
+    const fn = (m: string) => onMessage(m);
+    subscribers.add(fn);
+    return async () => {
+      subscribers.delete(fn);
+    };
+  }
+
   async close(): Promise<void> {
     clearInterval(this.sweeper);
+    this.channels.clear();
   }
 
   private sweep(): void {

@@ -1,6 +1,6 @@
 /**
- * The store plugins share: the in-memory implementation serves one process; the Redis one (coming
- * with the ratelimit plugin) serves a pool. Only what plugins need today is here; atomic operations
+ * The store plugins share: the in-memory implementation serves one process; the Redis one
+ * (`redis.ts`) serves a pool. Only what plugins need today is here; atomic operations
  * such as multi-window counters are added as methods, implemented natively by each store.
  * @module
  */
@@ -77,7 +77,15 @@ export class MemoryStore implements Store {
     const subscribers = this.channels.get(channel);
     if (!subscribers) return;
     // Delivered on a later tick, as over a network: a subscriber never runs inside the publisher's call.
-    for (const fn of subscribers) queueMicrotask(() => fn(message));
+    // A subscriber that throws must not take the process down: its error is reported, not raised.
+    for (const fn of subscribers)
+      queueMicrotask(() => {
+        try {
+          fn(message);
+        } catch (err) {
+          process.emitWarning(`store subscriber for ${channel} failed: ${(err as Error).message}`, { code: 'THEMIS_ERR_STORE_SUBSCRIBER' });
+        }
+      });
   }
 
   async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {

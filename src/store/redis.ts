@@ -1,0 +1,618 @@
+/**
+ * The Redis store (ioredis v6): standalone, Sentinel or Cluster, shared by every daemon of a pool.
+ *
+ * An outage never takes the process down and never leaves a caller waiting: every connection has an
+ * `error` listener (logged at most once per 10 s per kind of error), commands reject at once while the
+ * connection is down and within `commandTimeout` when Redis does not answer, a command whose
+ * connection dies is failed rather than replayed later, and ioredis reconnects by itself with a capped
+ * backoff. The calling plugin's `onError` policy decides what a rejected store operation means.
+ *
+ * Every key and every pub/sub channel gets `keyPrefix`, applied here rather than with ioredis'
+ * `keyPrefix` option, which covers neither channels nor keys a Lua script builds: one rule for all.
+ * @module
+ */
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
+import { StoreError } from './errors.ts';
+import type { Store } from './store.ts';
+
+/** The logger the store reports connection trouble to: the subset of pino's API it uses. */
+export interface StoreLogger {
+  /** The connection was lost, or a subscriber failed. */
+  warn(fields: object, message?: string): void;
+  /** A connection or authentication error. */
+  error(fields: object, message?: string): void;
+  /** The connection came back (falls back to `warn` when absent). */
+  info?(fields: object, message?: string): void;
+}
+
+/**
+ * The state of a Redis store's command connection: `ready`; `connecting` until the first attempt
+ * succeeds or fails; `down` after a failed attempt or a lost connection, while ioredis retries (and
+ * for good once the store is closed). Commands reject at once while `down`.
+ */
+export type RedisStoreStatus = 'ready' | 'connecting' | 'down';
+
+/** Settings of a {@link RedisStore} that are not configuration but wiring. */
+export interface RedisStoreOptions {
+  /** Where connection errors, losses and recoveries are logged (rate-limited); default: nowhere. */
+  logger?: StoreLogger;
+  /** Least interval between two log lines of one kind of error, ms (default 10,000). */
+  logIntervalMs?: number;
+  /** Longest pause between two reconnection attempts, ms (default 2000). */
+  maxReconnectDelay?: number;
+}
+
+/** What {@link ioredisOptions} builds: the ioredis constructor to call and its arguments. */
+export type IoredisSetup =
+  | {
+      /** `new Redis(options)`: a standalone server, or a master found through `options.sentinels`. */
+      mode: 'standalone' | 'sentinel';
+      /** Options of `new Redis()`. */
+      options: RedisOptions;
+      /** The target without credentials, for logs and errors. */
+      target: string;
+    }
+  | {
+      /** `new Cluster(nodes, options)`. */
+      mode: 'cluster';
+      /** Seed nodes. */
+      nodes: HostPort[];
+      /** Options of `new Cluster()`. */
+      options: ClusterOptions;
+      /** The target without credentials, for logs and errors. */
+      target: string;
+    };
+
+/** Hooks of {@link ioredisOptions}, for tests. */
+export interface IoredisOptionsHooks {
+  /** Reads a TLS file (default `fs.readFileSync`). */
+  readFile?: (path: string) => Buffer | string;
+  /** Longest pause between two reconnection attempts, ms (default 2000). */
+  maxReconnectDelay?: number;
+}
+
+/** Default of {@link RedisStoreOptions.maxReconnectDelay}, ms. */
+export const MAX_RECONNECT_DELAY = 2000;
+
+/**
+ * Pause before reconnection attempt `attempt` (1-based): 50 ms doubling up to `max`, plus up to 100 ms
+ * of jitter so the daemons of a pool do not all reconnect in the same millisecond.
+ */
+export function reconnectDelay(attempt: number, max = MAX_RECONNECT_DELAY): number {
+  return Math.min(50 * 2 ** Math.max(0, attempt - 1), max) + Math.floor(Math.random() * 100);
+}
+
+function tlsOptions(tls: RedisStoreConfig['tls'], implied: boolean, readFile: (path: string) => Buffer | string): ConnectionOptions | undefined {
+  if (tls === false || (tls === undefined && !implied)) return undefined;
+  if (tls === true || tls === undefined) return {};
+  const out: ConnectionOptions = {};
+  for (const option of ['ca', 'cert', 'key'] as const) {
+    const file = tls[option];
+    if (file === undefined) continue;
+    try {
+      out[option] = readFile(file);
+    } catch (err) {
+      throw new StoreError('THEMIS_ERR_STORE_TLS_FILE', { option, file, reason: (err as Error).message }, { cause: err });
+    }
+  }
+  if (tls.rejectUnauthorized !== undefined) out.rejectUnauthorized = tls.rejectUnauthorized;
+  if (tls.servername !== undefined) out.servername = tls.servername;
+  return out;
+}
+
+const hostPortText = (n: HostPort) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`);
+
+/**
+ * The ioredis constructor and options a Redis store configuration stands for (pure, apart from
+ * reading the TLS files). Defaults are applied here; the store sets the same policy on every
+ * topology: fail fast while disconnected (`enableOfflineQueue: false`), fail rather than replay a
+ * command whose connection died (`maxRetriesPerRequest: 0`, `autoResendUnfulfilledCommands: false`),
+ * `commandTimeout`, reconnect forever with a capped backoff, resubscribe on reconnect.
+ * @throws StoreError `THEMIS_ERR_STORE_TLS_FILE` when a TLS file cannot be read.
+ */
+export function ioredisOptions(config: RedisStoreConfig, hooks: IoredisOptionsHooks = {}): IoredisSetup {
+  const readFile = hooks.readFile ?? ((path: string) => readFileSync(path));
+  const max = hooks.maxReconnectDelay ?? MAX_RECONNECT_DELAY;
+  const retryStrategy = (attempt: number) => reconnectDelay(attempt, max);
+  const connectTimeout = config.connectTimeout ?? REDIS_DEFAULTS.connectTimeout;
+  const commandTimeout = config.commandTimeout ?? REDIS_DEFAULTS.commandTimeout;
+  const failFast = { maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false, autoResubscribe: true, connectTimeout, commandTimeout, connectionName: 'themis' };
+  const auth = { ...(config.username !== undefined && { username: config.username }), ...(config.password !== undefined && { password: config.password }) };
+
+  if (config.cluster) {
+    const nodes = config.cluster.nodes.map((n) => parseHostPort(n)!);
+    const tls = tlsOptions(config.tls, false, readFile);
+    const options: ClusterOptions = {
+      clusterRetryStrategy: retryStrategy,
+      enableOfflineQueue: false,
+      enableReadyCheck: true,
+      slotsRefreshTimeout: Math.min(commandTimeout, 1000),
+      redisOptions: { ...auth, ...failFast, ...(tls && { tls }) },
+      // With TLS, connect to the names given so the certificate is checked against them.
+      ...(tls && { dnsLookup: (address: string, callback: (err: null, address: string) => void) => callback(null, address) }),
+    };
+    return { mode: 'cluster', nodes, options, target: `cluster:${nodes.map(hostPortText).join(',')}` };
+  }
+
+  const common: RedisOptions = { ...failFast, ...auth, enableOfflineQueue: false, enableReadyCheck: true, retryStrategy, lazyConnect: false, ...(config.db !== undefined && { db: config.db }) };
+
+  if (config.sentinel) {
+    const sentinels = config.sentinel.nodes.map((n) => parseHostPort(n)!);
+    const tls = tlsOptions(config.tls, false, readFile);
+    const options: RedisOptions = {
+      ...common,
+      sentinels,
+      name: config.sentinel.name,
+      ...(config.sentinel.password !== undefined && { sentinelPassword: config.sentinel.password }),
+      sentinelCommandTimeout: commandTimeout,
+      sentinelRetryStrategy: retryStrategy,
+      // TLS applies to the sentinels and to the master alike.
+      ...(tls && { tls, sentinelTLS: tls, enableTLSForSentinelMode: true }),
+    };
+    return { mode: 'sentinel', options, target: `sentinel:${config.sentinel.name}@${sentinels.map(hostPortText).join(',')}` };
+  }
+
+  const url = new URL(config.url ?? REDIS_DEFAULTS.url);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const port = url.port ? Number(url.port) : 6379;
+  const urlDb = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : undefined;
+  const username = config.username ?? (url.username ? decodeURIComponent(url.username) : undefined);
+  const password = config.password ?? (url.password ? decodeURIComponent(url.password) : undefined);
+  const db = config.db ?? urlDb;
+  const tls = tlsOptions(config.tls, url.protocol === 'rediss:', readFile);
+  const options: RedisOptions = {
+    ...common,
+    host,
+    port,
+    ...(username !== undefined && { username }),
+    ...(password !== undefined && { password }),
+    ...(db !== undefined && { db }),
+    ...(tls && { tls }),
+  };
+  return { mode: 'standalone', options, target: `${tls ? 'rediss' : 'redis'}://${hostPortText({ host, port })}/${db ?? 0}` };
+}
+
+/** The scripts the store defines on its connections. */
+interface Scripts {
+  /** INCRBY, then PEXPIRE when a TTL is given: one round trip, atomic. */
+  themisIncrement(key: string, by: number, ttlMs: number): Promise<number>;
+}
+
+const INCREMENT_LUA = `local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return v`;
+
+type Client = Redis | Cluster;
+
+const AUTH_ERROR = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i;
+const CONNECTION_ERROR_MESSAGES = new Set(['Connection is closed.', "Stream isn't writeable and enableOfflineQueue options is false", "Cluster isn't ready and enableOfflineQueue options is false", 'None of startup nodes is available']);
+
+/** A short, stable name for a kind of error: the errno code, the Redis error prefix, or the class. */
+function errorKind(err: Error & { code?: unknown }): string {
+  if (typeof err.code === 'string') return err.code;
+  return /^([A-Z][A-Z_]+)\b/.exec(err.message)?.[1] ?? err.name;
+}
+
+/**
+ * The error without what must not reach a log: ioredis attaches the failed command to a reply error,
+ * and the handshake's (HELLO 3 AUTH user password, AUTH password) carries the password.
+ */
+function withoutSecrets(err: Error): Error {
+  const command = (err as { command?: { name?: string } }).command;
+  if (!command || !/^(hello|auth)$/i.test(command.name ?? '')) return err;
+  const clean = new Error(err.message);
+  clean.name = err.name;
+  clean.stack = `${err.name}: ${err.message}`;
+  return clean;
+}
+
+function isConnectionError(err: Error & { code?: unknown }): boolean {
+  return err.name === 'AbortError' || err.name === 'MaxRetriesPerRequestError' || err.name === 'ClusterAllFailedError' || CONNECTION_ERROR_MESSAGES.has(err.message) || (typeof err.code === 'string' && /^E[A-Z]+$/.test(err.code));
+}
+
+/** At most one log line per kind per interval; counts what it held back. */
+class LogLimiter {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+  private readonly intervalMs: number;
+
+  constructor(intervalMs: number) {
+    this.intervalMs = intervalMs;
+  }
+
+  /** The number of lines held back since the last one when a line may be written now, else undefined. */
+  allow(kind: string): number | undefined {
+    const now = Date.now();
+    const entry = this.last.get(kind);
+    if (entry && now - entry.at < this.intervalMs) {
+      entry.suppressed++;
+      return undefined;
+    }
+    this.last.set(kind, { at: now, suppressed: 0 });
+    return entry?.suppressed ?? 0;
+  }
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: Error): void;
+  /** A command waiting for the first connection: rejected as soon as an attempt fails. */
+  failFast: boolean;
+}
+
+type ConnectionState = RedisStoreStatus;
+
+/** What a connection needs from its store: the target, coded errors, the rate-limited logger. */
+interface Owner {
+  readonly target: string;
+  unavailable(cause: Error | undefined, reason?: string): StoreError;
+  authError(cause: Error): StoreError;
+  report(level: 'info' | 'warn' | 'error', kind: string, fields: Record<string, unknown>, message: string): void;
+}
+
+/** One ioredis client (commands, or subscriptions) and what the store knows of its health. */
+class Connection {
+  readonly client: Client;
+  readonly role: 'commands' | 'subscriber';
+  state: ConnectionState = 'connecting';
+  lastError: Error | undefined;
+  authFailed = false;
+  closed = false;
+  /** Resolves at the first `ready`; never rejects. */
+  readonly firstReady: Promise<void>;
+  private everReady = false;
+  private downSince = 0;
+  private readonly waiters = new Set<Waiter>();
+  private readonly owner: Owner;
+  private resolveFirstReady!: () => void;
+  /** Called on every `ready` after the first (a reconnection). */
+  onReconnect: (() => void) | undefined;
+
+  constructor(client: Client, role: 'commands' | 'subscriber', owner: Owner) {
+    this.client = client;
+    this.role = role;
+    this.owner = owner;
+    this.firstReady = new Promise((resolve) => (this.resolveFirstReady = resolve));
+    client.on('ready', () => this.up());
+    client.on('error', (err: Error) => this.failed(err));
+    client.on('close', () => this.down());
+    client.on('end', () => this.down());
+    // A cluster reports each node's trouble apart; the cluster as a whole may still serve.
+    if (client instanceof Cluster) client.on('node error', (err: Error, node: string) => this.owner.report('error', `node:${errorKind(err)}`, { err, node, connection: role }, 'redis store: cluster node error'));
+  }
+
+  private up(): void {
+    if (this.closed) return;
+    const wasDown = this.everReady && this.state === 'down';
+    this.state = 'ready';
+    this.lastError = undefined;
+    this.authFailed = false;
+    if (wasDown) this.owner.report('info', 'restored', { connection: this.role, downMs: Date.now() - this.downSince }, 'redis store: connection restored');
+    const reconnected = this.everReady;
+    this.everReady = true;
+    this.resolveFirstReady();
+    for (const w of this.waiters) w.resolve();
+    this.waiters.clear();
+    if (reconnected) this.onReconnect?.();
+  }
+
+  private failed(error: Error): void {
+    if (this.closed) return;
+    const err = withoutSecrets(error);
+    this.lastError = err;
+    const auth = AUTH_ERROR.test(err.message);
+    if (auth) this.authFailed = true;
+    this.owner.report('error', `error:${errorKind(err)}`, { err, connection: this.role }, auth ? 'redis store: authentication failed' : 'redis store: connection error');
+    if (this.state === 'connecting') this.markDown();
+    if (auth) this.settle((w) => !w.failFast, this.owner.authError(err));
+  }
+
+  private down(): void {
+    if (this.closed || this.state === 'down') return;
+    if (this.state === 'ready') this.owner.report('warn', 'lost', { connection: this.role }, 'redis store: connection lost; reconnecting');
+    this.markDown();
+  }
+
+  private markDown(): void {
+    this.state = 'down';
+    this.downSince = Date.now();
+    this.settle((w) => w.failFast, this.unavailable());
+  }
+
+  /** Why commands fail while down: the refused credentials, or the last connection error. */
+  unavailable(): StoreError {
+    return this.authFailed && this.lastError ? this.owner.authError(this.lastError) : this.owner.unavailable(this.lastError);
+  }
+
+  private settle(which: (w: Waiter) => boolean, err: Error): void {
+    for (const w of this.waiters) {
+      if (!which(w)) continue;
+      this.waiters.delete(w);
+      w.reject(err);
+    }
+  }
+
+  /**
+   * Resolves when the connection is ready. `failFast` (commands): rejects at once while down, and
+   * waits at most `ms` for a first connection. Otherwise (`connect()`): waits up to `ms`, rejecting
+   * early only when the credentials are refused.
+   */
+  whenReady(ms: number, failFast: boolean): Promise<void> {
+    if (this.state === 'ready') return Promise.resolve();
+    if (this.closed) return Promise.reject(new StoreError('THEMIS_ERR_STORE_CLOSED'));
+    if (failFast && this.state === 'down') return Promise.reject(this.unavailable());
+    if (!failFast && this.authFailed && this.lastError) return Promise.reject(this.owner.authError(this.lastError));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        const reason = this.lastError?.message ?? 'no answer';
+        reject(failFast ? this.owner.unavailable(undefined, `not connected after ${ms} ms (${reason})`) : new StoreError('THEMIS_ERR_STORE_CONNECT', { target: this.owner.target, ms, reason }, { cause: this.lastError }));
+      }, ms);
+      const w: Waiter = {
+        failFast,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  /** QUIT when connected, then disconnect; resolves once the client has ended (at most ~1 s). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.state = 'down';
+    this.settle(() => true, new StoreError('THEMIS_ERR_STORE_CLOSED'));
+    const c = this.client;
+    if (c.status === 'ready') {
+      try {
+        await c.quit();
+      } catch {
+        // Lost while quitting: disconnect below.
+      }
+    }
+    if (c.status !== 'end') {
+      const ended = once(c, 'end', { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+      c.disconnect();
+      await ended;
+    }
+  }
+}
+
+/**
+ * The Redis store. Construction never throws for an unreachable Redis (only for a bad configuration or
+ * an unreadable TLS file): it connects in the background; await {@link RedisStore.connect} (with a
+ * deadline) or {@link RedisStore.ready} to wait for the first connection. Subscriptions use a second
+ * connection, opened at the first {@link RedisStore.subscribe}.
+ */
+export class RedisStore implements Store {
+  /** Where the store connects, without credentials (`redis://127.0.0.1:6379/0`, `sentinel:…`, `cluster:…`). */
+  readonly target: string;
+  /** The prefix of every key and channel. */
+  readonly keyPrefix: string;
+  /** ms; see {@link RedisStoreConfig.commandTimeout}. */
+  readonly commandTimeout: number;
+  /** ms; see {@link RedisStoreConfig.connectTimeout}. */
+  readonly connectTimeout: number;
+  /** Resolves when the command connection is first ready; never rejects (race it with a timeout). */
+  readonly ready: Promise<void>;
+  private readonly setup: IoredisSetup;
+  private readonly main: Connection;
+  private sub: Connection | undefined;
+  private readonly handlers = new Map<string, Set<(message: string) => void>>();
+  /** Channels left without handlers whose UNSUBSCRIBE failed: unsubscribed after reconnecting. */
+  private readonly stale = new Set<string>();
+  private readonly owner: Owner;
+  private closing: Promise<void> | undefined;
+
+  /**
+   * @param config the Redis store configuration (validated again here; `type` may be left out).
+   * @throws StoreError `THEMIS_ERR_STORE_CONFIG` for an invalid configuration, `THEMIS_ERR_STORE_TLS_FILE`.
+   */
+  constructor(config: Omit<RedisStoreConfig, 'type'> & { type?: 'redis' }, options: RedisStoreOptions = {}) {
+    const valid = parseStoreConfig({ ...config, type: 'redis' }) as RedisStoreConfig;
+    this.setup = ioredisOptions(valid, { maxReconnectDelay: options.maxReconnectDelay });
+    this.target = this.setup.target;
+    this.keyPrefix = valid.keyPrefix ?? REDIS_DEFAULTS.keyPrefix;
+    this.commandTimeout = valid.commandTimeout ?? REDIS_DEFAULTS.commandTimeout;
+    this.connectTimeout = valid.connectTimeout ?? REDIS_DEFAULTS.connectTimeout;
+    this.owner = owner(this.target, options);
+    const client = this.setup.mode === 'cluster' ? new Cluster(this.setup.nodes, this.setup.options) : new Redis(this.setup.options);
+    client.defineCommand('themisIncrement', { numberOfKeys: 1, lua: INCREMENT_LUA });
+    this.main = new Connection(client, 'commands', this.owner);
+    this.ready = this.main.firstReady;
+  }
+
+  /** The command connection's state; a closed store is `down`. */
+  get status(): RedisStoreStatus {
+    return this.main.state;
+  }
+
+  /**
+   * Resolves once the command connection is ready. Rejects with `THEMIS_ERR_STORE_CONNECT` after
+   * `timeoutMs` (default `connectTimeout`), or `THEMIS_ERR_STORE_AUTH` as soon as Redis refuses the
+   * credentials. Either way the store keeps trying in the background.
+   */
+  connect(timeoutMs: number = this.connectTimeout): Promise<void> {
+    return this.main.whenReady(timeoutMs, false);
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    const value = await this.run('GET', (c) => c.get(this.keyPrefix + key));
+    return value ?? undefined;
+  }
+
+  /** Sets a key; a positive `ttlMs` expires it (PX), otherwise it persists (an earlier TTL is cleared). */
+  async set(key: string, value: string, ttlMs?: number): Promise<void> {
+    const k = this.keyPrefix + key;
+    await this.run('SET', (c) => (ttlMs && ttlMs > 0 ? c.set(k, value, 'PX', Math.ceil(ttlMs)) : c.set(k, value)));
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return (await this.run('DEL', (c) => c.del(this.keyPrefix + key))) > 0;
+  }
+
+  /**
+   * Adds `by` (an integer; Redis INCRBY) atomically, in one round trip; a positive `ttlMs` (re)sets
+   * the expiry, otherwise the key keeps the one it had. Rejects with `THEMIS_ERR_STORE_COMMAND` when
+   * the key holds something else than an integer.
+   */
+  async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
+    const ttl = ttlMs && ttlMs > 0 ? Math.ceil(ttlMs) : 0;
+    return this.run('INCRBY', (c) => (c as unknown as Scripts).themisIncrement(this.keyPrefix + key, by, ttl));
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    await this.run('PUBLISH', (c) => c.publish(this.keyPrefix + channel, message));
+  }
+
+  /**
+   * Subscribes on the subscription connection; resolves once Redis acknowledged SUBSCRIBE. Rejects
+   * while Redis is down (nothing is registered then). After a reconnection ioredis resubscribes, so
+   * the handler hears messages again, but not those published meanwhile. A handler that throws is
+   * logged; the others still run. The returned function removes this handler only; it never rejects.
+   */
+  async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
+    if (this.closing) throw new StoreError('THEMIS_ERR_STORE_CLOSED');
+    const sub = this.subscriber();
+    let set = this.handlers.get(channel);
+    if (!set) this.handlers.set(channel, (set = new Set()));
+    const fn = (message: string) => onMessage(message);
+    set.add(fn);
+    this.stale.delete(channel);
+    const prefixed = this.keyPrefix + channel;
+    try {
+      await sub.whenReady(this.commandTimeout, true);
+      await sub.client.subscribe(prefixed);
+    } catch (err) {
+      this.removeHandler(channel, fn);
+      throw this.wrap('SUBSCRIBE', err);
+    }
+    let done = false;
+    return async () => {
+      if (done) return;
+      done = true;
+      if (!this.removeHandler(channel, fn) || this.closing) return;
+      try {
+        await sub.whenReady(this.commandTimeout, true);
+        await sub.client.unsubscribe(prefixed);
+      } catch {
+        // Redis is down: the server still has the subscription (ioredis will restore it); drop it
+        // after reconnecting. Meanwhile messages find no handler and are ignored.
+        if (!this.handlers.has(channel)) this.stale.add(channel);
+      }
+    };
+  }
+
+  /** Quits both connections; idempotent. Operations reject with `THEMIS_ERR_STORE_CLOSED` afterwards. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.handlers.clear();
+      this.stale.clear();
+      await Promise.all([this.main.close(), this.sub?.close()]);
+    })();
+    return this.closing;
+  }
+
+  /** Removes one handler; true when the channel has none left. */
+  private removeHandler(channel: string, fn: (message: string) => void): boolean {
+    const set = this.handlers.get(channel);
+    if (!set || !set.delete(fn)) return false;
+    if (set.size > 0) return false;
+    this.handlers.delete(channel);
+    return true;
+  }
+
+  /** The subscription connection, opened on first use. */
+  private subscriber(): Connection {
+    if (this.sub) return this.sub;
+    const main = this.main.client;
+    const client = main instanceof Cluster ? main.duplicate() : main.duplicate({ connectionName: 'themis-sub' });
+    const sub = new Connection(client, 'subscriber', this.owner);
+    client.on('message', (channel: string, message: string) => this.dispatch(channel, message));
+    sub.onReconnect = () => {
+      for (const channel of this.stale) {
+        this.stale.delete(channel);
+        if (!this.handlers.has(channel)) client.unsubscribe(this.keyPrefix + channel).catch(() => undefined);
+      }
+    };
+    return (this.sub = sub);
+  }
+
+  private dispatch(prefixed: string, message: string): void {
+    if (!prefixed.startsWith(this.keyPrefix)) return;
+    const channel = prefixed.slice(this.keyPrefix.length);
+    const set = this.handlers.get(channel);
+    if (!set) return;
+    // A handler must not break ioredis' reply parsing (it runs inside the socket's data handler).
+    const failed = (err: unknown) => this.owner.report('warn', `handler:${channel}`, { err, channel }, 'redis store: a subscriber failed');
+    for (const fn of [...set]) {
+      try {
+        const r = fn(message) as unknown;
+        if (r instanceof Promise) r.catch(failed);
+      } catch (err) {
+        failed(err);
+      }
+    }
+  }
+
+  /** Runs one command on the command connection, failing fast while it is down. */
+  private async run<T>(command: string, fn: (client: Client) => Promise<T>): Promise<T> {
+    if (this.closing) throw new StoreError('THEMIS_ERR_STORE_CLOSED');
+    await this.main.whenReady(this.commandTimeout, true);
+    try {
+      const p = fn(this.main.client);
+      // A cluster may retry a command through redirections and failovers: bound the whole.
+      return await (this.setup.mode === 'cluster' ? this.deadline(p, command) : p);
+    } catch (err) {
+      throw this.wrap(command, err);
+    }
+  }
+
+  private deadline<T>(p: Promise<T>, command: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const t = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StoreError('THEMIS_ERR_STORE_TIMEOUT', { target: this.target, command, ms: this.commandTimeout })), this.commandTimeout);
+    });
+    return Promise.race([p, t]).finally(() => clearTimeout(timer));
+  }
+
+  /** The store error an ioredis failure stands for. */
+  private wrap(command: string, err: unknown): StoreError {
+    if (err instanceof StoreError) return err;
+    const e = err instanceof Error ? err : new Error(String(err));
+    if (e.message === 'Command timed out') return new StoreError('THEMIS_ERR_STORE_TIMEOUT', { target: this.target, command, ms: this.commandTimeout }, { cause: e });
+    if (isConnectionError(e)) return this.owner.unavailable(e, e.message.includes('enableOfflineQueue') ? 'connection lost' : undefined);
+    return new StoreError('THEMIS_ERR_STORE_COMMAND', { target: this.target, command, reason: e.message }, { cause: e });
+  }
+}
+
+/** The connections' view of their store. */
+function owner(target: string, options: RedisStoreOptions): Owner {
+  const log = options.logger;
+  const limiter = new LogLimiter(options.logIntervalMs ?? 10_000);
+  return {
+    target,
+    unavailable: (cause, reason) => new StoreError('THEMIS_ERR_STORE_UNAVAILABLE', { target, reason: reason ?? cause?.message ?? 'connection lost' }, { cause }),
+    authError: (cause) => new StoreError('THEMIS_ERR_STORE_AUTH', { target, reason: cause.message }, { cause }),
+    // At most one line per kind per interval; the next line says how many were held back.
+    report(level, kind, fields, message) {
+      if (!log) return;
+      const suppressed = limiter.allow(kind);
+      if (suppressed === undefined) return;
+      const line = { store: target, ...fields, ...(suppressed > 0 && { suppressed }) };
+      if (level === 'info') (log.info ?? log.warn).call(log, line, message);
+      else log[level](line, message);
+    },
+  };
+}

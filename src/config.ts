@@ -1,25 +1,52 @@
 /**
- * The configuration file, first cut: `themis.config.ts` (or `.js`/`.json`) exporting
- * `defineConfig({ … })`. Discovery with cosmiconfig, YAML, groups, pools and policy matching come
- * with the policy engine; what is here is what the kernel needs to load plugins and policies.
+ * The configuration file: `themis.config.ts` (or `.mts`, `.js`, `.mjs`, `.json`, `.yaml`, `.yml`,
+ * `.themisrc*`, or a `themis` key in package.json) found by cosmiconfig in the working directory, or the
+ * file given with `--config` / `THEMIS_CONFIG`. It is validated whole: every problem is reported at
+ * once, each naming the file, the path inside it, what was expected and what was found.
  * @module
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, extname, resolve, basename } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { cosmiconfigSync } from 'cosmiconfig';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { ThemisError } from './kernel/errors.ts';
+import { ThemisError, formatConfigPath } from './kernel/errors.ts';
 import { loadPlugin, type PluginSpec } from './kernel/loader.ts';
 import type { PluginEntry, PolicyInput } from './kernel/kernel.ts';
 import type { PolicySettings } from './kernel/policy.ts';
+import { storeConfigSchema, type StoreConfig } from './store/config.ts';
 
 /** A plugin in the configuration: a reference alone, or with its settings. */
 export type PluginConfig = PluginSpec | { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' };
 
+/** pino's levels. */
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
 /** The configuration. */
 export interface ThemisConfig {
-  /** Socket to listen on (`inet:PORT@HOST`, `inet6:PORT@[ADDR]`, `unix:/path`); `--listen` and `THEMIS_LISTEN` win. */
+  /** Socket to listen on (`inet:PORT@HOST`, `inet6:PORT@[ADDR]`, `unix:/path`); `--listen` and `THEMIS_LISTEN` win. Default `inet:8440@127.0.0.1`. */
   listen?: string;
+  /**
+   * Where plugins keep shared state: `{ type: 'memory' }` (default: this process only) or
+   * `{ type: 'redis', url, password, sentinel | cluster, tls, keyPrefix }` (every daemon of a pool).
+   * `--redis-url`/`THEMIS_REDIS_URL` and `--redis-password`/`THEMIS_REDIS_PASSWORD` win.
+   */
+  store?: StoreConfig;
+  /** Logging: `level` (default info; `--log-level`, `THEMIS_LOG_LEVEL` win) and `pretty` (default: when stdout is a terminal). */
+  log?: { level?: LogLevel; pretty?: boolean };
+  /**
+   * Reloading: `watch` reloads when the configuration file changes (default true); `resync` reloads
+   * when `themis config resync` is published through the store (default true); `pollInterval` is how
+   * often, in ms, the store's configuration version is read, so a daemon that missed a resync message
+   * catches up (default 5,000).
+   */
+  reload?: { watch?: boolean; resync?: boolean; pollInterval?: number };
+  /** The status and metrics endpoint (`GET /status`, `/metrics`, `/healthz`): a socket spec, or false. Default `inet:8441@127.0.0.1`; `--http`/`THEMIS_HTTP` win. */
+  http?: { listen?: string | false };
+  /** Processes serving one listening socket (`node:cluster`); needs a shared store. Default 1; `--workers` wins. */
+  workers?: number;
   /** Plugins, in load order. */
   plugins?: PluginConfig[];
   /** Policies: name, priority, `match` (source, destination, direction, pool), `type`, `stopHere`, and the fields plugins claim. */
@@ -41,26 +68,57 @@ export function defineConfig(config: ThemisConfig): ThemisConfig {
   return config;
 }
 
-const pluginRef = z.union([z.string().min(1), z.object({ name: z.string(), setup: z.function() }).passthrough()]);
-const Schema = z
-  .object({
-    listen: z.string().optional(),
-    plugins: z.array(z.union([pluginRef, z.object({ plugin: pluginRef, options: z.unknown().optional(), priority: z.number().optional(), onError: z.enum(['accept', 'tempfail', 'reject']).optional() }).strict()])).default([]),
-    policies: z.array(z.object({ name: z.string().min(1) }).passthrough()).default([]),
-    hookTimeout: z.number().int().positive().optional(),
-    groups: z.record(z.string(), z.array(z.string())).optional(),
-    pools: z.record(z.string(), z.object({ servers: z.array(z.string().min(1)).min(1), fallbackToGlobal: z.boolean().optional() }).strict()).optional(),
-    outboundNetworks: z.array(z.string()).optional(),
-    onError: z.enum(['accept', 'tempfail', 'reject']).optional(),
-  })
-  .strict();
+const onError = z.enum(['accept', 'tempfail', 'reject']);
+const pluginRef = z.union([z.string().min(1), z.looseObject({ name: z.string(), setup: z.function() })], { error: 'expected a package name, a path, or a plugin object made with definePlugin()' });
+const pluginEntry = z.strictObject({ plugin: pluginRef, options: z.unknown().optional(), priority: z.number().optional(), onError: onError.optional() });
 
-/** A loaded configuration: plugins resolved to definitions. */
+function pluginEntryProblems(entries: readonly unknown[]): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  entries.forEach((entry, i) => {
+    const schema = entry !== null && typeof entry === 'object' && 'plugin' in entry ? pluginEntry : pluginRef;
+    const r = schema.safeParse(entry, { reportInput: true });
+    if (!r.success) problems.push(...zodProblems(r.error, ['plugins', i]));
+  });
+  return problems;
+}
+
+const Schema = z.strictObject({
+  listen: z.string().min(1).optional(),
+  store: storeConfigSchema.optional(),
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(), pretty: z.boolean().optional() }).optional(),
+  reload: z.strictObject({ watch: z.boolean().optional(), resync: z.boolean().optional(), pollInterval: z.number().int().min(100).optional() }).optional(),
+  http: z.strictObject({ listen: z.union([z.string().min(1), z.literal(false)]).optional() }).optional(),
+  workers: z.number().int().min(1).max(256).optional(),
+  // Entries are checked one by one below: a union's error would hide which field of an entry is wrong.
+  plugins: z.array(z.unknown()).default([]),
+  policies: z.array(z.looseObject({ name: z.string().min(1) })).default([]),
+  hookTimeout: z.number().int().positive().optional(),
+  groups: z.record(z.string(), z.array(z.string())).optional(),
+  pools: z.record(z.string(), z.strictObject({ servers: z.array(z.string().min(1)).min(1), fallbackToGlobal: z.boolean().optional() })).optional(),
+  outboundNetworks: z.array(z.string()).optional(),
+  onError: onError.optional(),
+});
+
+/** A loaded configuration: validated, with plugins resolved to definitions. */
 export interface LoadedConfig {
   /** The file it came from. */
   file: string;
+  /** First 16 hex digits of the SHA-256 of the file's bytes (`sha256sum FILE | cut -c1-16`). */
+  hash: string;
+  /** When it was loaded. */
+  loadedAt: Date;
   /** The configured socket, if any. */
   listen: string | undefined;
+  /** The store settings (memory when absent). */
+  store: StoreConfig;
+  /** Logging settings. */
+  log: { level?: LogLevel; pretty?: boolean };
+  /** Reload settings, defaults applied. */
+  reload: { watch: boolean; resync: boolean; pollInterval: number };
+  /** The status endpoint's socket, false when disabled, undefined for the default. */
+  http: string | false | undefined;
+  /** Worker processes, if set. */
+  workers: number | undefined;
   /** Plugins, resolved to their definitions, in load order. */
   plugins: PluginEntry[];
   /** Policies as written (validated against the plugins' claims when the kernel loads). */
@@ -73,37 +131,143 @@ export interface LoadedConfig {
   onError: 'accept' | 'tempfail' | 'reject' | undefined;
 }
 
-/** Default file names looked for in the working directory. */
-export const CONFIG_FILES = ['themis.config.ts', 'themis.config.js', 'themis.config.mjs', 'themis.config.json'];
+/** File names looked for in the working directory, in this order (then package.json's `themis` key). */
+export const CONFIG_FILES = [
+  'themis.config.ts',
+  'themis.config.mts',
+  'themis.config.js',
+  'themis.config.mjs',
+  'themis.config.json',
+  'themis.config.yaml',
+  'themis.config.yml',
+  '.themisrc',
+  '.themisrc.json',
+  '.themisrc.yaml',
+  '.themisrc.yml',
+  'package.json',
+];
 
-/** The configuration file to use: the given path, else the first default name in `cwd`, else undefined. */
+const MODULE_EXTENSIONS = new Set(['.ts', '.mts', '.js', '.mjs', '.cjs']);
+
+/**
+ * The configuration file to use: the given path (resolved from `cwd`), else the first of
+ * {@link CONFIG_FILES} in `cwd` (cosmiconfig's search, limited to that directory so that the daemon
+ * never picks up a file from a parent), else undefined.
+ */
 export function findConfig(path: string | undefined, cwd = process.cwd()): string | undefined {
   if (path) return resolve(cwd, path);
-  for (const name of CONFIG_FILES) if (existsSync(resolve(cwd, name))) return resolve(cwd, name);
-  return undefined;
+  // Loaders return a placeholder: finding is synchronous, loading (which may import TypeScript) is not.
+  const found = () => ({ found: true });
+  const explorer = cosmiconfigSync('themis', {
+    searchPlaces: CONFIG_FILES,
+    searchStrategy: 'none',
+    cache: false,
+    loaders: { '.ts': found, '.mts': found, '.js': found, '.mjs': found, '.cjs': found, '.yaml': found, '.yml': found, noExt: found },
+  });
+  try {
+    return explorer.search(cwd)?.filepath;
+  } catch {
+    return undefined;
+  }
 }
 
-/** Loads and validates a configuration file; throws a coded error naming the file and the path inside it. */
+let importGeneration = 0;
+
+async function readRaw(file: string, bytes: Buffer): Promise<unknown> {
+  const ext = extname(file);
+  if (MODULE_EXTENSIONS.has(ext)) {
+    // A new query string per load: ESM caches modules by URL, and a reload must see the edited file.
+    const mod = (await import(`${pathToFileURL(file).href}?load=${++importGeneration}`)) as { default?: unknown };
+    return mod.default;
+  }
+  const text = bytes.toString('utf8');
+  if (basename(file) === 'package.json') return (JSON.parse(text) as { themis?: unknown }).themis;
+  if (ext === '.json') return JSON.parse(text);
+  return parseYaml(text, { prettyErrors: true });
+}
+
+/** One problem found in a configuration. */
+export interface ConfigProblem {
+  /** The error code (`THEMIS_ERR_CONFIG`, `THEMIS_ERR_POLICY_FIELD`, …). */
+  code: string;
+  /** Where, inside the file (`policies[2].ratelimit.windows[0].limit`). */
+  path: string;
+  /** What was expected (and, when known, what was found). */
+  message: string;
+}
+
+function describeFound(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (typeof value === 'function') return 'a function';
+  try {
+    const s = JSON.stringify(value);
+    return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+  } catch {
+    return typeof value;
+  }
+}
+
+/** The zod issues of a failed parse as problems, each with the value found at its path. */
+export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): ConfigProblem[] {
+  return error.issues.map((issue) => {
+    const found = 'input' in issue ? `; found ${describeFound(issue.input)}` : '';
+    const unknownKeys = issue.code === 'unrecognized_keys' ? ` (allowed: see the ThemisConfig type)` : '';
+    return { code: 'THEMIS_ERR_CONFIG', path: formatConfigPath([...prefix, ...issue.path]), message: `${issue.message}${unknownKeys}${issue.code === 'unrecognized_keys' ? '' : found}` };
+  });
+}
+
+/** Throws one error for all problems: the code of the single problem, or `THEMIS_ERR_CONFIG_INVALID` listing them. */
+export function configError(file: string, problems: ConfigProblem[], cause?: unknown): ThemisError {
+  if (problems.length === 1) return new ThemisError('THEMIS_ERR_CONFIG', { file, path: problems[0].path, reason: problems[0].message, problems }, { cause });
+  const list = problems.map((p) => `\n  - ${p.path}: ${p.message}`).join('');
+  return new ThemisError('THEMIS_ERR_CONFIG_INVALID', { file, count: problems.length, list, problems }, { cause });
+}
+
+/**
+ * Loads and validates a configuration file, resolving its plugins. Throws `THEMIS_ERR_CONFIG` (one
+ * problem) or `THEMIS_ERR_CONFIG_INVALID` (several), each naming the file and the paths inside it.
+ */
 export async function loadConfig(file: string): Promise<LoadedConfig> {
-  if (!existsSync(file)) throw new ThemisError('THEMIS_ERR_CONFIG', { file, path: '(file)', reason: 'no such file' });
+  if (!existsSync(file)) throw configError(file, [{ code: 'THEMIS_ERR_CONFIG', path: '(file)', message: 'no such file' }]);
+  let bytes: Buffer;
   let raw: unknown;
   try {
-    raw = file.endsWith('.json') ? JSON.parse(readFileSync(file, 'utf8')) : ((await import(pathToFileURL(file).href)) as { default?: unknown }).default;
+    bytes = readFileSync(file);
+    raw = await readRaw(file, bytes);
   } catch (err) {
-    throw new ThemisError('THEMIS_ERR_CONFIG', { file, path: '(file)', reason: (err as Error).message.split('\n')[0] }, { cause: err });
+    throw configError(file, [{ code: 'THEMIS_ERR_CONFIG', path: '(file)', message: `cannot be read: ${(err as Error).message.split('\n').slice(0, 3).join(' ')}` }], err);
   }
-  const parsed = Schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const path = issue.path.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '') || '(root)';
-    throw new ThemisError('THEMIS_ERR_CONFIG', { file, path, reason: issue.message });
-  }
+  if (raw === undefined || raw === null) throw configError(file, [{ code: 'THEMIS_ERR_CONFIG', path: '(root)', message: 'expected a configuration object (export default defineConfig({ … })), found nothing' }]);
+  const parsed = Schema.safeParse(raw, { reportInput: true });
+  const entries = (raw as { plugins?: unknown }).plugins;
+  const problems = [...(parsed.success ? [] : zodProblems(parsed.error)), ...(Array.isArray(entries) ? pluginEntryProblems(entries) : [])];
+  if (!parsed.success || problems.length > 0) throw configError(file, problems);
   const c = parsed.data;
   const base = dirname(file);
   const plugins: PluginEntry[] = [];
-  for (const p of c.plugins) {
-    const entry = typeof p === 'object' && 'plugin' in p ? (p as { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' }) : { plugin: p as PluginSpec };
-    plugins.push({ ...entry, plugin: await loadPlugin(entry.plugin, base) });
+  for (const [i, p] of c.plugins.entries()) {
+    const entry = p !== null && typeof p === 'object' && 'plugin' in p ? (p as { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' }) : { plugin: p as PluginSpec };
+    try {
+      plugins.push({ ...entry, plugin: await loadPlugin(entry.plugin, base) });
+    } catch (err) {
+      problems.push({ code: (err as ThemisError).code ?? 'THEMIS_ERR_PLUGIN_NOT_FOUND', path: `plugins[${i}]`, message: (err as Error).message });
+    }
   }
-  return { file, listen: c.listen, plugins, policies: c.policies as PolicyInput[], hookTimeout: c.hookTimeout, onError: c.onError, policySettings: { groups: c.groups, pools: c.pools, outboundNetworks: c.outboundNetworks } };
+  if (problems.length > 0) throw configError(file, problems);
+  return {
+    file,
+    hash: createHash('sha256').update(bytes).digest('hex').slice(0, 16),
+    loadedAt: new Date(),
+    listen: c.listen,
+    store: (c.store as StoreConfig | undefined) ?? { type: 'memory' },
+    log: c.log ?? {},
+    reload: { watch: c.reload?.watch ?? true, resync: c.reload?.resync ?? true, pollInterval: c.reload?.pollInterval ?? 5_000 },
+    http: c.http?.listen,
+    workers: c.workers,
+    plugins,
+    policies: c.policies as PolicyInput[],
+    hookTimeout: c.hookTimeout,
+    onError: c.onError,
+    policySettings: { groups: c.groups, pools: c.pools, outboundNetworks: c.outboundNetworks },
+  };
 }

@@ -9,7 +9,7 @@ import { Registry, Counter, Gauge, Histogram } from 'prom-client';
 import semver from 'semver';
 import { Action, Decisions, type Decision, type EnvelopeEvent, type HeaderEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type SmtpReply, type Stage } from '../milter/index.ts';
 import { MemoryStore, type Store } from '../store/store.ts';
-import { ThemisError } from './errors.ts';
+import { ThemisError, formatConfigPath } from './errors.ts';
 import { pickWinner, type TraceEntry } from './merge.ts';
 import { PolicyMatcher, type MatchResult, type PolicyDefinition, type PolicySettings } from './policy.ts';
 import {
@@ -141,6 +141,8 @@ export class Kernel {
   readonly registry: Registry;
   /** The store plugins share. */
   readonly store: Store;
+  /** True when the kernel made its store (and so closes it); a store passed in belongs to the caller. */
+  private readonly ownsStore: boolean;
   private readonly plugins: LoadedPlugin[];
   /** tapable hooks: the registry that orders taps (highest priority first, then load order). */
   private readonly hooks = new Map<StageHookName, AsyncSeriesHook<[never]>>();
@@ -152,10 +154,11 @@ export class Kernel {
   private readonly matcher: PolicyMatcher;
   private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
 
-  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher) {
+  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, ownsStore: boolean, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher) {
     this.plugins = plugins;
     this.registry = registry;
     this.store = store;
+    this.ownsStore = ownsStore;
     this.log = log;
     this.hookTimeout = options.hookTimeout ?? 10_000;
     this.onDecision = options.onDecision;
@@ -232,13 +235,21 @@ export class Kernel {
       p.hooks = hooks ?? {};
       loaded.push(p);
     }
-    validatePolicies(options.policies ?? [], claims);
-    const matcher = new PolicyMatcher(options.policies ?? [], options.policySettings);
+    const problems: ThemisError[] = [];
+    validatePolicies(options.policies ?? [], claims, problems);
+    let matcher: PolicyMatcher | undefined;
+    try {
+      matcher = new PolicyMatcher(options.policies ?? [], options.policySettings);
+    } catch (err) {
+      if (!(err instanceof ThemisError)) throw err;
+      problems.push(err);
+    }
+    if (problems.length > 0 || !matcher) throw policyProblems(problems);
     const metrics = {
-      errors: new Counter({ name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const, registers: [registry] }),
+      errors: sharedMetric(registry, Counter, { name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const }),
     };
-    registerHookTiming(registry, loaded);
-    return new Kernel(loaded, options, registry, store, log, metrics, matcher);
+    hookTiming(registry).add(loaded);
+    return new Kernel(loaded, options, registry, store, options.store === undefined, log, metrics, matcher);
   }
 
   /** Plugins per stage in the order they run, with their priority (what `themis plugins` prints). */
@@ -251,10 +262,20 @@ export class Kernel {
     return this.lifecycle('ready');
   }
 
-  /** Runs every plugin's `shutdown` hook, then closes the store. */
+  /** Runs every plugin's `reload` hook: this kernel replaced another after a configuration reload. */
+  reloaded(): Promise<void> {
+    return this.lifecycle('reload');
+  }
+
+  /**
+   * Runs every plugin's `shutdown` hook and closes the store if the kernel created it (a store given
+   * in {@link KernelOptions.store} outlives kernels: a reload hands it to the next one). Metrics
+   * already counted stay in the registry.
+   */
   async shutdown(): Promise<void> {
     await this.lifecycle('shutdown');
-    await this.store.close();
+    hookTiming(this.registry).retire(this.plugins);
+    if (this.ownsStore) await this.store.close();
   }
 
   private async lifecycle(name: 'ready' | 'reload' | 'shutdown'): Promise<void> {
@@ -576,20 +597,33 @@ function checkDefinition(def: PluginDefinition<unknown, unknown>): void {
   if (typeof def.setup !== 'function') fail('has no setup() function');
 }
 
-function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, LoadedPlugin>): void {
+function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, LoadedPlugin>, problems: ThemisError[]): void {
   policies.forEach((policy, index) => {
     for (const [field, value] of Object.entries(policy)) {
       if (RESERVED_POLICY_FIELDS.has(field)) continue;
       const owner = claims.get(field);
-      if (!owner) throw new ThemisError('THEMIS_ERR_POLICY_UNCLAIMED', { index, policy: policy.name, field, claimed: [...claims.keys()].join(', ') || 'none' });
-      const parsed = owner.def.claims!.schema.safeParse(value);
+      if (!owner) {
+        problems.push(new ThemisError('THEMIS_ERR_POLICY_UNCLAIMED', { index, policy: policy.name, field, claimed: [...claims.keys()].join(', ') || 'none' }));
+        continue;
+      }
+      const parsed = owner.def.claims!.schema.safeParse(value, { reportInput: true });
       if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw new ThemisError('THEMIS_ERR_POLICY_FIELD', { index, policy: policy.name, path: [field, ...issue.path].join('.'), reason: issue.message });
+        for (const issue of parsed.error.issues) {
+          const found = 'input' in issue && issue.code !== 'unrecognized_keys' ? `; found ${JSON.stringify(issue.input) ?? 'nothing'}` : '';
+          problems.push(new ThemisError('THEMIS_ERR_POLICY_FIELD', { index, policy: policy.name, path: formatConfigPath([field, ...issue.path]), reason: issue.message + found }));
+        }
+        continue;
       }
       owner.policies.set(policy.name, { name: policy.name, config: parsed.data });
     }
   });
+}
+
+/** One problem: that error itself; several: one error listing them all (each keeps its code in `problems`). */
+function policyProblems(problems: ThemisError[]): ThemisError {
+  if (problems.length === 1) return problems[0];
+  const list = problems.map((p) => `\n  - ${p.code}: ${p.message}`).join('');
+  return new ThemisError('THEMIS_ERR_POLICIES_INVALID', { count: problems.length, list, problems: problems.map((p) => ({ code: p.code, message: p.message })) });
 }
 
 const VERDICT_ACTIONS: ReadonlySet<string> = new Set<VerdictAction>(['continue', 'accept', 'reject', 'tempfail', 'discard', 'quarantine']);
@@ -603,12 +637,32 @@ function checkVerdict(p: LoadedPlugin, hook: string, result: unknown): Verdict |
 
 const STAGE_INDEX = Object.fromEntries(STAGE_HOOKS.map((h, i) => [h, i])) as Record<StageHookName, number>;
 
-/** Exposes the plugins' hook timing as two counters, read from the plain accumulators at scrape time. */
-function registerHookTiming(registry: Registry, plugins: readonly LoadedPlugin[]): void {
-  const reported = new Map<LoadedPlugin, Float64Array>(plugins.map((p) => [p, new Float64Array(p.timing.length)]));
-  const sync = (which: 0 | 1, counter: Counter<'plugin' | 'hook'>) => {
-    for (const p of plugins) {
-      const last = reported.get(p)!;
+/**
+ * The plugins' hook timing as two counters, read from plain accumulators at scrape time. One per
+ * registry: kernels that replace each other on reload share it, and a retired kernel's last counts
+ * are reported once more before it is forgotten, so nothing counted is lost.
+ */
+class HookTiming {
+  private readonly live = new Map<LoadedPlugin, Float64Array>();
+  /** Plugins retired since the last scrape, with the counters (0 and 1) still to report them. */
+  private readonly retiring = new Map<LoadedPlugin, Set<0 | 1>>();
+
+  constructor(registry: Registry) {
+    const self = this;
+    sharedMetric(registry, Counter, { name: 'themis_hook_seconds_total', help: 'Time spent in plugin hooks, by plugin and hook', labelNames: ['plugin', 'hook'] as const, collect(this: Counter<'plugin' | 'hook'>) { self.sync(0, this); } });
+    sharedMetric(registry, Counter, { name: 'themis_hook_calls_total', help: 'Plugin hook calls, by plugin and hook', labelNames: ['plugin', 'hook'] as const, collect(this: Counter<'plugin' | 'hook'>) { self.sync(1, this); } });
+  }
+
+  add(plugins: readonly LoadedPlugin[]): void {
+    for (const p of plugins) this.live.set(p, new Float64Array(p.timing.length));
+  }
+
+  retire(plugins: readonly LoadedPlugin[]): void {
+    for (const p of plugins) if (this.live.has(p)) this.retiring.set(p, new Set([0, 1]));
+  }
+
+  private sync(which: 0 | 1, counter: Counter<'plugin' | 'hook'>): void {
+    for (const [p, last] of this.live) {
       STAGE_HOOKS.forEach((hook, i) => {
         const k = i * 2 + which;
         const delta = p.timing[k] - last[k];
@@ -617,18 +671,42 @@ function registerHookTiming(registry: Registry, plugins: readonly LoadedPlugin[]
           last[k] = p.timing[k];
         }
       });
+      const pending = this.retiring.get(p);
+      if (pending?.delete(which) && pending.size === 0) {
+        this.retiring.delete(p);
+        this.live.delete(p);
+      }
     }
-  };
-  new Counter({ name: 'themis_hook_seconds_total', help: 'Time spent in plugin hooks, by plugin and hook', labelNames: ['plugin', 'hook'] as const, registers: [registry], collect() { sync(0, this); } });
-  new Counter({ name: 'themis_hook_calls_total', help: 'Plugin hook calls, by plugin and hook', labelNames: ['plugin', 'hook'] as const, registers: [registry], collect() { sync(1, this); } });
+  }
+}
+
+const hookTimings = new WeakMap<Registry, HookTiming>();
+
+function hookTiming(registry: Registry): HookTiming {
+  let t = hookTimings.get(registry);
+  if (!t) hookTimings.set(registry, (t = new HookTiming(registry)));
+  return t;
+}
+
+type MetricClass<M> = new (config: any) => M;
+
+/**
+ * The registry's metric of that name if it is of the same kind, else a new one: kernels built by a
+ * reload share the registry, and a counter must keep counting across them.
+ */
+function sharedMetric<M>(registry: Registry, kind: MetricClass<M>, config: { name: string; help: string; labelNames?: readonly string[]; [k: string]: unknown }): M {
+  const existing = registry.getSingleMetric(config.name);
+  if (existing instanceof kind) return existing as M;
+  if (existing) registry.removeSingleMetric(config.name);
+  return new kind({ ...config, registers: [registry] });
 }
 
 function metricsFactory(plugin: string, registry: Registry): MetricsFactory {
   const prefix = `themis_plugin_${plugin.replace(/[^a-zA-Z0-9_]/g, '_')}_`;
   return {
-    counter: (c) => new Counter({ ...c, name: prefix + c.name, registers: [registry] }),
-    gauge: (c) => new Gauge({ ...c, name: prefix + c.name, registers: [registry] }),
-    histogram: (c) => new Histogram({ ...c, name: prefix + c.name, registers: [registry] }),
+    counter: (c) => sharedMetric(registry, Counter, { ...c, name: prefix + c.name }),
+    gauge: (c) => sharedMetric(registry, Gauge, { ...c, name: prefix + c.name }),
+    histogram: (c) => sharedMetric(registry, Histogram, { ...c, name: prefix + c.name }),
   };
 }
 

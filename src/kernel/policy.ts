@@ -80,6 +80,12 @@ export interface MatchFacts {
 
 /** One selector, compiled. */
 interface CompiledSelector {
+  /** As written (trimmed), for explanations. */
+  text: string;
+  /** The group it names (without `!`), if it names one; for explanations. */
+  group: string | undefined;
+  /** Every network member as written, for explanations (which CIDR selected an IP). */
+  networkTexts: string[];
   negated: boolean;
   any: boolean;
   domains: Set<string>;
@@ -107,6 +113,31 @@ interface Compiled extends CompiledPolicy {
   direction: 'inbound' | 'outbound' | 'any';
 }
 
+/**
+ * Why one policy applies or not to a message, from {@link PolicyMatcher.explain}. `outcome` agrees
+ * with {@link PolicyMatcher.match}: `matched` = in `policies`, `bypass` = the `bypass` policy.
+ */
+export interface PolicyExplanation {
+  /** The policy's name. */
+  name: string;
+  /** Its effective priority. */
+  priority: number;
+  /** `regular` or `bypass`. */
+  type: 'regular' | 'bypass';
+  /** The pool it names, if any. */
+  pool: string | undefined;
+  /** False when the policy is disabled (`enabled: false`): it is never evaluated. */
+  enabled: boolean;
+  /** `matched`: it applies; `bypass`: this bypass policy accepts the message; `skipped`: it does not apply. */
+  outcome: 'matched' | 'bypass' | 'skipped';
+  /**
+   * Human-readable reasons: for a policy that applies, why each of its criteria holds; for one that
+   * does not, each criterion that fails (or `disabled`, or `not evaluated: …` after a bypass or a
+   * `stopHere` policy).
+   */
+  reasons: string[];
+}
+
 /** The outcome of matching: the policies that apply, in order, and whether a bypass policy decided. */
 export interface MatchResult {
   /** Matching regular policies, in evaluation order (stops after a `stopHere` policy). */
@@ -120,6 +151,8 @@ const GROUP_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 /** Policies, groups and pools compiled once per configuration; {@link PolicyMatcher.match} is cheap. */
 export class PolicyMatcher {
   private readonly policies: Compiled[];
+  /** Every policy, disabled ones included, in evaluation order (for {@link PolicyMatcher.explain}). */
+  private readonly every: Compiled[];
   private readonly pools: Map<string, { servers: Set<string>; fallbackToGlobal: boolean }>;
   private readonly outbound: CompiledSelector[];
 
@@ -129,7 +162,7 @@ export class PolicyMatcher {
     this.pools = new Map(Object.entries(settings.pools ?? {}).map(([name, p]) => [name, { servers: new Set(p.servers.map((s) => s.toLowerCase())), fallbackToGlobal: p.fallbackToGlobal ?? false }]));
     this.outbound = (settings.outboundNetworks ?? []).map((s, i) => compileSelector(s, groups, `outboundNetworks[${i}]`));
     const seen = new Set<string>();
-    this.policies = policies
+    const all = policies
       .map((p, index) => {
         const fail = (path: string, reason: string): never => {
           throw new ThemisError('THEMIS_ERR_POLICY_FIELD', { index, policy: p.name, path, reason });
@@ -150,8 +183,10 @@ export class PolicyMatcher {
         };
         return { definition: p, name: p.name, priority: p.priority ?? 5, pool: m.pool, source: compile('source'), destination: compile('destination'), direction: m.direction ?? 'any', index };
       })
-      .filter((p) => p.definition.enabled !== false)
       .sort((a, b) => a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // Names are unique, so the order is total: sorting before filtering gives match() the same order.
+    this.every = all;
+    this.policies = all.filter((p) => p.definition.enabled !== false);
   }
 
   /**
@@ -170,6 +205,11 @@ export class PolicyMatcher {
   /** Every enabled policy in evaluation order. */
   get ordered(): readonly CompiledPolicy[] {
     return this.policies;
+  }
+
+  /** Every policy, disabled ones included, in evaluation order (ascending priority, ties by name). */
+  get all(): readonly CompiledPolicy[] {
+    return this.every;
   }
 
   /** The policies that apply to what is known of a message. */
@@ -197,6 +237,89 @@ export class PolicyMatcher {
     }
     return result;
   }
+
+  /**
+   * Why each policy (disabled ones included, in evaluation order) applies or not to these facts.
+   * Slower than {@link PolicyMatcher.match}, for tooling (`themis policy test`); it decides with the
+   * same compiled selectors and predicates, so the `matched` and `bypass` outcomes are exactly
+   * `match(facts).policies` and `match(facts).bypass`.
+   */
+  explain(facts: MatchFacts): PolicyExplanation[] {
+    const mta = facts.mta?.toLowerCase();
+    const hostPools = mta === undefined ? [] : [...this.pools].filter(([, p]) => p.servers.has(mta));
+    const inPool = new Set(hostPools.map(([name]) => name));
+    const global = hostPools.length === 0 || hostPools.some(([, p]) => p.fallbackToGlobal);
+    const viaAuth = facts.auth !== undefined;
+    const viaNetwork = facts.clientIp === undefined ? undefined : this.outbound.find((s) => selectsIp(s, facts.clientIp!));
+    const outbound = viaAuth || viaNetwork !== undefined;
+    const recipients = facts.recipients ?? [];
+    const mtaText = facts.mta ?? '(unknown)';
+    const poolList = hostPools.map(([name]) => name).join(', ');
+    const directionText = viaAuth
+      ? `authenticated as ${facts.auth}`
+      : viaNetwork !== undefined
+        ? `client ${facts.clientIp} is in outboundNetworks${viaText(viaNetwork, networkVia(viaNetwork, facts.clientIp!))}`
+        : `not authenticated, and ${facts.clientIp === undefined ? 'no client IP (local submission)' : `client ${facts.clientIp} is not in outboundNetworks`}`;
+
+    const out: PolicyExplanation[] = [];
+    let stopped: string | undefined;
+    for (const p of this.every) {
+      const type = p.definition.type === 'bypass' ? 'bypass' : 'regular';
+      const e: PolicyExplanation = { name: p.name, priority: p.priority, type, pool: p.pool, enabled: p.definition.enabled !== false, outcome: 'skipped', reasons: [] };
+      out.push(e);
+      if (!e.enabled) {
+        e.reasons.push('disabled');
+        continue;
+      }
+      if (stopped !== undefined) {
+        e.reasons.push(stopped);
+        continue;
+      }
+      const m = p.definition.match ?? {};
+      const pass: string[] = [];
+      const fail: string[] = [];
+      // The same decisions as match(), in its order; only the wording is extra.
+      if (p.pool !== undefined) {
+        if (inPool.has(p.pool)) pass.push(`pool ${p.pool}: MTA ${mtaText} is in it`);
+        else fail.push(`pool ${p.pool}: MTA ${mtaText} is not in it`);
+      } else if (!global) fail.push(`pool: the policy names no pool, and MTA ${mtaText} is in pool ${poolList}, which does not fall back to global policies`);
+      else if (hostPools.length > 0) pass.push(`pool: the policy names no pool, and MTA ${mtaText} is in pool ${poolList}, with fallbackToGlobal`);
+      if (p.direction === 'outbound') {
+        if (outbound) pass.push(`direction: outbound (${directionText})`);
+        else fail.push(`direction: outbound required, but the message is inbound (${directionText})`);
+      } else if (p.direction === 'inbound') {
+        if (!outbound) pass.push(`direction: inbound (${directionText})`);
+        else if (viaAuth) fail.push(`direction: inbound required, but client authenticated (as ${facts.auth})`);
+        else fail.push(`direction: inbound required, but ${directionText}`);
+      } else if (m.direction !== undefined) pass.push('direction: any');
+      const source = p.source.find((s) => matchesSource(s, facts));
+      if (source !== undefined) {
+        if (m.source !== undefined) pass.push(`source: ${explainSourceHit(source, facts)}`);
+      } else fail.push(`source: ${explainSourceMiss(p.source, facts)}`);
+      const destination = p.destination.find((s) => matchesDestination(s, recipients));
+      if (destination !== undefined) {
+        if (m.destination !== undefined) pass.push(`destination: ${explainDestinationHit(destination, recipients)}`);
+      } else fail.push(`destination: ${explainDestinationMiss(p.destination, recipients)}`);
+
+      if (fail.length > 0) {
+        e.reasons = fail;
+        continue;
+      }
+      e.reasons = pass.length > 0 ? pass : ['no criteria: applies to every message'];
+      if (type === 'bypass') {
+        e.outcome = 'bypass';
+        e.reasons.push('bypass: the message is accepted without asking any plugin');
+        stopped = `not evaluated: bypass policy ${JSON.stringify(p.name)} accepted the message`;
+      } else {
+        e.outcome = 'matched';
+        if (p.definition.stopHere) {
+          e.reasons.push('stopHere: later policies are not evaluated');
+          stopped = `not evaluated: policy ${JSON.stringify(p.name)} above has stopHere`;
+        }
+      }
+    }
+    return out;
+  }
 }
 
 function compileSelector(raw: string, groups: Record<string, Selector[]>, where: string, depth = 0): CompiledSelector {
@@ -204,7 +327,7 @@ function compileSelector(raw: string, groups: Record<string, Selector[]>, where:
   const s = raw.trim();
   const negated = s.startsWith('!');
   const body = negated ? s.slice(1).trim() : s;
-  const out: CompiledSelector = { negated, any: false, domains: new Set(), addresses: new Set(), logins: new Set(), anyLogin: false, networks: undefined };
+  const out: CompiledSelector = { text: s, group: GROUP_NAME.test(body) && body !== 'any' ? body : undefined, networkTexts: [], negated, any: false, domains: new Set(), addresses: new Set(), logins: new Set(), anyLogin: false, networks: undefined };
   const add = (member: string, path: string, d: number): void => {
     const m = member.trim();
     if (m === 'any') {
@@ -234,16 +357,18 @@ function compileSelector(raw: string, groups: Record<string, Selector[]>, where:
       const bits = prefix === undefined ? (family === 4 ? 32 : 128) : Number(prefix);
       if (!Number.isInteger(bits) || bits < 0 || bits > (family === 4 ? 32 : 128)) throw new Error(`${JSON.stringify(member)}: bad prefix length`);
       (out.networks ??= new BlockList()).addSubnet(addr, bits, family === 4 ? 'ipv4' : 'ipv6');
+      out.networkTexts.push(m);
       return;
     }
     if (GROUP_NAME.test(m)) {
+      // Checked before descending, so that a cycle of groups is reported instead of overflowing the stack.
+      if (d > 8) throw new Error(`groups nest too deep (a cycle?) at ${path}`);
       const members = groups[m];
       if (members === undefined) throw new Error(`${JSON.stringify(m)} is neither a group (groups: ${Object.keys(groups).join(', ') || 'none'}) nor an address, domain, IP or CIDR`);
       for (const [i, g] of members.entries()) {
         if (g.trim().startsWith('!')) throw new Error(`group ${m}: member ${JSON.stringify(g)}: negation is only allowed in policies`);
         add(g, `groups.${m}[${i}]`, d + 1);
       }
-      if (d > 8) throw new Error(`groups nest too deep (a cycle?) at ${path}`);
       return;
     }
     throw new Error(`${JSON.stringify(member)} is not any, a group name, @domain, user@domain, an IP, a CIDR or sasl:login`);
@@ -277,4 +402,106 @@ function matchesDestination(s: CompiledSelector, recipients: readonly string[]):
   if (s.any) return !s.negated;
   // At least one recipient selected (or, negated, at least one not selected).
   return recipients.some((r) => selectsAddress(s, r) !== s.negated);
+}
+
+// Explanations: wording only. Decisions stay with the predicates above.
+
+/** ` via 10.0.0.0/8` or ` via group internal (10.0.0.0/8)`: which member of a selector matched. */
+function viaText(s: CompiledSelector, member: string): string {
+  return s.group !== undefined ? ` via group ${s.group} (${member})` : ` via ${member}`;
+}
+
+/** `is in group vip (via @example.com)` or `is selected by @example.com`. */
+function hitPhrase(s: CompiledSelector, member: string): string {
+  const body = s.negated ? s.text.slice(1).trim() : s.text;
+  if (s.group !== undefined) return `is in group ${s.group} (via ${member})`;
+  return member === body.toLowerCase() || member === body ? `is selected by ${body}` : `is selected by ${body} (via ${member})`;
+}
+
+/** The member of the selector that selects this address (the address itself, or its `@domain`). */
+function addressVia(s: CompiledSelector, address: string): string | undefined {
+  const a = address.toLowerCase();
+  if (s.addresses.has(a)) return a;
+  const at = a.lastIndexOf('@');
+  return at >= 0 && s.domains.has(a.slice(at)) ? a.slice(at) : undefined;
+}
+
+/** The network member (as written) that contains the IP. */
+function networkVia(s: CompiledSelector, ip: string): string {
+  const family = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
+  for (const text of s.networkTexts) {
+    const [addr, prefix] = text.split('/');
+    const fam = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+    const one = new BlockList();
+    one.addSubnet(addr, prefix === undefined ? (fam === 'ipv4' ? 32 : 128) : Number(prefix), fam);
+    if (one.check(ip, family)) return text;
+  }
+  return ip;
+}
+
+/** What selects the source, in matchesSource's order, or undefined when nothing does. */
+function sourceHit(s: CompiledSelector, f: MatchFacts): string | undefined {
+  if (f.sender !== undefined && f.sender !== '' && selectsAddress(s, f.sender)) return `sender ${f.sender} ${hitPhrase(s, addressVia(s, f.sender)!)}`;
+  if (f.auth !== undefined) {
+    const login = f.auth.toLowerCase();
+    if (s.anyLogin) return `login ${f.auth} ${hitPhrase(s, 'sasl:*')}`;
+    if (s.logins.has(login)) return `login ${f.auth} ${hitPhrase(s, `sasl:${login}`)}`;
+    if (selectsAddress(s, f.auth)) return `login ${f.auth} ${hitPhrase(s, addressVia(s, f.auth)!)}`;
+  }
+  if (f.clientIp !== undefined && selectsIp(s, f.clientIp)) return `client ${f.clientIp} ${hitPhrase(s, networkVia(s, f.clientIp))}`;
+  return undefined;
+}
+
+function sourceFacts(f: MatchFacts): string {
+  const sender = f.sender === undefined ? 'sender (unknown)' : f.sender === '' ? 'sender <> (null sender)' : `sender ${f.sender}`;
+  const at = f.sender?.lastIndexOf('@') ?? -1;
+  const domain = f.sender !== undefined && at >= 0 ? `domain ${f.sender.slice(at + 1)}` : 'domain (none)';
+  return `${sender}, ${domain}, login ${f.auth ?? '(none)'}, client ${f.clientIp ?? '(none)'}`;
+}
+
+function selectorLabel(s: CompiledSelector): string {
+  const body = s.negated ? s.text.slice(1).trim() : s.text;
+  return s.group !== undefined ? `group ${s.group}` : body;
+}
+
+function anyText(s: CompiledSelector): string {
+  return s.text === 'any' ? 'any' : `${s.text} (contains any)`;
+}
+
+function explainSourceHit(s: CompiledSelector, f: MatchFacts): string {
+  if (s.any) return anyText(s);
+  if (!s.negated) return sourceHit(s, f)!;
+  return `none of ${sourceFacts(f)} is in ${selectorLabel(s)} (${s.text})`;
+}
+
+function explainSourceMiss(list: readonly CompiledSelector[], f: MatchFacts): string {
+  const parts: string[] = [];
+  const plain = list.filter((s) => !s.negated && !s.any).map((s) => s.text);
+  if (plain.length > 0) parts.push(`none of ${sourceFacts(f)} is in [${plain.join(', ')}]`);
+  for (const s of list) {
+    if (!s.negated) continue;
+    if (s.any) parts.push(`${s.text} selects nothing`);
+    else parts.push(`${sourceHit(s, f)}, so ${s.text} does not match`);
+  }
+  return parts.join('; ');
+}
+
+function explainDestinationHit(s: CompiledSelector, recipients: readonly string[]): string {
+  if (s.any) return anyText(s);
+  const r = recipients.find((x) => selectsAddress(s, x) !== s.negated)!;
+  if (!s.negated) return `recipient ${r} ${hitPhrase(s, addressVia(s, r)!)}`;
+  return `recipient ${r} is not in ${selectorLabel(s)} (${s.text})`;
+}
+
+function explainDestinationMiss(list: readonly CompiledSelector[], recipients: readonly string[]): string {
+  if (recipients.length === 0 && list.some((s) => !(s.any && s.negated))) return 'no recipients yet (a destination criterion matches only once recipients are known)';
+  const parts: string[] = [];
+  const plain = list.filter((s) => !s.negated && !s.any).map((s) => s.text);
+  if (plain.length > 0) parts.push(`none of ${recipients.length === 1 ? 'recipient' : 'recipients'} ${recipients.join(', ')} is in [${plain.join(', ')}]`);
+  for (const s of list) {
+    if (!s.negated) continue;
+    if (s.any) parts.push(`${s.text} selects nothing`);
+    else parts.push(`${recipients.length === 1 ? `recipient ${recipients[0]} is` : `every recipient (${recipients.join(', ')}) is`} in ${selectorLabel(s)}, so ${s.text} does not match`);
+  }
+  return parts.join('; ');
 }

@@ -18,6 +18,12 @@ export interface MilterServerOptions extends SessionOptions {
   logger?: MilterLogger;
   /** File mode for a UNIX socket (default 0o660: the MTA's group must be able to connect). */
   socketMode?: number;
+  /**
+   * Whether this server removes a stale UNIX socket file before listening and unlinks it on close
+   * (default true). Processes that share one listening socket (`node:cluster` workers) set false
+   * and leave the file to the process that owns it.
+   */
+  manageSocketFile?: boolean;
 }
 
 /** Options for {@link MilterServer.close}. */
@@ -30,11 +36,12 @@ export interface CloseOptions {
 export class MilterServer {
   /** Per-connection settings with defaults applied. */
   readonly sessionOptions: ResolvedSessionOptions;
-  private readonly app: MilterApplication;
+  private app: MilterApplication;
   private readonly log: MilterLogger;
   private readonly server: Server;
   private readonly connections = new Set<MilterConnection>();
   private readonly socketMode: number;
+  private readonly manageSocketFile: boolean;
   private spec: SocketSpec | undefined;
   private closing: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -44,6 +51,7 @@ export class MilterServer {
     this.sessionOptions = resolveSessionOptions(options);
     this.log = options.logger ?? silentLogger;
     this.socketMode = options.socketMode ?? 0o660;
+    this.manageSocketFile = options.manageSocketFile ?? true;
     // allowHalfOpen: when the MTA closes its side while a handler still runs, the answer can still be
     // written; the session ends the socket itself once it is done.
     this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.onSocket(socket));
@@ -58,6 +66,26 @@ export class MilterServer {
   /** Number of open MTA connections. */
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** The application new connections are served by. */
+  get application(): MilterApplication {
+    return this.app;
+  }
+
+  /**
+   * Serves connections accepted from now on with `app`. Open connections finish with the application
+   * they started with: one SMTP session never sees two configurations, and negotiation stays valid.
+   */
+  setApplication(app: MilterApplication): void {
+    this.app = app;
+  }
+
+  /** Number of open connections served by `app`. */
+  connectionsUsing(app: MilterApplication): number {
+    let n = 0;
+    for (const c of this.connections) if (c.app === app) n++;
+    return n;
   }
 
   /** The bound address in socket-spec syntax (with the real port when 0 was asked for). */
@@ -78,7 +106,7 @@ export class MilterServer {
   /** Starts listening; resolves once bound. Throws a coded error for a bad spec or a busy address. */
   async listen(spec: string | SocketSpec): Promise<string> {
     const parsed = typeof spec === 'string' ? parseSocketSpec(spec) : spec;
-    if (parsed.kind === 'unix') await removeStaleSocket(parsed.path);
+    if (parsed.kind === 'unix' && this.manageSocketFile) await removeStaleSocket(parsed.path);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
@@ -129,7 +157,7 @@ export class MilterServer {
       for (const c of this.connections) c.destroy('server shutdown');
     }
     await listenerClosed;
-    if (this.spec?.kind === 'unix') await unlink(this.spec.path).catch(() => {});
+    if (this.spec?.kind === 'unix' && this.manageSocketFile) await unlink(this.spec.path).catch(() => {});
   }
 
   private onSocket(socket: Socket): void {
@@ -148,7 +176,11 @@ export function createMilterServer(app: MilterApplication, options?: MilterServe
 }
 
 /** Removes a UNIX socket file left by a dead process; refuses to touch a live socket or a non-socket. */
-async function removeStaleSocket(path: string): Promise<void> {
+/**
+ * Removes a UNIX socket file left by a process that is gone; throws a coded error when the path is
+ * not a socket or another process still listens on it.
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
   const st = await lstat(path).catch(() => undefined);
   if (!st) return;
   if (!st.isSocket()) throw new MilterError('THEMIS_ERR_MILTER_LISTEN_SPEC', { spec: JSON.stringify(`unix:${path}`), reason: 'the path exists and is not a socket' });

@@ -244,7 +244,8 @@ export class MilterConnection implements MilterSession {
   state: unknown = undefined;
 
   private readonly socket: Socket;
-  private readonly app: MilterApplication;
+  /** The application this connection is served by, for its whole life (a server may switch applications for new connections). */
+  readonly app: MilterApplication;
   private readonly opts: ResolvedSessionOptions;
   private readonly decoder: FrameDecoder;
   private readonly onClosed: (c: MilterConnection) => void;

@@ -218,10 +218,23 @@ describe('sessions, messages, notes and modifications', () => {
 
 describe('error registry', () => {
   it('one registry holds every engine and kernel code, with no code defined twice', async () => {
-    const { THEMIS_ERRORS, KERNEL_ERRORS, MILTER_ERRORS } = await import('../../src/index.ts');
-    assert.equal(Object.keys(THEMIS_ERRORS).length, Object.keys(KERNEL_ERRORS).length + Object.keys(MILTER_ERRORS).length);
+    const { THEMIS_ERRORS, KERNEL_ERRORS, MILTER_ERRORS, STORE_ERRORS } = await import('../../src/index.ts');
+    assert.equal(Object.keys(THEMIS_ERRORS).length, Object.keys(KERNEL_ERRORS).length + Object.keys(MILTER_ERRORS).length + Object.keys(STORE_ERRORS).length);
     for (const code of Object.keys(THEMIS_ERRORS)) assert.match(code, /^THEMIS_ERR_[A-Z0-9_]+$/);
     const e = new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: 'p', range: '^2', version: '1.0.0' });
     assert.equal(e.message, 'plugin p supports kernel ^2, but this kernel is 1.0.0');
+  });
+
+  it('every code the sources log or throw is in the registry', async () => {
+    const { THEMIS_ERRORS } = await import('../../src/index.ts');
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const root = new URL('../../src/', import.meta.url);
+    const used = new Set<string>();
+    for (const f of readdirSync(root, { recursive: true, encoding: 'utf8' })) {
+      if (!f.endsWith('.ts')) continue;
+      for (const m of readFileSync(new URL(f, root), 'utf8').matchAll(/'(THEMIS_ERR_[A-Z0-9_]+)'/g)) used.add(m[1]);
+    }
+    assert.ok(used.size > 40, `found ${used.size} codes`);
+    assert.deepEqual([...used].filter((c) => !(c in THEMIS_ERRORS)), []);
   });
 });

@@ -152,3 +152,152 @@ describe('policies through the kernel', () => {
     assert.deepEqual(r.modifications, [{ type: 'addHeader', name: 'X-Policies', value: 'p=x' }]);
   });
 });
+
+describe('PolicyMatcher.explain', () => {
+  const settings = { groups, outboundNetworks: ['10.0.0.0/8'], pools: { edge: { servers: ['mx1.example.com'] }, relay: { servers: ['out.example.com'], fallbackToGlobal: true } } };
+  const policies: PolicyDefinition[] = [
+    { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
+    { name: 'off', priority: 0, enabled: false },
+    { name: 'outbound', match: { direction: 'outbound' } },
+    { name: 'inbound', match: { direction: 'inbound', destination: 'internal' }, stopHere: true },
+    { name: 'edge', priority: 8, match: { pool: 'edge' } },
+    { name: 'late', priority: 9 },
+  ];
+  const m = new PolicyMatcher(policies, settings);
+  const byName = (facts: Parameters<PolicyMatcher['explain']>[0]) => Object.fromEntries(m.explain(facts).map((e) => [e.name, e]));
+
+  it('lists every policy, disabled ones included, in match() order, with name, priority, type, pool and enabled', () => {
+    const all = m.explain({});
+    assert.deepEqual(all.map((e) => e.name), ['off', 'trusted', 'inbound', 'outbound', 'edge', 'late']);
+    assert.deepEqual(m.all.map((p) => p.name), ['off', 'trusted', 'inbound', 'outbound', 'edge', 'late']);
+    assert.deepEqual(m.ordered.map((p) => p.name), ['trusted', 'inbound', 'outbound', 'edge', 'late'], 'ordered still leaves disabled policies out');
+    assert.deepEqual(all[0], { name: 'off', priority: 0, type: 'regular', pool: undefined, enabled: false, outcome: 'skipped', reasons: ['disabled'] });
+    assert.deepEqual({ ...all[1], reasons: [] }, { name: 'trusted', priority: 1, type: 'bypass', pool: undefined, enabled: true, outcome: 'skipped', reasons: [] });
+    assert.equal(all[4].pool, 'edge');
+  });
+
+  it('says why: source, destination, direction, pool, stopHere, bypass', () => {
+    const out = byName({ sender: 'alice@example.org', auth: 'bob', clientIp: '192.0.2.1', recipients: ['bob@example.net'] });
+    assert.deepEqual(out.trusted.reasons, ['source: none of sender alice@example.org, domain example.org, login bob, client 192.0.2.1 is in [vip]']);
+    assert.deepEqual(out.inbound.reasons, ['direction: inbound required, but client authenticated (as bob)', 'destination: none of recipient bob@example.net is in [internal]']);
+    assert.equal(out.outbound.outcome, 'matched');
+    assert.deepEqual(out.outbound.reasons, ['direction: outbound (authenticated as bob)']);
+    assert.deepEqual(out.edge.reasons, ['pool edge: MTA (unknown) is not in it']);
+    assert.deepEqual(out.late.reasons, ['no criteria: applies to every message']);
+
+    const inbound = byName({ sender: 'x@outside.example', clientIp: '203.0.113.5', recipients: ['nobody@x.example', 'Bob@Example.com'], mta: 'mx9.example.com' });
+    assert.equal(inbound.inbound.outcome, 'matched');
+    assert.deepEqual(inbound.inbound.reasons, [
+      'direction: inbound (not authenticated, and client 203.0.113.5 is not in outboundNetworks)',
+      'destination: recipient Bob@Example.com is in group internal (via @example.com)',
+      'stopHere: later policies are not evaluated',
+    ]);
+    assert.deepEqual(inbound.outbound.reasons, ['not evaluated: policy "inbound" above has stopHere']);
+    assert.deepEqual(inbound.edge.reasons, ['not evaluated: policy "inbound" above has stopHere']);
+
+    const viaNetwork = byName({ sender: 'x@outside.example', clientIp: '10.1.2.3', recipients: ['a@example.com'] });
+    assert.deepEqual(viaNetwork.inbound.reasons, ['direction: inbound required, but client 10.1.2.3 is in outboundNetworks via 10.0.0.0/8']);
+    assert.deepEqual(viaNetwork.outbound.reasons, ['direction: outbound (client 10.1.2.3 is in outboundNetworks via 10.0.0.0/8)']);
+
+    const bypass = byName({ sender: 'x@y.example', auth: 'ALICE', recipients: [] });
+    assert.equal(bypass.trusted.outcome, 'bypass');
+    assert.deepEqual(bypass.trusted.reasons, ['source: login ALICE is in group vip (via sasl:alice)', 'bypass: the message is accepted without asking any plugin']);
+    for (const name of ['inbound', 'outbound', 'edge', 'late']) assert.deepEqual(bypass[name].reasons, ['not evaluated: bypass policy "trusted" accepted the message'], name);
+    assert.deepEqual(bypass.off.reasons, ['disabled']);
+
+    const sender = byName({ sender: 'Boss@example.NET' });
+    assert.deepEqual(sender.trusted.reasons.slice(0, 1), ['source: sender Boss@example.NET is in group vip (via boss@example.net)']);
+  });
+
+  it('pools: a member runs only its pool\'s policies unless the pool falls back to the global ones', () => {
+    const edge = byName({ sender: 'x@outside.example', auth: 'alice', mta: 'MX1.example.com' });
+    assert.equal(edge.edge.outcome, 'matched');
+    assert.deepEqual(edge.edge.reasons, ['pool edge: MTA MX1.example.com is in it']);
+    assert.equal(edge.trusted.outcome, 'skipped', 'not even the bypass: it names no pool');
+    assert.deepEqual(edge.trusted.reasons, ['pool: the policy names no pool, and MTA MX1.example.com is in pool edge, which does not fall back to global policies']);
+    const relay = byName({ sender: 'x@outside.example', clientIp: '203.0.113.5', mta: 'out.example.com' });
+    assert.deepEqual(relay.late.reasons, ['pool: the policy names no pool, and MTA out.example.com is in pool relay, with fallbackToGlobal']);
+    assert.deepEqual(relay.edge.reasons, ['pool edge: MTA out.example.com is not in it']);
+  });
+
+  it('negations, literal selectors, the null sender, no recipients, no client IP', () => {
+    const n = new PolicyMatcher(
+      [
+        { name: 'not-internal', match: { source: '!internal' } },
+        { name: 'literal', match: { source: ['@partner.example', '192.0.2.0/24'], destination: '!@example.com' } },
+        { name: 'nobody', match: { source: '!any' } },
+      ],
+      { groups },
+    );
+    const e = (f: Parameters<PolicyMatcher['explain']>[0]) => Object.fromEntries(n.explain(f).map((x) => [x.name, x.reasons]));
+    assert.deepEqual(e({ sender: 'a@example.com' })['not-internal'], ['source: sender a@example.com is in group internal (via @example.com), so !internal does not match']);
+    assert.deepEqual(e({ sender: 'a@outside.example', clientIp: '203.0.113.1' })['not-internal'], ['source: none of sender a@outside.example, domain outside.example, login (none), client 203.0.113.1 is in group internal (!internal)']);
+    assert.deepEqual(e({ sender: '' }).literal, [
+      'source: none of sender <> (null sender), domain (none), login (none), client (none) is in [@partner.example, 192.0.2.0/24]',
+      'destination: no recipients yet (a destination criterion matches only once recipients are known)',
+    ]);
+    assert.deepEqual(e({ sender: 'x@y.example', clientIp: '192.0.2.77', recipients: ['a@example.com', 'b@else.example'] }).literal, [
+      'source: client 192.0.2.77 is selected by 192.0.2.0/24',
+      'destination: recipient b@else.example is not in @example.com (!@example.com)',
+    ]);
+    assert.deepEqual(e({ sender: 'x@partner.example', recipients: ['a@example.com'] }).literal, ['destination: recipient a@example.com is in @example.com, so !@example.com does not match']);
+    assert.deepEqual(e({}).nobody, ['source: !any selects nothing']);
+  });
+
+  it('agrees exactly with match() over many varied facts and policy sets', () => {
+    // A small deterministic PRNG, so a failure is reproducible.
+    let seed = 0x2545f491;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[rand(xs.length)];
+    const selectors = ['any', '!any', 'internal', '!internal', 'vip', '!vip', 'company', 'nested', '@example.com', '@Example.NET', 'boss@example.net', '10.0.0.0/8', '!192.0.2.0/28', '2001:db8::/32', 'sasl:alice', 'sasl:*', '!sasl:*'];
+    const pools = { edge: { servers: ['mx1.example.com', 'mx2.example.com'] }, relay: { servers: ['mx2.example.com', 'out.example.com'], fallbackToGlobal: true }, core: { servers: ['core.example.com'] } };
+    const senders = [undefined, '', 'a@example.com', 'A@EXAMPLE.COM', 'x@company.example', 'boss@example.net', 'first.last+tag@partner.example', 'x@sub-domain.example.com', 'stranger@elsewhere.example', 'postmaster'];
+    const logins = [undefined, 'alice', 'ALICE', 'bob', 'carol@example.com'];
+    const ips = [undefined, '10.1.2.3', '192.0.2.5', '192.0.2.99', '203.0.113.1', '2001:db8::25', '2001:db9::1', '::1'];
+    const rcpts = ['a@example.com', 'b@outside.example', 'boss@example.net', 'c@company.example', 'd@nested.example', 'e@SUB-DOMAIN.example.com'];
+    const mtas = [undefined, 'mx1.example.com', 'MX2.example.com', 'out.example.com', 'core.example.com', 'elsewhere.example.com'];
+    let comparisons = 0;
+    let matchedSeen = 0;
+    let bypassSeen = 0;
+    for (let set = 0; set < 60; set++) {
+      const defs: PolicyDefinition[] = [];
+      const count = 1 + rand(8);
+      for (let i = 0; i < count; i++) {
+        const match: NonNullable<PolicyDefinition['match']> = {};
+        if (rand(2)) match.source = rand(3) ? pick(selectors) : [pick(selectors), pick(selectors)];
+        if (rand(3) === 0) match.destination = rand(3) ? pick(selectors) : [pick(selectors), pick(selectors)];
+        if (rand(2)) match.direction = pick(['inbound', 'outbound', 'any'] as const);
+        if (rand(3) === 0) match.pool = pick(['edge', 'relay', 'core']);
+        defs.push({ name: `p${i}`, priority: rand(4), type: rand(5) === 0 ? 'bypass' : 'regular', stopHere: rand(5) === 0, enabled: rand(8) !== 0, match });
+      }
+      const matcher = new PolicyMatcher(defs, { groups, pools, outboundNetworks: rand(2) ? ['10.0.0.0/8', '2001:db8::/32'] : [] });
+      for (let k = 0; k < 150; k++) {
+        const facts = { sender: pick(senders), auth: pick(logins), clientIp: pick(ips), mta: pick(mtas), recipients: Array.from({ length: rand(4) }, () => pick(rcpts)) };
+        const expected = matcher.match(facts);
+        const explained = matcher.explain(facts);
+        assert.deepEqual(explained.map((e) => e.name), matcher.all.map((p) => p.name));
+        assert.deepEqual(explained.filter((e) => e.outcome === 'matched').map((e) => e.name), expected.policies.map((p) => p.name), JSON.stringify({ defs, facts }));
+        assert.equal(explained.find((e) => e.outcome === 'bypass')?.name, expected.bypass?.name, JSON.stringify({ defs, facts }));
+        assert.ok(explained.filter((e) => e.outcome === 'bypass').length <= 1);
+        for (const e of explained) assert.ok(e.reasons.length > 0 && e.reasons.every((r) => typeof r === 'string' && r.length > 0 && !r.includes('undefined')), JSON.stringify({ e, defs, facts }));
+        comparisons++;
+        matchedSeen += expected.policies.length;
+        if (expected.bypass) bypassSeen++;
+      }
+    }
+    assert.equal(comparisons, 9000);
+    assert.ok(matchedSeen > 1000 && bypassSeen > 100, `the facts exercise both outcomes (matched ${matchedSeen}, bypass ${bypassSeen})`);
+  });
+
+  it('a cycle of groups is a policy error, not a stack overflow', () => {
+    assert.throws(
+      () => new PolicyMatcher([{ name: 'p', match: { source: 'a' } }], { groups: { a: ['b'], b: ['a'] } }),
+      (e: unknown) => e instanceof ThemisError && e.code === 'THEMIS_ERR_POLICY_FIELD' && /nest too deep \(a cycle\?\)/.test(e.message),
+    );
+  });
+});

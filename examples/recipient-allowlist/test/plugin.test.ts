@@ -27,7 +27,7 @@ describe('recipient-allowlist', () => {
   });
 
   it('a bad policy value is a configuration error naming the field', async () => {
-    await assert.rejects(createTestKernel({ plugins: [allowlist], policies: [{ name: 'p', allowlist: { recipients: ['not-an-address'] } }] }), (e: unknown) => isThemisError(e, 'THEMIS_ERR_POLICY_FIELD') && /allowlist\.recipients\.0/.test(e.message));
+    await assert.rejects(createTestKernel({ plugins: [allowlist], policies: [{ name: 'p', allowlist: { recipients: ['not-an-address'] } }] }), (e: unknown) => isThemisError(e, 'THEMIS_ERR_POLICY_FIELD') && /allowlist\.recipients\[0\]/.test(e.message));
   });
 
   it('counts refusals in its own metric', async () => {

@@ -1,0 +1,158 @@
+// The configuration file: found by cosmiconfig in every supported format, validated whole — every
+// problem reported at once, each naming the file, the path inside it, what was expected and what
+// was found — and hashed so the daemon can say which configuration it serves.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { CONFIG_FILES, findConfig, loadConfig } from '../../src/config.ts';
+import { Kernel, isThemisError } from '../../src/kernel/index.ts';
+
+const TAG = fileURLToPath(new URL('../fixtures/plugins/tag.ts', import.meta.url));
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'themis-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+describe('configuration discovery', () => {
+  const formats: [string, string][] = [
+    ['themis.config.ts', `export default { listen: 'inet:1@127.0.0.1' } satisfies Record<string, unknown>;\n`],
+    ['themis.config.mjs', `export default { listen: 'inet:1@127.0.0.1' };\n`],
+    ['themis.config.json', `{ "listen": "inet:1@127.0.0.1" }\n`],
+    ['themis.config.yaml', `listen: inet:1@127.0.0.1\n`],
+    ['themis.config.yml', `listen: inet:1@127.0.0.1\n`],
+    ['.themisrc', `listen: inet:1@127.0.0.1\n`],
+    ['.themisrc.json', `{ "listen": "inet:1@127.0.0.1" }\n`],
+    ['package.json', `{ "name": "x", "themis": { "listen": "inet:1@127.0.0.1" } }\n`],
+  ];
+  for (const [name, text] of formats) {
+    it(`finds and loads ${name}`, async (t) => {
+      const dir = tempDir(t);
+      writeFileSync(join(dir, name), text);
+      const file = findConfig(undefined, dir);
+      assert.equal(file, join(dir, name));
+      const c = await loadConfig(file!);
+      assert.equal(c.listen, 'inet:1@127.0.0.1');
+      assert.equal(c.hash, createHash('sha256').update(readFileSync(file!)).digest('hex').slice(0, 16));
+      assert.deepEqual(c.store, { type: 'memory' });
+    });
+  }
+
+  it('prefers themis.config.ts over the other names, in the documented order', (t) => {
+    const dir = tempDir(t);
+    for (const name of ['themis.config.json', 'themis.config.yaml', 'themis.config.ts']) writeFileSync(join(dir, name), name.endsWith('.ts') ? 'export default {};\n' : name.endsWith('.json') ? '{}' : 'listen: x\n');
+    assert.equal(findConfig(undefined, dir), join(dir, 'themis.config.ts'));
+    assert.equal(CONFIG_FILES[0], 'themis.config.ts');
+  });
+
+  it('a package.json without a themis key is not a configuration; nothing found is undefined', (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, 'package.json'), '{"name":"x"}');
+    assert.equal(findConfig(undefined, dir), undefined);
+  });
+
+  it('an explicit path wins and is resolved from the working directory', (t) => {
+    const dir = tempDir(t);
+    assert.equal(findConfig('sub/x.yaml', dir), join(dir, 'sub/x.yaml'));
+  });
+
+  it('a reload sees the edited module, not the cached one', async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'themis.config.mjs');
+    writeFileSync(file, `export default { listen: 'inet:1@127.0.0.1' };\n`);
+    const a = await loadConfig(file);
+    writeFileSync(file, `export default { listen: 'inet:2@127.0.0.1' };\n`);
+    const b = await loadConfig(file);
+    assert.equal(a.listen, 'inet:1@127.0.0.1');
+    assert.equal(b.listen, 'inet:2@127.0.0.1');
+    assert.notEqual(a.hash, b.hash);
+  });
+});
+
+describe('configuration validation', () => {
+  it('reports every problem at once, each with its path, what was expected and what was found', async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'themis.config.json');
+    writeFileSync(file, JSON.stringify({ listen: 8440, hookTimeout: -1, workers: 0, plugins: [{ plugin: TAG, priority: 'high' }], store: { type: 'redis', url: 42 }, colour: 'blue' }));
+    await assert.rejects(loadConfig(file), (err: unknown) => {
+      assert.ok(isThemisError(err, 'THEMIS_ERR_CONFIG_INVALID'));
+      const problems = (err.details.problems as { path: string; message: string }[]).map((p) => `${p.path}: ${p.message}`);
+      const find = (path: string) => problems.find((p) => p.startsWith(`${path}:`)) ?? assert.fail(`no problem at ${path} in ${problems.join(' | ')}`);
+      assert.match(find('listen'), /expected string.*found 8440/);
+      assert.match(find('hookTimeout'), /found -1/);
+      assert.match(find('workers'), /found 0/);
+      assert.match(find('plugins[0].priority'), /expected number.*found "high"/);
+      assert.match(find('store.url'), /found 42/);
+      assert.match(find('(root)'), /colour/);
+      assert.ok(err.message.includes(file), 'the message names the file');
+      return true;
+    });
+  });
+
+  it('a single problem is THEMIS_ERR_CONFIG naming file and path', async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'policies:\n  - name: a\n  - priority: 2\n');
+    await assert.rejects(loadConfig(file), (err: unknown) => {
+      assert.ok(isThemisError(err, 'THEMIS_ERR_CONFIG'));
+      assert.equal(err.message, `configuration ${file}: policies[1].name: Invalid input: expected string, received undefined; found nothing`);
+      return true;
+    });
+  });
+
+  it('a syntax error names the file and the line', async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'listen: [unclosed\n');
+    await assert.rejects(loadConfig(file), (err: unknown) => isThemisError(err, 'THEMIS_ERR_CONFIG') && err.message.includes(file) && /line/i.test(err.message));
+  });
+
+  it('a missing file and an unloadable plugin are coded errors with the place', async (t) => {
+    const dir = tempDir(t);
+    await assert.rejects(loadConfig(join(dir, 'nope.ts')), /no such file/);
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ plugins: ['./missing-plugin.ts', 'themis-plugin-that-does-not-exist'] }));
+    await assert.rejects(loadConfig(file), (err: unknown) => {
+      assert.ok(isThemisError(err, 'THEMIS_ERR_CONFIG_INVALID'));
+      assert.match(err.message, /plugins\[0\].*missing-plugin/);
+      assert.match(err.message, /plugins\[1\].*themis-plugin-that-does-not-exist/);
+      return true;
+    });
+  });
+
+  it('plugin fields: every unclaimed field and every invalid value, with bracketed paths and the value found', async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ plugins: [TAG], policies: [{ name: 'a', tag: { value: 'x' } }, { name: 'b', spf: {} }, { name: 'c', tag: { value: '' , extra: 1 } }] }));
+    const c = await loadConfig(file);
+    await assert.rejects(Kernel.create({ plugins: c.plugins, policies: c.policies }), (err: unknown) => {
+      assert.ok(isThemisError(err, 'THEMIS_ERR_POLICIES_INVALID'));
+      const problems = err.details.problems as { code: string; message: string }[];
+      assert.deepEqual(problems.map((p) => p.code).sort(), ['THEMIS_ERR_POLICY_FIELD', 'THEMIS_ERR_POLICY_FIELD', 'THEMIS_ERR_POLICY_UNCLAIMED']);
+      assert.ok(problems.some((p) => /^policies\[1\] \(b\): field spf is not claimed by any loaded plugin \(claimed: tag\)$/.test(p.message)));
+      assert.ok(problems.some((p) => /^policies\[2\]\.tag\.value \(c\): .*found ""$/.test(p.message)), JSON.stringify(problems));
+      assert.ok(problems.some((p) => /^policies\[2\]\.tag \(c\): .*extra/.test(p.message)), JSON.stringify(problems));
+      return true;
+    });
+  });
+
+  it('a field claimed by two plugins is an error naming both', async () => {
+    const { default: tag } = await import(TAG);
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: tag }, { plugin: { ...tag, name: 'tag2' } }] }), (err: unknown) => isThemisError(err, 'THEMIS_ERR_PLUGIN_DUPLICATE_CLAIM') && /tag is claimed by both tag and tag2/.test(err.message));
+  });
+
+  it('a bad selector in a policy and an unclaimed field are both reported', async () => {
+    const { default: tag } = await import(TAG);
+    await assert.rejects(Kernel.create({ plugins: [{ plugin: tag }], policies: [{ name: 'x', match: { source: 'no-such-group' } }, { name: 'y', nope: 1 }] }), (err: unknown) => {
+      assert.ok(isThemisError(err, 'THEMIS_ERR_POLICIES_INVALID'));
+      assert.match(err.message, /THEMIS_ERR_POLICY_UNCLAIMED/);
+      assert.match(err.message, /THEMIS_ERR_POLICY_FIELD: policies\[0\]\.match\.source \(x\)/);
+      return true;
+    });
+  });
+});

@@ -3,16 +3,25 @@
  * negotiated and answered, stage by stage — the quickest way to see what a policy does to a message.
  * @module
  */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { DEFAULT_LISTEN, MilterClient, isMilterError, type Transaction } from '../milter/index.ts';
+import type { DecisionTrace } from '../kernel/index.ts';
 
 /** Usage text of `themis check`. */
-export const CHECK_USAGE = `Usage: themis check [options]
+export const CHECK_USAGE = `Usage: themis check [FILE.eml] [options]
 
-Sends one test transaction to a milter, as Postfix would, and prints every answer.
+Sends one test transaction to a milter, as Postfix would, and prints every answer: to a running
+Themis (or any milter), or with --local to a kernel built in this process from the configuration,
+which also prints every plugin's verdict (the decision trace).
 
 Options:
-  --milter SPEC      the milter to test (default ${DEFAULT_LISTEN}; environment THEMIS_LISTEN)
+  --server SPEC      the milter to test (default ${DEFAULT_LISTEN}; environment THEMIS_LISTEN; also --milter)
+  --local            build the kernel here from the configuration instead (in-memory store: nothing
+                     a running daemon counted is touched)
+  --config PATH      configuration for --local (default: found in the working directory; THEMIS_CONFIG)
+  FILE.eml           the message to send (headers and body); default: a short test message
   --client-ip ADDR   client address in CONNECT (default 192.0.2.1)
   --client-name NAME client host name in CONNECT (default [ADDR])
   --helo NAME        HELO name (default client.example)
@@ -27,11 +36,16 @@ Options:
 /** Runs `themis check`; returns the exit code (0 accepted, 3 refused, 1 error, 2 usage). */
 export async function check(args: string[]): Promise<number> {
   let values: Record<string, string | boolean | string[] | undefined>;
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args,
+      allowPositionals: true,
       options: {
         milter: { type: 'string' },
+        server: { type: 'string' },
+        local: { type: 'boolean' },
+        config: { type: 'string' },
         'client-ip': { type: 'string' },
         'client-name': { type: 'string' },
         helo: { type: 'string' },
@@ -53,10 +67,37 @@ export async function check(args: string[]): Promise<number> {
     process.stdout.write(CHECK_USAGE);
     return 0;
   }
-  const spec = (values.milter as string | undefined) ?? process.env.THEMIS_LISTEN ?? DEFAULT_LISTEN;
+  if (positionals.length > 1) {
+    process.stderr.write(`themis check: one message file at most, got ${positionals.length}\n`);
+    return 2;
+  }
+  const serverFlag = (values.server as string | undefined) ?? (values.milter as string | undefined);
+  if (values.local && serverFlag) {
+    process.stderr.write('themis check: --local and --server exclude each other\n');
+    return 2;
+  }
+  let spec = serverFlag ?? process.env.THEMIS_LISTEN ?? DEFAULT_LISTEN;
   const ip = (values['client-ip'] as string | undefined) ?? '192.0.2.1';
+  if (isIP(ip) === 0) {
+    process.stderr.write(`themis check: --client-ip expects an IPv4 or IPv6 address, got ${JSON.stringify(ip)}\n`);
+    return 2;
+  }
   const headers: [string, string][] = [];
-  for (const h of (values.header as string[] | undefined) ?? ['Subject: themis check']) {
+  let fileBody: string | undefined;
+  if (positionals[0] !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(positionals[0], 'latin1');
+    } catch (err) {
+      process.stderr.write(`themis check: cannot read ${positionals[0]}: ${(err as Error).message}\n`);
+      return 1;
+    }
+    const parsed = parseMessage(text);
+    headers.push(...parsed.headers);
+    fileBody = parsed.body;
+  }
+  const headerOf = (name: string) => headers.find(([n]) => n.toLowerCase() === name)?.[1];
+  for (const h of (values.header as string[] | undefined) ?? (positionals[0] !== undefined ? [] : ['Subject: themis check'])) {
     const colon = h.indexOf(':');
     if (colon <= 0) {
       process.stderr.write(`themis check: --header expects "Name: value", got ${JSON.stringify(h)}\n`);
@@ -64,18 +105,29 @@ export async function check(args: string[]): Promise<number> {
     }
     headers.push([h.slice(0, colon).trim(), h.slice(colon + 1).trim()]);
   }
-  const from = (values.from as string | undefined) ?? 'sender@example.org';
+  const from = (values.from as string | undefined) ?? addressIn(headerOf('from')) ?? 'sender@example.org';
+  const toDefault = headerOf('to')?.split(',').map(addressIn).filter((a): a is string => a !== undefined);
   const tx: Transaction = {
     connect: { hostname: (values['client-name'] as string | undefined) ?? `[${ip}]`, family: ip.includes(':') ? '6' : '4', port: 40000, address: ip, macros: { j: 'themis-check', '{daemon_name}': 'themis-check', '{client_addr}': ip } },
     helo: (values.helo as string | undefined) ?? 'client.example',
     from: { address: `<${from}>`, macros: values.auth ? { '{auth_type}': 'PLAIN', '{auth_authen}': values.auth as string, '{mail_addr}': from } : { '{mail_addr}': from } },
-    to: ((values.to as string[] | undefined) ?? ['recipient@example.net']).map((a) => ({ address: `<${a}>`, macros: { '{rcpt_addr}': a } })),
+    to: ((values.to as string[] | undefined) ?? (toDefault?.length ? toDefault : ['recipient@example.net'])).map((a) => ({ address: `<${a}>`, macros: { '{rcpt_addr}': a } })),
     dataMacros: { i: 'CHECK00001' },
     headers,
-    body: `${(values.body as string | undefined) ?? 'themis check test message'}\r\n`,
+    body: fileBody ?? `${(values.body as string | undefined) ?? 'themis check test message'}\r\n`,
     eohMacros: { i: 'CHECK00001' },
     eomMacros: { i: 'CHECK00001' },
   };
+  let local: LocalKernel | undefined;
+  if (values.local) {
+    try {
+      local = await startLocalKernel((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
+    } catch (err) {
+      process.stderr.write(`themis check: ${(err as { code?: string }).code ? `${(err as { code?: string }).code}: ` : ''}${(err as Error).message}\n`);
+      return 1;
+    }
+    spec = local.spec;
+  }
   let client: MilterClient;
   try {
     client = await MilterClient.connect(spec, { timeout: 30_000 });
@@ -86,23 +138,27 @@ export async function check(args: string[]): Promise<number> {
   try {
     const result = await client.sendMessage(tx);
     await client.quit();
+    const trace = local ? await local.trace() : undefined;
+    await local?.stop();
     const refused = result.reply.action === 'reject' || result.reply.action === 'tempfail' || result.reply.action === 'discard';
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ milter: spec, negotiated: client.negotiated, ...result, modifications: result.modifications.map((m) => (m.type === 'replaceBody' ? { type: m.type, bytes: m.data.length } : m)) }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ milter: local ? 'local' : spec, config: local?.file ?? undefined, negotiated: client.negotiated, ...result, trace, modifications: result.modifications.map((m) => (m.type === 'replaceBody' ? { type: m.type, bytes: m.data.length } : m)) }, null, 2)}\n`);
     } else {
       const n = client.negotiated;
       const out = [
-        `milter     ${spec}`,
+        local ? `milter     in-process kernel (${local.file ?? 'no configuration file'})` : `milter     ${spec}`,
         `negotiated version ${n.version}, actions 0x${n.actions.toString(16)}, protocol 0x${n.protocol.toString(16)}`,
         ...result.recipients.map((r, i) => `rcpt       ${tx.to[i] && typeof tx.to[i] !== 'string' ? (tx.to[i] as { address: string }).address : ''} → ${r ? r.action + (r.text ? ` (${r.text})` : '') : 'not asked'}`),
         `decision   ${result.reply.action} at ${result.stage}${result.reply.text ? ` — ${result.reply.text.replaceAll('\r\n', ' / ')}` : ''}`,
         ...result.modifications.map((m) => `modify     ${describe(m)}`),
+        ...(trace ? [`policies   ${trace.policies.join(', ') || '(none)'}`, ...trace.entries.map((e) => `trace      ${e.stage} ${e.plugin} (${e.priority}) → ${e.action}${e.recipient ? ` <${e.recipient}>` : ''}${e.reason ? ` — ${e.reason}` : ''}${e.error ? ` [${e.error}]` : ''}`), `winner     ${trace.winner ? `${trace.winner.plugin} at ${trace.winner.stage}` : '(none: accepted)'}`] : []),
       ];
       process.stdout.write(`${out.join('\n')}\n`);
     }
     return refused ? 3 : 0;
   } catch (err) {
     client.destroy();
+    await local?.stop();
     process.stderr.write(`themis check: ${isMilterError(err) ? `${err.code}: ` : ''}${(err as Error).message}\n`);
     return 1;
   }
@@ -127,4 +183,68 @@ function describe(m: import('../milter/index.ts').Modification): string {
     case 'quarantine':
       return `quarantine: ${m.reason}`;
   }
+}
+
+/** Splits an RFC 5322 message into unfolded headers and a CRLF body. */
+export function parseMessage(text: string): { headers: [string, string][]; body: string } {
+  const normalized = text.replace(/\r?\n/g, '\r\n');
+  const split = normalized.indexOf('\r\n\r\n');
+  const head = split < 0 ? normalized : normalized.slice(0, split);
+  const body = split < 0 ? '' : normalized.slice(split + 4);
+  const headers: [string, string][] = [];
+  for (const line of head.split('\r\n')) {
+    if (line === '') continue;
+    if ((line.startsWith(' ') || line.startsWith('\t')) && headers.length > 0) {
+      // A folded line continues the previous header; the milter sees the value with its line break.
+      headers[headers.length - 1][1] += `\n${line}`;
+      continue;
+    }
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    headers.push([line.slice(0, colon), line.slice(colon + 1).replace(/^ /, '')]);
+  }
+  return { headers, body };
+}
+
+function addressIn(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const angle = /<([^>]*)>/.exec(value);
+  const bare = (angle ? angle[1] : value).trim();
+  return bare.includes('@') || bare === '' ? bare : undefined;
+}
+
+interface LocalKernel {
+  spec: string;
+  file: string | undefined;
+  trace(): Promise<DecisionTrace | undefined>;
+  stop(): Promise<void>;
+}
+
+/** A kernel built from the configuration, served on an ephemeral loopback port for one check. */
+async function startLocalKernel(configPath: string | undefined): Promise<LocalKernel> {
+  const { findConfig, loadConfig } = await import('../config.ts');
+  const { Kernel } = await import('../kernel/index.ts');
+  const { createMilterServer } = await import('../milter/index.ts');
+  const file = findConfig(configPath);
+  const config = file ? await loadConfig(file) : undefined;
+  let last: DecisionTrace | undefined;
+  let seen: () => void = () => undefined;
+  const decided = new Promise<void>((resolve) => (seen = resolve));
+  const kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings, hookTimeout: config?.hookTimeout, onError: config?.onError, onDecision: (t) => ((last = t), seen()) });
+  await kernel.ready();
+  const server = createMilterServer(kernel.application);
+  const spec = await server.listen('inet:0@127.0.0.1');
+  return {
+    spec,
+    file,
+    trace: async () => {
+      // The trace is written when the connection ends; wait for it briefly.
+      await Promise.race([decided, new Promise((r) => setTimeout(r, 1_000))]);
+      return last;
+    },
+    stop: async () => {
+      await server.close({ drainTimeout: 1_000 });
+      await kernel.shutdown();
+    },
+  };
 }

@@ -12,6 +12,8 @@ export const THEMIS_BIN = fileURLToPath(new URL('../../bin/themis.js', import.me
 /** A running `themis start`. */
 export interface ThemisProcess {
   port: number;
+  /** The status endpoint (`inet:PORT@127.0.0.1`), when started with `{ http: true }`. */
+  http: string | undefined;
   child: ChildProcess;
   /** Everything it printed so far (JSON log lines). */
   output(): string;
@@ -36,10 +38,15 @@ process.once('exit', () => {
   for (const c of running) c.kill('SIGKILL');
 });
 
-/** Starts `themis start --listen inet:PORT@127.0.0.1 …args` and waits until it listens. */
-export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ThemisProcess> {
+/**
+ * Starts `themis start --listen inet:PORT@127.0.0.1 …args` and waits until it listens. The status
+ * endpoint is off unless `http` is set (then on a free port), so that daemons never fight over 8441.
+ */
+export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = {}, options: { http?: boolean; ready?: string } = {}): Promise<ThemisProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, [THEMIS_BIN, 'start', '--listen', `inet:${port}@127.0.0.1`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const http = options.http ? `inet:${await freePort()}@127.0.0.1` : undefined;
+  const httpArgs = args.includes('--http') ? [] : ['--http', http ?? 'off'];
+  const child = spawn(process.execPath, [THEMIS_BIN, 'start', '--listen', `inet:${port}@127.0.0.1`, ...httpArgs, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -48,7 +55,7 @@ export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = 
   running.add(child);
   child.once('exit', () => running.delete(child));
   const deadline = Date.now() + 15_000;
-  while (!out.includes('themis started')) {
+  while (!out.includes(options.ready ?? '"msg":"themis started')) {
     if (child.exitCode !== null) throw new Error(`themis exited with ${child.exitCode}: ${out}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -58,6 +65,7 @@ export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = 
   }
   return {
     port,
+    http,
     child,
     output: () => out,
     stop: async () => {

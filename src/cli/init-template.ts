@@ -1,0 +1,76 @@
+/**
+ * The starter configuration `themis init` writes: every section Themis knows, each with why it is
+ * there; only what a first start needs is left uncommented (a loopback socket, the in-memory store,
+ * no plugin, no policy — Themis then accepts every message and asks Postfix for no stage).
+ * @module
+ */
+
+/** The text of the starter `themis.config.ts`. */
+export const STARTER_CONFIG = `// Themis configuration, written by \`themis init\`.
+// Check it with \`themis config check\`; run with \`themis start\` (or the systemd unit).
+// Everything commented out below is optional: uncomment what you need.
+import { defineConfig } from 'themis';
+
+export default defineConfig({
+  // The socket Postfix connects to (libmilter syntax: inet:PORT@HOST, inet6:PORT@[ADDR], unix:/path).
+  // Loopback only, so no other host can talk to the milter; --listen and THEMIS_LISTEN override it.
+  // In Postfix's main.cf the same socket is written inet:127.0.0.1:8440.
+  listen: 'inet:8440@127.0.0.1',
+
+  // Where plugins keep counters and state (rate limits, blocks). The in-memory store is enough for
+  // a single MTA, but it is lost at every restart and not shared between servers.
+  store: { type: 'memory' },
+  // Several MTAs sharing limits, or state that survives restarts: use Redis
+  // (THEMIS_REDIS_URL and THEMIS_REDIS_PASSWORD keep secrets out of this file).
+  // store: { type: 'redis', url: 'redis://127.0.0.1:6379', keyPrefix: 'themis:' },
+  // Redis behind Sentinel (automatic failover):
+  // store: { type: 'redis', sentinel: { name: 'mymaster', nodes: ['10.0.0.1:26379'] }, keyPrefix: 'themis:' },
+  // Redis Cluster (data sharded over several nodes):
+  // store: { type: 'redis', cluster: { nodes: ['10.0.0.1:7000'] }, keyPrefix: 'themis:' },
+
+  // JSON log lines on stdout (journald keeps them under systemd). 'debug' shows every stage;
+  // --log-level and THEMIS_LOG_LEVEL override it.
+  // log: { level: 'info' },
+
+  // Apply edits of this file without a restart (also on SIGHUP: systemctl reload themis), so
+  // Postfix never loses its milter while you change a policy.
+  // reload: { watch: true },
+
+  // Plugins, in load order: by npm package name, or by path relative to this file. With none,
+  // Themis accepts every message.
+  plugins: [
+    // 'themis-plugin-recipient-allowlist',
+    // { plugin: './plugins/local.ts', options: {}, priority: 10, onError: 'tempfail' },
+  ],
+
+  // Named sets of addresses that policies refer to: @domain, user@domain, IPs and CIDRs,
+  // sasl:LOGIN (sasl:* = any authenticated client). One list to edit instead of every policy.
+  // groups: { internal: ['@example.com', '10.0.0.0/8'], vip: ['boss@example.com', 'sasl:alice'] },
+
+  // Policies that apply only on some MTAs (matched on Postfix's {j}, its myhostname), e.g. the
+  // inbound MXes versus the submission servers.
+  // pools: { edge: { servers: ['mx1.example.com'], fallbackToGlobal: false } },
+
+  // Clients whose mail counts as outbound even without SMTP AUTH (webmail, application servers).
+  // outboundNetworks: ['10.0.0.0/8'],
+
+  // Which rules apply to which mail. Evaluated by ascending priority (ties by name); \`match\`
+  // absent = everything; each other field belongs to the plugin that claims it.
+  policies: [
+    // Trusted senders skip every check:
+    // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
+    // Mail your users send (authenticated, or from outboundNetworks):
+    // { name: 'outbound', priority: 5, match: { direction: 'outbound' }, ratelimit: { /* … */ } },
+    // Mail arriving for your domains; stopHere ends evaluation when it matches:
+    // { name: 'inbound', priority: 5, match: { direction: 'inbound', destination: 'internal' }, stopHere: true },
+  ],
+
+  // A plugin hook that takes longer than this (ms) counts as failed: Postfix waits for the milter,
+  // and a remote client gives up after a few minutes.
+  // hookTimeout: 10_000,
+
+  // What a failing plugin decides when it sets nothing itself: 'tempfail' asks the client to retry
+  // later (nothing is lost), 'accept' lets mail through unchecked, 'reject' refuses it for good.
+  // onError: 'tempfail',
+});
+`;

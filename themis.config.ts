@@ -1,12 +1,18 @@
 // The configuration `npm start` runs with, and the documented example.
 // Plugins are loaded by package name, by path relative to this file, or as imported objects; each
 // policy field is owned by the plugin that claims it. The built-in plugins (ratelimit, spf, headers,
-// monitor, predict) and policy matching (sources, destinations, groups, pools) are being built; until
-// then this file loads no plugin, and Themis accepts every message while negotiating no stage at all.
+// monitor, predict) are being built; until then this file loads no plugin, and Themis accepts every
+// message while negotiating no stage at all. `themis config check` validates this file; `themis init`
+// writes a fuller commented starter.
 import { defineConfig } from 'themis';
 
 export default defineConfig({
   // listen: 'inet:8440@127.0.0.1',   // the default; --listen and THEMIS_LISTEN override it
+  // store: { type: 'memory' },        // the default; a pool of daemons (or --workers) shares Redis instead:
+  // store: { type: 'redis', url: 'redis://127.0.0.1:6379', keyPrefix: 'themis:' }, // THEMIS_REDIS_URL, THEMIS_REDIS_PASSWORD
+  // log: { level: 'info' },           // pretty lines on a terminal, JSON otherwise
+  // reload: { watch: true, resync: true }, // reload on file change and on `themis config resync`
+  // http: { listen: 'inet:8441@127.0.0.1' }, // themis status, /metrics; false disables it
   plugins: [
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },

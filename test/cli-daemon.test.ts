@@ -30,7 +30,7 @@ describe('themis config check', () => {
   it('a valid configuration: exit 0, with its hash, plugins and policies', (t) => {
     const dir = tempDir(t);
     const file = join(dir, 'themis.config.yaml');
-    writeFileSync(file, `plugins:\n  - ${TAG}\npolicies:\n  - name: all\n    tag: { value: x }\n`);
+    writeFileSync(file, `plugins:\n  - ${TAG}\npolicies:\n  - name: every\n    tag: { value: x }\n`);
     const r = run(['config', 'check'], {}, dir);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`configuration ${file} is valid: hash [0-9a-f]{16}, 1 plugin\\(s\\) \\(tag\\), 1 policy, memory store`));
@@ -63,6 +63,20 @@ describe('themis config check', () => {
     assert.match(r.stderr, /THEMIS_ERR_CONFIG: configuration .*nope\.json: \(file\): no such file/);
   });
 
+  it("the original Themis's environment names still work: THEMIS_CFG, THEMIS_REDIS, THEMIS_REDISPASSWD", async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'x.json');
+    writeFileSync(file, '{}');
+    const r = run(['config', 'check'], { THEMIS_CFG: file, THEMIS_CONFIG: '' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.includes(file));
+    const { envRedisUrl, envRedisPassword, envConfigPath } = await import('../src/cli/env.ts');
+    assert.equal(envRedisUrl({ THEMIS_REDIS: 'redis.example' }), 'redis://redis.example:6379/0');
+    assert.equal(envRedisUrl({ THEMIS_REDIS: 'redis.example', THEMIS_REDIS_URL: 'redis://other:1' }), 'redis://other:1', 'the new name wins');
+    assert.equal(envRedisPassword({ THEMIS_REDISPASSWD: 's3cret' }), 's3cret');
+    assert.equal(envConfigPath({ THEMIS_CONFIG: 'a', THEMIS_CFG: 'b' }), 'a');
+  });
+
   it('resync with the in-memory store explains that SIGHUP is the way', (t) => {
     const dir = tempDir(t);
     writeFileSync(join(dir, 'themis.config.json'), '{}');
@@ -76,7 +90,7 @@ describe('themis start: reload, status, signals, workers', () => {
   it('SIGHUP reloads; themis status shows the hash, load time and generation; a refused reload is reported', async (t) => {
     const dir = tempDir(t);
     const file = join(dir, 'themis.config.json');
-    writeFileSync(file, JSON.stringify({ reload: { watch: false }, plugins: [TAG], policies: [{ name: 'all', tag: { value: 'one' } }] }));
+    writeFileSync(file, JSON.stringify({ reload: { watch: false }, plugins: [TAG], policies: [{ name: 'every', tag: { value: 'one' } }] }));
     const themis = await startThemis(['--config', file], {}, { http: true });
     t.after(() => themis.stop());
     const status = () => JSON.parse(run(['status', '--http', themis.http!, '--json']).stdout);
@@ -85,7 +99,7 @@ describe('themis start: reload, status, signals, workers', () => {
     assert.match(s1.config.hash, /^[0-9a-f]{16}$/);
     assert.match(themis.output(), new RegExp(`"hash":"${s1.config.hash}".*"msg":"themis started"`));
 
-    writeFileSync(file, JSON.stringify({ reload: { watch: false }, plugins: [TAG], policies: [{ name: 'all', tag: { value: 'two' } }] }));
+    writeFileSync(file, JSON.stringify({ reload: { watch: false }, plugins: [TAG], policies: [{ name: 'every', tag: { value: 'two' } }] }));
     themis.child.kill('SIGHUP');
     await waitFor('reload', () => themis.output().includes('"msg":"configuration reloaded"'));
     const s2 = status();

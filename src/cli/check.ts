@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { DEFAULT_LISTEN, MilterClient, isMilterError, type Transaction } from '../milter/index.ts';
 import type { DecisionTrace } from '../kernel/index.ts';
+import { envConfigPath } from './env.ts';
 
 /** Usage text of `themis check`. */
 export const CHECK_USAGE = `Usage: themis check [FILE.eml] [options]
@@ -121,7 +122,7 @@ export async function check(args: string[]): Promise<number> {
   let local: LocalKernel | undefined;
   if (values.local) {
     try {
-      local = await startLocalKernel((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
+      local = await startLocalKernel((values.config as string | undefined) ?? envConfigPath());
     } catch (err) {
       process.stderr.write(`themis check: ${(err as { code?: string }).code ? `${(err as { code?: string }).code}: ` : ''}${(err as Error).message}\n`);
       return 1;

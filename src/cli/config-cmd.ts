@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_HTTP, fetchStatus } from './http.ts';
 import { RESYNC } from './start.ts';
+import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
 
 /** Where command output goes (tests capture it). */
 export interface CommandIO {
@@ -73,7 +74,7 @@ async function configCheck(args: string[], io: CommandIO): Promise<number> {
   if (typeof values === 'number') return values;
   const { findConfig, loadConfig } = await import('../config.ts');
   const { Kernel } = await import('../kernel/index.ts');
-  const file = findConfig((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
+  const file = findConfig((values.config as string | undefined) ?? envConfigPath());
   if (!file) {
     io.err('themis config check: no configuration file found (themis.config.{ts,mts,js,mjs,json,yaml,yml}, .themisrc*, package.json "themis"); give one with --config\n');
     return 1;
@@ -101,11 +102,11 @@ async function configResync(args: string[], io: CommandIO): Promise<number> {
   if (typeof values === 'number') return values;
   const { findConfig, loadConfig } = await import('../config.ts');
   const { applyStoreOverrides, createStore } = await import('../store/index.ts');
-  const file = findConfig((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
+  const file = findConfig((values.config as string | undefined) ?? envConfigPath());
   let storeConfig;
   try {
     const config = file ? await loadConfig(file) : undefined;
-    storeConfig = applyStoreOverrides(config?.store ?? { type: 'memory' }, { url: (values['redis-url'] as string | undefined) ?? process.env.THEMIS_REDIS_URL, password: (values['redis-password'] as string | undefined) ?? process.env.THEMIS_REDIS_PASSWORD });
+    storeConfig = applyStoreOverrides(config?.store ?? { type: 'memory' }, { url: (values['redis-url'] as string | undefined) ?? envRedisUrl(), password: (values['redis-password'] as string | undefined) ?? envRedisPassword() });
   } catch (err) {
     io.err(`themis config resync: ${(err as { code?: string }).code ?? ''} ${(err as Error).message}\n`);
     return 1;
@@ -136,7 +137,7 @@ export async function statusCommand(args: string[], io: CommandIO = stdio): Prom
   let spec = (values.http as string | undefined) ?? process.env.THEMIS_HTTP;
   if (!spec) {
     const { findConfig, loadConfig } = await import('../config.ts');
-    const file = findConfig((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
+    const file = findConfig((values.config as string | undefined) ?? envConfigPath());
     const configured = file ? await loadConfig(file).then((c) => c.http, () => undefined) : undefined;
     if (configured === false) {
       io.err('themis status: the configuration disables the status endpoint (http.listen: false)\n');

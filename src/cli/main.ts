@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { check } from './check.ts';
 import { packageVersion } from './start.ts';
+import { envConfigPath } from './env.ts';
 
 const USAGE = `Usage: themis <command> [options]      (themis <command> --help for each)
 
@@ -77,7 +78,7 @@ async function plugins(args: string[]): Promise<number> {
   const { Kernel, isThemisError } = await import('../kernel/index.ts');
   const { findConfig, loadConfig } = await import('../config.ts');
   try {
-    const file = findConfig((values.config as string | undefined) ?? process.env.THEMIS_CONFIG);
+    const file = findConfig((values.config as string | undefined) ?? envConfigPath());
     const config = file ? await loadConfig(file) : undefined;
     const kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings });
     const table = kernel.describe();

@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { PolicyInput } from '../kernel/kernel.ts';
 import { PolicyMatcher, type MatchFacts, type PolicyExplanation, type PolicySettings } from '../kernel/policy.ts';
+import { envConfigPath } from './env.ts';
 
 /** Usage text of `themis policy`. */
 export const POLICY_USAGE = `Usage: themis policy <command> [options]
@@ -148,7 +149,7 @@ interface Loaded {
 async function load(command: string, path: string | undefined, io: PolicyCommandIO): Promise<Loaded | undefined> {
   try {
     const { findConfig, loadConfig } = await import('../config.ts');
-    const file = findConfig(path ?? process.env.THEMIS_CONFIG);
+    const file = findConfig(path ?? envConfigPath());
     if (file === undefined) return { file: undefined, policies: [], settings: {} };
     const config = await loadConfig(file);
     return { file: config.file, policies: config.policies, settings: config.policySettings };

@@ -18,6 +18,7 @@ import { DEFAULT_HTTP, startStatusServer, type StatusServer } from './http.ts';
 import type { LoadedConfig } from '../config.ts';
 import type { KernelLogger, RuntimeManager } from '../kernel/index.ts';
 import type { Store, StoreConfig } from '../store/index.ts';
+import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
 
 /** Keys and channel of the store's resync protocol (under the store's key prefix). */
 export const RESYNC = { versionKey: 'config:version', channel: 'config:resync' } as const;
@@ -101,11 +102,11 @@ function parseStartArgs(args: string[]): StartOptions | number {
   if (maxConnections === null || drainTimeout === null || workers === null) return 2;
   const http = (values.http as string | undefined) ?? env.THEMIS_HTTP;
   return {
-    config: (values.config as string | undefined) ?? env.THEMIS_CONFIG,
+    config: (values.config as string | undefined) ?? envConfigPath(),
     listen: (values.listen as string | undefined) ?? env.THEMIS_LISTEN,
     http: http === 'off' || http === 'false' ? false : http,
-    redisUrl: (values['redis-url'] as string | undefined) ?? env.THEMIS_REDIS_URL,
-    redisPassword: (values['redis-password'] as string | undefined) ?? env.THEMIS_REDIS_PASSWORD,
+    redisUrl: (values['redis-url'] as string | undefined) ?? envRedisUrl(),
+    redisPassword: (values['redis-password'] as string | undefined) ?? envRedisPassword(),
     workers,
     logLevel: (values['log-level'] as string | undefined) ?? env.THEMIS_LOG_LEVEL,
     maxConnections: maxConnections!,

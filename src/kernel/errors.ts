@@ -26,6 +26,7 @@ export const KERNEL_ERRORS = {
   THEMIS_ERR_PLUGIN_OPTIONS: 'options of plugin {plugin}: {path}: {reason}',
   THEMIS_ERR_PLUGIN_SETUP: 'plugin {plugin} failed in setup: {reason}',
   THEMIS_ERR_POLICY_UNCLAIMED: 'policies[{index}] ({policy}): field {field} is not claimed by any loaded plugin (claimed: {claimed})',
+  THEMIS_ERR_POLICY_NAME: '{path}: {kind} name {name} is not allowed: {reason}',
   THEMIS_ERR_POLICY_FIELD: 'policies[{index}].{path} ({policy}): {reason}',
   THEMIS_ERR_HOOK_FAILED: 'plugin {plugin} failed in {hook}: {reason}; answering {fallback}',
   THEMIS_ERR_HOOK_TIMEOUT: 'plugin {plugin} did not answer {hook} within {ms} ms; answering {fallback}',

@@ -148,6 +148,17 @@ export interface MatchResult {
 
 const GROUP_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
+/**
+ * Names no policy, group or pool may take: they mean something in selectors and commands
+ * (`any`, `all`, `list`, …), as in the original Themis.
+ */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set(['any', 'all', 'list', 'global', 'metadata', 'pool', 'pools', 'policy', 'policies', 'group', 'groups']);
+
+function checkName(kind: 'group' | 'pool' | 'policy', name: string, path: string): void {
+  if (RESERVED_NAMES.has(name.toLowerCase())) throw new ThemisError('THEMIS_ERR_POLICY_NAME', { path, kind, name: JSON.stringify(name), reason: `reserved (reserved names: ${[...RESERVED_NAMES].join(', ')})` });
+  if (kind !== 'policy' && !GROUP_NAME.test(name)) throw new ThemisError('THEMIS_ERR_POLICY_NAME', { path, kind, name: JSON.stringify(name), reason: 'expected a letter or _ then letters, digits, _ or -' });
+}
+
 /** Policies, groups and pools compiled once per configuration; {@link PolicyMatcher.match} is cheap. */
 export class PolicyMatcher {
   private readonly policies: Compiled[];
@@ -159,6 +170,9 @@ export class PolicyMatcher {
   /** Compiles; throws `THEMIS_ERR_POLICY_FIELD` naming the policy and the bad selector or reference. */
   constructor(policies: readonly PolicyDefinition[], settings: PolicySettings = {}) {
     const groups = settings.groups ?? {};
+    for (const name of Object.keys(groups)) checkName('group', name, `groups.${name}`);
+    for (const name of Object.keys(settings.pools ?? {})) checkName('pool', name, `pools.${name}`);
+    policies.forEach((p, i) => checkName('policy', p.name, `policies[${i}].name`));
     this.pools = new Map(Object.entries(settings.pools ?? {}).map(([name, p]) => [name, { servers: new Set(p.servers.map((s) => s.toLowerCase())), fallbackToGlobal: p.fallbackToGlobal ?? false }]));
     this.outbound = (settings.outboundNetworks ?? []).map((s, i) => compileSelector(s, groups, `outboundNetworks[${i}]`));
     const seen = new Set<string>();

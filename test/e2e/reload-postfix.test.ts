@@ -68,7 +68,7 @@ describe('policies and reload through a real Postfix', { skip }, () => {
   });
 
   it('editing the configuration under load changes behaviour with zero failed sessions; an invalid edit is refused', async (t) => {
-    const config = (value: string) => ({ plugins: [TAG], policies: [{ name: 'all', tag: { value } }] });
+    const config = (value: string) => ({ plugins: [TAG], policies: [{ name: 'every', tag: { value } }] });
     const file = tempConfig(t, config('v1'));
     const themis = await startThemis(['--config', file], {}, { http: true });
     t.after(() => themis.stop());
@@ -109,7 +109,7 @@ describe('policies and reload through a real Postfix', { skip }, () => {
       await waitFor('traffic after the reload', () => sent >= at + 10, 30_000);
     }
     // An invalid edit: a field no plugin claims. Refused; v4 goes on serving.
-    writeFileSync(file, JSON.stringify({ plugins: [TAG], policies: [{ name: 'all', ratelimit: { limit: 1 } }] }));
+    writeFileSync(file, JSON.stringify({ plugins: [TAG], policies: [{ name: 'every', ratelimit: { limit: 1 } }] }));
     await waitFor('the refusal', () => themis.output().includes('THEMIS_ERR_RELOAD_REFUSED'));
     const afterRefusal = sent;
     await waitFor('traffic after the refusal', () => sent >= afterRefusal + 10, 30_000);

@@ -18,7 +18,7 @@ const TAG = fileURLToPath(new URL('../fixtures/plugins/tag.ts', import.meta.url)
 const skip = redisAvailable() ? false : 'redis-server not installed';
 
 function writeConfig(file: string, value: string, redis: RedisServer, extra: object = {}): void {
-  writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, reload: { watch: false, pollInterval: 300 }, plugins: [TAG], policies: [{ name: 'all', tag: { value } }], ...extra }));
+  writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, reload: { watch: false, pollInterval: 300 }, plugins: [TAG], policies: [{ name: 'every', tag: { value } }], ...extra }));
 }
 
 async function tagOf(themis: ThemisProcess): Promise<string | undefined> {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { PolicyMatcher, ThemisError, definePlugin, type PolicyDefinition } from '../../src/index.ts';
+import { PolicyMatcher, ThemisError, isThemisError, definePlugin, type PolicyDefinition } from '../../src/index.ts';
 import { createTestKernel } from '../../src/testing/index.ts';
 
 const groups = {
@@ -15,6 +15,16 @@ const groups = {
 const names = (m: PolicyMatcher, f: Parameters<PolicyMatcher['match']>[0]) => m.match(f).policies.map((p) => p.name);
 
 describe('PolicyMatcher', () => {
+  it('reserved names (any, all, list, global, metadata, pool, policy, policies, group) are refused for policies, groups and pools', () => {
+    for (const name of ['any', 'ALL', 'list', 'global', 'metadata', 'pool', 'policy', 'policies', 'group']) {
+      assert.throws(() => new PolicyMatcher([{ name }]), (e: unknown) => isThemisError(e, 'THEMIS_ERR_POLICY_NAME') && e.message.startsWith(`policies[0].name: policy name "${name}" is not allowed: reserved`));
+      assert.throws(() => new PolicyMatcher([], { groups: { [name]: ['@example.com'] } }), (e: unknown) => isThemisError(e, 'THEMIS_ERR_POLICY_NAME') && e.message.includes(`groups.${name}: group name`));
+      assert.throws(() => new PolicyMatcher([], { pools: { [name]: { servers: ['mx'] } } }), (e: unknown) => isThemisError(e, 'THEMIS_ERR_POLICY_NAME') && e.message.includes(`pools.${name}: pool name`));
+    }
+    assert.throws(() => new PolicyMatcher([], { groups: { 'bad name': ['@example.com'] } }), /group name "bad name" is not allowed: expected a letter/);
+    assert.equal(new PolicyMatcher([{ name: 'company' }], { groups: { company: ['@example.com'] } }).all.length, 1, 'ordinary names are fine');
+  });
+
   it('a group named "company" is a group, not any (fix)', () => {
     const m = new PolicyMatcher([{ name: 'p', match: { source: 'company' } }], { groups });
     assert.deepEqual(names(m, { sender: 'x@company.example' }), ['p']);
@@ -85,16 +95,16 @@ describe('PolicyMatcher', () => {
 
   it('pools: a member runs its pools\' policies (all of them when in several), plus global ones only with fallbackToGlobal', () => {
     const pools = { edge: { servers: ['mx1.example.com', 'MX2.example.com'] }, relay: { servers: ['mx2.example.com', 'out.example.com'], fallbackToGlobal: true } };
-    const m = new PolicyMatcher([{ name: 'global' }, { name: 'edge-only', match: { pool: 'edge' } }, { name: 'relay-only', match: { pool: 'relay' } }], { pools });
+    const m = new PolicyMatcher([{ name: 'everywhere' }, { name: 'edge-only', match: { pool: 'edge' } }, { name: 'relay-only', match: { pool: 'relay' } }], { pools });
     assert.deepEqual(names(m, { mta: 'mx1.example.com' }), ['edge-only']);
-    assert.deepEqual(names(m, { mta: 'out.example.com' }), ['global', 'relay-only']);
-    assert.deepEqual(names(m, { mta: 'mx2.example.com' }), ['edge-only', 'global', 'relay-only'], 'in two pools: both, and global since one falls back (same priority: by name)');
-    assert.deepEqual(names(m, { mta: 'elsewhere.example.com' }), ['global']);
+    assert.deepEqual(names(m, { mta: 'out.example.com' }), ['everywhere', 'relay-only']);
+    assert.deepEqual(names(m, { mta: 'mx2.example.com' }), ['edge-only', 'everywhere', 'relay-only'], 'in two pools: both, and global since one falls back (same priority: by name)');
+    assert.deepEqual(names(m, { mta: 'elsewhere.example.com' }), ['everywhere']);
   });
 
   it('null sender and connections without an IP match nothing but any', () => {
-    const m = new PolicyMatcher([{ name: 'p', match: { source: 'internal' } }, { name: 'all' }], { groups });
-    assert.deepEqual(names(m, { sender: '' }), ['all']);
+    const m = new PolicyMatcher([{ name: 'p', match: { source: 'internal' } }, { name: 'every' }], { groups });
+    assert.deepEqual(names(m, { sender: '' }), ['every']);
   });
 
   it('nested groups; bad references and members are errors naming the policy and the place', () => {

@@ -10,6 +10,7 @@ export * from './store.ts';
 export * from './config.ts';
 export * from './errors.ts';
 export * from './redis.ts';
+export { RATE_ADMIN_TTL_MS, RATE_MAX_SLOTS, rateSlotWidth } from './ratelimit.ts';
 
 /** Wiring of {@link createStore}. */
 export interface CreateStoreOptions {

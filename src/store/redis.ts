@@ -17,7 +17,9 @@ import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
 import { StoreError } from './errors.ts';
-import type { Store } from './store.ts';
+import { validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows } from './ratelimit.ts';
+import { RATE_SCRIPTS, parseRateInspectReply, parseRateLimitReply, rateAdminArgs, rateInspectArgs, rateLimitArgs, rateRefundArgs, type RateScripts } from './ratelimit-lua.ts';
+import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, Store } from './store.ts';
 
 /** The logger the store reports connection trouble to: the subset of pino's API it uses. */
 export interface StoreLogger {
@@ -44,6 +46,11 @@ export interface RedisStoreOptions {
   logIntervalMs?: number;
   /** Longest pause between two reconnection attempts, ms (default 2000). */
   maxReconnectDelay?: number;
+  /**
+   * Honour the `now` of rate-limit requests and inspections instead of Redis' `TIME` (tests drive the
+   * clock without sleeping). Never in production: every daemon must count on the server's one clock.
+   */
+  testClock?: boolean;
 }
 
 /** What {@link ioredisOptions} builds: the ioredis constructor to call and its arguments. */
@@ -188,6 +195,9 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return v`;
 
 type Client = Redis | Cluster;
+
+/** Redis' glob metacharacters, escaped so a SCAN pattern matches a prefix literally. */
+const globEscape = (text: string) => text.replace(/[*?[\]\\]/g, '\\$&');
 
 const AUTH_ERROR = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i;
 const CONNECTION_ERROR_MESSAGES = new Set(['Connection is closed.', "Stream isn't writeable and enableOfflineQueue options is false", "Cluster isn't ready and enableOfflineQueue options is false", 'None of startup nodes is available']);
@@ -414,6 +424,7 @@ export class RedisStore implements Store {
   private readonly stale = new Set<string>();
   private readonly owner: Owner;
   private closing: Promise<void> | undefined;
+  private readonly testClock: boolean;
 
   /**
    * @param config the Redis store configuration (validated again here; `type` may be left out).
@@ -429,6 +440,10 @@ export class RedisStore implements Store {
     this.owner = owner(this.target, options);
     const client = this.setup.mode === 'cluster' ? new Cluster(this.setup.nodes, this.setup.options) : new Redis(this.setup.options);
     client.defineCommand('themisIncrement', { numberOfKeys: 1, lua: INCREMENT_LUA });
+    // Sent as EVALSHA; ioredis sends the script itself (EVAL) the first time on each connection and
+    // again after NOSCRIPT (a restarted or failed-over server lost its script cache).
+    for (const [name, lua] of Object.entries(RATE_SCRIPTS)) client.defineCommand(name, { numberOfKeys: 1, lua });
+    this.testClock = options.testClock ?? false;
     this.main = new Connection(client, 'commands', this.owner);
     this.ready = this.main.firstReady;
   }
@@ -514,6 +529,77 @@ export class RedisStore implements Store {
     };
   }
 
+  /**
+   * Decides every request, each with one script call on its one key. Standalone and Sentinel: all
+   * calls in one pipeline, one network round trip. Cluster: one call per request, all sent at once
+   * (ioredis pipelines only within one node's slots; splitting them per node would save little), so
+   * one round trip per node involved. Rejects (as a whole) when Redis fails or times out; the caller
+   * applies its store-error policy.
+   * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST` for an invalid request, and the connection errors.
+   */
+  async rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]> {
+    for (const r of requests) validateRateRequest(r);
+    if (requests.length === 0) return [];
+    const replies = await this.batch(
+      'RATELIMIT',
+      requests.map((r) => ({ key: r.key, args: rateLimitArgs(r, this.testClock ? r.now : undefined) })),
+      'themisRateLimit',
+    );
+    return requests.map((r, i) => parseRateLimitReply(r, replies[i]));
+  }
+
+  /** Undoes reservations, one script call each, batched as {@link RedisStore.rateLimit}. */
+  async rateRefund(reservations: readonly RateReservation[]): Promise<void> {
+    for (const r of reservations) validateRateReservation(r);
+    const todo = reservations.filter((r) => r.cost > 0 && r.windows.length > 0);
+    if (todo.length === 0) return;
+    await this.batch(
+      'RATEREFUND',
+      todo.map((r) => ({ key: r.key, args: rateRefundArgs(r) })),
+      'themisRateRefund',
+    );
+  }
+
+  /** A subject's usage and flags, read in one read-only script (`now` honoured with `testClock` only). */
+  async rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection> {
+    validateRateWindows(windows, false);
+    const args = rateInspectArgs(windows, this.testClock ? now : undefined);
+    const reply = await this.run('RATEINSPECT', (c) => (c as unknown as RateScripts).themisRateInspect(this.keyPrefix + key, ...args));
+    return parseRateInspectReply(reply);
+  }
+
+  /**
+   * Applies an administrator's change in one script. Afterwards a subject with a flag or override
+   * never expires; one without keeps its expiry, or gets `RATE_ADMIN_TTL_MS` (one day, or the remaining
+   * penalty block) when it had none.
+   */
+  async rateAdmin(key: string, change: RateAdminChange): Promise<void> {
+    validateRateAdminChange(change);
+    const args = rateAdminArgs(change);
+    await this.run('RATEADMIN', (c) => (c as unknown as RateScripts).themisRateAdmin(this.keyPrefix + key, ...args));
+  }
+
+  /**
+   * Keys starting with `prefix` (the store's prefix removed): SCAN with MATCH and COUNT 500, on every
+   * master of a Cluster. As SCAN, it may yield a key twice when Redis rehashes meanwhile, and keys
+   * created or deleted during the scan may or may not appear. Each SCAN call fails fast as any command.
+   */
+  async *scanKeys(prefix: string): AsyncIterable<string> {
+    if (this.closing) throw new StoreError('THEMIS_ERR_STORE_CLOSED');
+    await this.main.whenReady(this.commandTimeout, true);
+    const pattern = `${globEscape(this.keyPrefix + prefix)}*`;
+    const client = this.main.client;
+    const nodes: Redis[] = client instanceof Cluster ? client.nodes('master') : [client];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await this.run('SCAN', () => node.scan(cursor, 'MATCH', pattern, 'COUNT', 500));
+        for (const k of keys) if (k.startsWith(this.keyPrefix)) yield k.slice(this.keyPrefix.length);
+        cursor = next;
+      } while (cursor !== '0');
+    }
+  }
+
   /** Quits both connections; idempotent. Operations reject with `THEMIS_ERR_STORE_CLOSED` afterwards. */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -579,6 +665,25 @@ export class RedisStore implements Store {
     }
   }
 
+  /**
+   * One script call per item: a pipeline (one round trip) on a standalone or Sentinel master, parallel
+   * calls on a Cluster (keys of different slots cannot share an ioredis pipeline). Each call has the
+   * command timeout; the first failure rejects the whole.
+   */
+  private async batch(command: string, items: { key: string; args: string[] }[], script: keyof RateScripts): Promise<unknown[]> {
+    return this.run(command, async (c) => {
+      if (c instanceof Cluster) return Promise.all(items.map((it) => (c as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args)));
+      const pipeline = c.pipeline();
+      for (const it of items) (pipeline as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args);
+      const replies = await pipeline.exec();
+      if (!replies) throw new Error('the pipeline was discarded');
+      return replies.map(([err, reply]) => {
+        if (err) throw err;
+        return reply;
+      });
+    });
+  }
+
   private deadline<T>(p: Promise<T>, command: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const t = new Promise<never>((_, reject) => {
@@ -591,6 +696,7 @@ export class RedisStore implements Store {
   private wrap(command: string, err: unknown): StoreError {
     if (err instanceof StoreError) return err;
     const e = err instanceof Error ? err : new Error(String(err));
+    if (e.message.startsWith('WRONGTYPE')) return new StoreError('THEMIS_ERR_STORE_WRONGTYPE', { command }, { cause: e });
     if (e.message === 'Command timed out') return new StoreError('THEMIS_ERR_STORE_TIMEOUT', { target: this.target, command, ms: this.commandTimeout }, { cause: e });
     if (isConnectionError(e)) return this.owner.unavailable(e, e.message.includes('enableOfflineQueue') ? 'connection lost' : undefined);
     return new StoreError('THEMIS_ERR_STORE_COMMAND', { target: this.target, command, reason: e.message }, { cause: e });

@@ -4,6 +4,121 @@
  * such as multi-window counters are added as methods, implemented natively by each store.
  * @module
  */
+import { StoreError } from './errors.ts';
+import { rateAdminHash, rateDecide, rateInspectHash, rateRefundHash, validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows, type RateExpiry, type RateHash } from './ratelimit.ts';
+
+/** One window of a rate limit: at most `limit` units in any `windowMs` interval. */
+export interface RateWindow {
+  /** Length of the window, ms (> 0). */
+  windowMs: number;
+  /**
+   * Slots of the ring the window is counted in (N, 1..1000). Usage is kept per slot of
+   * g = ⌈windowMs / N⌉ ms, and a decision counts the current slot and the N before it, the oldest
+   * whole: every unit admitted in the last N·g ≥ `windowMs` ms. So the limit is never exceeded in any
+   * interval of `windowMs`; in exchange a request is denied only when the units admitted in the last
+   * (N + 1)·g ms plus its cost exceed the limit — under-admission of at most one slot's traffic (and
+   * under N ms of rounding when N does not divide `windowMs`).
+   */
+  slots: number;
+  /** Most units admitted in any interval of `windowMs` (≥ 0; 0 always denies). */
+  limit: number;
+}
+
+/** One subject's rate-limit decision. */
+export interface RateRequest {
+  /** The subject's key (namespaced by the caller, prefixed by the store). Callers hash addresses out of it. */
+  key: string;
+  /** Units to add when every window has room (integer ≥ 0; 0 only checks). */
+  cost: number;
+  /** The windows, all checked and all counted together: all or nothing. */
+  windows: readonly RateWindow[];
+  /** On a denial, keep the subject denied this long (a penalty block), ms. */
+  jailMs?: number;
+  /** Stored once with the subject (not in the key name) so admin tools can show who it is. */
+  label?: string;
+  /** The clock, ms since the epoch: honoured only by stores created with `testClock: true`; otherwise the store's own clock (Redis: `TIME`). */
+  now?: number;
+}
+
+/** Usage of one window after a decision. */
+export interface RateWindowState {
+  /** Units counted in the window (including this decision's cost when allowed). */
+  used: number;
+  /** The effective limit (an administrator's per-subject override, or the request's). */
+  limit: number;
+  /** `max(0, limit - used)`. */
+  remaining: number;
+  /** Time until the oldest counted unit leaves the window, ms (0 when empty). */
+  resetMs: number;
+}
+
+/** What a {@link Store.rateRefund} needs to undo an allowed decision exactly. */
+export interface RateReservation {
+  /** The subject's key. */
+  key: string;
+  /** Units that were added. */
+  cost: number;
+  /** The windows as they were requested. */
+  windows: readonly RateWindow[];
+  /** For each window, the slot epoch the cost went into. */
+  epochs: readonly number[];
+}
+
+/** The outcome of one {@link RateRequest}. */
+export interface RateResult {
+  /**
+   * `allowed` (counted), `denied` (a window is full: nothing counted), `jailed` (still in a penalty
+   * block), `blocked` (an administrator blocked the subject), `bypassed` (an administrator exempted it:
+   * nothing counted).
+   */
+  outcome: 'allowed' | 'denied' | 'jailed' | 'blocked' | 'bypassed';
+  /** Index of the window that denied, else -1. */
+  failing: number;
+  /**
+   * When a denied or jailed subject may try again, ms; -1 when the cost exceeds the limit (never). 0
+   * otherwise. For a denial: the time until every full window has room for this cost (if nothing else
+   * is counted meanwhile), and at least the penalty block when one was set.
+   */
+  retryAfterMs: number;
+  /** Every window's usage after the decision (empty for blocked and bypassed). */
+  windows: RateWindowState[];
+  /** Present when allowed with a cost > 0: hand it to {@link Store.rateRefund} to undo. */
+  reservation?: RateReservation;
+}
+
+/** A subject's state, for admin tools. */
+export interface RateInspection {
+  /** The label stored with it. */
+  label: string | undefined;
+  /** Usage per window (as with a cost-0 request). */
+  windows: RateWindowState[];
+  /** Remaining penalty block, ms (0 when not jailed). */
+  jailedForMs: number;
+  /** Blocked by an administrator. */
+  blocked: boolean;
+  /** Exempted by an administrator. */
+  bypass: boolean;
+  /** Per-subject limit overrides by window length (ms → limit). */
+  limits: Record<number, number> | undefined;
+  /** False when the store has nothing for this key. */
+  exists: boolean;
+}
+
+/** An administrator's change to a subject. Fields left out are left as they are. */
+export interface RateAdminChange {
+  /** Forget the usage and the penalty block (flags and overrides stay). */
+  reset?: boolean;
+  /** End the penalty block only. */
+  unjail?: boolean;
+  /** Block (true) or unblock (false) the subject until changed again. */
+  block?: boolean;
+  /** Exempt the subject (true) or not (false). */
+  bypass?: boolean;
+  /** Per-subject limits by window length (ms → limit); null removes them. */
+  limits?: Record<number, number> | null;
+  /** Label to store if none is. */
+  label?: string;
+}
 
 /** A key/value store with expiry. Keys are namespaced by the caller. */
 export interface Store {
@@ -23,24 +138,58 @@ export interface Store {
   publish(channel: string, message: string): Promise<void>;
   /** Subscribes to `channel`; resolves once subscribed, with a function that unsubscribes. */
   subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Rate-limit decisions for several subjects in one round trip (Redis: one pipeline, one script call
+   * per subject on one key). Each subject is decided on its own (all windows or none); callers that
+   * need all subjects or none refund the allowed ones when another was denied.
+   */
+  rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]>;
+  /** Undoes allowed decisions exactly (a slot that has rolled over since is left alone), in one round trip. */
+  rateRefund(reservations: readonly RateReservation[]): Promise<void>;
+  /** A subject's usage and flags, counting nothing. */
+  rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection>;
+  /** Applies an administrator's change to a subject (flags persist until changed; usage expires as usual). */
+  rateAdmin(key: string, change: RateAdminChange): Promise<void>;
+  /** Keys (without the store's prefix) that start with `prefix`, for admin listings. */
+  scanKeys(prefix: string): AsyncIterable<string>;
   /** Releases connections and timers. */
   close(): Promise<void>;
 }
 
 interface Entry {
-  value: string;
+  /** A string, or a rate-limit subject's hash: one key space, as in Redis. */
+  value: string | RateHash;
+  /** Date.now() at which the key expires; 0 for never. */
   expires: number;
 }
 
-/** The embedded in-memory store (the default): one process, nothing persisted. */
+/** Settings of a {@link MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** How often expired keys nobody reads again are dropped, ms (default 60,000). */
+  sweepIntervalMs?: number;
+  /** Honour the `now` of rate-limit requests and inspections instead of `Date.now()` (tests). Expiry always follows the real clock, as in Redis. */
+  testClock?: boolean;
+}
+
+const wrongType = (command: string) => new StoreError('THEMIS_ERR_STORE_WRONGTYPE', { command });
+
+/**
+ * The embedded in-memory store (the default): one process, nothing persisted. Rate limits run the
+ * algorithm of `ratelimit.ts`, the one the Redis store's scripts mirror; each decision is atomic
+ * because it runs synchronously.
+ */
 export class MemoryStore implements Store {
   private readonly data = new Map<string, Entry>();
   private readonly channels = new Map<string, Set<(message: string) => void>>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly testClock: boolean;
 
-  constructor(sweepIntervalMs = 60_000) {
+  /** @param options the settings, or (as before) the sweep interval alone, ms. */
+  constructor(options: number | MemoryStoreOptions = {}) {
+    const o = typeof options === 'number' ? { sweepIntervalMs: options } : options;
+    this.testClock = o.testClock ?? false;
     // Expired keys are also dropped on read; the sweep bounds memory for keys nobody reads again.
-    this.sweeper = setInterval(() => this.sweep(), sweepIntervalMs);
+    this.sweeper = setInterval(() => this.sweep(), o.sweepIntervalMs ?? 60_000);
     this.sweeper.unref();
   }
 
@@ -54,8 +203,11 @@ export class MemoryStore implements Store {
     return e;
   }
 
+  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject. */
   async get(key: string): Promise<string | undefined> {
-    return this.live(key)?.value;
+    const value = this.live(key)?.value;
+    if (value instanceof Map) throw wrongType('GET');
+    return value;
   }
 
   async set(key: string, value: string, ttlMs?: number): Promise<void> {
@@ -66,8 +218,10 @@ export class MemoryStore implements Store {
     return this.live(key) !== undefined && this.data.delete(key);
   }
 
+  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject. */
   async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
     const e = this.live(key);
+    if (e?.value instanceof Map) throw wrongType('INCRBY');
     const next = (e ? Number(e.value) || 0 : 0) + by;
     this.data.set(key, { value: String(next), expires: ttlMs ? Date.now() + ttlMs : (e?.expires ?? 0) });
     return next;
@@ -99,9 +253,74 @@ export class MemoryStore implements Store {
     };
   }
 
+  /** Decides each request in turn (see `rateDecide` in `ratelimit.ts`). */
+  async rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]> {
+    for (const r of requests) validateRateRequest(r);
+    return requests.map((r) => {
+      const entry = this.hashEntry(r.key, 'RATELIMIT');
+      const hash = entry?.value ?? new Map<string, string>();
+      const { result, expiry } = rateDecide(hash, r, this.clock(r.now));
+      this.store(r.key, hash, entry?.expires ?? 0, expiry);
+      return result;
+    });
+  }
+
+  /** Undoes reservations (all validated first, so a bad one changes nothing). */
+  async rateRefund(reservations: readonly RateReservation[]): Promise<void> {
+    for (const r of reservations) validateRateReservation(r);
+    for (const r of reservations) {
+      // A subject that expired meanwhile is not brought back.
+      const entry = this.hashEntry(r.key, 'RATEREFUND');
+      if (entry) rateRefundHash(entry.value, r);
+    }
+  }
+
+  async rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection> {
+    validateRateWindows(windows, false);
+    return rateInspectHash(this.hashEntry(key, 'RATEINSPECT')?.value, windows, this.clock(now));
+  }
+
+  /** Applies an administrator's change on the real clock (the penalty block's remaining time sets the expiry). */
+  async rateAdmin(key: string, change: RateAdminChange): Promise<void> {
+    validateRateAdminChange(change);
+    const entry = this.hashEntry(key, 'RATEADMIN');
+    const hash = entry?.value ?? new Map<string, string>();
+    const pttl = entry === undefined || entry.expires === 0 ? -1 : entry.expires - Date.now();
+    const expiry = rateAdminHash(hash, change, Date.now(), pttl);
+    this.store(key, hash, entry?.expires ?? 0, expiry);
+  }
+
+  /** Keys starting with `prefix`, from a snapshot: keys set while the caller iterates are not visited, as with a SCAN that has passed them. */
+  async *scanKeys(prefix: string): AsyncIterable<string> {
+    for (const key of [...this.data.keys()]) if (key.startsWith(prefix) && this.live(key)) yield key;
+  }
+
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     this.channels.clear();
+  }
+
+  /** The request's `now` with `testClock`, else the real clock. */
+  private clock(now: number | undefined): number {
+    return this.testClock && now !== undefined ? Math.floor(now) : Date.now();
+  }
+
+  /** The live rate-limit hash at `key`, if any; a string there is an error, as in Redis. */
+  private hashEntry(key: string, command: string): { value: RateHash; expires: number } | undefined {
+    const e = this.live(key);
+    if (e === undefined) return undefined;
+    if (!(e.value instanceof Map)) throw wrongType(command);
+    return { value: e.value, expires: e.expires };
+  }
+
+  /** Stores a hash after an operation with its new expiry; an empty hash is deleted, as Redis does. */
+  private store(key: string, hash: RateHash, expires: number, expiry: RateExpiry): void {
+    if (hash.size === 0) {
+      this.data.delete(key);
+      return;
+    }
+    const at = expiry.action === 'persist' ? 0 : expiry.action === 'expire' ? Date.now() + expiry.ms : expires;
+    this.data.set(key, { value: hash, expires: at });
   }
 
   private sweep(): void {

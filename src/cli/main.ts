@@ -19,6 +19,8 @@ Commands:
   plugins        per stage, which plugins run in which order with which priority
   check          send a test message (or a .eml file) to a running Themis or an in-process kernel
   init           write a commented starter themis.config.ts
+  <plugin cmd>   commands of the configured plugins, e.g. themis limits (ratelimit)
+                 (each accepts --config PATH, --redis-url URL, --redis-password PW)
 
 Other:
   themis --version     print the version
@@ -54,6 +56,8 @@ export async function main(argv: string[]): Promise<number> {
     case 'init':
       return (await import('./init.ts')).init(rest);
   }
+  const fromPlugin = await (await import('./plugin-command.ts')).runPluginCommand(command, rest);
+  if (fromPlugin !== undefined) return fromPlugin;
   process.stderr.write(`themis: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
   return 2;
 }

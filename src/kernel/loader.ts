@@ -1,6 +1,7 @@
 /**
  * Plugin loading: a plugin is named in the configuration by npm package name (`themis-plugin-*`
- * or scoped), by a path relative to the configuration file, or given as an imported object.
+ * or scoped; resolved from the configuration's directory, then from Themis's own installation, where
+ * the built-in plugins are), by a path relative to the configuration file, or given as an imported object.
  * @module
  */
 import { createRequire } from 'node:module';
@@ -22,7 +23,13 @@ export async function loadPlugin(spec: PluginSpec, baseDir: string): Promise<Plu
     try {
       url = pathToFileURL(createRequire(join(baseDir, 'noop.js')).resolve(spec)).href;
     } catch (err) {
-      throw new ThemisError('THEMIS_ERR_PLUGIN_NOT_FOUND', { spec, from: baseDir, reason: (err as Error).message.split('\n')[0] }, { cause: err });
+      // Then from Themis's own installation: the built-in plugins ship with it, wherever the
+      // configuration file lives (/etc/themis has no node_modules).
+      try {
+        url = pathToFileURL(createRequire(import.meta.url).resolve(spec)).href;
+      } catch {
+        throw new ThemisError('THEMIS_ERR_PLUGIN_NOT_FOUND', { spec, from: `${baseDir} (nor from Themis's own installation)`, reason: (err as Error).message.split('\n')[0] }, { cause: err });
+      }
     }
   }
   let mod: Record<string, unknown>;

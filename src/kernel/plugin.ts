@@ -216,6 +216,37 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown> {
   readonly macros?: Partial<Record<MacroListStage, readonly string[]>>;
   /** Builds the hooks; runs once per load (and again on reload). */
   setup(ctx: PluginContext<TOptions>): PluginHooks<TClaim> | Promise<PluginHooks<TClaim>>;
+  /**
+   * Commands the plugin adds to the `themis` command line, by name (`limits` → `themis limits …`).
+   * They run in the administrator's shell against the configured store, not inside the daemon.
+   */
+  readonly commands?: Readonly<Record<string, PluginCommand<TClaim, TOptions>>>;
+}
+
+/** A command a plugin adds to the `themis` command line. */
+export interface PluginCommand<TClaim = unknown, TOptions = unknown> {
+  /** One line for `themis --help`. */
+  readonly summary: string;
+  /** Runs it; resolves with the exit code (0 success, 1 failure, 2 usage). */
+  run(args: string[], ctx: PluginCommandContext<TClaim, TOptions>): Promise<number>;
+}
+
+/** What a plugin command receives. */
+export interface PluginCommandContext<TClaim = unknown, TOptions = unknown> {
+  /** The configured store (closed by the caller afterwards). */
+  readonly store: Store;
+  /** Whether the store is shared by the daemons (`redis`) or lives only in this process (`memory`). */
+  readonly storeType: 'memory' | 'redis';
+  /** Every policy of the configuration that carries the plugin's field, validated, in evaluation order. */
+  readonly policies: readonly AppliedPolicy<TClaim>[];
+  /** The plugin-level options, validated. */
+  readonly options: TOptions;
+  /** The configuration file, if any. */
+  readonly configFile: string | undefined;
+  /** Standard output. */
+  out(text: string): void;
+  /** Standard error. */
+  err(text: string): void;
 }
 
 /**

@@ -1,0 +1,84 @@
+/**
+ * Commands that plugins add to the command line (`themis limits …` from the ratelimit plugin): the
+ * configuration is loaded, the plugin offering the command is found, and the command runs with the
+ * configured store and the policies that carry the plugin's field.
+ * @module
+ */
+import type { CommandIO } from './config-cmd.ts';
+import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
+
+const stdio: CommandIO = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t) };
+
+/** Global flags every plugin command accepts (taken out before the plugin sees its arguments). */
+const GLOBAL_FLAGS = new Set(['--config', '--redis-url', '--redis-password']);
+
+/**
+ * Runs `themis <name> …` when a loaded plugin offers the command; resolves with undefined when none
+ * does (the caller then reports an unknown command).
+ */
+export async function runPluginCommand(name: string, argv: string[], io: CommandIO = stdio): Promise<number | undefined> {
+  const flags: Record<string, string> = {};
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (!GLOBAL_FLAGS.has(flag)) {
+      args.push(a);
+      continue;
+    }
+    const value = eq > 0 ? a.slice(eq + 1) : argv[++i];
+    if (value === undefined) {
+      io.err(`themis ${name}: ${flag} needs a value\n`);
+      return 2;
+    }
+    flags[flag.slice(2)] = value;
+  }
+  const { findConfig, loadConfig, zodProblems, configError } = await import('../config.ts');
+  const file = findConfig(flags.config ?? envConfigPath());
+  if (!file) return undefined;
+  let config;
+  try {
+    config = await loadConfig(file);
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const entry = config.plugins.find((p) => p.plugin.commands?.[name]);
+  if (!entry) return undefined;
+  const plugin = entry.plugin;
+  const { PolicyMatcher } = await import('../kernel/index.ts');
+  const { applyStoreOverrides, createStore } = await import('../store/index.ts');
+  let options: unknown = entry.options;
+  const policies: { name: string; config: unknown }[] = [];
+  try {
+    if (plugin.options) {
+      const r = plugin.options.safeParse(entry.options ?? {});
+      if (!r.success) throw configError(file, zodProblems(r.error, ['plugins', config.plugins.indexOf(entry), 'options']));
+      options = r.data;
+    }
+    const field = plugin.claims?.field;
+    // Evaluation order, as the daemon applies them.
+    const order = new PolicyMatcher(config.policies, config.policySettings).all.map((p) => p.name);
+    for (const policyName of order) {
+      const policy = config.policies.find((p) => p.name === policyName)!;
+      if (!field || policy[field] === undefined) continue;
+      const r = plugin.claims!.schema.safeParse(policy[field]);
+      if (!r.success) throw configError(file, zodProblems(r.error, ['policies', config.policies.indexOf(policy), field]));
+      policies.push({ name: policy.name, config: r.data });
+    }
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const storeConfig = applyStoreOverrides(config.store, { url: flags['redis-url'] ?? envRedisUrl(), password: flags['redis-password'] ?? envRedisPassword() });
+  const store = createStore(storeConfig);
+  try {
+    return await plugin.commands![name].run(args, { store, storeType: storeConfig.type, policies, options, configFile: file, out: io.out, err: io.err });
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as { code?: string }).code ? `${(err as { code?: string }).code}: ` : ''}${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The ratelimit case of `npm run bench`: rate-limit decisions against a real local Redis, as the
+ * ratelimit plugin makes them for one message — 2 subjects (sender, client /24) × 2 windows (1 m,
+ * 1 h) in one `rateLimit` call — with 1 and 50 decisions in flight. It reports decisions per second
+ * and p50/p99 latency, and counts what reaches Redis through a counting TCP proxy and `INFO
+ * commandstats`: one network round trip (one client write) and two script calls per decision.
+ *
+ * Usage: node bench/ratelimit.ts [--quick] [--json PATH]. Exit 0 when every check passed or was
+ * skipped (no redis-server), 1 otherwise.
+ * @module
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { RedisStore, type RateRequest } from '../src/store/index.ts';
+
+const quick = process.argv.includes('--quick');
+const jsonAt = process.argv.indexOf('--json');
+const jsonPath = jsonAt > 0 ? process.argv[jsonAt + 1] : undefined;
+const DECISIONS = quick ? 4_000 : 40_000;
+const TARGET_PER_S = 20_000;
+
+function redisServer(): string | undefined {
+  for (const p of ['/usr/bin/redis-server', '/usr/local/bin/redis-server']) if (existsSync(p)) return p;
+  try {
+    return execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+/** A TCP proxy that counts the client's writes (each a network round trip's request) and bytes. */
+function countingProxy(target: number): Promise<{ port: number; writes: () => number; reset: () => void; close: () => void }> {
+  let writes = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(target, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
+    client.on('data', (d) => {
+      writes++;
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => client.write(d));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const a = server.address();
+      resolve({ port: typeof a === 'object' && a ? a.port : 0, writes: () => writes, reset: () => void (writes = 0), close: () => { for (const s of sockets) s.destroy(); server.close(); } });
+    }),
+  );
+}
+
+/** A process's CPU time (user + system) in seconds, from /proc. */
+function cpuOf(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function main(): Promise<number> {
+  const bin = redisServer();
+  if (!bin) {
+    console.log('ratelimit bench: SKIP (redis-server not installed)');
+    return 0;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'themis-bench-redis-'));
+  const port = await freePort();
+  const redis: ChildProcess = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const cli = (...args: string[]) => execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
+  try {
+    for (let i = 0; i < 100; i++) {
+      try {
+        if (cli('PING').trim() === 'PONG') break;
+      } catch {
+        /* not yet */
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const proxy = await countingProxy(port);
+    const store = new RedisStore({ url: `redis://127.0.0.1:${proxy.port}`, commandTimeout: 5_000 });
+    await store.connect();
+    const windows = [
+      { windowMs: 60_000, slots: 12, limit: 1_000_000_000 },
+      { windowMs: 3_600_000, slots: 12, limit: 1_000_000_000 },
+    ];
+    const requestsFor = (i: number): RateRequest[] => [
+      { key: `rl:bench:sender:${i % 500}`, cost: 1, windows },
+      { key: `rl:bench:clientIp/24/64:${i % 50}`, cost: 1, windows },
+    ];
+    // Warm-up: scripts loaded, connections and JIT warm.
+    for (let i = 0; i < 2_000; i++) await store.rateLimit(requestsFor(i));
+
+    // One round trip per decision: count client writes and script calls over sequential decisions.
+    const M = 1_000;
+    cli('CONFIG', 'RESETSTAT');
+    proxy.reset();
+    for (let i = 0; i < M; i++) await store.rateLimit(requestsFor(i));
+    const writesPerDecision = proxy.writes() / M;
+    const stats = cli('INFO', 'commandstats');
+    const calls = Object.fromEntries([...stats.matchAll(/cmdstat_(\w+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+    const scriptCalls = (calls.evalsha ?? 0) + (calls.eval ?? 0);
+    // commandstats also counts the commands the scripts run inside Redis; only top-level ones matter here.
+    const INSIDE_SCRIPTS = ['time', 'hmget', 'hget', 'hset', 'hsetnx', 'hdel', 'pexpire', 'persist', 'pttl', 'exists', 'hgetall', 'del'];
+    const otherCalls = Object.entries(calls).filter(([k]) => !['evalsha', 'eval', 'config', 'info', ...INSIDE_SCRIPTS].includes(k));
+
+    await store.close();
+    proxy.close();
+    // Throughput is measured on a direct connection: the counting proxy runs in this process and would halve it.
+    const direct = new RedisStore({ url: `redis://127.0.0.1:${port}`, commandTimeout: 5_000 });
+    await direct.connect();
+    for (let i = 0; i < 2_000; i++) await direct.rateLimit(requestsFor(i));
+    const rows: { inFlight: number; decisions: number; perSecond: number; p50: number; p99: number; nodeUs: number; redisUs: number }[] = [];
+    for (const inFlight of [1, 50]) {
+      const latencies: number[] = [];
+      let next = 0;
+      const redisCpu0 = cpuOf(redis.pid!);
+      const nodeCpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: inFlight }, async () => {
+          while (next < DECISIONS) {
+            const i = next++;
+            const s = performance.now();
+            await direct.rateLimit(requestsFor(i));
+            latencies.push(performance.now() - s);
+          }
+        }),
+      );
+      const elapsed = (performance.now() - t0) / 1000;
+      const nodeCpu = process.cpuUsage(nodeCpu0);
+      const redisUs = ((cpuOf(redis.pid!) - redisCpu0) / DECISIONS) * 1e6;
+      const nodeUs = (nodeCpu.user + nodeCpu.system) / DECISIONS;
+      latencies.sort((a, b) => a - b);
+      rows.push({ inFlight, decisions: DECISIONS, perSecond: DECISIONS / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), nodeUs, redisUs });
+    }
+    await direct.close();
+
+    console.log('\nratelimit: decisions against a local Redis (2 subjects × 2 windows per decision, one rateLimit call)');
+    console.log('in flight   decisions/s    p50 ms    p99 ms   node CPU µs/decision   redis CPU µs/decision');
+    for (const r of rows) console.log(`${String(r.inFlight).padStart(9)}   ${r.perSecond.toFixed(0).padStart(11)}   ${r.p50.toFixed(3).padStart(7)}   ${r.p99.toFixed(3).padStart(7)}   ${r.nodeUs.toFixed(1).padStart(20)}   ${r.redisUs.toFixed(1).padStart(21)}`);
+    console.log(`round trips per decision: ${writesPerDecision.toFixed(3)} client writes; script calls per decision: ${(scriptCalls / M).toFixed(3)}; other commands: ${otherCalls.length ? JSON.stringify(Object.fromEntries(otherCalls)) : 'none'}`);
+    const best = rows.find((r) => r.inFlight === 50)!;
+    const checks = [
+      { name: `ratelimit: ≥ ${TARGET_PER_S} decisions/s per process (50 in flight)`, status: best.perSecond >= TARGET_PER_S ? 'PASS' : 'FAIL', value: Math.round(best.perSecond) },
+      { name: 'ratelimit: exactly one network round trip per decision', status: writesPerDecision === 1 && otherCalls.length === 0 ? 'PASS' : 'FAIL', value: writesPerDecision },
+      { name: 'ratelimit: one script call per subject (2 per decision)', status: scriptCalls === 2 * M ? 'PASS' : 'FAIL', value: scriptCalls / M },
+    ];
+    for (const c of checks) console.log(`${c.status}  ${c.name} (${c.value})`);
+    if (jsonPath) {
+      mkdirSync(dirname(jsonPath), { recursive: true });
+      writeFileSync(jsonPath, `${JSON.stringify({ rows, writesPerDecision, scriptCallsPerDecision: scriptCalls / M, otherCalls: Object.fromEntries(otherCalls), checks }, null, 1)}\n`);
+    }
+    return checks.some((c) => c.status === 'FAIL') ? 1 : 0;
+  } finally {
+    redis.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => (process.exitCode = code),
+  (err: unknown) => {
+    console.error(`ratelimit bench: ${(err as Error).stack ?? String(err)}`);
+    process.exitCode = 1;
+  },
+);

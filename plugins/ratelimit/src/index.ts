@@ -1,0 +1,274 @@
+/**
+ * The ratelimit plugin: per-policy, multi-window limits on what a message's sender, login, domain,
+ * client network or recipients send, decided atomically in the store — one round trip per message
+ * for every subject of every matching policy — with leaky or strict accounting, block / hold /
+ * monitor actions, penalty blocks, per-subject overrides and the `themis limits` admin command.
+ * @module
+ */
+import { z } from 'zod';
+import { definePlugin, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis';
+import { limitsCommand } from './commands.ts';
+import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
+import { subjectKey, subjectValues, type SubjectFacts, type SubjectValue } from './subjects.ts';
+
+export { parseDuration, formatDuration, ratelimitField, DEFAULT_SLOTS, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
+export { parseSubject, subjectValues, subjectKey, networkOf, NULL_SENDER, type SubjectSpec, type SubjectFacts, type SubjectValue } from './subjects.ts';
+
+/** Plugin-level options. */
+export const ratelimitOptions = z.strictObject({
+  /** How long a decision may wait for the store before `onStoreError` applies, ms (default 250). */
+  storeTimeout: z.number().int().positive().default(250),
+});
+
+/** Plugin-level options, validated. */
+export type RatelimitOptions = z.infer<typeof ratelimitOptions>;
+
+/** Why a message or recipient is refused. */
+interface Refusal {
+  verdict: Verdict;
+  policy: string;
+}
+
+/** Reservations of the current message, kept for a leaky refund. */
+interface MessageNote {
+  reservations: RateReservation[];
+  /** RCPT-stage policies that already counted the message (cost `message`). */
+  counted: Set<string>;
+  /** A hold decided at RCPT, applied at end of message. */
+  hold?: Verdict;
+}
+
+const DEFAULT_REPLY = { code: 450, enhanced: '4.7.1', text: 'Rate limit exceeded ({limit} per {window}): try again in {wait} seconds' };
+const BLOCKED_REPLY = { code: 550, enhanced: '5.7.1', text: 'Account manually blocked, contact your administrator' };
+const TOO_BIG_REPLY = { code: 550, enhanced: '5.7.1', text: 'Message exceeds the rate limit on its own ({cost} > {limit} per {window})' };
+const STORE_FAILED_REPLY = { code: 451, enhanced: '4.3.0', text: 'Temporary rate-limit failure, try again later' };
+
+/** Fills `{wait}`, `{limit}`, `{window}`, `{policy}`, `{subject}`, `{cost}` in a reply text. */
+export function renderReply(template: string, values: Record<string, string | number>): string {
+  return template.replace(/\{(\w+)\}/g, (all, name: string) => (name in values ? String(values[name]) : all));
+}
+
+function reply(kind: { code?: number; enhanced?: string; text?: string }, fallback: typeof DEFAULT_REPLY, values: Record<string, string | number>) {
+  const code = kind.code ?? fallback.code;
+  // An enhanced code must be of the reply's class; a configured 5xx with the default 4.7.1 becomes 5.7.1.
+  const enhanced = kind.enhanced ?? `${String(code)[0]}${fallback.enhanced.slice(1)}`;
+  return { code, enhanced, text: renderReply(kind.text ?? fallback.text, values) };
+}
+
+function refusalOf(action: 'reject' | 'tempfail' | 'quarantine', r: { code: number; enhanced: string; text: string }, reason: string): Verdict {
+  if (action === 'quarantine') return { action, reason };
+  return { action: r.code >= 500 ? 'reject' : 'tempfail', reply: r, reason };
+}
+
+export default definePlugin<RatelimitPolicy, RatelimitOptions>({
+  name: 'ratelimit',
+  version: '1.0.0',
+  kernel: '^1',
+  claims: { field: 'ratelimit', schema: ratelimitField as unknown as z.ZodType<RatelimitPolicy> },
+  options: ratelimitOptions as unknown as z.ZodType<RatelimitOptions>,
+  priority: 50,
+  modifies: ['headers'],
+  // The envelope is read at end of message: the MTA streams it without waiting for answers.
+  observes: ['connect', 'mailFrom', 'rcptTo'],
+  commands: { limits: limitsCommand },
+  setup({ store, metrics, log, options }) {
+    const decisions = metrics.counter({ name: 'decisions_total', help: 'Rate-limit decisions per policy and outcome (allowed, denied, jailed, blocked, bypassed, monitored)', labelNames: ['policy', 'outcome'] });
+    const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Decisions the store could not make in time (onStoreError applied)', labelNames: ['policy'] });
+    const refunds = metrics.counter({ name: 'refunds_total', help: 'Reservations given back (leaky accounting: the message was not accepted after all)' });
+    let lastStoreLog = 0;
+
+    const noteOf = (ctx: HookContext<RatelimitPolicy>): MessageNote => {
+      const notes = ctx.message!.notes;
+      let note = notes.get<MessageNote>();
+      if (!note) notes.set((note = { reservations: [], counted: new Set() }));
+      return note;
+    };
+
+    const factsOf = (ctx: HookContext<RatelimitPolicy>, recipients: readonly string[]): SubjectFacts => ({
+      sender: ctx.message?.sender?.address,
+      auth: ctx.session.auth,
+      clientIp: ctx.session.client?.address || undefined,
+      recipients,
+    });
+
+    const refund = async (reservations: RateReservation[]) => {
+      if (reservations.length === 0) return;
+      const list = reservations.splice(0);
+      try {
+        await store.rateRefund(list);
+        refunds.inc(list.length);
+      } catch (err) {
+        // A refund that fails errs on the safe side: the message counts, as with strict accounting.
+        log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'rate-limit refund failed; the message stays counted');
+      }
+    };
+
+    /**
+     * Decides for the given policies in one store round trip. Returns the refusal (if any), the
+     * reservations made, and the per-policy allowed results (for headers).
+     */
+    const decide = async (ctx: HookContext<RatelimitPolicy>, policies: readonly AppliedPolicy<RatelimitPolicy>[], recipients: readonly string[], costFor: (p: AppliedPolicy<RatelimitPolicy>, s: SubjectValue) => number) => {
+      const facts = factsOf(ctx, recipients);
+      const asked: { policy: AppliedPolicy<RatelimitPolicy>; subject: SubjectValue; windows: ResolvedWindow[]; index: number }[] = [];
+      const requests: RateRequest[] = [];
+      let refusal: Refusal | undefined;
+      for (const policy of policies) {
+        const c = policy.config;
+        for (const subject of subjectValues(c.by, facts, c.cost)) {
+          const o = c.overrides[subject.value];
+          if (o?.bypass) {
+            decisions.inc({ policy: policy.name, outcome: 'bypassed' });
+            continue;
+          }
+          if (o?.block) {
+            decisions.inc({ policy: policy.name, outcome: 'blocked' });
+            refusal ??= { policy: policy.name, verdict: refusalOf('reject', reply(c.blockedReply, BLOCKED_REPLY, { policy: policy.name, subject: subject.value }), `${policy.name}: ${c.by.name} blocked by the configuration`) };
+            continue;
+          }
+          const windows = o?.windows ?? c.windows;
+          asked.push({ policy, subject, windows, index: requests.length });
+          requests.push({ key: subjectKey(policy.name, c.by, subject.value), cost: costFor(policy, subject), windows, jailMs: c.jail, label: `${policy.name} ${c.by.name} ${subject.value}` });
+        }
+      }
+      const reservations: RateReservation[] = [];
+      const allowed = new Map<string, { result: RateResult; windows: ResolvedWindow[] }>();
+      if (requests.length === 0 || refusal) return { refusal, reservations, allowed, storeFailed: false };
+      let results: RateResult[];
+      try {
+        results = await withTimeout(store.rateLimit(requests), options.storeTimeout);
+      } catch (err) {
+        const now = Date.now();
+        for (const p of new Set(asked.map((a) => a.policy.name))) storeErrors.inc({ policy: p });
+        if (now - lastStoreLog > 10_000) {
+          lastStoreLog = now;
+          log.warn({ code: (err as { code?: string }).code ?? 'THEMIS_ERR_STORE_TIMEOUT', err: (err as Error).message }, 'rate-limit store failed; applying onStoreError');
+        }
+        const strict = asked.some((a) => a.policy.config.onStoreError === 'tempfail');
+        return { refusal: strict ? { policy: asked[0].policy.name, verdict: { action: 'tempfail', reply: STORE_FAILED_REPLY, reason: 'rate-limit store unavailable' } as Verdict } : undefined, reservations, allowed, storeFailed: true };
+      }
+      let stopped = false;
+      for (const a of asked) {
+        const r = results[a.index];
+        const c = a.policy.config;
+        if (stopped) {
+          if (r.reservation) await refund([r.reservation]);
+          continue;
+        }
+        if (r.reservation) reservations.push(r.reservation);
+        if (r.outcome === 'allowed') {
+          decisions.inc({ policy: a.policy.name, outcome: 'allowed' });
+          const prev = allowed.get(a.policy.name);
+          if (!prev || minRemaining(r) < minRemaining(prev.result)) allowed.set(a.policy.name, { result: r, windows: a.windows });
+          continue;
+        }
+        if (r.outcome === 'bypassed') {
+          decisions.inc({ policy: a.policy.name, outcome: 'bypassed' });
+          continue;
+        }
+        const w = r.failing >= 0 ? a.windows[r.failing] : a.windows[0];
+        const values = { policy: a.policy.name, subject: a.subject.value, limit: r.windows[r.failing]?.limit ?? w.limit, window: formatDuration(w.windowMs), wait: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), cost: a.subject.cost };
+        if (r.outcome === 'blocked') {
+          decisions.inc({ policy: a.policy.name, outcome: 'blocked' });
+          refusal ??= { policy: a.policy.name, verdict: refusalOf('reject', reply(c.blockedReply, BLOCKED_REPLY, values), `${a.policy.name}: ${c.by.name} blocked by an administrator`) };
+          continue;
+        }
+        const reason = r.outcome === 'jailed' ? `${a.policy.name}: ${c.by.name} in a penalty block for ${values.wait}s` : r.retryAfterMs < 0 ? `${a.policy.name}: ${c.by.name} cost ${a.subject.cost} exceeds ${values.limit}/${values.window} on its own` : `${a.policy.name}: ${c.by.name} over ${values.limit}/${values.window}; retry in ${values.wait}s`;
+        if (c.action === 'monitor') {
+          decisions.inc({ policy: a.policy.name, outcome: 'monitored' });
+          ctx.log.info({ policy: a.policy.name, subject: c.by.name, outcome: r.outcome, retryAfterMs: r.retryAfterMs }, `rate limit exceeded (monitor only): ${reason}`);
+          if (c.monitorStops) stopped = true;
+          continue;
+        }
+        decisions.inc({ policy: a.policy.name, outcome: r.outcome });
+        const text = r.retryAfterMs < 0 && r.outcome === 'denied' ? reply({}, TOO_BIG_REPLY, values) : reply(c.reply, DEFAULT_REPLY, values);
+        refusal ??= { policy: a.policy.name, verdict: refusalOf(c.action === 'hold' ? 'quarantine' : 'reject', text, reason) };
+      }
+      return { refusal, reservations, allowed, storeFailed: false };
+    };
+
+    const leaky = (policies: readonly AppliedPolicy<RatelimitPolicy>[]) => policies.every((p) => p.config.accounting === 'leaky');
+
+    return {
+      async rcptTo(ctx, rcpt) {
+        const policies = ctx.policies.filter((p) => p.config.stage === 'rcptTo');
+        if (policies.length === 0) return undefined;
+        const note = noteOf(ctx);
+        const out = await decide(ctx, policies, [rcpt.address], (p, s) => {
+          if (p.config.by.parts[0].kind === 'recipient' || p.config.by.parts[0].kind === 'recipientDomain') return 1;
+          if (p.config.cost === 'recipient') return 1;
+          // Cost `message`: the first recipient counts the message, the others only check.
+          return note.counted.has(p.name) ? 0 : (s.cost > 0 ? 1 : 0);
+        });
+        if (out.refusal?.verdict.action === 'quarantine') {
+          note.hold ??= out.refusal.verdict;
+          note.reservations.push(...out.reservations);
+          for (const p of policies) note.counted.add(p.name);
+          return undefined;
+        }
+        if (out.refusal) {
+          // Only this recipient is refused: what other subjects reserved for it is given back (leaky).
+          if (leaky(policies)) await refund(out.reservations);
+          return out.refusal.verdict;
+        }
+        note.reservations.push(...out.reservations);
+        for (const p of policies) note.counted.add(p.name);
+        return undefined;
+      },
+
+      async endOfMessage(ctx) {
+        const message = ctx.message!;
+        const note = noteOf(ctx);
+        const policies = ctx.policies.filter((p) => p.config.stage === 'endOfMessage');
+        const recipients = message.recipients.filter((r) => r.accepted).map((r) => r.address);
+        const out = policies.length > 0 ? await decide(ctx, policies, recipients, (_p, s) => s.cost) : undefined;
+        note.reservations.push(...(out?.reservations ?? []));
+        const hold = out?.refusal?.verdict.action === 'quarantine' ? out.refusal.verdict : note.hold;
+        const refused = out?.refusal && out.refusal.verdict.action !== 'quarantine' ? out.refusal.verdict : undefined;
+        if (refused || hold) {
+          // Refused or held: not accepted after all, so leaky accounting gives everything back now
+          // (refund() empties the list, so the abort hook that follows a refusal finds nothing to repeat).
+          if (leaky(ctx.policies)) await refund(note.reservations);
+          else note.reservations.length = 0;
+          return refused ?? hold;
+        }
+        if (out) {
+          for (const [policy, { result, windows }] of out.allowed) {
+            if (!policies.find((p) => p.name === policy)?.config.headers) continue;
+            const i = result.windows.reduce((best, w, j) => (w.remaining < result.windows[best].remaining ? j : best), 0);
+            const w = result.windows[i];
+            message.addHeader('X-Themis-RateLimit', `policy=${policy}; window=${formatDuration(windows[i].windowMs)}; limit=${w.limit}; used=${w.used}; remaining=${w.remaining}; reset=${Math.ceil(w.resetMs / 1000)}s`);
+          }
+        }
+        return undefined;
+      },
+
+      async abort(ctx) {
+        // The message was abandoned or refused (by any plugin): leaky accounting gives back what it reserved.
+        const note = ctx.message?.notes.get<MessageNote>();
+        if (!note || note.reservations.length === 0) return;
+        if (leaky(ctx.policies)) await refund(note.reservations);
+        else note.reservations.length = 0;
+      },
+    };
+  },
+});
+
+function minRemaining(r: RateResult): number {
+  return r.windows.reduce((m, w) => Math.min(m, w.remaining), Infinity);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${ms} ms`), { code: 'THEMIS_ERR_STORE_TIMEOUT' })), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e as Error);
+      },
+    );
+  });
+}

@@ -17,7 +17,7 @@
  * @module
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { createServer, connect as netConnect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -62,6 +62,8 @@ const CHECK_D_MB = 150;
 
 interface Options {
   quick: boolean;
+  /** Also run bench/ratelimit.ts (rate-limit decisions against a local Redis). */
+  ratelimit: boolean;
   targets: TargetName[];
   rounds: number;
   json: string | undefined;
@@ -74,6 +76,8 @@ const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [opt
                        one trivial plugin tapping every stage (bench/kernel.config.ts). node-floor is
                        bench/node-floor.ts, the cheapest null milter Node can run: a diagnostic
   --rounds N           rounds of interleaved runs (default 7; --quick 1)
+  --no-ratelimit       skip the ratelimit case (bench/ratelimit.ts: decisions/s, p99 and round trips
+                       per decision against a local redis-server)
   --json [PATH]        also write every raw figure as JSON (default path bench/results/latest.json)
   --help
 Environment: THEMIS_SHARED_BENCH (default ../shared/bench from the repository root) is the folder with
@@ -82,7 +86,7 @@ looked for (default /tmp/themis-bench); it is built into a temporary folder when
 `;
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
+  const o: Options = { quick: false, ratelimit: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -91,6 +95,7 @@ function parseOptions(argv: string[]): Options {
       return v;
     };
     if (a === '--quick') o.quick = true;
+    else if (a === '--no-ratelimit') o.ratelimit = false;
     else if (a === '--targets') {
       const list = value().split(',').map((s) => s.trim()).filter(Boolean);
       for (const t of list) if (!(TARGET_NAMES as readonly string[]).includes(t)) fail(`unknown target ${JSON.stringify(t)} (${TARGET_NAMES.join(', ')})`);
@@ -592,6 +597,7 @@ async function main(): Promise<number> {
 
   // ------------------------------------------------------------------ checks
   const checks: Check[] = [];
+  let ratelimitJson: unknown;
   const cpuRow = (t: TargetName, c: number) => rows.find((r) => r.target === t && r.connections === c);
   for (const [id, spec] of [['a', CHECK_A], ['b', CHECK_B]] as const) {
     const th = cpuRow('themis', spec.connections);
@@ -627,6 +633,17 @@ async function main(): Promise<number> {
     if (!at10 || !Number.isFinite(at10.ratio)) checks.push({ id: 'e', status: 'SKIP', text: `${what}: kernel or engine not measured` });
     else checks.push({ id: 'e', status: at10.ratio < 1.2 ? 'PASS' : 'FAIL', text: `${what}: kernel ÷ engine = ${at10.ratio.toFixed(2)}` });
   }
+  if (opts.ratelimit) {
+    // A separate process: its Redis client and load must not share this process's event loop.
+    const out = join(mkdtempSync(join(tmpdir(), 'themis-bench-rl-')), 'ratelimit.json');
+    const child = spawn(process.execPath, [join(REPO, 'bench', 'ratelimit.ts'), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
+    await new Promise((r) => child.once('exit', r));
+    if (existsSync(out)) {
+      const rl = JSON.parse(readFileSync(out, 'utf8')) as { checks: { name: string; status: 'PASS' | 'FAIL' }[] };
+      rl.checks.forEach((c, i) => checks.push({ id: `r${i + 1}`, status: c.status, text: c.name.replace(/^ratelimit: /, 'ratelimit: ') }));
+      ratelimitJson = rl;
+    } else checks.push({ id: 'r', status: 'SKIP', text: 'ratelimit: not measured (redis-server not installed, or the run failed: see above)' });
+  }
   print();
   print('Checks:');
   for (const c of checks) print(`${c.status} (${c.id}) ${c.text}`);
@@ -649,6 +666,7 @@ async function main(): Promise<number> {
       ratios: rs,
       memory: Object.fromEntries(memory),
       checks,
+      ratelimit: ratelimitJson,
       run_errors: runErrors,
       runs: records,
     };

@@ -7,7 +7,7 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import type { AppliedPolicy, PluginCommand, PluginCommandContext, RateInspection } from 'themis';
-import { formatDuration, type RatelimitPolicy } from './schema.ts';
+import { formatDuration, parseDuration, type RatelimitPolicy } from './schema.ts';
 import { networkOf, subjectKey } from './subjects.ts';
 
 /** Usage text of `themis limits`. */
@@ -19,6 +19,8 @@ export const LIMITS_USAGE = `Usage: themis limits <command> [options]
   unblock SUBJECT [--policy P]           end the penalty block and an administrator's block
   block SUBJECT on|off [--policy P]      refuse every message of the subject until turned off
   bypass SUBJECT on|off [--policy P]     exempt the subject from the limits until turned off
+  limit SUBJECT WINDOW=LIMIT…|off [--policy P]
+                                         per-subject limits for the policy's windows (1h=5000 1m=200)
 
 SUBJECT is the value as Themis counts it: an address (alice@example.com), a domain (example.com), a
 SASL login, a client IP (the policy's prefix is applied: 192.0.2.7 → 192.0.2.0/24), '<>' for the null
@@ -84,7 +86,22 @@ export const limitsCommand: PluginCommand<RatelimitPolicy, unknown> = {
       return 2;
     };
     if (!command) return usage('which command?');
-    if (!['show', 'list', 'reset', 'unblock', 'block', 'bypass'].includes(command)) return usage(`unknown command ${JSON.stringify(command)}`);
+    if (!['show', 'list', 'reset', 'unblock', 'block', 'bypass', 'limit'].includes(command)) return usage(`unknown command ${JSON.stringify(command)}`);
+    let limitsChange: Record<number, number> | null | undefined;
+    if (command === 'limit') {
+      const specs = positionals.slice(2);
+      if (specs.length === 0) return usage('limit needs WINDOW=LIMIT pairs (1h=5000) or off');
+      if (specs.length === 1 && specs[0] === 'off') limitsChange = null;
+      else {
+        limitsChange = {};
+        for (const spec of specs) {
+          const m = /^([^=]+)=(\d+)$/.exec(spec);
+          const ms = m ? parseDuration(m[1]) : undefined;
+          if (!m || ms === undefined) return usage(`expected WINDOW=LIMIT such as 1h=5000, got ${JSON.stringify(spec)}`);
+          limitsChange[ms] = Number(m[2]);
+        }
+      }
+    }
     if (command !== 'list' && !subject) return usage(`${command} needs a SUBJECT`);
     if ((command === 'block' || command === 'bypass') && onOff !== 'on' && onOff !== 'off') return usage(`${command} needs on or off`);
     if (ctx.storeType === 'memory') {
@@ -124,6 +141,14 @@ export const limitsCommand: PluginCommand<RatelimitPolicy, unknown> = {
       if (command === 'unblock') await ctx.store.rateAdmin(key, { unjail: true, block: false });
       if (command === 'block') await ctx.store.rateAdmin(key, { block: onOff === 'on', label });
       if (command === 'bypass') await ctx.store.rateAdmin(key, { bypass: onOff === 'on', label });
+      if (command === 'limit') {
+        const unknown = limitsChange ? Object.keys(limitsChange).map(Number).filter((ms) => !policy.config.windows.some((w) => w.windowMs === ms)) : [];
+        if (unknown.length > 0) {
+          ctx.err(`themis limits: policy ${policy.name} has no window of ${unknown.map(formatDuration).join(', ')} (its windows: ${policy.config.windows.map((w) => formatDuration(w.windowMs)).join(', ')})\n`);
+          return 1;
+        }
+        await ctx.store.rateAdmin(key, { limits: limitsChange, label });
+      }
       out.push(describe(policy, value, await ctx.store.rateInspect(key, policy.config.windows)));
     }
     if (values.json) ctx.out(`${JSON.stringify(out, null, 2)}\n`);

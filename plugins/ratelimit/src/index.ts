@@ -16,8 +16,11 @@ export { parseSubject, subjectValues, subjectKey, networkOf, NULL_SENDER, type S
 
 /** Plugin-level options. */
 export const ratelimitOptions = z.strictObject({
-  /** How long a decision may wait for the store before `onStoreError` applies, ms (default 250). */
-  storeTimeout: z.number().int().positive().default(250),
+  /**
+   * How long a decision may wait for the store before `onStoreError` applies, ms (default 75: a
+   * healthy Redis answers in well under a millisecond, and Postfix must never wait on a sick one).
+   */
+  storeTimeout: z.number().int().positive().default(75),
 });
 
 /** Plugin-level options, validated. */

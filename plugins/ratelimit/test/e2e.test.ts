@@ -18,7 +18,8 @@ function configFile(t: { after(fn: () => void): void }, redis: RedisServer, poli
   const dir = mkdtempSync(join(tmpdir(), 'themis-rl-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'themis.config.json');
-  writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-ratelimit'], policies }));
+  // A generous store deadline: these tests are about exact counting, and this machine is shared.
+  writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, plugins: [{ plugin: 'themis-plugin-ratelimit', options: { storeTimeout: 2_000 } }], policies }));
   return file;
 }
 
@@ -70,6 +71,10 @@ describe('ratelimit end to end', { skip: noRedis }, () => {
     assert.equal((await pf.swaks(['--from', 'a@held.example', '--to', 'r@example.test'])).code, 0);
     assert.equal((await pf.swaks(['--from', 'a@held.example', '--to', 'r@example.test'])).code, 0, 'a held message is accepted by Postfix');
     assert.equal((await pf.waitForHeld(1)).length, 1, 'and lands on the hold queue');
+    const raise = limits(file, ['limit', 'busy@example.org', '1h=50', '--policy', 'senders', '--json']);
+    assert.equal(raise.status, 0, raise.stderr);
+    assert.equal(JSON.parse(raise.stdout)[0].windows[0].limit, 50, 'a per-subject limit in the store');
+    assert.equal(limits(file, ['limit', 'busy@example.org', '1d=5', '--policy', 'senders']).status, 1, 'a window the policy does not have is refused');
     const block = limits(file, ['block', 'busy@example.org', 'on', '--policy', 'senders']);
     assert.equal(block.status, 0, block.stderr);
     const refused = await pf.swaks(['--from', 'busy@example.org', '--to', 'r@example.test']);

@@ -303,6 +303,9 @@ async function runServer(ctx: ServerContext): Promise<number> {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) {
+        // A worker hears a stop twice by design (systemd signals the whole control group, and the
+        // primary asks too): only the primary turns a second signal into an immediate exit.
+        if (cluster.isWorker) return;
         logger.warn({ signal }, 'second signal: exiting now, without waiting for open connections');
         process.exit(1);
       }

@@ -94,8 +94,12 @@ describe('daemons sharing a Redis', { skip }, () => {
     for (let i = 0; i < 4; i++) assert.equal(await tagOf(themis), 'w2');
     const metrics = await fetch(`http://127.0.0.1:${themis.http!.split(':')[1].split('@')[0]}/metrics`).then((r) => r.text());
     assert.match(metrics, /themis_config_reloads_total\{trigger="SIGHUP",result="ok"\} 2/, 'the aggregated metrics count both workers');
+    // systemd stops a unit by signalling its whole control group: the primary and every worker at once.
+    const pids = ((await fetchStatus(themis.http!)) as Status).workers.map((w) => w.pid);
+    for (const pid of pids) process.kill(pid, 'SIGTERM');
     assert.equal(await themis.stop(), 0);
     assert.match(themis.output(), /"msg":"themis stopped"/);
+    assert.doesNotMatch(themis.output(), /second signal/, 'a worker signalled directly and asked by the primary still drains');
   });
 
   it('a daemon starts and serves while Redis is down, and uses it once it is back', async (t) => {

@@ -1,84 +1,79 @@
 /**
  * The Redis side of the rate limiter: four Lua scripts, each on one key (`numkeys = 1`, so any
  * Cluster node can run it without hash tags), mirroring `ratelimit.ts` step for step, and the
- * encoding of their arguments and replies. Arithmetic stays on integers below 2^53, exact in Lua's
- * doubles; numbers are written with `%d` because Lua's `tostring` switches to exponent notation past
- * 14 digits.
+ * encoding of their arguments and replies: as ioredis arguments, and for the hot path (decisions and
+ * refunds on a standalone or Sentinel connection) directly as RESP, the windows' part encoded once per
+ * windows array. Arithmetic stays on integers below 2^53, exact in Lua's doubles; numbers are written
+ * with `%d` because Lua's `tostring` switches to exponent notation past 14 digits. Rings are read
+ * with `cjson.decode` (C, one call per ring) and rewritten from their old text, so a decision formats
+ * at most two numbers per window whatever its slots.
  *
  * The clock is Redis' `TIME`, one clock for every daemon of a pool; an explicit `now` argument (only
  * sent by a store built with `testClock`) replaces it.
  * @module
  */
+import { createHash } from 'node:crypto';
 import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, RateWindowState } from './store.ts';
-import { RATE_ADMIN_TTL_MS, formatRateLimits, parseRateLimits } from './ratelimit.ts';
+import { RATE_ADMIN_TTL_MS, formatRateLimits, parseRateLimits, sameRateWindows } from './ratelimit.ts';
 
-/** Helpers every script starts with. Keep in step with `ratelimit.ts`. */
+/**
+ * Helpers every script starts with. Keep in step with `ratelimit.ts`. Every call of a script runs
+ * this chunk again, so it stays short: a few locals and four small functions.
+ */
 const PRELUDE = `
+local floor, fmt, find, sub, rep = math.floor, string.format, string.find, string.sub, string.rep
+local decode = cjson.decode
+
 local function clock(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return t[1] * 1000 + floor(t[2] / 1000)
 end
 
+-- The overrides of '!limits' ("W:L,W:L"), or nil for none.
 local function overrides(text)
+  if not text then return nil end
   local o = {}
-  if text then
-    for w, l in string.gmatch(text, '(%d+):(%d+)') do o[tonumber(w)] = tonumber(l) end
-  end
+  for w, l in string.gmatch(text, '(%d+):(%d+)') do o[tonumber(w)] = tonumber(l) end
   return o
 end
 
-local function parse(value)
-  if not value then return nil end
-  local e, c = string.match(value, '^(%-?%d+):(%d+)$')
-  if not e then return nil end
-  return tonumber(e), tonumber(c)
-end
-
--- One window: W and N are kept as the caller's strings, because the field names are built from them.
-local function view(key, ws, ns, limit, now, o)
-  local W, N = tonumber(ws), tonumber(ns)
+-- One window from its ring "E,c(E-N),...,c(E)" (nil: none; unreadable: none). Count j (epoch
+-- E - N + j, j = 0..N) is t[2 + s + j] for j <= N - s, else 0: the ring is read s epochs after its
+-- latest. used: their sum; first: the first j counting something (-1: none).
+local function view(text, W, N, limit, now)
   local g = math.ceil(W / N)
-  local names = {}
-  for s = 0, N do names[s + 1] = 'w' .. ws .. '/' .. ns .. ':' .. s end
-  local vals = redis.call('HMGET', key, unpack(names))
-  local E = math.floor(now / g)
-  local es, cs = {}, {}
-  for s = 0, N do
-    local e, c = parse(vals[s + 1])
-    if e then
-      es[s] = e
-      cs[s] = c
+  local E = floor(now / g)
+  local used, first, t, s = 0, -1, nil, N + 1
+  if text then
+    local ok, r = pcall(decode, '[' .. text .. ']')
+    if ok and type(r) == 'table' and #r == N + 2 and type(r[1]) == 'number' then
+      local e = r[1]
       -- The clock stepped back: keep the latest epoch until it catches up.
       if e > E then E = e end
+      t, s = r, E - e
+      for j = 0, N - s do
+        local c = r[2 + s + j]
+        if c > 0 then
+          used = used + c
+          if first < 0 then first = j end
+        end
+      end
     end
   end
-  local counts, used = {}, 0
-  for j = 0, N do
-    local k = E - N + j
-    local s = k % (N + 1)
-    local c = 0
-    if es[s] == k then c = cs[s] end
-    counts[j] = c
-    used = used + c
-  end
-  return { ws = ws, ns = ns, N = N, g = g, E = E, counts = counts, used = used, limit = o[W] or limit }
-end
-
-local function resetMs(v, now)
-  for j = 0, v.N do
-    if v.counts[j] > 0 then return (v.E + j + 1) * v.g - now end
-  end
-  return 0
+  return { text = text, N = N, g = g, E = E, t = t, s = s, used = used, first = first, limit = limit }
 end
 
 local function state(out, v, now)
   local remaining = v.limit - v.used
   if remaining < 0 then remaining = 0 end
-  out[#out + 1] = v.used
-  out[#out + 1] = v.limit
-  out[#out + 1] = remaining
-  out[#out + 1] = resetMs(v, now)
+  local reset = 0
+  if v.first >= 0 then reset = (v.E + v.first + 1) * v.g - now end
+  local k = #out
+  out[k + 1] = v.used
+  out[k + 2] = v.limit
+  out[k + 3] = remaining
+  out[k + 4] = reset
 end
 `;
 
@@ -87,6 +82,10 @@ end
  * window windowMs, slots, limit. Reply: outcome (0 allowed, 1 denied, 2 jailed, 3 blocked, 4
  * bypassed), failing, retryAfterMs, window count, then per window used, limit, remaining, resetMs,
  * epoch.
+ *
+ * One HMGET reads the flags, the label and every ring; one HSET writes what changed; then PEXPIRE (or
+ * PERSIST). A ring is rewritten from its old text, not reformatted: the same slot gets its new count,
+ * or the kept counts are shifted left and zeros appended.
  */
 export const RATE_LIMIT_LUA = `${PRELUDE}
 local key = KEYS[1]
@@ -95,14 +94,16 @@ local cost = tonumber(ARGV[2])
 local jailMs = tonumber(ARGV[3])
 local label = ARGV[4]
 local n = tonumber(ARGV[5])
-local f = redis.call('HMGET', key, '!block', '!bypass', '!jail', '!limits')
+local names = { '!block', '!bypass', '!jail', '!limits', 'v' }
+for i = 1, n do names[5 + i] = 'w' .. ARGV[3 + 3 * i] .. '/' .. ARGV[4 + 3 * i] end
+local f = redis.call('HMGET', key, unpack(names))
 if f[1] then return { 3, -1, 0, 0 } end
 if f[2] then return { 4, -1, 0, 0 } end
 local o = overrides(f[4])
 local views = {}
 for i = 1, n do
-  local b = 5 + (i - 1) * 3
-  views[i] = view(key, ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), now, o)
+  local W = tonumber(ARGV[3 + 3 * i])
+  views[i] = view(f[5 + i], W, tonumber(ARGV[4 + 3 * i]), o and o[W] or tonumber(ARGV[5 + 3 * i]), now)
 end
 
 local function expire(jail)
@@ -116,7 +117,7 @@ local function expire(jail)
     if span > ttl then ttl = span end
   end
   if jail - now > ttl then ttl = jail - now end
-  if ttl > 0 then redis.call('PEXPIRE', key, string.format('%d', ttl)) end
+  if ttl > 0 then redis.call('PEXPIRE', key, fmt('%d', ttl)) end
 end
 
 local outcome, failing, retry = 0, -1, 0
@@ -132,10 +133,11 @@ else
       if cost > v.limit then
         retry = -1
       elseif retry >= 0 then
+        -- need >= 1 and need <= used: found among the counted slots.
         local need = v.used + cost - v.limit
-        local freed = 0
-        for j = 0, v.N do
-          freed = freed + v.counts[j]
+        local freed, t, b = 0, v.t, 2 + v.s
+        for j = v.first, v.N - v.s do
+          freed = freed + t[b + j]
           if freed >= need then
             local r = (v.E + j + 1) * v.g - now
             if r > retry then retry = r end
@@ -148,8 +150,11 @@ else
   if failing >= 0 then
     outcome = 1
     if cost > 0 and jailMs > 0 then
-      redis.call('HSET', key, '!jail', string.format('%d', now + jailMs))
-      if label ~= '' then redis.call('HSETNX', key, 'v', label) end
+      if label ~= '' and not f[5] then
+        redis.call('HSET', key, '!jail', fmt('%d', now + jailMs), 'v', label)
+      else
+        redis.call('HSET', key, '!jail', fmt('%d', now + jailMs))
+      end
       expire(now + jailMs)
       if retry >= 0 and jailMs > retry then retry = jailMs end
     end
@@ -157,13 +162,31 @@ else
     local fields = {}
     for i = 1, n do
       local v = views[i]
-      v.counts[v.N] = v.counts[v.N] + cost
+      local N, t, s = v.N, v.t, v.s
+      local text
+      if t and s == 0 then
+        -- Same epoch: only the last count changes.
+        local c = t[N + 2] + cost
+        t[N + 2] = c
+        text = string.match(v.text, '^(.*,)') .. fmt('%d', c)
+      elseif t and s <= N then
+        -- s epochs later: drop the epoch and the s oldest counts, append s - 1 zeros and the cost.
+        local p = 0
+        for _ = 0, s do p = find(v.text, ',', p + 1, true) end
+        text = fmt('%d', v.E) .. ',' .. sub(v.text, p + 1) .. rep(',0', s - 1) .. ',' .. fmt('%d', cost)
+      else
+        text = fmt('%d', v.E) .. rep(',0', N) .. ',' .. fmt('%d', cost)
+      end
       v.used = v.used + cost
-      fields[#fields + 1] = 'w' .. v.ws .. '/' .. v.ns .. ':' .. (v.E % (v.N + 1))
-      fields[#fields + 1] = string.format('%d:%d', v.E, v.counts[v.N])
+      if v.first < 0 then v.first = N end
+      fields[2 * i - 1] = names[5 + i]
+      fields[2 * i] = text
+    end
+    if label ~= '' and not f[5] then
+      fields[2 * n + 1] = 'v'
+      fields[2 * n + 2] = label
     end
     redis.call('HSET', key, unpack(fields))
-    if label ~= '' then redis.call('HSETNX', key, 'v', label) end
     expire(jail)
   end
 end
@@ -175,23 +198,37 @@ end
 return out
 `;
 
-/** KEYS: the subject. ARGV: cost, window count, then per window windowMs, slots, epoch. */
+/**
+ * KEYS: the subject. ARGV: cost, window count, then per window windowMs, slots, epoch. A ring gives
+ * back the cost (not below 0) only while it still counts the reserved epoch e: E − N ≤ e ≤ E, E its
+ * latest epoch. Once the slot rolled over, the units have left the window anyway.
+ */
 export const RATE_REFUND_LUA = `${PRELUDE}
 local key = KEYS[1]
 local cost = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local names = {}
+for i = 1, n do names[i] = 'w' .. ARGV[3 * i] .. '/' .. ARGV[3 * i + 1] end
+local vals = redis.call('HMGET', key, unpack(names))
+local fields = {}
 for i = 1, n do
-  local b = 2 + (i - 1) * 3
-  local ws, ns, epoch = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
-  local field = 'w' .. ws .. '/' .. ns .. ':' .. (epoch % (tonumber(ns) + 1))
-  local e, c = parse(redis.call('HGET', key, field))
-  -- Only the slot the cost went into: once it rolled over, the units have left the window anyway.
-  if e == epoch then
-    c = c - cost
-    if c < 0 then c = 0 end
-    redis.call('HSET', key, field, string.format('%d:%d', epoch, c))
+  local N, e = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local text = vals[i]
+  if text then
+    local ok, r = pcall(decode, '[' .. text .. ']')
+    if ok and type(r) == 'table' and #r == N + 2 and type(r[1]) == 'number' and r[1] - N <= e and e <= r[1] then
+      local k = 2 + e - (r[1] - N)
+      local c = r[k] - cost
+      if c < 0 then c = 0 end
+      r[k] = c
+      local parts = {}
+      for j = 1, N + 2 do parts[j] = fmt('%d', r[j]) end
+      fields[#fields + 1] = names[i]
+      fields[#fields + 1] = table.concat(parts, ',')
+    end
   end
 end
+if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
 return 0
 `;
 
@@ -204,7 +241,9 @@ export const RATE_INSPECT_LUA = `${PRELUDE}
 local key = KEYS[1]
 local now = clock(ARGV[1])
 local n = tonumber(ARGV[2])
-local f = redis.call('HMGET', key, '!block', '!bypass', '!jail', '!limits', 'v')
+local names = { '!block', '!bypass', '!jail', '!limits', 'v' }
+for i = 1, n do names[5 + i] = 'w' .. ARGV[3 * i] .. '/' .. ARGV[3 * i + 1] end
+local f = redis.call('HMGET', key, unpack(names))
 local o = overrides(f[4])
 local jailed = (tonumber(f[3] or '0') or 0) - now
 if jailed < 0 then jailed = 0 end
@@ -212,8 +251,8 @@ local function flag(x) if x then return 1 end return 0 end
 -- A nil inside a reply table would cut it short: absent strings are sent as '' with a presence flag.
 local out = { redis.call('EXISTS', key), flag(f[5]), f[5] or '', jailed, flag(f[1]), flag(f[2]), f[4] or '', n }
 for i = 1, n do
-  local b = 2 + (i - 1) * 3
-  state(out, view(key, ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), now, o), now)
+  local W = tonumber(ARGV[3 * i])
+  state(out, view(f[5 + i], W, tonumber(ARGV[3 * i + 1]), o and o[W] or tonumber(ARGV[3 * i + 2]), now), now)
 end
 return out
 `;
@@ -279,14 +318,92 @@ export const RATE_SCRIPTS: Record<keyof RateScripts, string> = {
 const clockArg = (now: number | undefined) => (now === undefined ? '' : String(Math.floor(now)));
 const windowArgs = (windows: readonly RateWindow[], third: (w: RateWindow, i: number) => number) => windows.flatMap((w, i) => [String(w.windowMs), String(w.slots), String(third(w, i))]);
 
-/** ARGV of {@link RATE_LIMIT_LUA} (`now` only when the store honours it). */
+/** ARGV of {@link RATE_LIMIT_LUA} (`now` only when the store honours it), as ioredis sends them (Cluster). */
 export function rateLimitArgs(r: RateRequest, now: number | undefined): string[] {
   return [clockArg(now), String(r.cost), String(r.jailMs ?? 0), r.label ?? '', String(r.windows.length), ...windowArgs(r.windows, (w) => w.limit)];
 }
 
-/** ARGV of {@link RATE_REFUND_LUA}. */
+/** ARGV of {@link RATE_REFUND_LUA}, as ioredis sends them (Cluster). */
 export function rateRefundArgs(r: RateReservation): string[] {
   return [String(r.cost), String(r.windows.length), ...windowArgs(r.windows, (_, i) => r.epochs[i])];
+}
+
+/**
+ * A script as the Redis store sends it itself on a standalone or Sentinel connection: EVALSHA, and
+ * EVAL with its text after NOSCRIPT.
+ */
+export interface RateScriptText {
+  /** The Lua text. */
+  readonly lua: string;
+  /** Its SHA-1, hex. */
+  readonly sha: string;
+}
+
+const scriptText = (lua: string): RateScriptText => ({ lua, sha: createHash('sha1').update(lua).digest('hex') });
+
+/** {@link RATE_LIMIT_LUA} as sent by hand. */
+export const RATE_LIMIT_SCRIPT = scriptText(RATE_LIMIT_LUA);
+/** {@link RATE_REFUND_LUA} as sent by hand. */
+export const RATE_REFUND_SCRIPT = scriptText(RATE_REFUND_LUA);
+
+/** A RESP bulk string of ASCII text (digits). */
+const bulk = (s: string) => `$${s.length}\r\n${s}\r\n`;
+/** A RESP bulk string of any text. */
+const bulkText = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
+/** What follows the argument count of an EVALSHA on one key: the command, the SHA-1, numkeys 1. */
+const evalshaHead = (script: RateScriptText) => `$7\r\nevalsha\r\n$40\r\n${script.sha}\r\n$1\r\n1\r\n`;
+const LIMIT_HEAD = evalshaHead(RATE_LIMIT_SCRIPT);
+const REFUND_HEAD = evalshaHead(RATE_REFUND_SCRIPT);
+
+/** A windows array's arguments in RESP, encoded once per (unchanged) array. */
+interface EncodedWindows {
+  /** windowMs, slots, limit of each window when encoded. */
+  values: number[];
+  /** The window count, then windowMs, slots, limit of each. */
+  limits: string;
+  /** Per window: windowMs, slots. */
+  pairs: string[];
+}
+
+const encodedWindows = new WeakMap<readonly RateWindow[], EncodedWindows>();
+
+/** The RESP of validated windows, from the cache when the array is unchanged. */
+function encodeWindows(windows: readonly RateWindow[]): EncodedWindows {
+  const known = encodedWindows.get(windows);
+  if (known !== undefined && sameRateWindows(windows, known.values)) return known;
+  const pairs = windows.map((w) => bulk(String(w.windowMs)) + bulk(String(w.slots)));
+  const encoded: EncodedWindows = {
+    values: windows.flatMap((w) => [w.windowMs, w.slots, w.limit]),
+    limits: bulk(String(windows.length)) + windows.map((w, i) => pairs[i] + bulk(String(w.limit))).join(''),
+    pairs,
+  };
+  encodedWindows.set(windows, encoded);
+  return encoded;
+}
+
+/**
+ * One EVALSHA of {@link RATE_LIMIT_LUA} in RESP, for a validated request on the (prefixed) `key`
+ * (`now` only when the store honours it). The same call as {@link rateLimitArgs}.
+ */
+export function rateLimitCall(key: string, r: RateRequest, now: number | undefined): string {
+  const w = encodeWindows(r.windows);
+  return `*${9 + 3 * r.windows.length}\r\n${LIMIT_HEAD}${bulkText(key)}${bulk(clockArg(now))}${bulk(String(r.cost))}${bulk(String(r.jailMs ?? 0))}${bulkText(r.label ?? '')}${w.limits}`;
+}
+
+/** One EVALSHA of {@link RATE_REFUND_LUA} in RESP, for a validated reservation on the (prefixed) `key`. */
+export function rateRefundCall(key: string, r: RateReservation): string {
+  const w = encodeWindows(r.windows);
+  let out = `*${6 + 3 * r.windows.length}\r\n${REFUND_HEAD}${bulkText(key)}${bulk(String(r.cost))}${bulk(String(r.windows.length))}`;
+  for (let i = 0; i < r.windows.length; i++) out += w.pairs[i] + bulk(String(r.epochs[i]));
+  return out;
+}
+
+/** The same call as EVAL with the script's text: for a server that answered NOSCRIPT. */
+export function rateCallAsEval(call: string, script: RateScriptText): string {
+  const head = evalshaHead(script);
+  const at = call.indexOf('\r\n') + 2;
+  if (!call.startsWith(head, at)) throw new Error('not an EVALSHA of this script');
+  return `${call.slice(0, at)}$4\r\neval\r\n${bulkText(script.lua)}$1\r\n1\r\n${call.slice(at + head.length)}`;
 }
 
 /** ARGV of {@link RATE_INSPECT_LUA}. */
@@ -308,20 +425,19 @@ function malformed(what: string, reply: unknown): Error {
   return new Error(`unexpected reply of the ${what} script: ${JSON.stringify(reply)}`);
 }
 
-/** The {@link RateResult} of a {@link RATE_LIMIT_LUA} reply. */
+/** The {@link RateResult} of a {@link RATE_LIMIT_LUA} reply (integers, as ioredis decodes them). */
 export function parseRateLimitReply(r: RateRequest, reply: unknown): RateResult {
   if (!Array.isArray(reply) || reply.length < 4) throw malformed('rate-limit', reply);
-  const [code, failing, retryAfterMs, n] = reply.slice(0, 4).map(Number);
-  const outcome = OUTCOMES[code];
+  const outcome = OUTCOMES[Number(reply[0])];
+  const n = Number(reply[3]);
   if (outcome === undefined || reply.length !== 4 + n * 5) throw malformed('rate-limit', reply);
-  const windows: RateWindowState[] = [];
-  const epochs: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const [used, limit, remaining, resetMs, epoch] = reply.slice(4 + i * 5, 9 + i * 5).map(Number);
-    windows.push({ used, limit, remaining, resetMs });
-    epochs.push(epoch);
+  const windows: RateWindowState[] = new Array(n);
+  const epochs: number[] = new Array(n);
+  for (let i = 0, k = 4; i < n; i++, k += 5) {
+    windows[i] = { used: Number(reply[k]), limit: Number(reply[k + 1]), remaining: Number(reply[k + 2]), resetMs: Number(reply[k + 3]) };
+    epochs[i] = Number(reply[k + 4]);
   }
-  const result: RateResult = { outcome, failing, retryAfterMs, windows };
+  const result: RateResult = { outcome, failing: Number(reply[1]), retryAfterMs: Number(reply[2]), windows };
   if (outcome === 'allowed' && r.cost > 0) result.reservation = { key: r.key, cost: r.cost, windows: r.windows, epochs };
   return result;
 }

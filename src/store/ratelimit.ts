@@ -3,12 +3,15 @@
  * reference the Redis store's Lua scripts (`ratelimit-lua.ts`) mirror line for line. Both must decide
  * identically; the property tests run the same sequences against both.
  *
- * **Storage.** One hash per subject. A window of `windowMs` W counted in `slots` N is a ring of
- * N + 1 fields `w<W>/<N>:<s>`, each `"<epoch>:<count>"`, where the slot width is
- * g = ⌈W / N⌉ ms, `epoch = ⌊now / g⌋` and `s = epoch mod (N + 1)`. Fields are named by the window's
- * length and slots rather than by its position, so reordering a policy's windows or adding one never
- * mixes counters. Administrator flags live in the same hash: `!block`, `!bypass`, `!limits`
- * (`"W:L,W:L"`), `!jail` (epoch ms), and `v`, the label.
+ * **Storage.** One hash per subject. A window of `windowMs` W counted in `slots` N is one field
+ * `w<W>/<N>`, its ring: `"<E>,<c(E−N)>,…,<c(E)>"`, the latest epoch written E and the counts of the
+ * N + 1 epochs E − N..E, oldest first, in decimal. The slot width is g = ⌈W / N⌉ ms and
+ * `epoch = ⌊now / g⌋`. Read at a later epoch, the ring is shifted: counts of epochs before the
+ * current one minus N have left. Fields are named by the window's length and slots rather than by its
+ * position, so reordering a policy's windows or adding one never mixes counters. Administrator flags
+ * live in the same hash: `!block`, `!bypass`, `!limits` (`"W:L,W:L"`), `!jail` (epoch ms), and `v`,
+ * the label. A value that is not a ring of N + 1 counts is ignored (as absent), and replaced by the
+ * next count.
  *
  * **Guarantee.** A window counts the slots of epochs `[E − N, E]` (E the current epoch): every unit
  * admitted in the last N·g ≥ W ms, the oldest slot whole. So **no interval of length W ever holds
@@ -61,20 +64,41 @@ const BYPASS = '!bypass';
 const LIMITS = '!limits';
 const JAIL = '!jail';
 const LABEL = 'v';
-const SLOT_VALUE = /^(-?\d+):(\d+)$/;
 
 const invalid = (reason: string) => new StoreError('THEMIS_ERR_STORE_RATE_REQUEST', { reason });
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 
 /**
+ * Window arrays found valid, with the values they had then (windowMs, slots, limit of each): a policy
+ * passes the same array with every decision, so it is checked once, and again only if it changed.
+ */
+const validWindows = new WeakMap<readonly RateWindow[], number[]>();
+
+/** Whether `windows` still holds the values of `values` (windowMs, slots, limit of each). */
+export function sameRateWindows(windows: readonly RateWindow[], values: readonly number[]): boolean {
+  if (windows.length * 3 !== values.length) return false;
+  for (let i = 0, k = 0; i < windows.length; i++, k += 3) {
+    const w = windows[i];
+    if (w.windowMs !== values[k] || w.slots !== values[k + 1] || w.limit !== values[k + 2]) return false;
+  }
+  return true;
+}
+
+/**
  * Checks windows: `windowMs` a positive integer, `slots` an integer in 1..{@link RATE_MAX_SLOTS},
  * `limit` an integer ≥ 0, no two windows of the same length and slots (they would share counters).
- * `atLeastOne` for decisions: a decision without a window would count nowhere.
+ * `atLeastOne` for decisions: a decision without a window would count nowhere. An array found valid
+ * before and unchanged since is not checked again.
  * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST`.
  */
 export function validateRateWindows(windows: readonly RateWindow[], atLeastOne: boolean): void {
   if (!Array.isArray(windows)) throw invalid('windows must be an array');
-  if (atLeastOne && windows.length === 0) throw invalid('at least one window is needed');
+  if (windows.length === 0) {
+    if (atLeastOne) throw invalid('at least one window is needed');
+    return;
+  }
+  const known = validWindows.get(windows);
+  if (known !== undefined && sameRateWindows(windows, known)) return;
   const seen = new Set<string>();
   for (const w of windows) {
     if (!isCount(w?.windowMs) || w.windowMs === 0) throw invalid(`windowMs must be a positive integer (got ${String(w?.windowMs)})`);
@@ -84,6 +108,7 @@ export function validateRateWindows(windows: readonly RateWindow[], atLeastOne: 
     if (seen.has(id)) throw invalid(`two windows of ${w.windowMs} ms in ${w.slots} slots`);
     seen.add(id);
   }
+  validWindows.set(windows, windows.flatMap((w) => [w.windowMs, w.slots, w.limit]));
 }
 
 /**
@@ -145,15 +170,14 @@ export function parseRateLimits(text: string | undefined): Record<number, number
   return out;
 }
 
-/** `a mod m` in [0, m), as Lua's `%` (JavaScript's keeps the sign of `a`). */
-const mod = (a: number, m: number) => ((a % m) + m) % m;
-
 /** One window as read from the hash. */
 interface View {
   window: RateWindow;
+  /** Its field, `w<W>/<N>`. */
+  field: string;
   /** Slot width, ms. */
   g: number;
-  /** The current epoch: the clock's, or a later one a slot holds (the clock stepped back). */
+  /** The current epoch: the clock's, or the ring's when later (the clock stepped back). */
   e: number;
   /** Units per epoch `e − N + j`, j = 0..N (oldest first). */
   counts: number[];
@@ -162,35 +186,46 @@ interface View {
   limit: number;
 }
 
-const fieldOf = (w: RateWindow, slot: number) => `w${w.windowMs}/${w.slots}:${slot}`;
+/** The field of a window's ring. */
+const rateRingField = (w: RateWindow): string => `w${w.windowMs}/${w.slots}`;
 
-function parseSlot(value: string | undefined): [number, number] | undefined {
-  const m = value === undefined ? null : SLOT_VALUE.exec(value);
-  return m ? [Number(m[1]), Number(m[2])] : undefined;
+/**
+ * A stored ring of `slots` N: [E, c(E − N), …, c(E)], or undefined when absent or unreadable (read as
+ * the Lua scripts' `cjson.decode('[' .. text .. ']')` with N + 2 elements, the first a number).
+ */
+function parseRing(text: string | undefined, slots: number): number[] | undefined {
+  if (text === undefined) return undefined;
+  let ring: unknown;
+  try {
+    ring = JSON.parse(`[${text}]`);
+  } catch {
+    return undefined;
+  }
+  return Array.isArray(ring) && ring.length === slots + 2 && typeof ring[0] === 'number' ? (ring as number[]) : undefined;
 }
 
 function view(hash: RateHash | undefined, w: RateWindow, overrides: Record<number, number> | undefined, now: number): View {
   const n = w.slots;
   const g = rateSlotWidth(w);
+  const field = rateRingField(w);
   let e = Math.floor(now / g);
-  const slots: ([number, number] | undefined)[] = [];
-  for (let s = 0; s <= n; s++) {
-    const p = parseSlot(hash?.get(fieldOf(w, s)));
-    slots.push(p);
-    // A slot from the future means the clock stepped back: the window keeps its latest epoch until
+  const ring = parseRing(hash?.get(field), n);
+  // Epochs the ring is read after its latest: that many of its oldest counts have left.
+  let shift = n + 1;
+  if (ring) {
+    // A ring from the future means the clock stepped back: the window keeps its latest epoch until
     // the clock catches up, so what was counted stays counted (never more admitted than promised).
-    if (p && p[0] > e) e = p[0];
+    if (ring[0] > e) e = ring[0];
+    shift = e - ring[0];
   }
   const counts: number[] = [];
   let used = 0;
   for (let j = 0; j <= n; j++) {
-    const k = e - n + j;
-    const p = slots[mod(k, n + 1)];
-    const c = p && p[0] === k ? p[1] : 0;
+    const c = ring && j <= n - shift ? ring[1 + shift + j] : 0;
     counts.push(c);
-    used += c;
+    if (c > 0) used += c;
   }
-  return { window: w, g, e, counts, used, limit: overrides?.[w.windowMs] ?? w.limit };
+  return { window: w, field, g, e, counts, used, limit: overrides?.[w.windowMs] ?? w.limit };
 }
 
 /** When the slot of `counts[j]` leaves the counted span: epoch k = e − N + j leaves at (k + N + 1)·g. */
@@ -263,23 +298,29 @@ export function rateDecide(hash: RateHash, request: RateRequest, now: number): {
   if (cost === 0) return { result: { outcome: 'allowed', failing: -1, retryAfterMs: 0, windows: views.map((v) => stateOf(v, now)) }, expiry: keep };
 
   for (const v of views) {
-    const n = v.window.slots;
-    v.counts[n] += cost;
+    v.counts[v.window.slots] += cost;
     v.used += cost;
-    hash.set(fieldOf(v.window, mod(v.e, n + 1)), `${v.e}:${v.counts[n]}`);
+    hash.set(v.field, `${v.e},${v.counts.join(',')}`);
   }
   if (label !== '' && !hash.has(LABEL)) hash.set(LABEL, label);
   const reservation: RateReservation = { key: request.key, cost, windows: request.windows, epochs: views.map((v) => v.e) };
   return { result: { outcome: 'allowed', failing: -1, retryAfterMs: 0, windows: views.map((v) => stateOf(v, now)), reservation }, expiry: expiryAfterWrite(hash, views, now) };
 }
 
-/** Undoes a reservation in `hash`: each window's slot loses `cost` (not below 0) if it still holds the reserved epoch. The expiry is kept. */
+/**
+ * Undoes a reservation in `hash`: each window's ring loses `cost` (not below 0) at the reserved epoch
+ * e if it still holds it (E − N ≤ e ≤ E, E the ring's latest epoch): once rolled over, the units have
+ * left the window anyway. The expiry is kept.
+ */
 export function rateRefundHash(hash: RateHash, reservation: RateReservation): void {
   reservation.windows.forEach((w, i) => {
     const epoch = reservation.epochs[i];
-    const field = fieldOf(w, mod(epoch, w.slots + 1));
-    const p = parseSlot(hash.get(field));
-    if (p && p[0] === epoch) hash.set(field, `${epoch}:${Math.max(0, p[1] - reservation.cost)}`);
+    const field = rateRingField(w);
+    const ring = parseRing(hash.get(field), w.slots);
+    if (!ring || epoch < ring[0] - w.slots || epoch > ring[0]) return;
+    const k = 1 + epoch - (ring[0] - w.slots);
+    ring[k] = Math.max(0, ring[k] - reservation.cost);
+    hash.set(field, ring.join(','));
   });
 }
 

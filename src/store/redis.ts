@@ -18,7 +18,22 @@ import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
 import { StoreError } from './errors.ts';
 import { validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows } from './ratelimit.ts';
-import { RATE_SCRIPTS, parseRateInspectReply, parseRateLimitReply, rateAdminArgs, rateInspectArgs, rateLimitArgs, rateRefundArgs, type RateScripts } from './ratelimit-lua.ts';
+import {
+  RATE_LIMIT_SCRIPT,
+  RATE_REFUND_SCRIPT,
+  RATE_SCRIPTS,
+  parseRateInspectReply,
+  parseRateLimitReply,
+  rateAdminArgs,
+  rateCallAsEval,
+  rateInspectArgs,
+  rateLimitArgs,
+  rateLimitCall,
+  rateRefundArgs,
+  rateRefundCall,
+  type RateScriptText,
+  type RateScripts,
+} from './ratelimit-lua.ts';
 import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, Store } from './store.ts';
 
 /** The logger the store reports connection trouble to: the subset of pino's API it uses. */
@@ -247,6 +262,175 @@ class LogLimiter {
   }
 }
 
+/** What `Redis#sendCommand` takes: a command, and the stream it writes to. */
+type SendCommandArgs = Parameters<Redis['sendCommand']>;
+
+/**
+ * Script calls sent in one socket write and settled together: the rate limiter's hot path on a
+ * standalone or Sentinel connection. ioredis' `sendCommand(command, stream)` (what its `Pipeline`
+ * uses) queues each call for its reply; this object stands in for the command, with the members
+ * ioredis uses (`name`, `args`, `isTraced`, `setReplyContext`, `setTimeout`, `toWritable`, `resolve`,
+ * `reject`), and for the pipeline's stream (`isPipeline`, `destination`, `write`), once for the whole
+ * batch, instead of a `Pipeline` per batch and a `Command`, promises, a reply conversion and a timer per
+ * call. Its deadline is the store's one timer ({@link Deadlines}); a reply that comes after it, or after
+ * the batch failed, is dropped.
+ *
+ * Replies arrive in order. A NOSCRIPT error is kept in its place for the store to resend the call as
+ * EVAL; any other error (a script's, or the connection's: ioredis rejects queued commands when the
+ * connection closes) fails the batch at once.
+ */
+class ScriptBatch {
+  /** For ioredis: the command's name. */
+  readonly name: string;
+  /** For ioredis: the arguments an error reply reports (none: they hold keys). */
+  readonly args: string[] = [];
+  /** For ioredis: no tracing span per call. */
+  readonly isTraced = true;
+  /** For ioredis: this is also the stream of a pipeline. */
+  readonly isPipeline = true;
+  /** For ioredis: the connection the stream writes to. */
+  readonly destination: { redis: Redis };
+  /** The calls, RESP. */
+  readonly calls: string[];
+  /** The store's name for the operation, for errors. */
+  readonly command: string;
+  /** The replies in order (NOSCRIPT errors in place), or the first other failure. */
+  readonly promise: Promise<unknown[]>;
+  /** performance.now() after which the batch fails. */
+  deadline = 0;
+  /** Neighbours in the deadline list. */
+  prev: ScriptBatch | undefined;
+  next: ScriptBatch | undefined;
+  /** Resolved or failed: later replies are dropped. */
+  settled = false;
+  private readonly replies: unknown[];
+  private readonly deadlines: Deadlines;
+  private written = 0;
+  private data = '';
+  private received = 0;
+  private done!: (replies: unknown[]) => void;
+  private failed!: (err: Error) => void;
+
+  constructor(redis: Redis, name: string, command: string, calls: string[], deadlines: Deadlines) {
+    this.name = name;
+    this.command = command;
+    this.destination = { redis };
+    this.calls = calls;
+    this.replies = new Array(calls.length);
+    this.deadlines = deadlines;
+    this.promise = new Promise((resolve, reject) => {
+      this.done = resolve;
+      this.failed = reject;
+    });
+  }
+
+  /** Queues every call on the connection, written at once; ioredis rejects them when it cannot send. */
+  send(): Promise<unknown[]> {
+    this.deadlines.add(this);
+    const redis = this.destination.redis;
+    for (let i = 0; i < this.calls.length && !this.settled; i++) redis.sendCommand(this as unknown as SendCommandArgs[0], this as unknown as SendCommandArgs[1]);
+    return this.promise;
+  }
+
+  /** ioredis: the reply context (RESP version); the replies here are integers either way. */
+  setReplyContext(): void {}
+
+  /** ioredis: the per-command timeout; the batch has one deadline instead. */
+  setTimeout(): void {}
+
+  /** ioredis: the next call's RESP. */
+  toWritable(): string {
+    return this.calls[this.written];
+  }
+
+  /** ioredis (as the pipeline's stream): one call's RESP; the last one sends them all. */
+  write(data: string): void {
+    this.data += data;
+    if (++this.written === this.calls.length) {
+      this.destination.redis.stream.write(this.data);
+      this.data = '';
+    }
+  }
+
+  /** ioredis: the next call's reply. */
+  resolve(reply: unknown): void {
+    if (this.settled) return;
+    this.replies[this.received] = reply;
+    if (++this.received === this.calls.length) this.settle(undefined);
+  }
+
+  /** ioredis: the next call's error reply, or the connection's error for every call still queued. */
+  reject(err: Error): void {
+    if (this.settled) return;
+    if (!err.message.startsWith('NOSCRIPT')) return this.settle(err);
+    this.replies[this.received] = err;
+    if (++this.received === this.calls.length) this.settle(undefined);
+  }
+
+  /** Resolves with the replies, or fails with `err`; once. */
+  settle(err: Error | undefined): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.deadlines.remove(this);
+    if (err) this.failed(err);
+    else this.done(this.replies);
+  }
+}
+
+/**
+ * The batches in flight, oldest first, under one timer: they all get the same timeout, so deadlines
+ * follow the list's order and the timer only ever waits for the oldest. A settled batch leaves the
+ * list at once (usually its head: replies come in order); one arriving on an empty list arms the timer
+ * if it is not armed, and the timer re-arms itself for the new head. Unreferenced: it never keeps the
+ * process alive (an open connection does).
+ */
+class Deadlines {
+  private head: ScriptBatch | undefined;
+  private tail: ScriptBatch | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly ms: number;
+  private readonly expired: (batch: ScriptBatch) => Error;
+
+  constructor(ms: number, expired: (batch: ScriptBatch) => Error) {
+    this.ms = ms;
+    this.expired = expired;
+  }
+
+  add(batch: ScriptBatch): void {
+    batch.deadline = performance.now() + this.ms;
+    batch.prev = this.tail;
+    batch.next = undefined;
+    if (this.tail) this.tail.next = batch;
+    else this.head = batch;
+    this.tail = batch;
+    if (!this.timer) this.arm(this.ms);
+  }
+
+  remove(batch: ScriptBatch): void {
+    if (batch.prev) batch.prev.next = batch.next;
+    else if (this.head === batch) this.head = batch.next;
+    else return;
+    if (batch.next) batch.next.prev = batch.prev;
+    else this.tail = batch.prev;
+    batch.prev = batch.next = undefined;
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(ms)));
+    this.timer.unref();
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined;
+    const now = performance.now();
+    while (this.head && this.head.deadline <= now) {
+      const batch = this.head;
+      batch.settle(this.expired(batch));
+    }
+    if (this.head) this.arm(this.head.deadline - now);
+  };
+}
+
 interface Waiter {
   resolve(): void;
   reject(err: Error): void;
@@ -425,6 +609,8 @@ export class RedisStore implements Store {
   private readonly owner: Owner;
   private closing: Promise<void> | undefined;
   private readonly testClock: boolean;
+  /** Deadlines of the script batches sent by hand (standalone and Sentinel). */
+  private readonly deadlines: Deadlines;
 
   /**
    * @param config the Redis store configuration (validated again here; `type` may be left out).
@@ -444,6 +630,7 @@ export class RedisStore implements Store {
     // again after NOSCRIPT (a restarted or failed-over server lost its script cache).
     for (const [name, lua] of Object.entries(RATE_SCRIPTS)) client.defineCommand(name, { numberOfKeys: 1, lua });
     this.testClock = options.testClock ?? false;
+    this.deadlines = new Deadlines(this.commandTimeout, (batch) => new StoreError('THEMIS_ERR_STORE_TIMEOUT', { target: this.target, command: batch.command, ms: this.commandTimeout }));
     this.main = new Connection(client, 'commands', this.owner);
     this.ready = this.main.firstReady;
   }
@@ -531,21 +718,32 @@ export class RedisStore implements Store {
 
   /**
    * Decides every request, each with one script call on its one key. Standalone and Sentinel: all
-   * calls in one pipeline, one network round trip. Cluster: one call per request, all sent at once
-   * (ioredis pipelines only within one node's slots; splitting them per node would save little), so
-   * one round trip per node involved. Rejects (as a whole) when Redis fails or times out; the caller
-   * applies its store-error policy.
+   * calls in one socket write, one network round trip (EVALSHA; EVAL after NOSCRIPT, one more round
+   * trip). Cluster: one call per request, all sent at once (ioredis pipelines only within one node's
+   * slots; splitting them per node would save little), so one round trip per node involved. Rejects
+   * (as a whole) when Redis fails or does not answer within `commandTimeout`; the caller applies its
+   * store-error policy.
    * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST` for an invalid request, and the connection errors.
    */
   async rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]> {
-    for (const r of requests) validateRateRequest(r);
-    if (requests.length === 0) return [];
-    const replies = await this.batch(
-      'RATELIMIT',
-      requests.map((r) => ({ key: r.key, args: rateLimitArgs(r, this.testClock ? r.now : undefined) })),
-      'themisRateLimit',
-    );
-    return requests.map((r, i) => parseRateLimitReply(r, replies[i]));
+    const n = requests.length;
+    for (let i = 0; i < n; i++) validateRateRequest(requests[i]);
+    if (n === 0) return [];
+    let replies: unknown[];
+    if (this.main.client instanceof Cluster) {
+      replies = await this.batch(
+        'RATELIMIT',
+        requests.map((r) => ({ key: r.key, args: rateLimitArgs(r, this.testClock ? r.now : undefined) })),
+        'themisRateLimit',
+      );
+    } else {
+      const calls = new Array<string>(n);
+      for (let i = 0; i < n; i++) calls[i] = rateLimitCall(this.keyPrefix + requests[i].key, requests[i], this.testClock ? requests[i].now : undefined);
+      replies = await this.scripts('RATELIMIT', calls, RATE_LIMIT_SCRIPT);
+    }
+    const results = new Array<RateResult>(n);
+    for (let i = 0; i < n; i++) results[i] = parseRateLimitReply(requests[i], replies[i]);
+    return results;
   }
 
   /** Undoes reservations, one script call each, batched as {@link RedisStore.rateLimit}. */
@@ -553,11 +751,19 @@ export class RedisStore implements Store {
     for (const r of reservations) validateRateReservation(r);
     const todo = reservations.filter((r) => r.cost > 0 && r.windows.length > 0);
     if (todo.length === 0) return;
-    await this.batch(
-      'RATEREFUND',
-      todo.map((r) => ({ key: r.key, args: rateRefundArgs(r) })),
-      'themisRateRefund',
-    );
+    if (this.main.client instanceof Cluster) {
+      await this.batch(
+        'RATEREFUND',
+        todo.map((r) => ({ key: r.key, args: rateRefundArgs(r) })),
+        'themisRateRefund',
+      );
+    } else {
+      await this.scripts(
+        'RATEREFUND',
+        todo.map((r) => rateRefundCall(this.keyPrefix + r.key, r)),
+        RATE_REFUND_SCRIPT,
+      );
+    }
   }
 
   /** A subject's usage and flags, read in one read-only script (`now` honoured with `testClock` only). */
@@ -666,22 +872,39 @@ export class RedisStore implements Store {
   }
 
   /**
-   * One script call per item: a pipeline (one round trip) on a standalone or Sentinel master, parallel
-   * calls on a Cluster (keys of different slots cannot share an ioredis pipeline). Each call has the
-   * command timeout; the first failure rejects the whole.
+   * Script calls of one script, already in RESP (EVALSHA), on the standalone or Sentinel connection:
+   * one {@link ScriptBatch}, one socket write, failing fast as {@link RedisStore.run} and within
+   * `commandTimeout`. Calls answered NOSCRIPT (a restarted or failed-over server lost its script cache)
+   * are sent again as EVAL, which caches the script anew. The first failure rejects the whole.
+   */
+  private async scripts(command: string, calls: string[], script: RateScriptText): Promise<unknown[]> {
+    if (this.closing) throw new StoreError('THEMIS_ERR_STORE_CLOSED');
+    try {
+      if (this.main.state !== 'ready') await this.main.whenReady(this.commandTimeout, true);
+      const client = this.main.client as Redis;
+      const replies = await new ScriptBatch(client, 'evalsha', command, calls, this.deadlines).send();
+      let missing: number[] | undefined;
+      for (let i = 0; i < replies.length; i++) if (replies[i] instanceof Error) (missing ??= []).push(i);
+      if (missing) {
+        const again = await new ScriptBatch(client, 'eval', command, missing.map((i) => rateCallAsEval(calls[i], script)), this.deadlines).send();
+        missing.forEach((at, k) => {
+          if (again[k] instanceof Error) throw again[k];
+          replies[at] = again[k];
+        });
+      }
+      return replies;
+    } catch (err) {
+      throw this.wrap(command, err);
+    }
+  }
+
+  /**
+   * One script call per item through ioredis: parallel calls on a Cluster (keys of different slots
+   * cannot share an ioredis pipeline), each with the command timeout and the whole bounded by it too;
+   * the first failure rejects the whole.
    */
   private async batch(command: string, items: { key: string; args: string[] }[], script: keyof RateScripts): Promise<unknown[]> {
-    return this.run(command, async (c) => {
-      if (c instanceof Cluster) return Promise.all(items.map((it) => (c as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args)));
-      const pipeline = c.pipeline();
-      for (const it of items) (pipeline as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args);
-      const replies = await pipeline.exec();
-      if (!replies) throw new Error('the pipeline was discarded');
-      return replies.map(([err, reply]) => {
-        if (err) throw err;
-        return reply;
-      });
-    });
+    return this.run(command, (c) => Promise.all(items.map((it) => (c as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args))));
   }
 
   private deadline<T>(p: Promise<T>, command: string): Promise<T> {

@@ -10,7 +10,7 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
-import { AggregatorRegistry, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { DEFAULT_LISTEN, createMilterServer, isMilterError, parseSocketSpec, removeStaleSocket, type MilterLogger, type MilterServer } from '../milter/index.ts';
 import { acceptAllApplication } from './accept-all.ts';
 import { createLogger } from './logger.ts';
@@ -129,8 +129,10 @@ export async function start(args: string[]): Promise<number> {
   const opts = parseStartArgs(args);
   if (typeof opts === 'number') return opts;
   const role = cluster.isWorker ? 'worker' : 'main';
-  const { findConfig, loadConfig } = await import('../config.ts');
-  const file = opts.engineOnly ? undefined : findConfig(opts.config);
+  // --engine-only (the benchmark's bare engine) loads nothing of the configuration, the kernel or
+  // the stores: its memory and CPU are the engine's alone.
+  const configModule = opts.engineOnly ? undefined : await import('../config.ts');
+  const file = configModule?.findConfig(opts.config);
 
   // The first load decides the logger's settings, so it happens before there is a logger: its
   // failure is printed through a plain JSON logger.
@@ -138,7 +140,7 @@ export async function start(args: string[]): Promise<number> {
   let firstError: unknown;
   if (file) {
     try {
-      config = await loadConfig(file);
+      config = await configModule!.loadConfig(file);
     } catch (err) {
       firstError = err;
     }
@@ -146,11 +148,10 @@ export async function start(args: string[]): Promise<number> {
   const logger = await createLogger({ level: opts.logLevel ?? config?.log.level ?? 'info', pretty: config?.log.pretty, base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined });
   if (firstError) return fatal(logger, firstError, file);
 
-  const { applyStoreOverrides } = await import('../store/index.ts');
-  const storeConfig = applyStoreOverrides(config?.store ?? { type: 'memory' }, { url: opts.redisUrl, password: opts.redisPassword });
+  const storeConfig: StoreConfig = opts.engineOnly ? { type: 'memory' } : (await import('../store/config.ts')).applyStoreOverrides(config?.store ?? { type: 'memory' }, { url: opts.redisUrl, password: opts.redisPassword });
   const workers = opts.workers ?? config?.workers ?? 1;
   if (workers > 1 && !opts.engineOnly && storeConfig.type === 'memory') {
-    const { ThemisError } = await import('../kernel/index.ts');
+    const { ThemisError } = await import('../kernel/errors.ts');
     return fatal(logger, new ThemisError('THEMIS_ERR_WORKERS_MEMORY_STORE', { workers }), file);
   }
   const listen = opts.listen ?? config?.listen ?? DEFAULT_LISTEN;
@@ -197,18 +198,25 @@ async function runServer(ctx: ServerContext): Promise<number> {
   const { opts, logger, file } = ctx;
   const startedAt = new Date();
   const klog = logger as unknown as KernelLogger;
-  const { createStore } = await import('../store/index.ts');
-  const store: Store = opts.engineOnly ? undefined! : createStore(ctx.storeConfig, { logger: klog });
-  const registry = new Registry();
-  if (cluster.isWorker) {
+  // The Redis client is loaded only when the store is Redis.
+  const store: Store = opts.engineOnly
+    ? undefined!
+    : ctx.storeConfig.type === 'memory'
+      ? new (await import('../store/store.ts')).MemoryStore()
+      : (await import('../store/index.ts')).createStore(ctx.storeConfig, { logger: klog });
+  const promClient = opts.engineOnly ? undefined : await import('prom-client');
+  const registry: Registry | undefined = promClient ? new promClient.Registry() : undefined;
+  if (promClient && registry && cluster.isWorker) {
     // Constructing one installs prom-client's worker-side listener that answers the primary's /metrics.
-    new AggregatorRegistry();
-    AggregatorRegistry.setRegistries([registry]);
+    new promClient.AggregatorRegistry();
+    promClient.AggregatorRegistry.setRegistries([registry]);
   }
 
   let manager: RuntimeManager | undefined;
   if (!opts.engineOnly) {
-    const { Kernel, RuntimeManager } = await import('../kernel/index.ts');
+    // The modules themselves, not the package index: that one re-exports the Redis store.
+    const { Kernel } = await import('../kernel/kernel.ts');
+    const { RuntimeManager } = await import('../kernel/runtime.ts');
     const { loadConfig } = await import('../config.ts');
     let first = ctx.config;
     const restartOnly = (next: LoadedConfig) => {
@@ -220,12 +228,12 @@ async function runServer(ctx: ServerContext): Promise<number> {
     };
     manager = new RuntimeManager({
       logger: klog,
-      registry,
+      registry: registry!,
       build: async () => {
         const cfg = first ?? (file ? await loadConfig(file) : undefined);
         if (!first && cfg) restartOnly(cfg);
         first = undefined;
-        const kernel = await Kernel.create({ plugins: cfg?.plugins ?? [], policies: cfg?.policies ?? [], policySettings: cfg?.policySettings, hookTimeout: cfg?.hookTimeout, onError: cfg?.onError, logger: klog, store, registry }).catch((err: Error) => {
+        const kernel = await Kernel.create({ plugins: cfg?.plugins ?? [], policies: cfg?.policies ?? [], policySettings: cfg?.policySettings, hookTimeout: cfg?.hookTimeout, onError: cfg?.onError, logger: klog, store, registry: registry! }).catch((err: Error) => {
           // Kernel errors name the policy and the place; the file is added here, where it is known.
           if (file && !err.message.includes(file)) err.message = `configuration ${file}: ${err.message}`;
           throw err;
@@ -285,7 +293,7 @@ async function runServer(ctx: ServerContext): Promise<number> {
   let statusServer: StatusServer | undefined;
   if (ctx.http !== false) {
     try {
-      statusServer = await startStatusServer(ctx.http, { status: async () => status(), metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, (err) => logger.warn({ err }, 'status endpoint error'));
+      statusServer = await startStatusServer(ctx.http, { status: async () => status(), metrics: async () => (registry ? { contentType: registry.contentType, body: await registry.metrics() } : { contentType: 'text/plain; version=0.0.4', body: '' }) }, (err) => logger.warn({ err }, 'status endpoint error'));
     } catch (err) {
       // The status endpoint is secondary: mail keeps flowing without it.
       logger.error({ code: 'THEMIS_ERR_HTTP_LISTEN', err }, `status endpoint cannot listen on ${ctx.http}: ${(err as Error).message}; serving mail without it`);
@@ -497,6 +505,7 @@ async function runPrimary(ctx: PrimaryContext): Promise<number> {
       w.on('message', onMsg);
       w.send({ themis: 'status', id });
     });
+  const { AggregatorRegistry } = await import('prom-client');
   const aggregator = new AggregatorRegistry();
   let statusServer: StatusServer | undefined;
   if (ctx.http !== false) {

@@ -64,6 +64,8 @@ interface Options {
   quick: boolean;
   /** Also run bench/ratelimit.ts (rate-limit decisions against a local Redis). */
   ratelimit: boolean;
+  /** Also run bench/spf.ts (SPF checks against a loopback DNS server, cold and warm cache). */
+  spf: boolean;
   targets: TargetName[];
   rounds: number;
   json: string | undefined;
@@ -78,6 +80,8 @@ const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [opt
   --rounds N           rounds of interleaved runs (default 7; --quick 1)
   --no-ratelimit       skip the ratelimit case (bench/ratelimit.ts: decisions/s, p99 and round trips
                        per decision against a local redis-server)
+  --no-spf             skip the spf case (bench/spf.ts: SPF checks per second against a loopback DNS
+                       server, cold and warm cache)
   --json [PATH]        also write every raw figure as JSON (default path bench/results/latest.json)
   --help
 Environment: THEMIS_SHARED_BENCH (default ../shared/bench from the repository root) is the folder with
@@ -86,7 +90,7 @@ looked for (default /tmp/themis-bench); it is built into a temporary folder when
 `;
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, ratelimit: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
+  const o: Options = { quick: false, ratelimit: true, spf: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -96,6 +100,7 @@ function parseOptions(argv: string[]): Options {
     };
     if (a === '--quick') o.quick = true;
     else if (a === '--no-ratelimit') o.ratelimit = false;
+    else if (a === '--no-spf') o.spf = false;
     else if (a === '--targets') {
       const list = value().split(',').map((s) => s.trim()).filter(Boolean);
       for (const t of list) if (!(TARGET_NAMES as readonly string[]).includes(t)) fail(`unknown target ${JSON.stringify(t)} (${TARGET_NAMES.join(', ')})`);
@@ -643,6 +648,10 @@ async function main(): Promise<number> {
       rl.checks.forEach((c, i) => checks.push({ id: `r${i + 1}`, status: c.status, text: c.name.replace(/^ratelimit: /, 'ratelimit: ') }));
       ratelimitJson = rl;
     } else checks.push({ id: 'r', status: 'SKIP', text: 'ratelimit: not measured (redis-server not installed, or the run failed: see above)' });
+  }
+  if (opts.spf) {
+    const child = spawn(process.execPath, [join(REPO, 'bench', 'spf.ts'), '--checks', opts.quick ? '500' : '2000'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    await new Promise((r) => child.once('exit', r));
   }
   print();
   print('Checks:');

@@ -3,6 +3,8 @@
 // (RFC 8601 §2.7.2). mailauth's own header strings are not used: they fold lines, embed the
 // "Received-SPF:" name and put comments into Authentication-Results, and we want one exact,
 // injection-safe format that we control and test.
+import { resolve as dnsResolve } from 'node:dns/promises';
+import { findMechanism, type Resolve } from './mechanism.ts';
 import { spf } from 'mailauth';
 
 /** An SPF result as named by RFC 7208 §2.6. */
@@ -49,10 +51,13 @@ export interface SpfCheckResult {
   /** The domain whose policy was evaluated. */
   domain: string;
   /**
-   * The mechanism that matched. mailauth's public API does not expose it, so this is currently
-   * never set; it is kept so callers need no change when it becomes available.
+   * The term of the domain's record that decided (`ip4:192.0.2.0/24`, `-all`, `include:_spf.example.org`,
+   * `redirect=…`), for pass, fail, softfail and neutral. Unset when it cannot be told for sure (a
+   * `ptr`, `exists` or macro term came first), and for none, permerror and temperror.
    */
   mechanism?: string;
+  /** The Received-SPF field value ({@link SpfCheckResult.receivedSpf}), under the name other tools use. */
+  header: string;
   /** The domain owner's explanation (exp= modifier, RFC 7208 §6.2); only for fail. Third-party text. */
   explanation?: string;
   /** For permerror/temperror: what went wrong, sanitised to one line. */
@@ -148,6 +153,7 @@ export async function checkSpf(input: SpfCheckInput, options: SpfCheckOptions = 
   let problem: string | undefined;
   let checkedSender = sender || `postmaster@${input.helo}`;
   let smtpValue = identity === 'helo' ? input.helo : '';
+  let record: string | undefined;
 
   try {
     const r = await spf({
@@ -163,6 +169,7 @@ export async function checkSpf(input: SpfCheckInput, options: SpfCheckOptions = 
     const name = r.status.result;
     result = RESULTS.has(name) ? (name as SpfResultName) : 'temperror';
     domain = r.domain;
+    record = typeof (r as { rr?: unknown }).rr === 'string' ? (r as { rr: string }).rr : undefined;
     checkedSender = r['envelope-from'] ?? checkedSender;
     const smtp = r.status.smtp ?? {};
     smtpValue = (identity === 'helo' ? smtp.helo : smtp.mailfrom) ?? smtpValue;
@@ -200,7 +207,12 @@ export async function checkSpf(input: SpfCheckInput, options: SpfCheckOptions = 
   const prop = identity === 'helo' ? 'smtp.helo' : 'smtp.mailfrom';
   const authResult = clean(smtpValue) ? `spf=${result} ${prop}=${pvalue(smtpValue)}` : `spf=${result}`;
 
-  const out: SpfCheckResult = { result, identity, domain, receivedSpf, authResult };
+  const out: SpfCheckResult = { result, identity, domain, receivedSpf, header: receivedSpf, authResult };
+  if (record && domain) {
+    const resolve: Resolve = options.resolver ?? ((n, t) => dnsResolve(n, t));
+    const mechanism = await findMechanism(record, domain, input.ip, result, resolve, async (target) => (await checkSpf({ ip: input.ip, sender: `postmaster@${target}`, helo: input.helo }, { ...options, identity: 'mailfrom' })).result === 'pass');
+    if (mechanism) out.mechanism = clean(mechanism);
+  }
   if (explanation !== undefined) out.explanation = explanation;
   if (problem !== undefined) out.problem = problem;
   return out;

@@ -263,3 +263,28 @@ describe('createResolver', () => {
     assert.equal(dns.queries() - q0, 1);
   });
 });
+
+describe('checkSpf: the deciding mechanism', () => {
+  it('names the term that decided, and stays silent when it cannot be sure', async (t) => {
+    const dns = await startDnsServer({
+      'mech.example': { TXT: ['v=spf1 ip4:192.0.2.0/24 a:host.mech.example mx include:inc.mech.example ~all'], MX: [{ exchange: 'mx.mech.example', priority: 10 }] },
+      'host.mech.example': { A: ['198.51.100.1'] },
+      'mx.mech.example': { A: ['198.51.100.2'] },
+      'inc.mech.example': { TXT: ['v=spf1 ip4:203.0.113.0/24 -all'] },
+      'ptr.mech.example': { TXT: ['v=spf1 ptr -all'] },
+      'redir.mech.example': { TXT: ['v=spf1 redirect=inc.mech.example'] },
+    });
+    t.after(() => dns.close());
+    const resolver = createResolver({ servers: [dns.address] });
+    const mech = async (ip: string, domain = 'mech.example') => (await checkSpf({ ip, sender: `a@${domain}`, helo: 'h.example' }, { resolver })).mechanism;
+    assert.equal(await mech('192.0.2.7'), 'ip4:192.0.2.0/24');
+    assert.equal(await mech('198.51.100.1'), 'a:host.mech.example');
+    assert.equal(await mech('198.51.100.2'), 'mx');
+    assert.equal(await mech('203.0.113.9'), 'include:inc.mech.example');
+    assert.equal(await mech('10.1.1.1'), '~all');
+    assert.equal(await mech('10.1.1.1', 'ptr.mech.example'), undefined, 'ptr is not re-evaluated: unknown rather than wrong');
+    assert.equal(await mech('203.0.113.9', 'redir.mech.example'), 'redirect=inc.mech.example');
+    const r = await checkSpf({ ip: '10.1.1.1', sender: 'a@mech.example', helo: 'h.example' }, { resolver });
+    assert.equal(r.header, r.receivedSpf);
+  });
+});

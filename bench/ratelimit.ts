@@ -9,38 +9,18 @@
  * skipped (no redis-server), 1 otherwise.
  * @module
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { RedisStore, type RateRequest } from '../src/store/index.ts';
+import { redisAvailable, startRedis } from '../test/helpers/redis.ts';
 
 const quick = process.argv.includes('--quick');
 const jsonAt = process.argv.indexOf('--json');
 const jsonPath = jsonAt > 0 ? process.argv[jsonAt + 1] : undefined;
 const DECISIONS = quick ? 4_000 : 40_000;
 const TARGET_PER_S = 20_000;
-
-function redisServer(): string | undefined {
-  for (const p of ['/usr/bin/redis-server', '/usr/local/bin/redis-server']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 /** A TCP proxy that counts the client's writes (each a network round trip's request) and bytes. */
 function countingProxy(target: number): Promise<{ port: number; writes: () => number; reset: () => void; close: () => void }> {
@@ -86,24 +66,15 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function main(): Promise<number> {
-  const bin = redisServer();
-  if (!bin) {
+  if (!redisAvailable()) {
     console.log('ratelimit bench: SKIP (redis-server not installed)');
     return 0;
   }
-  const dir = mkdtempSync(join(tmpdir(), 'themis-bench-redis-'));
-  const port = await freePort();
-  const redis: ChildProcess = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  // The tests' throwaway redis-server: loopback, a random port, a temporary directory, no persistence.
+  const redis = await startRedis();
+  const port = redis.port;
   const cli = (...args: string[]) => execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
   try {
-    for (let i = 0; i < 100; i++) {
-      try {
-        if (cli('PING').trim() === 'PONG') break;
-      } catch {
-        /* not yet */
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
     const proxy = await countingProxy(port);
     const store = new RedisStore({ url: `redis://127.0.0.1:${proxy.port}`, commandTimeout: 5_000 });
     await store.connect();
@@ -180,8 +151,7 @@ async function main(): Promise<number> {
     }
     return checks.some((c) => c.status === 'FAIL') ? 1 : 0;
   } finally {
-    redis.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    await redis.stop();
   }
 }
 

@@ -14,7 +14,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ThemisError, formatConfigPath } from './kernel/errors.ts';
 import { loadPlugin, type PluginSpec } from './kernel/loader.ts';
-import type { PluginEntry, PolicyInput } from './kernel/kernel.ts';
+import type { KernelOptions, PluginEntry, PolicyInput } from './kernel/kernel.ts';
 import type { PolicySettings } from './kernel/policy.ts';
 import { storeConfigSchema, type StoreConfig } from './store/config.ts';
 
@@ -186,6 +186,16 @@ async function readRaw(file: string, bytes: Buffer): Promise<unknown> {
   return parseYaml(text, { prettyErrors: true });
 }
 
+/** First 16 hex digits of the SHA-256 of a configuration file's bytes (`sha256sum FILE | cut -c1-16`). */
+export function configHash(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+}
+
+/** The kernel settings a configuration gives (none without one): what every command builds its kernel from. */
+export function kernelOptionsOf(config: LoadedConfig | undefined): Pick<KernelOptions, 'plugins' | 'policies' | 'policySettings' | 'hookTimeout' | 'onError'> {
+  return { plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings, hookTimeout: config?.hookTimeout, onError: config?.onError };
+}
+
 /** One problem found in a configuration. */
 export interface ConfigProblem {
   /** The error code (`THEMIS_ERR_CONFIG`, `THEMIS_ERR_POLICY_FIELD`, …). */
@@ -256,7 +266,7 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
   if (problems.length > 0) throw configError(file, problems);
   return {
     file,
-    hash: createHash('sha256').update(bytes).digest('hex').slice(0, 16),
+    hash: configHash(bytes),
     loadedAt: new Date(),
     listen: c.listen,
     store: (c.store as StoreConfig | undefined) ?? { type: 'memory' },

@@ -223,7 +223,7 @@ interface LocalKernel {
 
 /** A kernel built from the configuration, served on an ephemeral loopback port for one check. */
 async function startLocalKernel(configPath: string | undefined): Promise<LocalKernel> {
-  const { findConfig, loadConfig } = await import('../config.ts');
+  const { findConfig, loadConfig, kernelOptionsOf } = await import('../config.ts');
   const { Kernel } = await import('../kernel/index.ts');
   const { createMilterServer } = await import('../milter/index.ts');
   const file = findConfig(configPath);
@@ -231,7 +231,7 @@ async function startLocalKernel(configPath: string | undefined): Promise<LocalKe
   let last: DecisionTrace | undefined;
   let seen: () => void = () => undefined;
   const decided = new Promise<void>((resolve) => (seen = resolve));
-  const kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings, hookTimeout: config?.hookTimeout, onError: config?.onError, onDecision: (t) => ((last = t), seen()) });
+  const kernel = await Kernel.create({ ...kernelOptionsOf(config), onDecision: (t) => ((last = t), seen()) });
   await kernel.ready();
   const server = createMilterServer(kernel.application);
   const spec = await server.listen('inet:0@127.0.0.1');

@@ -6,17 +6,10 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_HTTP, fetchStatus } from './http.ts';
 import { RESYNC } from './start.ts';
+import { stdio, type CommandIO } from './io.ts';
 import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
 
-/** Where command output goes (tests capture it). */
-export interface CommandIO {
-  /** Standard output. */
-  out(text: string): void;
-  /** Standard error. */
-  err(text: string): void;
-}
-
-const stdio: CommandIO = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t) };
+export type { CommandIO } from './io.ts';
 
 /** Usage text of `themis config`. */
 export const CONFIG_USAGE = `Usage: themis config <check|resync> [options]
@@ -72,7 +65,7 @@ function parse(args: string[], options: NonNullable<NonNullable<Parameters<typeo
 async function configCheck(args: string[], io: CommandIO): Promise<number> {
   const values = parse(args, { config: { type: 'string' }, json: { type: 'boolean' } }, io, 'config check', CONFIG_USAGE);
   if (typeof values === 'number') return values;
-  const { findConfig, loadConfig } = await import('../config.ts');
+  const { findConfig, loadConfig, kernelOptionsOf } = await import('../config.ts');
   const { Kernel } = await import('../kernel/index.ts');
   const file = findConfig((values.config as string | undefined) ?? envConfigPath());
   if (!file) {
@@ -82,7 +75,7 @@ async function configCheck(args: string[], io: CommandIO): Promise<number> {
   try {
     const config = await loadConfig(file);
     // A kernel is built exactly as the daemon builds it (in-memory store: checking touches nothing shared).
-    const kernel = await Kernel.create({ plugins: config.plugins, policies: config.policies, policySettings: config.policySettings, hookTimeout: config.hookTimeout, onError: config.onError });
+    const kernel = await Kernel.create(kernelOptionsOf(config));
     await kernel.shutdown();
     const summary = { valid: true, file, hash: config.hash, plugins: config.plugins.map((p) => p.plugin.name), policies: config.policies.length, store: config.store.type };
     if (values.json) io.out(`${JSON.stringify(summary, null, 2)}\n`);

@@ -80,11 +80,11 @@ async function plugins(args: string[]): Promise<number> {
     return 0;
   }
   const { Kernel, isThemisError } = await import('../kernel/index.ts');
-  const { findConfig, loadConfig } = await import('../config.ts');
+  const { findConfig, loadConfig, kernelOptionsOf } = await import('../config.ts');
   try {
     const file = findConfig((values.config as string | undefined) ?? envConfigPath());
     const config = file ? await loadConfig(file) : undefined;
-    const kernel = await Kernel.create({ plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings });
+    const kernel = await Kernel.create(kernelOptionsOf(config));
     const table = kernel.describe();
     await kernel.shutdown();
     if (values.json) process.stdout.write(`${JSON.stringify({ config: file ?? null, stages: table }, null, 2)}\n`);

@@ -4,10 +4,8 @@
  * configured store and the policies that carry the plugin's field.
  * @module
  */
-import type { CommandIO } from './config-cmd.ts';
 import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
-
-const stdio: CommandIO = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t) };
+import { stdio, type CommandIO } from './io.ts';
 
 /** Global flags every plugin command accepts (taken out before the plugin sees its arguments). */
 const GLOBAL_FLAGS = new Set(['--config', '--redis-url', '--redis-password']);

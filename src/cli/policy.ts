@@ -9,6 +9,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { PolicyInput } from '../kernel/kernel.ts';
 import { PolicyMatcher, type MatchFacts, type PolicyExplanation, type PolicySettings } from '../kernel/policy.ts';
 import { envConfigPath } from './env.ts';
+import { stdio, type CommandIO } from './io.ts';
 
 /** Usage text of `themis policy`. */
 export const POLICY_USAGE = `Usage: themis policy <command> [options]
@@ -50,17 +51,7 @@ Exit status: 0 when it ran (whatever applies), 1 on a configuration error, 2 on 
 `;
 
 /** Where the command writes; tests pass their own to capture the output. */
-export interface PolicyCommandIO {
-  /** Standard output. */
-  out(text: string): void;
-  /** Standard error. */
-  err(text: string): void;
-}
-
-const processIO: PolicyCommandIO = {
-  out: (text) => void process.stdout.write(text),
-  err: (text) => void process.stderr.write(text),
-};
+export type PolicyCommandIO = CommandIO;
 
 /** One policy as `themis policy list --json` prints it. */
 export interface PolicyListEntry {
@@ -105,7 +96,7 @@ const RESERVED_POLICY_KEYS: ReadonlySet<string> = new Set(['name', 'priority', '
  * Runs `themis policy <list|test> [options]`; returns the exit code (0 ran, 1 configuration error,
  * 2 bad usage). Output goes to `io` (the process's stdout and stderr by default).
  */
-export async function policyCommand(args: string[], io: PolicyCommandIO = processIO): Promise<number> {
+export async function policyCommand(args: string[], io: PolicyCommandIO = stdio): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === '--help' || sub === '-h' || sub === 'help') {
     io.out(POLICY_USAGE);

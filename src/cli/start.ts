@@ -5,7 +5,6 @@
  * @module
  */
 import cluster, { type Worker } from 'node:cluster';
-import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,7 +13,7 @@ import type { Registry } from 'prom-client';
 import { DEFAULT_LISTEN, createMilterServer, isMilterError, parseSocketSpec, removeStaleSocket, type MilterLogger, type MilterServer } from '../milter/index.ts';
 import { acceptAllApplication } from './accept-all.ts';
 import { createLogger } from './logger.ts';
-import { DEFAULT_HTTP, startStatusServer, type StatusServer } from './http.ts';
+import { DEFAULT_HTTP, startStatusServer, type StatusServer, type StatusSource } from './http.ts';
 import type { LoadedConfig } from '../config.ts';
 import type { KernelLogger, RuntimeManager } from '../kernel/index.ts';
 import type { Store, StoreConfig } from '../store/index.ts';
@@ -120,10 +119,6 @@ export function packageVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
-function fileHash(file: string): string {
-  return createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
-}
-
 /** `themis start`. Resolves with the exit code once the daemon has stopped. */
 export async function start(args: string[]): Promise<number> {
   const opts = parseStartArgs(args);
@@ -161,6 +156,23 @@ export async function start(args: string[]): Promise<number> {
   // A worker's IPC channel to the primary would keep it alive after it stopped serving.
   if (cluster.isWorker) process.exit(code);
   return code;
+}
+
+/** One bad connection, handler or promise must never take the daemon down: log it, keep serving. */
+function guardProcess(logger: Logger): void {
+  process.on('unhandledRejection', (reason) => logger.error({ code: 'THEMIS_ERR_UNHANDLED_REJECTION', err: reason }, 'unhandled promise rejection'));
+  process.on('uncaughtException', (err) => logger.error({ code: 'THEMIS_ERR_UNCAUGHT_EXCEPTION', err }, 'uncaught exception'));
+}
+
+/** Starts the status endpoint unless disabled; it is secondary, so failing to listen is logged and mail keeps flowing. */
+async function serveStatus(spec: string | false, logger: Logger, source: StatusSource): Promise<StatusServer | undefined> {
+  if (spec === false) return undefined;
+  try {
+    return await startStatusServer(spec, source, (err) => logger.warn({ err }, 'status endpoint error'));
+  } catch (err) {
+    logger.error({ code: 'THEMIS_ERR_HTTP_LISTEN', err }, `status endpoint cannot listen on ${spec}: ${(err as Error).message}; serving mail without it`);
+    return undefined;
+  }
 }
 
 function fatal(logger: Logger, err: unknown, file: string | undefined): number {
@@ -217,13 +229,12 @@ async function runServer(ctx: ServerContext): Promise<number> {
     // The modules themselves, not the package index: that one re-exports the Redis store.
     const { Kernel } = await import('../kernel/kernel.ts');
     const { RuntimeManager } = await import('../kernel/runtime.ts');
-    const { loadConfig } = await import('../config.ts');
+    const { loadConfig, kernelOptionsOf } = await import('../config.ts');
     let first = ctx.config;
     const restartOnly = (next: LoadedConfig) => {
       const was = ctx.config;
       if (!was) return;
-      const changed = (['listen', 'http', 'workers'] as const).filter((k) => JSON.stringify(was[k]) !== JSON.stringify(next[k]));
-      if (JSON.stringify(was.store) !== JSON.stringify(next.store)) changed.push('store' as never);
+      const changed = (['listen', 'http', 'workers', 'store'] as const).filter((k) => JSON.stringify(was[k]) !== JSON.stringify(next[k]));
       if (changed.length > 0) logger.warn({ settings: changed }, `changed settings take effect only after a restart: ${changed.join(', ')}`);
     };
     manager = new RuntimeManager({
@@ -233,7 +244,7 @@ async function runServer(ctx: ServerContext): Promise<number> {
         const cfg = first ?? (file ? await loadConfig(file) : undefined);
         if (!first && cfg) restartOnly(cfg);
         first = undefined;
-        const kernel = await Kernel.create({ plugins: cfg?.plugins ?? [], policies: cfg?.policies ?? [], policySettings: cfg?.policySettings, hookTimeout: cfg?.hookTimeout, onError: cfg?.onError, logger: klog, store, registry: registry! }).catch((err: Error) => {
+        const kernel = await Kernel.create({ ...kernelOptionsOf(cfg), logger: klog, store, registry: registry! }).catch((err: Error) => {
           // Kernel errors name the policy and the place; the file is added here, where it is known.
           if (file && !err.message.includes(file)) err.message = `configuration ${file}: ${err.message}`;
           throw err;
@@ -250,9 +261,7 @@ async function runServer(ctx: ServerContext): Promise<number> {
     if (!file) logger.warn({ looked: 'themis.config.{ts,mts,js,mjs,json,yaml,yml}, .themisrc*, package.json' }, 'no configuration file found: running with no plugins (every message is accepted)');
   }
 
-  // One bad connection, handler or promise must never take the daemon down: log it, keep serving.
-  process.on('unhandledRejection', (reason) => logger.error({ code: 'THEMIS_ERR_UNHANDLED_REJECTION', err: reason }, 'unhandled promise rejection'));
-  process.on('uncaughtException', (err) => logger.error({ code: 'THEMIS_ERR_UNCAUGHT_EXCEPTION', err }, 'uncaught exception'));
+  guardProcess(logger);
 
   const app = manager ? manager.current.kernel.application : acceptAllApplication();
   const server: MilterServer = createMilterServer(app, { logger: logger as unknown as MilterLogger, maxConnections: opts.maxConnections, manageSocketFile: !cluster.isWorker });
@@ -290,15 +299,7 @@ async function runServer(ctx: ServerContext): Promise<number> {
     });
   }
 
-  let statusServer: StatusServer | undefined;
-  if (ctx.http !== false) {
-    try {
-      statusServer = await startStatusServer(ctx.http, { status: async () => status(), metrics: async () => (registry ? { contentType: registry.contentType, body: await registry.metrics() } : { contentType: 'text/plain; version=0.0.4', body: '' }) }, (err) => logger.warn({ err }, 'status endpoint error'));
-    } catch (err) {
-      // The status endpoint is secondary: mail keeps flowing without it.
-      logger.error({ code: 'THEMIS_ERR_HTTP_LISTEN', err }, `status endpoint cannot listen on ${ctx.http}: ${(err as Error).message}; serving mail without it`);
-    }
-  }
+  const statusServer = await serveStatus(ctx.http, logger, { status: async () => status(), metrics: async () => (registry ? { contentType: registry.contentType, body: await registry.metrics() } : { contentType: 'text/plain; version=0.0.4', body: '' }) });
 
   const stopTriggers = manager ? await startReloadTriggers({ manager, file, config: ctx.config, store, logger }) : () => {};
 
@@ -351,6 +352,7 @@ interface TriggerContext {
 
 /** SIGHUP, the file watcher and the store's resync channel; returns a function that stops them. */
 async function startReloadTriggers({ manager, file, config, store, logger }: TriggerContext): Promise<() => void> {
+  const { configHash } = await import('../config.ts');
   const onHup = () => void manager.reload('SIGHUP');
   process.on('SIGHUP', onHup);
   const settings = config?.reload ?? { watch: true, resync: true, pollInterval: 5_000 };
@@ -368,7 +370,7 @@ async function startReloadTriggers({ manager, file, config, store, logger }: Tri
         timer = setTimeout(() => {
           let hash: string;
           try {
-            hash = fileHash(file);
+            hash = configHash(readFileSync(file));
           } catch (err) {
             logger.warn({ file, err: (err as Error).message }, 'configuration file unreadable; still serving the loaded configuration');
             return;
@@ -507,27 +509,15 @@ async function runPrimary(ctx: PrimaryContext): Promise<number> {
     });
   const { AggregatorRegistry } = await import('prom-client');
   const aggregator = new AggregatorRegistry();
-  let statusServer: StatusServer | undefined;
-  if (ctx.http !== false) {
-    try {
-      statusServer = await startStatusServer(
-        ctx.http,
-        {
-          status: async () => {
-            const list = (await Promise.all([...live.values()].map(askStatus))) as ProcessStatus[];
-            const hashes = [...new Set(list.map((s) => s.config?.hash).filter(Boolean))];
-            return { pid: process.pid, version: packageVersion(), node: process.version, mode: 'cluster', startedAt: startedAt.toISOString(), uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000), listen: address, connections: list.reduce((n, s) => n + (s.connections ?? 0), 0), config: hashes.length === 1 ? list[0].config : { hash: 'mixed', hashes }, store: list[0]?.store, workers: list };
-          },
-          metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
-        },
-        (err) => logger.warn({ err }, 'status endpoint error'),
-      );
-    } catch (err) {
-      logger.error({ code: 'THEMIS_ERR_HTTP_LISTEN', err }, `status endpoint cannot listen on ${ctx.http}: ${(err as Error).message}; serving mail without it`);
-    }
-  }
-  process.on('unhandledRejection', (reason) => logger.error({ code: 'THEMIS_ERR_UNHANDLED_REJECTION', err: reason }, 'unhandled promise rejection'));
-  process.on('uncaughtException', (err) => logger.error({ code: 'THEMIS_ERR_UNCAUGHT_EXCEPTION', err }, 'uncaught exception'));
+  const statusServer = await serveStatus(ctx.http, logger, {
+    status: async () => {
+      const list = (await Promise.all([...live.values()].map(askStatus))) as ProcessStatus[];
+      const hashes = [...new Set(list.map((s) => s.config?.hash).filter(Boolean))];
+      return { pid: process.pid, version: packageVersion(), node: process.version, mode: 'cluster', startedAt: startedAt.toISOString(), uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000), listen: address, connections: list.reduce((n, s) => n + (s.connections ?? 0), 0), config: hashes.length === 1 ? list[0].config : { hash: 'mixed', hashes }, store: list[0]?.store, workers: list };
+    },
+    metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+  });
+  guardProcess(logger);
   process.on('SIGHUP', () => {
     logger.info({ workers: live.size }, 'SIGHUP: reloading every worker');
     for (const w of live.values()) w.process.kill('SIGHUP');

@@ -11,3 +11,4 @@ export * from './loader.ts';
 export * from './policy.ts';
 export * from '../config.ts';
 export * from './runtime.ts';
+export * from './reply-config.ts';

@@ -10,6 +10,7 @@ import semver from 'semver';
 import { Action, Decisions, type Decision, type EnvelopeEvent, type HeaderEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type SmtpReply, type Stage } from '../milter/index.ts';
 import { MemoryStore, type Store } from '../store/store.ts';
 import { ThemisError, formatConfigPath } from './errors.ts';
+import { sharedMetric } from './metrics.ts';
 import { pickWinner, type TraceEntry } from './merge.ts';
 import { PolicyMatcher, type MatchResult, type PolicyDefinition, type PolicySettings } from './policy.ts';
 import {
@@ -686,19 +687,6 @@ function hookTiming(registry: Registry): HookTiming {
   let t = hookTimings.get(registry);
   if (!t) hookTimings.set(registry, (t = new HookTiming(registry)));
   return t;
-}
-
-type MetricClass<M> = new (config: any) => M;
-
-/**
- * The registry's metric of that name if it is of the same kind, else a new one: kernels built by a
- * reload share the registry, and a counter must keep counting across them.
- */
-function sharedMetric<M>(registry: Registry, kind: MetricClass<M>, config: { name: string; help: string; labelNames?: readonly string[]; [k: string]: unknown }): M {
-  const existing = registry.getSingleMetric(config.name);
-  if (existing instanceof kind) return existing as M;
-  if (existing) registry.removeSingleMetric(config.name);
-  return new kind({ ...config, registers: [registry] });
 }
 
 function metricsFactory(plugin: string, registry: Registry): MetricsFactory {

@@ -10,6 +10,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { MilterApplication } from '../milter/index.ts';
 import { ThemisError, isThemisError } from './errors.ts';
+import { sharedMetric } from './metrics.ts';
 import type { Kernel, KernelLogger } from './kernel.ts';
 
 /** What identifies a runtime's configuration. */
@@ -90,9 +91,9 @@ export class RuntimeManager {
     this.options = options;
     this.log = options.logger;
     const r = options.registry;
-    this.info = (r.getSingleMetric('themis_config_info') as Gauge<'hash'> | undefined) ?? new Gauge({ name: 'themis_config_info', help: 'The serving configuration: 1, labelled with its hash', labelNames: ['hash'] as const, registers: [r] });
-    this.loadedAt = (r.getSingleMetric('themis_config_loaded_timestamp_seconds') as Gauge | undefined) ?? new Gauge({ name: 'themis_config_loaded_timestamp_seconds', help: 'When the serving configuration was loaded (Unix time)', registers: [r] });
-    this.reloads = (r.getSingleMetric('themis_config_reloads_total') as Counter<'trigger' | 'result'> | undefined) ?? new Counter({ name: 'themis_config_reloads_total', help: 'Configuration reloads, by trigger and result (ok, refused)', labelNames: ['trigger', 'result'] as const, registers: [r] });
+    this.info = sharedMetric<Gauge<'hash'>>(r, Gauge, { name: 'themis_config_info', help: 'The serving configuration: 1, labelled with its hash', labelNames: ['hash'] });
+    this.loadedAt = sharedMetric<Gauge>(r, Gauge, { name: 'themis_config_loaded_timestamp_seconds', help: 'When the serving configuration was loaded (Unix time)' });
+    this.reloads = sharedMetric<Counter<'trigger' | 'result'>>(r, Counter, { name: 'themis_config_reloads_total', help: 'Configuration reloads, by trigger and result (ok, refused)', labelNames: ['trigger', 'result'] });
   }
 
   /** The serving runtime. */

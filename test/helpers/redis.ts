@@ -47,6 +47,8 @@ export interface RedisServer {
   readonly dir: string;
   /** True while the process runs. */
   readonly running: boolean;
+  /** The process id while it runs (the benchmark reads its CPU time). */
+  readonly pid: number | undefined;
   /** Everything the server printed. */
   output(): string;
   /** SIGKILL (a crash: connections reset), wait for the exit. */
@@ -168,6 +170,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     dir,
     get running() {
       return child !== undefined && child.exitCode === null && child.signalCode === null;
+    },
+    get pid() {
+      return child?.pid;
     },
     output: () => out,
     kill,

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from 'zod';
-import { definePlugin, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis';
+import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis';
 import { limitsCommand } from './commands.ts';
 import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
 import { subjectKey, subjectValues, type SubjectFacts, type SubjectValue } from './subjects.ts';
@@ -46,17 +46,8 @@ const BLOCKED_REPLY = { code: 550, enhanced: '5.7.1', text: 'Account manually bl
 const TOO_BIG_REPLY = { code: 550, enhanced: '5.7.1', text: 'Message exceeds the rate limit on its own ({cost} > {limit} per {window})' };
 const STORE_FAILED_REPLY = { code: 451, enhanced: '4.3.0', text: 'Temporary rate-limit failure, try again later' };
 
-/** Fills `{wait}`, `{limit}`, `{window}`, `{policy}`, `{subject}`, `{cost}` in a reply text. */
-export function renderReply(template: string, values: Record<string, string | number>): string {
-  return template.replace(/\{(\w+)\}/g, (all, name: string) => (name in values ? String(values[name]) : all));
-}
-
-function reply(kind: { code?: number; enhanced?: string; text?: string }, fallback: typeof DEFAULT_REPLY, values: Record<string, string | number>) {
-  const code = kind.code ?? fallback.code;
-  // An enhanced code must be of the reply's class; a configured 5xx with the default 4.7.1 becomes 5.7.1.
-  const enhanced = kind.enhanced ?? `${String(code)[0]}${fallback.enhanced.slice(1)}`;
-  return { code, enhanced, text: renderReply(kind.text ?? fallback.text, values) };
-}
+/** Fills `{wait}`, `{limit}`, `{window}`, `{policy}`, `{subject}`, `{cost}` in a reply text (the kernel's `fillTemplate`). */
+export const renderReply = fillTemplate;
 
 function refusalOf(action: 'reject' | 'tempfail' | 'quarantine', r: { code: number; enhanced: string; text: string }, reason: string): Verdict {
   if (action === 'quarantine') return { action, reason };
@@ -125,7 +116,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
           }
           if (o?.block) {
             decisions.inc({ policy: policy.name, outcome: 'blocked' });
-            refusal ??= { policy: policy.name, verdict: refusalOf('reject', reply(c.blockedReply, BLOCKED_REPLY, { policy: policy.name, subject: subject.value }), `${policy.name}: ${c.by.name} blocked by the configuration`) };
+            refusal ??= { policy: policy.name, verdict: refusalOf('reject', resolveReply(c.blockedReply, BLOCKED_REPLY, { policy: policy.name, subject: subject.value }), `${policy.name}: ${c.by.name} blocked by the configuration`) };
             continue;
           }
           const windows = o?.windows ?? c.windows;
@@ -172,7 +163,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
         const values = { policy: a.policy.name, subject: a.subject.value, limit: r.windows[r.failing]?.limit ?? w.limit, window: formatDuration(w.windowMs), wait: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), cost: a.subject.cost };
         if (r.outcome === 'blocked') {
           decisions.inc({ policy: a.policy.name, outcome: 'blocked' });
-          refusal ??= { policy: a.policy.name, verdict: refusalOf('reject', reply(c.blockedReply, BLOCKED_REPLY, values), `${a.policy.name}: ${c.by.name} blocked by an administrator`) };
+          refusal ??= { policy: a.policy.name, verdict: refusalOf('reject', resolveReply(c.blockedReply, BLOCKED_REPLY, values), `${a.policy.name}: ${c.by.name} blocked by an administrator`) };
           continue;
         }
         const reason = r.outcome === 'jailed' ? `${a.policy.name}: ${c.by.name} in a penalty block for ${values.wait}s` : r.retryAfterMs < 0 ? `${a.policy.name}: ${c.by.name} cost ${a.subject.cost} exceeds ${values.limit}/${values.window} on its own` : `${a.policy.name}: ${c.by.name} over ${values.limit}/${values.window}; retry in ${values.wait}s`;
@@ -183,7 +174,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
           continue;
         }
         decisions.inc({ policy: a.policy.name, outcome: r.outcome });
-        const text = r.retryAfterMs < 0 && r.outcome === 'denied' ? reply({}, TOO_BIG_REPLY, values) : reply(c.reply, DEFAULT_REPLY, values);
+        const text = r.retryAfterMs < 0 && r.outcome === 'denied' ? resolveReply({}, TOO_BIG_REPLY, values) : resolveReply(c.reply, DEFAULT_REPLY, values);
         refusal ??= { policy: a.policy.name, verdict: refusalOf(c.action === 'hold' ? 'quarantine' : 'reject', text, reason) };
       }
       return { refusal, reservations, allowed, storeFailed: false };

@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from 'zod';
+import { replyConfigSchema, type ReplyConfig } from 'themis';
 import { parseSubject, type SubjectSpec } from './subjects.ts';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -80,11 +81,7 @@ const subject = z.union([z.string(), z.array(z.string()).min(1)]).transform((v, 
   }
 });
 
-const reply = z.strictObject({
-  code: z.number().int().refine((c) => (c >= 400 && c < 460) || (c >= 500 && c < 560), 'expected a 4xx or 5xx SMTP code').optional(),
-  enhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/, 'expected an enhanced status code such as 4.7.1').optional(),
-  text: z.string().min(1).max(400).optional(),
-});
+const reply = replyConfigSchema;
 
 const override = z.strictObject({
   bypass: z.boolean().optional(),
@@ -152,8 +149,8 @@ export interface RatelimitPolicy {
   cost: 'message' | 'recipient';
   accounting: 'leaky' | 'strict';
   action: 'block' | 'hold' | 'monitor';
-  reply: { code?: number; enhanced?: string; text?: string };
-  blockedReply: { code?: number; enhanced?: string; text?: string };
+  reply: ReplyConfig;
+  blockedReply: ReplyConfig;
   jail: number | undefined;
   stage: 'endOfMessage' | 'rcptTo';
   monitorStops: boolean;

@@ -8,7 +8,7 @@
  */
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
-import { definePlugin, type AppliedPolicy, type HookContext, type Verdict } from 'themis';
+import { definePlugin, fillTemplate, replyConfigSchema, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis';
 import { checkSpf, type SpfCheckResult, type SpfResultName, type SpfResolver } from './check.ts';
 import { createResolver } from './resolver.ts';
 
@@ -26,11 +26,7 @@ export type SpfAction = 'ignore' | 'tag' | 'hold' | 'tempfail' | 'reject';
 
 const action = z.enum(['ignore', 'tag', 'hold', 'tempfail', 'reject']);
 const matrix = z.strictObject(Object.fromEntries(SPF_RESULTS.map((r) => [r, action.optional()])) as Record<SpfResultName, z.ZodOptional<typeof action>>);
-const reply = z.strictObject({
-  code: z.number().int().refine((c) => (c >= 400 && c < 460) || (c >= 500 && c < 560), 'expected a 4xx or 5xx SMTP code').optional(),
-  enhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/, 'expected an enhanced status code such as 5.7.23').optional(),
-  text: z.string().min(1).max(400).optional(),
-});
+const reply = replyConfigSchema;
 
 /** Defaults: only `fail` of unauthenticated mail acts, and it tags (forwarders break SPF for good mail). */
 export const DEFAULT_MATRIX: Readonly<Record<SpfResultName, SpfAction>> = { pass: 'ignore', fail: 'tag', softfail: 'ignore', neutral: 'ignore', none: 'ignore', permerror: 'ignore', temperror: 'ignore' };
@@ -77,15 +73,15 @@ export const spfOptions = z.strictObject({
 /** Plugin-level options, validated. */
 export type SpfOptions = z.infer<typeof spfOptions>;
 
+/** RFC 7372: 5.7.23 SPF validation failed, 4.7.24 SPF validation error. */
+const REJECT_REPLY = { code: 550, enhanced: '5.7.23', text: 'SPF {result} for {domain}' };
+const TEMP_REPLY = { code: 451, enhanced: '4.7.24', text: 'SPF check of {domain} failed temporarily' };
+
 const SEVERITY: Record<SpfAction, number> = { ignore: 0, tag: 1, hold: 2, tempfail: 3, reject: 4 };
 
 interface Note {
   mailFrom?: Promise<SpfCheckResult>;
   helo?: Promise<SpfCheckResult>;
-}
-
-function fill(template: string, values: Record<string, string>): string {
-  return template.replace(/\{(\w+)\}/g, (all, k: string) => values[k] ?? all).replace(/[\r\n]+/g, ' ');
 }
 
 /** Compiled skip lists of one policy, built once per configuration. */
@@ -200,17 +196,15 @@ export default definePlugin<SpfPolicy, SpfOptions>({
         const values = { result: worst.check.result, domain: worst.check.domain, ip: ctx.session.client?.address ?? '', explanation: worst.check.explanation ?? '' };
         const reason = `${worst.policy}: SPF ${worst.check.result} for ${worst.check.domain} (${worst.check.identity})`;
         if (worst.action === 'tag') {
-          message.addHeader(policy.tag.name, fill(policy.tag.value, values));
+          message.addHeader(policy.tag.name, fillTemplate(policy.tag.value, values));
           return undefined;
         }
         if (worst.action === 'hold') return { action: 'quarantine', reason } satisfies Verdict;
         if (worst.action === 'tempfail') {
-          const r = policy.tempReply;
-          return { action: 'tempfail', reason, reply: { code: r.code ?? 451, enhanced: r.enhanced ?? '4.7.24', text: fill(r.text ?? 'SPF check of {domain} failed temporarily', values) } };
+          return { action: 'tempfail', reason, reply: resolveReply(policy.tempReply, TEMP_REPLY, values) };
         }
-        const r = policy.reply;
         log.debug({ policy: worst.policy, result: worst.check.result }, 'SPF refusal');
-        return { action: 'reject', reason, reply: { code: r.code ?? 550, enhanced: r.enhanced ?? '5.7.23', text: fill(r.text ?? 'SPF {result} for {domain}', values) } };
+        return { action: 'reject', reason, reply: resolveReply(policy.reply, REJECT_REPLY, values) };
       },
     };
   },

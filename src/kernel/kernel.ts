@@ -715,6 +715,8 @@ class MessageState {
   readonly trace: TraceEntry[] = [];
   readonly modifications: PendingModification[] = [];
   quarantine: TraceEntry | undefined;
+  /** Policies taken out of this message by a plugin (`skipPolicy`): policy name → the plugin that did. */
+  skipped: Map<string, string> | undefined;
 }
 
 function notesOf(map: Map<string, unknown>, plugin: string): Notes {
@@ -811,19 +813,31 @@ class ConnectionState {
     return (this.contexts[p.order] ??= new HookContextView(this, p));
   }
 
-  private readonly applied: { version: number; list: AppliedPolicy<unknown>[] }[] = [];
+  private readonly applied: { version: number; message: MessageState | undefined; list: AppliedPolicy<unknown>[] }[] = [];
 
-  /** The matched policies that carry this plugin's field, in evaluation order. */
+  /** The matched policies that carry this plugin's field, in evaluation order, less those another plugin skipped. */
   policiesFor(p: LoadedPlugin): readonly AppliedPolicy<unknown>[] {
     const cached = this.applied[p.order];
-    if (cached && cached.version === this.matchVersion) return cached.list;
+    if (cached && cached.version === this.matchVersion && cached.message === this.message) return cached.list;
+    const skipped = this.message?.skipped;
     const list: AppliedPolicy<unknown>[] = [];
     for (const policy of this.matched.policies) {
       const a = p.policies.get(policy.name);
-      if (a) list.push(a);
+      if (a === undefined) continue;
+      const by = skipped?.get(policy.name);
+      if (by === undefined || by === p.name) list.push(a);
     }
-    this.applied[p.order] = { version: this.matchVersion, list };
+    this.applied[p.order] = { version: this.matchVersion, message: this.message, list };
     return list;
+  }
+
+  /** Takes a matched policy out of the current message for every plugin but `by`. */
+  skipPolicy(by: string, m: MessageState, name: string): boolean {
+    if (m !== this.message || !this.matched.policies.some((x) => x.name === name)) return false;
+    (m.skipped ??= new Map()).set(name, by);
+    // The cached per-plugin lists are stale: a new version makes them rebuild.
+    this.matchVersion++;
+    return true;
   }
 
   sessionOf(p: LoadedPlugin): PluginSession {
@@ -878,6 +892,7 @@ class ConnectionState {
       addRecipient: (address, args) => request('addRecipient', (mod) => mod.addRecipient(address, args)),
       deleteRecipient: (address) => request('deleteRecipient', (mod) => mod.deleteRecipient(address)),
       replaceBody: (body) => request('replaceBody', (mod) => mod.replaceBody(body)),
+      skipPolicy: (name) => this.skipPolicy(p.name, m, name),
     };
   }
 }

@@ -77,6 +77,13 @@ export interface PluginMessage extends Omit<MessageModifier, 'quarantine'> {
   readonly queueId: string | undefined;
   /** Notes kept for this message. */
   readonly notes: Notes;
+  /**
+   * Takes a policy out of this message for every other plugin: from the next hook call on, their
+   * `ctx.policies` no longer list it (the caller still sees it). What another plugin already did for
+   * that policy at an earlier stage stands. Returns false when no policy of that name applies.
+   * This is how the headers plugin's `onlyHeaders` keeps a policy to its header rules.
+   */
+  skipPolicy(name: string): boolean;
 }
 
 /** A policy that applies to the current session or message, with this plugin's claimed field. */

@@ -214,6 +214,27 @@ describe('sessions, messages, notes and modifications', () => {
     assert.match(await t.kernel.registry.getSingleMetricAsString('themis_hook_calls_total'), /themis_hook_calls_total\{plugin="limit",hook="rcptTo"\} 4/);
     assert.match(await t.kernel.registry.getSingleMetricAsString('themis_hook_seconds_total'), /themis_hook_seconds_total\{plugin="limit",hook="rcptTo"\} \d/);
   });
+
+  it('skipPolicy takes a policy out of one message for the other plugins; the caller still sees it', async () => {
+    const seen: string[] = [];
+    const field = (name: string) => ({ field: name, schema: z.object({}) });
+    const skipper = plugin('skipper', { endOfHeaders: (ctx) => {
+      seen.push(`skipper:${ctx.policies.map((p) => p.name)}`);
+      const skip = ctx.message!.headers.some((h) => h.name === 'X-Skip');
+      if (skip) {
+        assert.equal(ctx.message!.skipPolicy('nope'), false, 'an unknown policy is not skipped');
+        assert.equal(ctx.message!.skipPolicy('one'), true);
+      }
+      return undefined;
+    }, endOfMessage: (ctx) => void seen.push(`skipper@eom:${ctx.policies.map((p) => p.name)}`) }, { claims: field('skipper'), priority: 10, observes: ['header'] });
+    const other = plugin('other', { endOfMessage: (ctx) => void seen.push(`other:${ctx.policies.map((p) => p.name)}`) }, { claims: field('other') });
+    const t = await createTestKernel({ plugins: [skipper, other], policies: [{ name: 'one', skipper: {}, other: {} }, { name: 'two', skipper: {}, other: {} }] });
+    const c = await t.connect();
+    await c.message({ from: 'a@x.example', rcpt: ['b@y.example'], headers: [['X-Skip', 'yes']] });
+    await c.message({ from: 'a@x.example', rcpt: ['b@y.example'], headers: [['Subject', 'next']] });
+    await c.close();
+    assert.deepEqual(seen, ['skipper:one,two', 'skipper@eom:one,two', 'other:two', 'skipper:one,two', 'skipper@eom:one,two', 'other:one,two']);
+  });
 });
 
 describe('error registry', () => {

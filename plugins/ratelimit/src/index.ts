@@ -32,8 +32,26 @@ interface Refusal {
   policy: string;
 }
 
-/** Reservations of the current message, kept for a leaky refund. */
-interface MessageNote {
+/**
+ * The message note (`ctx.message.notes.of('ratelimit')`). Other plugins read the usage fields, set at
+ * end of message from the window closest to its limit among the policies that allowed the message:
+ * e.g. the headers plugin's `{ratelimit.remaining}` or `{ note: 'ratelimit.remaining', lt: 10 }`.
+ */
+export interface RatelimitNote {
+  /** The policy of that window. */
+  policy?: string;
+  /** Its length (`1h`, `1d`). */
+  window?: string;
+  /** Its limit. */
+  limit?: number;
+  /** Used in it, this message included. */
+  used?: number;
+  /** Left in it. */
+  remaining?: number;
+}
+
+/** Reservations of the current message, kept for a leaky refund; public usage fields for other plugins. */
+interface MessageNote extends RatelimitNote {
   reservations: RateReservation[];
   /** RCPT-stage policies that already counted the message (cost `message`). */
   counted: Set<string>;
@@ -226,6 +244,14 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
           return refused ?? hold;
         }
         if (out) {
+          let tightest = Infinity;
+          for (const [policy, { result, windows }] of out.allowed) {
+            result.windows.forEach((w, i) => {
+              if (w.remaining >= tightest) return;
+              tightest = w.remaining;
+              Object.assign(note, { policy, window: formatDuration(windows[i].windowMs), limit: w.limit, used: w.used, remaining: w.remaining });
+            });
+          }
           for (const [policy, { result, windows }] of out.allowed) {
             if (!policies.find((p) => p.name === policy)?.config.headers) continue;
             const i = result.windows.reduce((best, w, j) => (w.remaining < result.windows[best].remaining ? j : best), 0);

@@ -79,10 +79,26 @@ const TEMP_REPLY = { code: 451, enhanced: '4.7.24', text: 'SPF check of {domain}
 
 const SEVERITY: Record<SpfAction, number> = { ignore: 0, tag: 1, hold: 2, tempfail: 3, reject: 4 };
 
-interface Note {
+/**
+ * The message note (`ctx.message.notes.of('spf')`). Other plugins read the plain fields, set when a
+ * check completes, e.g. the headers plugin's `{spf.result}` or `{ note: 'spf.result', equals: 'fail' }`.
+ */
+export interface SpfNote {
+  /** The result that decides: of MAIL FROM, or of HELO for a bounce. */
+  result?: SpfCheckResult['result'];
+  /** The domain whose record was evaluated. */
+  domain?: string;
+  /** `mailfrom` or `helo`. */
+  identity?: SpfCheckResult['identity'];
+  /** The term that decided, when known. */
+  mechanism?: string;
+  /** The HELO identity's result, when it was checked as well (`checkHelo: 'always'`). */
+  heloResult?: SpfCheckResult['result'];
+  /** The checks in flight (the plugin's own use). */
   mailFrom?: Promise<SpfCheckResult>;
   helo?: Promise<SpfCheckResult>;
 }
+type Note = SpfNote;
 
 /** Compiled skip lists of one policy, built once per configuration. */
 function skipper(config: SpfPolicy) {
@@ -147,8 +163,16 @@ export default definePlugin<SpfPolicy, SpfOptions>({
       const nullSender = (ctx.message?.sender?.address ?? '') === '';
       // For a bounce the HELO identity is the only one RFC 7208 defines.
       if (nullSender && policies.every((p) => p.config.checkHelo === 'never')) return;
-      note.mailFrom ??= run(ctx, nullSender ? 'helo' : 'mailfrom');
-      if (!nullSender && policies.some((p) => p.config.checkHelo === 'always') && ctx.session.helo) note.helo ??= run(ctx, 'helo');
+      note.mailFrom ??= run(ctx, nullSender ? 'helo' : 'mailfrom').then((r) => {
+        Object.assign(note, { result: r.result, domain: r.domain, identity: r.identity, mechanism: r.mechanism });
+        return r;
+      });
+      if (!nullSender && policies.some((p) => p.config.checkHelo === 'always') && ctx.session.helo) {
+        note.helo ??= run(ctx, 'helo').then((r) => {
+          note.heloResult = r.result;
+          return r;
+        });
+      }
     };
 
     return {

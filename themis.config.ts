@@ -1,7 +1,7 @@
 // The configuration `npm start` runs with, and the documented example.
 // Plugins are loaded by package name, by path relative to this file, or as imported objects; each
-// policy field is owned by the plugin that claims it. The built-in ratelimit and spf plugins are in
-// plugins/ (headers, monitor and predict are being built). As shipped this file loads no
+// policy field is owned by the plugin that claims it. The built-in ratelimit, spf and headers plugins
+// are in plugins/ (monitor and predict are being built). As shipped this file loads no
 // plugin — its examples are commented — so Themis accepts every message, negotiating no stage at all. `themis config check` validates this file; `themis init`
 // writes a fuller commented starter.
 import { defineConfig } from 'themis';
@@ -16,6 +16,7 @@ export default defineConfig({
   plugins: [
     // 'themis-plugin-ratelimit',                     // built in: the `ratelimit` policy field
     // 'themis-plugin-spf',                           // built in: the `spf` policy field
+    // 'themis-plugin-headers',                       // built in: the `headers` policy field
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
@@ -26,6 +27,10 @@ export default defineConfig({
     // Evaluated by ascending priority (ties by name); `match` absent = everything.
     // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
     // { name: 'spf-in', match: { direction: 'inbound' }, spf: { mailFrom: { fail: 'reject' } } },
+    // { name: 'scanned', match: { direction: 'inbound' }, headers: [
+    //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
+    //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] },
+    //   { name: 'virus', if: { header: 'X-Virus', equals: 'infected' }, verdict: { action: 'quarantine' } }] },
     // { name: 'outbound', match: { direction: 'outbound' }, ratelimit: { windows: '100/1m,1000/1h', by: 'sender+', cost: 'recipient' } },
     // { name: 'inbound', match: { direction: 'inbound', destination: 'internal' }, allowlist: { recipients: ['@example.com'] } },
   ],

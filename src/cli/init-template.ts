@@ -39,6 +39,9 @@ export default defineConfig({
   // Plugins, in load order: by npm package name, or by path relative to this file. With none,
   // Themis accepts every message.
   plugins: [
+    // 'themis-plugin-ratelimit',   // the \`ratelimit\` policy field: limits per sender, login, IP…
+    // 'themis-plugin-spf',         // the \`spf\` policy field: SPF checks and their verdicts
+    // 'themis-plugin-headers',     // the \`headers\` policy field: header rules
     // 'themis-plugin-recipient-allowlist',
     // { plugin: './plugins/local.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
@@ -63,6 +66,10 @@ export default defineConfig({
     // { name: 'outbound', priority: 5, match: { direction: 'outbound' }, ratelimit: { /* … */ } },
     // Mail arriving for your domains; stopHere ends evaluation when it matches:
     // { name: 'inbound', priority: 5, match: { direction: 'inbound', destination: 'internal' }, stopHere: true },
+    // React to what a spam scanner wrote (themis-plugin-headers):
+    // { name: 'scanned', priority: 6, match: { direction: 'inbound' }, headers: [
+    //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
+    //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] }] },
   ],
 
   // A plugin hook that takes longer than this (ms) counts as failed: Postfix waits for the milter,

@@ -14,7 +14,7 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
 import { StoreError } from './errors.ts';
 import { validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows } from './ratelimit.ts';
@@ -34,7 +34,7 @@ import {
   type RateScriptText,
   type RateScripts,
 } from './ratelimit-lua.ts';
-import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, Store } from './store.ts';
+import { validateCounterAdd, validateRankAdd, validateRankLimit, type RankAddOptions, type RateAdminChange, type RateInspection, type RateRequest, type RateReservation, type RateResult, type RateWindow, type Store } from './store.ts';
 
 /** The logger the store reports connection trouble to: the subset of pino's API it uses. */
 export interface StoreLogger {
@@ -202,12 +202,58 @@ export function ioredisOptions(config: RedisStoreConfig, hooks: IoredisOptionsHo
 interface Scripts {
   /** INCRBY, then PEXPIRE when a TTL is given: one round trip, atomic. */
   themisIncrement(key: string, by: number, ttlMs: number): Promise<number>;
+  /** {@link COUNTER_ADD_LUA}: the TTL (0: none), then field, amount, field, amount… */
+  themisCounterAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
+  /** {@link RANK_ADD_LUA}: keep, the TTL (0: none), the mode, then member, amount, member, amount… */
+  themisRankAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
 }
 
 const INCREMENT_LUA = `local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return v`;
+
+/** HINCRBY of each field, then PEXPIRE when a TTL is given: one key, one round trip, atomic. */
+const COUNTER_ADD_LUA = `local k = KEYS[1]
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', k, ARGV[i], ARGV[i + 1]) end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
+return 0`;
+
+/**
+ * ZINCRBY of each member (mode `add`), or ZADD when the amount beats the score (mode `max`: ZADD GT,
+ * written out so servers before 6.2 run it), then the trim to the `keep` highest and PEXPIRE when a TTL
+ * is given: one key, one round trip, atomic.
+ */
+const RANK_ADD_LUA = `local k = KEYS[1]
+local max = ARGV[3] == 'max'
+for i = 4, #ARGV, 2 do
+  if max then
+    local old = redis.call('ZSCORE', k, ARGV[i])
+    if not old or tonumber(old) < tonumber(ARGV[i + 1]) then redis.call('ZADD', k, ARGV[i + 1], ARGV[i]) end
+  else
+    redis.call('ZINCRBY', k, ARGV[i + 1], ARGV[i])
+  end
+end
+redis.call('ZREMRANGEBYRANK', k, 0, -(tonumber(ARGV[1]) + 1))
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
+return 0`;
+
+/** An HGETALL reply (ioredis: an object of strings) as counters. */
+function parseCounters(reply: unknown): Record<string, number> {
+  if (reply === null || typeof reply !== 'object') return {};
+  return Object.fromEntries(Object.entries(reply as Record<string, string>).map(([field, value]) => [field, Number(value)]));
+}
+
+/** A ZREVRANGE … WITHSCORES reply (flat member, score…; or pairs, as RESP3 may give) as pairs. */
+function parseRanking(reply: unknown): [string, number][] {
+  if (!Array.isArray(reply)) return [];
+  const flat = reply.flat() as unknown[];
+  const out: [string, number][] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([String(flat[i]), Number(flat[i + 1])]);
+  return out;
+}
 
 type Client = Redis | Cluster;
 
@@ -626,6 +672,8 @@ export class RedisStore implements Store {
     this.owner = owner(this.target, options);
     const client = this.setup.mode === 'cluster' ? new Cluster(this.setup.nodes, this.setup.options) : new Redis(this.setup.options);
     client.defineCommand('themisIncrement', { numberOfKeys: 1, lua: INCREMENT_LUA });
+    client.defineCommand('themisCounterAdd', { numberOfKeys: 1, lua: COUNTER_ADD_LUA });
+    client.defineCommand('themisRankAdd', { numberOfKeys: 1, lua: RANK_ADD_LUA });
     // Sent as EVALSHA; ioredis sends the script itself (EVAL) the first time on each connection and
     // again after NOSCRIPT (a restarted or failed-over server lost its script cache).
     for (const [name, lua] of Object.entries(RATE_SCRIPTS)) client.defineCommand(name, { numberOfKeys: 1, lua });
@@ -672,6 +720,40 @@ export class RedisStore implements Store {
   async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
     const ttl = ttlMs && ttlMs > 0 ? Math.ceil(ttlMs) : 0;
     return this.run('INCRBY', (c) => (c as unknown as Scripts).themisIncrement(this.keyPrefix + key, by, ttl));
+  }
+
+  /** HINCRBY of every non-zero field and the expiry in one script call on the one key (Cluster-safe). */
+  async counterAdd(key: string, fields: Readonly<Record<string, number>>, ttlMs?: number): Promise<void> {
+    const add = validateCounterAdd(fields, ttlMs);
+    if (add.fields.length === 0) return;
+    const args: (string | number)[] = [add.ttlMs];
+    for (const [field, amount] of add.fields) args.push(field, amount);
+    await this.run('COUNTERADD', (c) => (c as unknown as Scripts).themisCounterAdd(this.keyPrefix + key, ...args));
+  }
+
+  /** HGETALL of every key: one pipeline (standalone, Sentinel), or all sent together (Cluster). */
+  async counterRead(keys: readonly string[]): Promise<Record<string, number>[]> {
+    if (keys.length === 0) return [];
+    const replies = await this.reads('COUNTERREAD', keys, (c, k) => c.hgetall(k));
+    return replies.map(parseCounters);
+  }
+
+  /** The additions, the trim and the expiry in one script call on the one key (Cluster-safe). */
+  async rankAdd(key: string, members: Readonly<Record<string, number>>, options: RankAddOptions): Promise<void> {
+    const add = validateRankAdd(members, options);
+    if (add.members.length === 0) return;
+    const args: (string | number)[] = [add.keep, add.ttlMs, add.mode];
+    for (const [member, amount] of add.members) args.push(member, String(amount));
+    await this.run('RANKADD', (c) => (c as unknown as Scripts).themisRankAdd(this.keyPrefix + key, ...args));
+  }
+
+  /** ZREVRANGE 0 limit-1 WITHSCORES of every key, sent as {@link RedisStore.counterRead} sends its reads. */
+  async rankRead(keys: readonly string[], limit: number): Promise<[member: string, score: number][][]> {
+    validateRankLimit(limit);
+    if (keys.length === 0) return [];
+    if (limit === 0) return keys.map(() => []);
+    const replies = await this.reads('RANKREAD', keys, (c, k) => c.zrevrange(k, 0, limit - 1, 'WITHSCORES'));
+    return replies.map(parseRanking);
   }
 
   async publish(channel: string, message: string): Promise<void> {
@@ -905,6 +987,26 @@ export class RedisStore implements Store {
    */
   private async batch(command: string, items: { key: string; args: string[] }[], script: keyof RateScripts): Promise<unknown[]> {
     return this.run(command, (c) => Promise.all(items.map((it) => (c as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args))));
+  }
+
+  /**
+   * One read command per key (`send` queues it on the client or pipeline given), the replies in the
+   * order of `keys`. Standalone and Sentinel: one ioredis pipeline, one socket write. Cluster: the keys
+   * may live on different nodes, so each read goes on its own, all sent at once, the whole bounded by
+   * `commandTimeout`. The first failure rejects the whole.
+   */
+  private async reads(command: string, keys: readonly string[], send: (c: Cluster | ChainableCommander, key: string) => unknown): Promise<unknown[]> {
+    return this.run(command, async (c) => {
+      if (c instanceof Cluster) return Promise.all(keys.map((k) => send(c, this.keyPrefix + k)));
+      const pipeline = c.pipeline();
+      for (const k of keys) send(pipeline, this.keyPrefix + k);
+      const results = await pipeline.exec();
+      if (!results) throw new Error('Connection is closed.');
+      return results.map(([err, reply]) => {
+        if (err) throw err;
+        return reply;
+      });
+    });
   }
 
   private deadline<T>(p: Promise<T>, command: string): Promise<T> {

@@ -131,6 +131,43 @@ export interface Store {
   /** Adds `by` to an integer key (created at 0), sets its expiry when given, returns the new value. */
   increment(key: string, by?: number, ttlMs?: number): Promise<number>;
   /**
+   * Adds each field's amount to a hash of integer counters (Redis HINCRBY; the hash and its fields are
+   * created at 0), all in one atomic operation on one key (Redis: one script call, Cluster-safe). A
+   * positive `ttlMs` (re)sets the key's expiry, otherwise it keeps the one it had. Fields whose amount
+   * is 0 are skipped; when none is left nothing is done (no round trip, the expiry is left alone).
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when an amount is not a safe integer or `ttlMs` is
+   * not finite (nothing is counted), `THEMIS_ERR_STORE_WRONGTYPE` when the key holds a string or a
+   * ranking (in memory, a rate-limit subject too; in Redis that is a hash as well: keep them apart by
+   * namespace).
+   */
+  counterAdd(key: string, fields: Readonly<Record<string, number>>, ttlMs?: number): Promise<void>;
+  /**
+   * Each key's counters as numbers, in the order of `keys` (`{}` for a missing key), in one round trip
+   * (Redis: one pipeline of HGETALL; on a Cluster, the reads are sent together, one per key).
+   * @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when a key holds something else than counters.
+   */
+  counterRead(keys: readonly string[]): Promise<Record<string, number>[]>;
+  /**
+   * Adds members to a bounded ranking (a Redis sorted set), in one atomic operation on one key (Redis:
+   * one script call, Cluster-safe). Mode `add` (the default) adds each amount to the member's score
+   * (ZINCRBY); mode `max` keeps the higher of its score and the amount (ZADD GT). Then only the `keep`
+   * highest-scored members stay (ZREMRANGEBYRANK 0 -(keep+1): among equal scores, the members that sort
+   * first byte-wise go first), and a positive `ttlMs` (re)sets the key's expiry. An empty `members` does
+   * nothing (no round trip).
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when an amount is not finite, `keep` not an integer
+   * ≥ 1, `mode` unknown or `ttlMs` not finite (nothing is changed), `THEMIS_ERR_STORE_WRONGTYPE` when
+   * the key holds something else than a ranking.
+   */
+  rankAdd(key: string, members: Readonly<Record<string, number>>, options: RankAddOptions): Promise<void>;
+  /**
+   * For each key, in the order of `keys`, its `limit` highest-scored members with their scores, highest
+   * first, equal scores in reverse byte order of the members (Redis ZREVRANGE … WITHSCORES); `[]` for a
+   * missing key. One round trip, as {@link Store.counterRead}.
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when `limit` is not an integer ≥ 0,
+   * `THEMIS_ERR_STORE_WRONGTYPE` when a key holds something else than a ranking.
+   */
+  rankRead(keys: readonly string[], limit: number): Promise<[member: string, score: number][][]>;
+  /**
    * Sends a message to every subscriber of `channel` in every process that shares this store (Redis
    * pub/sub; in memory, the subscribers of this process). Delivery is best-effort: a subscriber that
    * was disconnected misses it, so callers pair it with a versioned key they can poll.
@@ -156,9 +193,119 @@ export interface Store {
   close(): Promise<void>;
 }
 
+/** Options of {@link Store.rankAdd}. */
+export interface RankAddOptions {
+  /** How many of the highest-scored members stay (an integer ≥ 1): the ranking never holds more. */
+  keep: number;
+  /** A positive value (re)sets the key's expiry, ms; otherwise the key keeps the one it had. */
+  ttlMs?: number;
+  /** `add` (default): the amount is added to the member's score; `max`: the score becomes the higher of the two. */
+  mode?: 'add' | 'max';
+}
+
+const invalidArgument = (command: string, reason: string) => new StoreError('THEMIS_ERR_STORE_ARGUMENT', { command, reason });
+
+/**
+ * A counter or ranking write's `ttlMs` checked: the expiry to set, ms (rounded up), or 0 to leave it.
+ * Shared by the stores.
+ * @internal
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when it is not a finite number.
+ */
+export function validateStoreTtl(command: string, ttlMs: number | undefined): number {
+  if (ttlMs === undefined) return 0;
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs)) throw invalidArgument(command, `ttlMs ${String(ttlMs)} is not a finite number`);
+  return ttlMs > 0 ? Math.ceil(ttlMs) : 0;
+}
+
+/**
+ * The arguments of {@link Store.counterAdd} checked: the fields to add, those with amount 0 left out,
+ * and the expiry. Shared by the stores.
+ * @internal
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
+ */
+export function validateCounterAdd(fields: Readonly<Record<string, number>>, ttlMs: number | undefined): { fields: [field: string, amount: number][]; ttlMs: number } {
+  const out: [string, number][] = [];
+  for (const [field, amount] of Object.entries(fields)) {
+    if (!Number.isSafeInteger(amount)) throw invalidArgument('COUNTERADD', `field ${JSON.stringify(field)}: amount ${String(amount)} is not a safe integer`);
+    if (amount !== 0) out.push([field, amount]);
+  }
+  return { fields: out, ttlMs: validateStoreTtl('COUNTERADD', ttlMs) };
+}
+
+/**
+ * The arguments of {@link Store.rankAdd} checked (-0 becomes 0, as Redis stores it). Shared by the stores.
+ * @internal
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
+ */
+export function validateRankAdd(members: Readonly<Record<string, number>>, options: RankAddOptions): { members: [member: string, amount: number][]; keep: number; ttlMs: number; mode: 'add' | 'max' } {
+  const { keep, mode = 'add' } = options;
+  if (!Number.isSafeInteger(keep) || keep < 1) throw invalidArgument('RANKADD', `keep ${String(keep)} is not an integer ≥ 1`);
+  if (mode !== 'add' && mode !== 'max') throw invalidArgument('RANKADD', `mode ${JSON.stringify(mode)} is neither "add" nor "max"`);
+  const out: [string, number][] = [];
+  for (const [member, amount] of Object.entries(members)) {
+    if (typeof amount !== 'number' || !Number.isFinite(amount)) throw invalidArgument('RANKADD', `member ${JSON.stringify(member)}: amount ${String(amount)} is not a finite number`);
+    out.push([member, amount === 0 ? 0 : amount]);
+  }
+  return { members: out, keep, ttlMs: validateStoreTtl('RANKADD', options.ttlMs), mode };
+}
+
+/**
+ * The `limit` of {@link Store.rankRead} checked. Shared by the stores.
+ * @internal
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
+ */
+export function validateRankLimit(limit: number): number {
+  if (!Number.isSafeInteger(limit) || limit < 0) throw invalidArgument('RANKREAD', `limit ${String(limit)} is not an integer ≥ 0`);
+  return limit;
+}
+
+/**
+ * Redis' order of strings (memcmp of their UTF-8 bytes, which is code point order): UTF-16 code unit
+ * order except that a surrogate pair (a code point ≥ U+10000) comes after U+E000–U+FFFF.
+ */
+function byteOrder(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    const xs = x >= 0xd800 && x <= 0xdfff;
+    const ys = y >= 0xd800 && y <= 0xdfff;
+    if (xs !== ys && (x >= 0xe000 || y >= 0xe000)) return xs ? 1 : -1;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** Redis' order of a sorted set: by score, then by member byte-wise. */
+const rankOrder = (a: [string, number], b: [string, number]) => (a[1] !== b[1] ? (a[1] < b[1] ? -1 : 1) : byteOrder(a[0], b[0]));
+
+/** A hash of integer counters ({@link Store.counterAdd}): a kind of value of its own. */
+class Counters {
+  readonly fields = new Map<string, number>();
+}
+
+/** A bounded ranking ({@link Store.rankAdd}), the in-memory sorted set. */
+class Ranking {
+  readonly scores = new Map<string, number>();
+
+  /** Keeps the `keep` highest members, dropping the lowest first (ZREMRANGEBYRANK 0 -(keep+1)). */
+  trim(keep: number): void {
+    if (this.scores.size <= keep) return;
+    const ascending = [...this.scores].sort(rankOrder);
+    for (let i = 0; i < ascending.length - keep; i++) this.scores.delete(ascending[i][0]);
+  }
+
+  /** The `limit` highest members, highest first (ZREVRANGE 0 limit-1 WITHSCORES). */
+  top(limit: number): [string, number][] {
+    if (limit === 0) return [];
+    return [...this.scores].sort((a, b) => rankOrder(b, a)).slice(0, limit);
+  }
+}
+
 interface Entry {
-  /** A string, or a rate-limit subject's hash: one key space, as in Redis. */
-  value: string | RateHash;
+  /** A string, a rate-limit subject's hash, counters or a ranking: one key space, as in Redis. */
+  value: string | RateHash | Counters | Ranking;
   /** Date.now() at which the key expires; 0 for never. */
   expires: number;
 }
@@ -203,10 +350,10 @@ export class MemoryStore implements Store {
     return e;
   }
 
-  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject. */
+  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject, counters or a ranking. */
   async get(key: string): Promise<string | undefined> {
     const value = this.live(key)?.value;
-    if (value instanceof Map) throw wrongType('GET');
+    if (value !== undefined && typeof value !== 'string') throw wrongType('GET');
     return value;
   }
 
@@ -218,13 +365,49 @@ export class MemoryStore implements Store {
     return this.live(key) !== undefined && this.data.delete(key);
   }
 
-  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject. */
+  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject, counters or a ranking. */
   async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
     const e = this.live(key);
-    if (e?.value instanceof Map) throw wrongType('INCRBY');
+    if (e !== undefined && typeof e.value !== 'string') throw wrongType('INCRBY');
     const next = (e ? Number(e.value) || 0 : 0) + by;
     this.data.set(key, { value: String(next), expires: ttlMs ? Date.now() + ttlMs : (e?.expires ?? 0) });
     return next;
+  }
+
+  /** Adds the counters synchronously, so atomically (all fields checked first). */
+  async counterAdd(key: string, fields: Readonly<Record<string, number>>, ttlMs?: number): Promise<void> {
+    const add = validateCounterAdd(fields, ttlMs);
+    if (add.fields.length === 0) return;
+    const e = this.kind(key, Counters, 'COUNTERADD');
+    const counters = e?.value ?? new Counters();
+    for (const [field, amount] of add.fields) counters.fields.set(field, (counters.fields.get(field) ?? 0) + amount);
+    this.data.set(key, { value: counters, expires: add.ttlMs > 0 ? Date.now() + add.ttlMs : (e?.expires ?? 0) });
+  }
+
+  async counterRead(keys: readonly string[]): Promise<Record<string, number>[]> {
+    const found = keys.map((key) => this.kind(key, Counters, 'COUNTERREAD'));
+    return found.map((e) => (e ? Object.fromEntries(e.value.fields) : {}));
+  }
+
+  /** Adds the members and trims synchronously, so atomically (all arguments checked first). */
+  async rankAdd(key: string, members: Readonly<Record<string, number>>, options: RankAddOptions): Promise<void> {
+    const add = validateRankAdd(members, options);
+    if (add.members.length === 0) return;
+    const e = this.kind(key, Ranking, 'RANKADD');
+    const ranking = e?.value ?? new Ranking();
+    for (const [member, amount] of add.members) {
+      const old = ranking.scores.get(member);
+      if (add.mode === 'add') ranking.scores.set(member, (old ?? 0) + amount);
+      else if (old === undefined || old < amount) ranking.scores.set(member, amount);
+    }
+    ranking.trim(add.keep);
+    this.data.set(key, { value: ranking, expires: add.ttlMs > 0 ? Date.now() + add.ttlMs : (e?.expires ?? 0) });
+  }
+
+  async rankRead(keys: readonly string[], limit: number): Promise<[member: string, score: number][][]> {
+    validateRankLimit(limit);
+    const found = keys.map((key) => this.kind(key, Ranking, 'RANKREAD'));
+    return found.map((e) => (e ? e.value.top(limit) : []));
   }
 
   async publish(channel: string, message: string): Promise<void> {
@@ -303,6 +486,14 @@ export class MemoryStore implements Store {
   /** The request's `now` with `testClock`, else the real clock. */
   private clock(now: number | undefined): number {
     return this.testClock && now !== undefined ? Math.floor(now) : Date.now();
+  }
+
+  /** The live value of one kind at `key`, if any; another kind there is an error, as in Redis. */
+  private kind<T extends Counters | Ranking>(key: string, type: new () => T, command: string): { value: T; expires: number } | undefined {
+    const e = this.live(key);
+    if (e === undefined) return undefined;
+    if (!(e.value instanceof type)) throw wrongType(command);
+    return { value: e.value, expires: e.expires };
   }
 
   /** The live rate-limit hash at `key`, if any; a string there is an error, as in Redis. */

@@ -4,10 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, it } from 'node:test';
-import type { Store } from '../../src/store/index.ts';
+import { StoreError, type Store, type StoreErrorCode } from '../../src/store/index.ts';
 import { eventually } from '../helpers/redis.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const code = (c: StoreErrorCode) => (e: unknown) => e instanceof StoreError && e.code === c;
 
 /** Defines the contract's tests in the current suite; `make` gives a fresh, empty store per test. */
 export function storeContract(make: () => Promise<Store> | Store): void {
@@ -86,6 +87,153 @@ export function storeContract(make: () => Promise<Store> | Store): void {
     await s.set('keep', '5', 150);
     assert.equal(await s.increment('keep'), 6);
     await eventually(async () => (await s.get('keep')) === undefined, 2000, 'the earlier expiry still applies');
+  });
+
+  it('counterAdd accumulates integer fields in one key; zero amounts and empty fields do nothing; counterRead keeps the order, {} when missing', async () => {
+    const s = await fresh();
+    await s.counterAdd('c:1', { a: 1, b: 2 });
+    await s.counterAdd('c:1', { a: 10, c: -3, zero: 0 });
+    await s.counterAdd('c:2', { x: 5, 'é ✓:{tag}': 7 });
+    await s.counterAdd('c:3', {});
+    await s.counterAdd('c:4', { only: 0 });
+    await s.counterAdd('c:5', { n: 2 });
+    await s.counterAdd('c:5', { n: -2 });
+    assert.deepEqual(await s.counterRead(['c:2', 'missing', 'c:1', 'c:3', 'c:4', 'c:5', 'c:1']), [{ x: 5, 'é ✓:{tag}': 7 }, {}, { a: 11, b: 2, c: -3 }, {}, {}, { n: 0 }, { a: 11, b: 2, c: -3 }]);
+    assert.deepEqual(await s.counterRead([]), []);
+    assert.deepEqual(await s.counterRead(['missing']), [{}]);
+    assert.equal(await s.delete('c:1'), true, 'delete removes counters');
+    assert.deepEqual(await s.counterRead(['c:1']), [{}]);
+    // Many fields and many keys in one call.
+    const many = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}`, i + 1]));
+    await s.counterAdd('c:many', many);
+    const keys = Array.from({ length: 50 }, (_, i) => `c:k${i}`);
+    for (const [i, k] of keys.entries()) await s.counterAdd(k, { i });
+    const read = await s.counterRead(['c:many', ...keys]);
+    assert.deepEqual(read[0], many);
+    assert.deepEqual(read.slice(1), keys.map((_, i) => (i === 0 ? {} : { i })));
+  });
+
+  it('counterAdd with a TTL expires the counters; a new TTL extends; without one the expiry stays', async () => {
+    const s = await fresh();
+    await s.counterAdd('t:gone', { a: 1 }, 100);
+    await s.counterAdd('t:gone', { a: 1 }, 100);
+    await s.counterAdd('t:kept', { a: 1 }, 100);
+    await s.counterAdd('t:kept', { a: 1 });
+    await s.counterAdd('t:ext', { a: 1 }, 100);
+    await s.counterAdd('t:ext', { a: 1 }, 5000);
+    await s.counterAdd('t:none', { a: 1 });
+    assert.deepEqual(await s.counterRead(['t:gone']), [{ a: 2 }]);
+    await sleep(300);
+    assert.deepEqual(await s.counterRead(['t:gone', 't:kept', 't:ext', 't:none']), [{}, {}, { a: 2 }, { a: 1 }]);
+    await s.counterAdd('t:gone', { a: 1 }, 100);
+    assert.deepEqual(await s.counterRead(['t:gone']), [{ a: 1 }], 'restarts at 0');
+  });
+
+  it('rankAdd mode add: adds to the scores (negative and fractional too); rankRead: highest first, up to limit, [] when missing', async () => {
+    const s = await fresh();
+    await s.rankAdd('r:1', { a: 1, b: 2, c: 3 }, { keep: 10 });
+    await s.rankAdd('r:1', { a: 5, d: 0.5, e: -1, f: 0 }, { keep: 10, mode: 'add' });
+    await s.rankAdd('r:2', { x: 0.1 }, { keep: 10 });
+    await s.rankAdd('r:2', { x: 0.2 }, { keep: 10 });
+    await s.rankAdd('r:3', {}, { keep: 10 });
+    assert.deepEqual(await s.rankRead(['r:1', 'missing', 'r:2', 'r:3'], 10), [
+      [['a', 6], ['c', 3], ['b', 2], ['d', 0.5], ['f', 0], ['e', -1]],
+      [],
+      [['x', 0.1 + 0.2]],
+      [],
+    ]);
+    assert.deepEqual(await s.rankRead(['r:1', 'r:1'], 2), [[['a', 6], ['c', 3]], [['a', 6], ['c', 3]]]);
+    assert.deepEqual(await s.rankRead(['r:1', 'missing'], 0), [[], []]);
+    assert.deepEqual(await s.rankRead([], 5), []);
+    assert.equal(await s.delete('r:1'), true, 'delete removes a ranking');
+    assert.deepEqual(await s.rankRead(['r:1'], 5), [[]]);
+  });
+
+  it('rankAdd mode max: the score becomes the higher of the two; modes mix on one key', async () => {
+    const s = await fresh();
+    await s.rankAdd('m', { a: 5, b: 1 }, { keep: 10, mode: 'max' });
+    await s.rankAdd('m', { a: 3, b: 4, c: -1 }, { keep: 10, mode: 'max' });
+    assert.deepEqual(await s.rankRead(['m'], 10), [[['a', 5], ['b', 4], ['c', -1]]]);
+    await s.rankAdd('m', { c: 10 }, { keep: 10 });
+    await s.rankAdd('m', { c: 2.5 }, { keep: 10, mode: 'max' });
+    assert.deepEqual(await s.rankRead(['m'], 10), [[['c', 9], ['a', 5], ['b', 4]]]);
+  });
+
+  it('rankAdd keeps only the keep highest, never more; equal scores trimmed and read in byte order of the members', async () => {
+    const s = await fresh();
+    for (let i = 0; i < 30; i++) {
+      await s.rankAdd('top', { [`m${i}`]: i % 7, [`n${i}`]: (i * 3) % 11 }, { keep: 5 });
+      const [top] = await s.rankRead(['top'], 100);
+      assert.ok(top.length <= 5, `${top.length} members`);
+    }
+    assert.deepEqual(await s.rankRead(['top'], 100), [[['n7', 10], ['n29', 10], ['n18', 10], ['n3', 9], ['n25', 9]]]);
+
+    // One call adding more than keep; ties: the lowest byte-wise go first and read last.
+    await s.rankAdd('ties', { b: 1, a: 1, c: 1, d: 2, aa: 1 }, { keep: 3 });
+    assert.deepEqual(await s.rankRead(['ties'], 10), [[['d', 2], ['c', 1], ['b', 1]]]);
+    // Redis compares UTF-8 bytes: U+1F600 (a surrogate pair in UTF-16) sorts after U+FB00.
+    await s.rankAdd('utf', { '😀': 1, '\ufb00': 1, z: 1, é: 1 }, { keep: 3 });
+    assert.deepEqual(await s.rankRead(['utf'], 10), [[['😀', 1], ['\ufb00', 1], ['é', 1]]]);
+    await s.rankAdd('one', { a: 1, b: 2 }, { keep: 1 });
+    await s.rankAdd('one', { c: 1 }, { keep: 1, mode: 'max' });
+    assert.deepEqual(await s.rankRead(['one'], 10), [[['b', 2]]]);
+  });
+
+  it('rankAdd with a TTL expires the ranking; without one the expiry stays', async () => {
+    const s = await fresh();
+    await s.rankAdd('rt:gone', { a: 1 }, { keep: 3, ttlMs: 100 });
+    await s.rankAdd('rt:kept', { a: 1 }, { keep: 3, ttlMs: 100 });
+    await s.rankAdd('rt:kept', { b: 1 }, { keep: 3 });
+    await s.rankAdd('rt:ext', { a: 1 }, { keep: 3, ttlMs: 100 });
+    await s.rankAdd('rt:ext', { a: 1 }, { keep: 3, ttlMs: 5000, mode: 'max' });
+    assert.deepEqual(await s.rankRead(['rt:gone'], 3), [[['a', 1]]]);
+    await sleep(300);
+    assert.deepEqual(await s.rankRead(['rt:gone', 'rt:kept', 'rt:ext'], 3), [[], [], [['a', 1]]]);
+  });
+
+  it('counters, rankings and strings are different kinds: using one as another is a WRONGTYPE error; set replaces any', async () => {
+    const s = await fresh();
+    await s.set('str', 'x');
+    await s.counterAdd('cnt', { a: 1 });
+    await s.rankAdd('rnk', { a: 1 }, { keep: 2 });
+    const wrong = code('THEMIS_ERR_STORE_WRONGTYPE');
+    await assert.rejects(s.counterAdd('str', { a: 1 }), wrong);
+    await assert.rejects(s.counterRead(['cnt', 'str']), wrong);
+    await assert.rejects(s.rankAdd('str', { a: 1 }, { keep: 2 }), wrong);
+    await assert.rejects(s.rankRead(['rnk', 'str'], 2), wrong);
+    await assert.rejects(s.get('cnt'), wrong);
+    await assert.rejects(s.increment('cnt'), wrong);
+    await assert.rejects(s.rankAdd('cnt', { a: 1 }, { keep: 2 }), wrong);
+    await assert.rejects(s.rankRead(['cnt'], 2), wrong);
+    await assert.rejects(s.get('rnk'), wrong);
+    await assert.rejects(s.increment('rnk', 1, 1000), wrong);
+    await assert.rejects(s.counterAdd('rnk', { a: 1 }), wrong);
+    await assert.rejects(s.counterRead(['rnk']), wrong);
+    await assert.rejects(s.rateInspect('rnk', [{ windowMs: 1000, slots: 2, limit: 1 }]), wrong);
+    assert.deepEqual(await s.counterRead(['cnt']), [{ a: 1 }], 'nothing changed');
+    assert.deepEqual(await s.rankRead(['rnk'], 2), [[['a', 1]]], 'nothing changed');
+    assert.equal(await s.get('str'), 'x', 'nothing changed');
+    await s.set('cnt', 'now a string');
+    assert.equal(await s.get('cnt'), 'now a string');
+    await s.counterAdd('cnt2', { a: 1 });
+    await s.delete('cnt2');
+    await s.rankAdd('cnt2', { a: 1 }, { keep: 1 });
+    assert.deepEqual(await s.rankRead(['cnt2'], 1), [[['a', 1]]], 'a deleted key takes any kind');
+  });
+
+  it('counterAdd, rankAdd and rankRead reject invalid arguments with THEMIS_ERR_STORE_ARGUMENT, changing nothing', async () => {
+    const s = await fresh();
+    const bad = code('THEMIS_ERR_STORE_ARGUMENT');
+    for (const amount of [1.5, NaN, Infinity, 2 ** 53, '1' as unknown as number]) await assert.rejects(s.counterAdd('k', { ok: 1, bad: amount }), bad, String(amount));
+    await assert.rejects(s.counterAdd('k', { a: 1 }, NaN), bad);
+    await assert.rejects(s.counterAdd('k', { a: 1 }, Infinity), bad);
+    assert.deepEqual(await s.counterRead(['k']), [{}]);
+    for (const keep of [0, -1, 1.5, NaN]) await assert.rejects(s.rankAdd('r', { a: 1 }, { keep }), bad, String(keep));
+    for (const amount of [NaN, Infinity, -Infinity]) await assert.rejects(s.rankAdd('r', { ok: 1, bad: amount }, { keep: 3 }), bad, String(amount));
+    await assert.rejects(s.rankAdd('r', { a: 1 }, { keep: 3, mode: 'min' as 'max' }), bad);
+    await assert.rejects(s.rankAdd('r', { a: 1 }, { keep: 3, ttlMs: NaN }), bad);
+    for (const limit of [-1, 1.5, NaN]) await assert.rejects(s.rankRead(['r'], limit), bad, String(limit));
+    assert.deepEqual(await s.rankRead(['r'], 5), [[]]);
   });
 
   it('publish/subscribe: a subscriber hears what is published after subscribe resolves, in order', async () => {

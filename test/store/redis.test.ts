@@ -227,6 +227,29 @@ describe('RedisStore against redis-server', { skip }, () => {
     await s.close();
   });
 
+  it('counters and rankings: one hash and one sorted set under the prefixed key, with the TTL; a ranking never holds more than keep', async () => {
+    const s = store({ keyPrefix: 'cr:' });
+    await s.counterAdd('m:1', { sent: 3, bytes: 1200 }, 60_000);
+    await s.counterAdd('m:1', { sent: 1 });
+    assert.deepEqual(await raw.hgetall('cr:m:1'), { sent: '4', bytes: '1200' });
+    assert.equal(await raw.type('cr:m:1'), 'hash');
+    assert.ok((await raw.pttl('cr:m:1')) > 50_000, 'counterAdd without a TTL keeps the expiry');
+    assert.equal(await raw.exists('m:1'), 0);
+    await raw.hset('cr:outside', 'n', '9');
+    assert.deepEqual(await s.counterRead(['outside', 'm:1']), [{ n: 9 }, { sent: 4, bytes: 1200 }]);
+
+    for (let i = 0; i < 40; i++) {
+      await s.rankAdd('top', { [`a${i}`]: i, [`b${i}`]: 100 - i }, { keep: 4, ttlMs: 60_000 });
+      assert.ok((await raw.zcard('cr:top')) <= 4);
+    }
+    assert.equal(await raw.type('cr:top'), 'zset');
+    assert.ok((await raw.pttl('cr:top')) > 50_000);
+    assert.deepEqual(await raw.zrevrange('cr:top', 0, -1, 'WITHSCORES'), ['b0', '100', 'b1', '99', 'b2', '98', 'b3', '97']);
+    assert.deepEqual(await s.rankRead(['top'], 2), [[['b0', 100], ['b1', 99]]]);
+    assert.equal(await raw.exists('top'), 0);
+    await s.close();
+  });
+
   it('keeps a channel subscribed on the server until its last handler leaves', async () => {
     const s = store({ keyPrefix: 'two:' });
     const off1 = await s.subscribe('c', () => {});
@@ -506,6 +529,20 @@ describe('RedisStore on a Redis Cluster (3 masters)', { skip: skip || (redisCliA
     await a.publish('reload', 'v2');
     await eventually(() => atB.length === 1, 3000, 'delivery across the cluster');
     assert.deepEqual(atB, ['v2']);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('counters and rankings on keys of every master: written by one daemon, read in one call by another', async () => {
+    const a = redisStore({ cluster: { nodes: [cluster.nodes[0]] }, keyPrefix: 'cr:' });
+    const b = redisStore({ cluster: { nodes: [cluster.nodes[1]] }, keyPrefix: 'cr:' });
+    await Promise.all([a.connect(5000), b.connect(5000)]);
+    const keys = Array.from({ length: 30 }, (_, i) => `minute:${i}`);
+    for (const [i, k] of keys.entries()) {
+      await a.counterAdd(k, { n: i + 1, twice: 2 * (i + 1) }, 60_000);
+      await a.rankAdd(`top:${k}`, { x: i, y: 2 * i, z: 1 }, { keep: 2, ttlMs: 60_000, mode: 'max' });
+    }
+    assert.deepEqual(await b.counterRead([...keys, 'absent']), [...keys.map((_, i) => ({ n: i + 1, twice: 2 * (i + 1) })), {}]);
+    assert.deepEqual(await b.rankRead([...keys.map((k) => `top:${k}`), 'absent'], 5), [...keys.map((_, i) => (i === 0 ? [['z', 1], ['y', 0]] : [['y', 2 * i], [i === 1 ? 'z' : 'x', i]])), []]);
     await Promise.all([a.close(), b.close()]);
   });
 });

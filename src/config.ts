@@ -43,8 +43,13 @@ export interface ThemisConfig {
    * catches up (default 5,000).
    */
   reload?: { watch?: boolean; resync?: boolean; pollInterval?: number };
-  /** The status and metrics endpoint (`GET /status`, `/metrics`, `/healthz`): a socket spec, or false. Default `inet:8441@127.0.0.1`; `--http`/`THEMIS_HTTP` win. */
-  http?: { listen?: string | false };
+  /**
+   * The status endpoint (`GET /status`, `/metrics`, `/healthz`, and plugin routes such as the monitor's
+   * dashboard): `listen` is a socket spec, or false (default `inet:8441@127.0.0.1`; `--http`/`THEMIS_HTTP`
+   * win); `token` is a bearer token (16 characters or more) that every path but `/healthz` then
+   * requires (`--http-token`/`THEMIS_HTTP_TOKEN` win).
+   */
+  http?: { listen?: string | false; token?: string };
   /** Processes serving one listening socket (`node:cluster`); needs a shared store. Default 1; `--workers` wins. */
   workers?: number;
   /** Plugins, in load order. */
@@ -87,7 +92,7 @@ const Schema = z.strictObject({
   store: storeConfigSchema.optional(),
   log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(), pretty: z.boolean().optional() }).optional(),
   reload: z.strictObject({ watch: z.boolean().optional(), resync: z.boolean().optional(), pollInterval: z.number().int().min(100).optional() }).optional(),
-  http: z.strictObject({ listen: z.union([z.string().min(1), z.literal(false)]).optional() }).optional(),
+  http: z.strictObject({ listen: z.union([z.string().min(1), z.literal(false)]).optional(), token: z.string().min(16, 'expected a bearer token of 16 characters or more').optional() }).optional(),
   workers: z.number().int().min(1).max(256).optional(),
   // Entries are checked one by one below: a union's error would hide which field of an entry is wrong.
   plugins: z.array(z.unknown()).default([]),
@@ -117,6 +122,8 @@ export interface LoadedConfig {
   reload: { watch: boolean; resync: boolean; pollInterval: number };
   /** The status endpoint's socket, false when disabled, undefined for the default. */
   http: string | false | undefined;
+  /** The status endpoint's bearer token, if set. */
+  httpToken: string | undefined;
   /** Worker processes, if set. */
   workers: number | undefined;
   /** Plugins, resolved to their definitions, in load order. */
@@ -273,6 +280,7 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
     log: c.log ?? {},
     reload: { watch: c.reload?.watch ?? true, resync: c.reload?.resync ?? true, pollInterval: c.reload?.pollInterval ?? 5_000 },
     http: c.http?.listen,
+    httpToken: c.http?.token,
     workers: c.workers,
     plugins,
     policies: c.policies as PolicyInput[],

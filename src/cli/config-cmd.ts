@@ -27,12 +27,13 @@ export const CONFIG_USAGE = `Usage: themis config <check|resync> [options]
 `;
 
 /** Usage text of `themis status`. */
-export const STATUS_USAGE = `Usage: themis status [--http SPEC] [--config PATH] [--json]
+export const STATUS_USAGE = `Usage: themis status [--http SPEC] [--http-token TOKEN] [--config PATH] [--json]
 
 Asks a running Themis what it serves: version, uptime, open connections, the configuration's hash,
 load time and generation, the last refused reload, the store and, with --workers, every worker.
 --http is the daemon's status endpoint (default: the configuration's http.listen, else ${DEFAULT_HTTP};
-environment THEMIS_HTTP). Exit 0 when the daemon answered, 1 when it did not.
+environment THEMIS_HTTP); --http-token its bearer token (THEMIS_HTTP_TOKEN, or http.token). Exit 0 when
+the daemon answered, 1 when it did not.
 `;
 
 /** `themis config …`. */
@@ -123,24 +124,38 @@ async function configResync(args: string[], io: CommandIO): Promise<number> {
   }
 }
 
-/** `themis status`. */
-export async function statusCommand(args: string[], io: CommandIO = stdio): Promise<number> {
-  const values = parse(args, { http: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, io, 'status', STATUS_USAGE);
-  if (typeof values === 'number') return values;
+/**
+ * The daemon's status endpoint and its token, as a command reaches them: `--http`/`THEMIS_HTTP` and
+ * `--http-token`/`THEMIS_HTTP_TOKEN`, else the configuration's `http`, else the default. A number is
+ * the exit code of a failure already reported.
+ */
+export async function statusEndpoint(values: Record<string, unknown>, io: CommandIO, command: string): Promise<{ spec: string; token: string | undefined } | number> {
   let spec = (values.http as string | undefined) ?? process.env.THEMIS_HTTP;
-  if (!spec) {
+  let token = (values['http-token'] as string | undefined) ?? process.env.THEMIS_HTTP_TOKEN;
+  if (!spec || token === undefined) {
     const { findConfig, loadConfig } = await import('../config.ts');
     const file = findConfig((values.config as string | undefined) ?? envConfigPath());
-    const configured = file ? await loadConfig(file).then((c) => c.http, () => undefined) : undefined;
-    if (configured === false) {
-      io.err('themis status: the configuration disables the status endpoint (http.listen: false)\n');
+    const configured = file ? await loadConfig(file).then((c) => c, () => undefined) : undefined;
+    if (!spec && configured?.http === false) {
+      io.err(`themis ${command}: the configuration disables the status endpoint (http.listen: false)\n`);
       return 1;
     }
-    spec = configured ?? DEFAULT_HTTP;
+    spec ??= configured?.http || DEFAULT_HTTP;
+    token ??= configured?.httpToken;
   }
+  return { spec, token };
+}
+
+/** `themis status`. */
+export async function statusCommand(args: string[], io: CommandIO = stdio): Promise<number> {
+  const values = parse(args, { http: { type: 'string' }, 'http-token': { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, io, 'status', STATUS_USAGE);
+  if (typeof values === 'number') return values;
+  const endpoint = await statusEndpoint(values, io, 'status');
+  if (typeof endpoint === 'number') return endpoint;
+  const { spec, token } = endpoint;
   let status: Record<string, any>;
   try {
-    status = (await fetchStatus(spec)) as Record<string, any>;
+    status = (await fetchStatus(spec, '/status', 5_000, token)) as Record<string, any>;
   } catch (err) {
     io.err(`themis status: no answer from ${spec}: ${(err as Error).message}\n`);
     return 1;

@@ -1,10 +1,13 @@
 /**
  * The daemon's status endpoint: `GET /status` (JSON: version, configuration hash and load time,
- * connections, store, workers), `GET /metrics` (Prometheus text) and `GET /healthz`. It listens on
- * loopback by default; it is read-only, so it changes nothing a client could abuse beyond reading.
+ * connections, store, workers), `GET /metrics` (Prometheus text), `GET /healthz`, and the routes
+ * plugins add (the monitor's dashboard and JSON API). It listens on loopback by default and is
+ * read-only; with a bearer token set, everything but `/healthz` needs it.
  * @module
  */
 import { createServer, type Server } from 'node:http';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { HttpRequest, HttpResponse } from '../kernel/plugin.ts';
 import { unlink } from 'node:fs/promises';
 import { formatSocketSpec, parseSocketSpec } from '../milter/index.ts';
 
@@ -17,6 +20,24 @@ export interface StatusSource {
   status(): Promise<unknown>;
   /** The `/metrics` exposition. */
   metrics(): Promise<{ contentType: string; body: string }>;
+  /** A plugin route's answer, or undefined when no plugin serves the path. */
+  route?(request: HttpRequest): Promise<HttpResponse | undefined>;
+  /** The paths plugins serve (for the 404 text). */
+  routes?(): Promise<string[]>;
+}
+
+/** Options of {@link startStatusServer}. */
+export interface StatusServerOptions {
+  /** Bearer token every path but `/healthz` requires (`Authorization: Bearer T`, or `?token=T` for a browser). */
+  token?: string;
+}
+
+/** Compares a presented token with the configured one in constant time. */
+function tokenMatches(presented: string | undefined, token: string): boolean {
+  if (presented === undefined) return false;
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
 }
 
 /** A listening status endpoint. */
@@ -28,15 +49,24 @@ export interface StatusServer {
 }
 
 /** Starts the endpoint on a socket spec (`inet:PORT@HOST`, `inet6:…`, `unix:/path`). */
-export async function startStatusServer(spec: string, source: StatusSource, onError: (err: unknown) => void): Promise<StatusServer> {
+export async function startStatusServer(spec: string, source: StatusSource, onError: (err: unknown) => void, options: StatusServerOptions = {}): Promise<StatusServer> {
   const parsed = parseSocketSpec(spec);
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    const send = (code: number, type: string, body: string) => {
-      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
-      res.end(body);
+    const url = new URL(req.url ?? '/', 'http://status.invalid');
+    const path = url.pathname;
+    const send = (code: number, type: string, body: string, extra: Record<string, string> = {}) => {
+      // Pages are the administrator's own: no framing by other sites, no content-type guessing.
+      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', ...extra });
+      res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
+    if (options.token !== undefined && path !== '/healthz') {
+      const auth = req.headers.authorization;
+      const presented = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : (url.searchParams.get('token') ?? undefined);
+      if (!tokenMatches(presented, options.token)) return send(401, 'text/plain', `THEMIS_ERR_HTTP_UNAUTHORIZED: ${path} needs the bearer token (Authorization: Bearer …, or ?token=… in a browser)\n`, { 'www-authenticate': 'Bearer realm="themis"' });
+    }
+    const query: Record<string, string> = {};
+    for (const [k, v] of url.searchParams) if (k !== 'token') query[k] = v;
     const answer =
       path === '/status'
         ? source.status().then((s) => send(200, 'application/json', `${JSON.stringify(s, null, 2)}\n`))
@@ -44,7 +74,11 @@ export async function startStatusServer(spec: string, source: StatusSource, onEr
           ? source.metrics().then((m) => send(200, m.contentType, m.body))
           : path === '/healthz'
             ? Promise.resolve(send(200, 'text/plain', 'ok\n'))
-            : Promise.resolve(send(404, 'text/plain', 'not found: try /status, /metrics or /healthz\n'));
+            : (source.route?.({ path, query }) ?? Promise.resolve(undefined)).then(async (r) => {
+                if (r) return send(r.status ?? 200, r.type, r.body);
+                const plugins = (await source.routes?.()) ?? [];
+                send(404, 'text/plain', `not found: try /status, /metrics, /healthz${plugins.length > 0 ? `, ${plugins.join(', ')}` : ''}\n`);
+              });
     answer.catch((err: unknown) => {
       onError(err);
       if (!res.headersSent) send(500, 'text/plain', `${(err as Error).message}\n`);
@@ -75,13 +109,13 @@ export async function startStatusServer(spec: string, source: StatusSource, onEr
   };
 }
 
-/** Reads a JSON document from a status endpoint (what `themis status` does). */
-export async function fetchStatus(spec: string, path = '/status', timeoutMs = 5_000): Promise<unknown> {
+/** Reads a JSON document from a status endpoint (what `themis status` does), with the bearer token when one is set. */
+export async function fetchStatus(spec: string, path = '/status', timeoutMs = 5_000, token?: string): Promise<unknown> {
   const parsed = parseSocketSpec(spec);
   const { request } = await import('node:http');
   return new Promise((resolve, reject) => {
     const req = request(
-      parsed.kind === 'unix' ? { socketPath: parsed.path, path, timeout: timeoutMs } : { host: parsed.host, port: parsed.port, path, timeout: timeoutMs },
+      { ...(parsed.kind === 'unix' ? { socketPath: parsed.path } : { host: parsed.host, port: parsed.port }), path, timeout: timeoutMs, headers: token ? { authorization: `Bearer ${token}` } : {} },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

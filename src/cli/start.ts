@@ -15,7 +15,7 @@ import { acceptAllApplication } from './accept-all.ts';
 import { createLogger } from './logger.ts';
 import { DEFAULT_HTTP, startStatusServer, type StatusServer, type StatusSource } from './http.ts';
 import type { LoadedConfig } from '../config.ts';
-import type { KernelLogger, RuntimeManager } from '../kernel/index.ts';
+import type { HttpRequest, HttpResponse, KernelLogger, RuntimeManager } from '../kernel/index.ts';
 import type { Store, StoreConfig } from '../store/index.ts';
 import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
 
@@ -31,7 +31,8 @@ Options:
                          .themisrc* or package.json "themis" in the working directory; env THEMIS_CONFIG)
   --listen SPEC          milter socket: inet:PORT@HOST, inet6:PORT@[ADDR] or unix:/path
                          (default ${DEFAULT_LISTEN}; env THEMIS_LISTEN; else the configuration's listen)
-  --http SPEC|off        status endpoint (/status, /metrics, /healthz) (default ${DEFAULT_HTTP}; env THEMIS_HTTP)
+  --http SPEC|off        status endpoint (/status, /metrics, /healthz, plugin pages) (default ${DEFAULT_HTTP}; env THEMIS_HTTP)
+  --http-token TOKEN     bearer token the status endpoint requires (env THEMIS_HTTP_TOKEN; config http.token)
   --redis-url URL        use Redis as the store (env THEMIS_REDIS_URL; overrides the configuration's store url)
   --redis-password PW    Redis password (env THEMIS_REDIS_PASSWORD)
   --workers N            N processes on one listening socket (needs a shared store; env THEMIS_WORKERS)
@@ -49,6 +50,8 @@ interface StartOptions {
   config: string | undefined;
   listen: string | undefined;
   http: string | false | undefined;
+  /** Bearer token of the status endpoint. */
+  httpToken: string | undefined;
   redisUrl: string | undefined;
   redisPassword: string | undefined;
   workers: number | undefined;
@@ -67,6 +70,7 @@ function parseStartArgs(args: string[]): StartOptions | number {
         config: { type: 'string' },
         listen: { type: 'string' },
         http: { type: 'string' },
+        'http-token': { type: 'string' },
         'redis-url': { type: 'string' },
         'redis-password': { type: 'string' },
         workers: { type: 'string' },
@@ -104,6 +108,7 @@ function parseStartArgs(args: string[]): StartOptions | number {
     config: (values.config as string | undefined) ?? envConfigPath(),
     listen: (values.listen as string | undefined) ?? env.THEMIS_LISTEN,
     http: http === 'off' || http === 'false' ? false : http,
+    httpToken: (values['http-token'] as string | undefined) ?? env.THEMIS_HTTP_TOKEN,
     redisUrl: (values['redis-url'] as string | undefined) ?? envRedisUrl(),
     redisPassword: (values['redis-password'] as string | undefined) ?? envRedisPassword(),
     workers,
@@ -151,8 +156,9 @@ export async function start(args: string[]): Promise<number> {
   }
   const listen = opts.listen ?? config?.listen ?? DEFAULT_LISTEN;
   const http = opts.http ?? config?.http ?? DEFAULT_HTTP;
-  if (workers > 1 && cluster.isPrimary) return runPrimary({ opts, logger, workers, listen, http, file, config });
-  const code = await runServer({ opts, logger, listen, http: role === 'worker' ? false : http, file, config, storeConfig });
+  if (workers > 1 && cluster.isPrimary) return runPrimary({ opts, logger, workers, listen, http, httpToken: opts.httpToken ?? config?.httpToken, file, config });
+  const httpToken = opts.httpToken ?? config?.httpToken;
+  const code = await runServer({ opts, logger, listen, http: role === 'worker' ? false : http, httpToken, file, config, storeConfig });
   // A worker's IPC channel to the primary would keep it alive after it stopped serving.
   if (cluster.isWorker) process.exit(code);
   return code;
@@ -165,10 +171,10 @@ function guardProcess(logger: Logger): void {
 }
 
 /** Starts the status endpoint unless disabled; it is secondary, so failing to listen is logged and mail keeps flowing. */
-async function serveStatus(spec: string | false, logger: Logger, source: StatusSource): Promise<StatusServer | undefined> {
+async function serveStatus(spec: string | false, logger: Logger, source: StatusSource, token: string | undefined): Promise<StatusServer | undefined> {
   if (spec === false) return undefined;
   try {
-    return await startStatusServer(spec, source, (err) => logger.warn({ err }, 'status endpoint error'));
+    return await startStatusServer(spec, source, (err) => logger.warn({ err }, 'status endpoint error'), { token });
   } catch (err) {
     logger.error({ code: 'THEMIS_ERR_HTTP_LISTEN', err }, `status endpoint cannot listen on ${spec}: ${(err as Error).message}; serving mail without it`);
     return undefined;
@@ -187,6 +193,7 @@ interface ServerContext {
   logger: Logger;
   listen: string;
   http: string | false;
+  httpToken: string | undefined;
   file: string | undefined;
   config: LoadedConfig | undefined;
   storeConfig: StoreConfig;
@@ -218,6 +225,8 @@ async function runServer(ctx: ServerContext): Promise<number> {
       : (await import('../store/index.ts')).createStore(ctx.storeConfig, { logger: klog });
   const promClient = opts.engineOnly ? undefined : await import('prom-client');
   const registry: Registry | undefined = promClient ? new promClient.Registry() : undefined;
+  // Process metrics (CPU, memory, event-loop lag, GC) beside Themis's own: one scrape tells both.
+  if (promClient && registry) promClient.collectDefaultMetrics({ register: registry });
   if (promClient && registry && cluster.isWorker) {
     // Constructing one installs prom-client's worker-side listener that answers the primary's /metrics.
     new promClient.AggregatorRegistry();
@@ -299,7 +308,26 @@ async function runServer(ctx: ServerContext): Promise<number> {
     });
   }
 
-  const statusServer = await serveStatus(ctx.http, logger, { status: async () => status(), metrics: async () => (registry ? { contentType: registry.contentType, body: await registry.metrics() } : { contentType: 'text/plain; version=0.0.4', body: '' }) });
+  if (cluster.isWorker) {
+    // The primary serves the status endpoint and hands plugin routes to a worker.
+    process.on('message', (msg: { themis?: string; id?: number; request?: HttpRequest }) => {
+      if (msg?.themis !== 'http' || !msg.request) return;
+      const reply = (response: HttpResponse | undefined) => process.send?.({ themis: 'http', id: msg.id, response: response ?? null, routes: manager?.current.kernel.routePaths() ?? [] });
+      (manager ? manager.current.kernel.handleHttp(msg.request) : Promise.resolve(undefined)).then(reply, (err: unknown) => reply({ status: 500, type: 'text/plain', body: `${(err as Error).message}\n` }));
+    });
+  }
+
+  const statusServer = await serveStatus(
+    ctx.http,
+    logger,
+    {
+      status: async () => status(),
+      metrics: async () => (registry ? { contentType: registry.contentType, body: await registry.metrics() } : { contentType: 'text/plain; version=0.0.4', body: '' }),
+      route: async (request) => manager?.current.kernel.handleHttp(request),
+      routes: async () => manager?.current.kernel.routePaths() ?? [],
+    },
+    ctx.httpToken,
+  );
 
   const stopTriggers = manager ? await startReloadTriggers({ manager, file, config: ctx.config, store, logger }) : () => {};
 
@@ -432,6 +460,7 @@ interface PrimaryContext {
   workers: number;
   listen: string;
   http: string | false;
+  httpToken: string | undefined;
   file: string | undefined;
   config: LoadedConfig | undefined;
 }
@@ -507,16 +536,39 @@ async function runPrimary(ctx: PrimaryContext): Promise<number> {
       w.on('message', onMsg);
       w.send({ themis: 'status', id });
     });
+  let nextWorker = 0;
+  /** A plugin route, answered by one worker (round robin): every worker runs the same plugins on the same store. */
+  const askRoute = (request: HttpRequest) =>
+    new Promise<{ response: HttpResponse | null; routes: string[] }>((resolve) => {
+      const list = [...live.values()];
+      if (list.length === 0) return resolve({ response: { status: 503, type: 'text/plain', body: 'no worker is running\n' }, routes: [] });
+      const w = list[nextWorker++ % list.length];
+      const id = ++nextId;
+      const timer = setTimeout(() => {
+        w.off('message', onMsg);
+        resolve({ response: { status: 504, type: 'text/plain', body: `worker ${w.id} did not answer within 10 s\n` }, routes: [] });
+      }, 10_000);
+      const onMsg = (msg: { themis?: string; id?: number; response?: HttpResponse | null; routes?: string[] }) => {
+        if (msg?.themis !== 'http' || msg.id !== id) return;
+        clearTimeout(timer);
+        w.off('message', onMsg);
+        resolve({ response: msg.response ?? null, routes: msg.routes ?? [] });
+      };
+      w.on('message', onMsg);
+      w.send({ themis: 'http', id, request });
+    });
   const { AggregatorRegistry } = await import('prom-client');
   const aggregator = new AggregatorRegistry();
   const statusServer = await serveStatus(ctx.http, logger, {
+    route: async (request) => (await askRoute(request)).response ?? undefined,
+    routes: async () => (await askRoute({ path: '/', query: {} })).routes,
     status: async () => {
       const list = (await Promise.all([...live.values()].map(askStatus))) as ProcessStatus[];
       const hashes = [...new Set(list.map((s) => s.config?.hash).filter(Boolean))];
       return { pid: process.pid, version: packageVersion(), node: process.version, mode: 'cluster', startedAt: startedAt.toISOString(), uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000), listen: address, connections: list.reduce((n, s) => n + (s.connections ?? 0), 0), config: hashes.length === 1 ? list[0].config : { hash: 'mixed', hashes }, store: list[0]?.store, workers: list };
     },
     metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
-  });
+  }, ctx.httpToken);
   guardProcess(logger);
   process.on('SIGHUP', () => {
     logger.info({ workers: live.size }, 'SIGHUP: reloading every worker');

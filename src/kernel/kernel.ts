@@ -15,9 +15,14 @@ import { pickWinner, type TraceEntry } from './merge.ts';
 import { PolicyMatcher, type MatchResult, type PolicyDefinition, type PolicySettings } from './policy.ts';
 import {
   LIFECYCLE_HOOKS,
+  OBSERVER_HOOKS,
   STAGE_HOOKS,
   type AppliedPolicy,
+  type DecisionTrace,
   type HookContext,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpRouteHandler,
   type MetricsFactory,
   type ModificationKind,
   type Notes,
@@ -60,23 +65,7 @@ export interface KernelLogger extends PluginLogger {
   isLevelEnabled?(level: string): boolean;
 }
 
-/** A whole message's decision trace: what every plugin said at every stage, and what won. */
-export interface DecisionTrace {
-  /** The milter connection. */
-  session: number;
-  /** The MTA's queue id, when known. */
-  queueId: string | undefined;
-  /** Names of the policies that applied. */
-  policies: string[];
-  /** `accepted`, `rejected`, `tempfailed`, `discarded`, `quarantined` or `aborted`. */
-  outcome: 'accepted' | 'rejected' | 'tempfailed' | 'discarded' | 'quarantined' | 'aborted';
-  /** The stage that decided (`endOfMessage` for an accepted message). */
-  stage: StageHookName | undefined;
-  /** The winning entry, if a plugin decided. */
-  winner: TraceEntry | undefined;
-  /** Every plugin's verdict, in the order given. */
-  entries: TraceEntry[];
-}
+export type { DecisionTrace } from './plugin.ts';
 
 /** Kernel settings. */
 export interface KernelOptions {
@@ -132,6 +121,9 @@ const POSTFIX_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
 /** Policy fields the kernel owns; every other field belongs to a plugin. */
 const RESERVED_POLICY_FIELDS = new Set(['name', 'priority', 'enabled', 'match', 'type', 'stopHere', 'description']);
 
+/** Paths of the status endpoint that no plugin may take. */
+const RESERVED_ROUTES: ReadonlySet<string> = new Set(['/', '/status', '/metrics', '/healthz']);
+
 const silent: KernelLogger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
 
 /** The loaded kernel. Create it with {@link Kernel.create}. */
@@ -154,8 +146,12 @@ export class Kernel {
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
   private readonly matcher: PolicyMatcher;
   private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
+  /** HTTP routes the plugins registered, by path. */
+  private readonly routes: ReadonlyMap<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>;
+  /** Plugins with a `decision` hook: the kernel builds every message's trace for them. */
+  private readonly observers: LoadedPlugin[];
 
-  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, ownsStore: boolean, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher) {
+  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, ownsStore: boolean, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher, routes: Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>) {
     this.plugins = plugins;
     this.registry = registry;
     this.store = store;
@@ -165,6 +161,8 @@ export class Kernel {
     this.onDecision = options.onDecision;
     this.matcher = matcher;
     this.hookErrors = metrics.errors;
+    this.routes = routes;
+    this.observers = plugins.filter((p) => typeof p.hooks.decision === 'function');
     for (const stage of STAGE_HOOKS) {
       const taps = plugins.filter((p) => typeof p.hooks[stage] === 'function');
       if (taps.length === 0) continue;
@@ -188,6 +186,7 @@ export class Kernel {
     const seen = new Set<string>();
     const claims = new Map<string, LoadedPlugin>();
     const loaded: LoadedPlugin[] = [];
+    const routes = new Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>();
     let order = 0;
     for (const entry of options.plugins) {
       const def = entry.plugin;
@@ -224,11 +223,20 @@ export class Kernel {
       }
       let hooks: PluginHooks<unknown>;
       try {
-        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions });
+        const http = {
+          get: (path: string, handler: HttpRouteHandler) => {
+            if (typeof path !== 'string' || !/^\/[\w./-]*$/.test(path) || RESERVED_ROUTES.has(path)) throw new ThemisError('THEMIS_ERR_PLUGIN_ROUTE', { plugin: def.name, path: String(path), reason: `expected a path such as /api/stats (letters, digits, . _ - /), not one of ${[...RESERVED_ROUTES].join(', ')}` });
+            const other = routes.get(path);
+            if (other) throw new ThemisError('THEMIS_ERR_PLUGIN_ROUTE', { plugin: def.name, path, reason: `already served by plugin ${other.plugin.name}` });
+            routes.set(path, { plugin: p, handler });
+          },
+        };
+        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http });
       } catch (err) {
+        if (err instanceof ThemisError && err.code === 'THEMIS_ERR_PLUGIN_ROUTE') throw err;
         throw new ThemisError('THEMIS_ERR_PLUGIN_SETUP', { plugin: def.name, reason: err instanceof Error ? err.message : String(err) }, { cause: err });
       }
-      const known = [...STAGE_HOOKS, ...LIFECYCLE_HOOKS] as string[];
+      const known = [...STAGE_HOOKS, ...OBSERVER_HOOKS, ...LIFECYCLE_HOOKS] as string[];
       for (const [name, fn] of Object.entries(hooks ?? {})) {
         if (!known.includes(name)) throw new ThemisError('THEMIS_ERR_PLUGIN_UNKNOWN_HOOK', { plugin: def.name, hook: name, known: known.join(', ') });
         if (typeof fn !== 'function') throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: `hook ${name} is not a function` });
@@ -250,7 +258,27 @@ export class Kernel {
       errors: sharedMetric(registry, Counter, { name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const }),
     };
     hookTiming(registry).add(loaded);
-    return new Kernel(loaded, options, registry, store, options.store === undefined, log, metrics, matcher);
+    return new Kernel(loaded, options, registry, store, options.store === undefined, log, metrics, matcher, routes);
+  }
+
+  /** The paths plugins serve on the status endpoint, sorted. */
+  routePaths(): string[] {
+    return [...this.routes.keys()].sort();
+  }
+
+  /**
+   * Answers an HTTP GET for a plugin route; undefined when no plugin serves the path. A handler
+   * that throws answers 500 with a coded log line: a broken page never takes the daemon down.
+   */
+  async handleHttp(request: HttpRequest): Promise<HttpResponse | undefined> {
+    const route = this.routes.get(request.path);
+    if (!route) return undefined;
+    try {
+      return await route.handler(request);
+    } catch (err) {
+      this.hookFailed(route.plugin, 'http', err, 'error');
+      return { status: 500, type: 'text/plain; charset=utf-8', body: `${route.plugin.name} failed to answer ${request.path}: ${(err as Error).message}\n` };
+    }
   }
 
   /** Plugins per stage in the order they run, with their priority (what `themis plugins` prints). */
@@ -494,17 +522,30 @@ export class Kernel {
     state.lastMessage = message;
     state.message = undefined;
     const logging = this.log.isLevelEnabled ? this.log.isLevelEnabled('info') : true;
-    if (!logging && !this.onDecision) return;
+    if (!logging && !this.onDecision && this.observers.length === 0) return;
     const trace: DecisionTrace = { session: state.id, queueId: message.queueId, policies: state.matched.policies.map((x) => x.name), outcome, stage, winner, entries: state.trace.length > 0 ? [...state.trace, ...message.trace] : message.trace };
     // One line per message; addresses stay out of info-level logs.
     if (logging) this.log.info({ session: trace.session, queueId: trace.queueId, outcome, stage, winner: winner && { plugin: winner.plugin, action: winner.action, reason: winner.reason }, trace: trace.entries.map((e) => ({ stage: e.stage, plugin: e.plugin, action: e.action, reason: e.reason, error: e.error, ms: Math.round(e.ms * 1000) / 1000 })) }, 'decision');
     this.onDecision?.(trace);
+    this.observe(state, message, trace);
   }
 
   private logConnectionDecision(state: ConnectionState, stage: StageHookName, winner: TraceEntry): void {
     const trace: DecisionTrace = { session: state.id, queueId: undefined, policies: state.matched.policies.map((x) => x.name), outcome: winner.action === 'reject' || winner.action === 'discard' ? 'rejected' : 'tempfailed', stage, winner, entries: [...state.trace] };
     this.log.info({ session: trace.session, outcome: trace.outcome, stage, winner: { plugin: winner.plugin, action: winner.action, reason: winner.reason } }, 'decision');
     this.onDecision?.(trace);
+    this.observe(state, null, trace);
+  }
+
+  /** Hands a trace to the plugins' `decision` hooks; one that throws is logged and counted, never raised. */
+  private observe(state: ConnectionState, message: MessageState | null, trace: DecisionTrace): void {
+    for (const p of this.observers) {
+      try {
+        p.hooks.decision!.call(p.hooks, state.context(p, message), trace);
+      } catch (err) {
+        this.hookFailed(p, 'decision', err, 'error');
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import type { Counter, CounterConfiguration, Gauge, GaugeConfiguration, Histogram, HistogramConfiguration } from 'prom-client';
 import type { ConnectEvent, EnvelopeEvent, HeaderEvent, MacroListStage, MacroReader, MessageModifier, SmtpReply } from '../milter/index.ts';
 import type { Store } from '../store/store.ts';
+import type { TraceEntry } from './merge.ts';
 
 /** What a verdict asks for. `continue` is "no objection"; the others decide. */
 export type VerdictAction = 'continue' | 'accept' | 'reject' | 'tempfail' | 'discard' | 'quarantine';
@@ -144,6 +145,34 @@ export interface StageHooks<TClaim = unknown> {
   close(ctx: HookContext<TClaim>): void | Promise<void>;
 }
 
+/** A whole message's decision trace: what every plugin said at every stage, and what won. */
+export interface DecisionTrace {
+  /** The milter connection. */
+  session: number;
+  /** The MTA's queue id, when known. */
+  queueId: string | undefined;
+  /** Names of the policies that applied. */
+  policies: string[];
+  /** `accepted`, `rejected`, `tempfailed`, `discarded`, `quarantined` or `aborted`. */
+  outcome: 'accepted' | 'rejected' | 'tempfailed' | 'discarded' | 'quarantined' | 'aborted';
+  /** The stage that decided (`endOfMessage` for an accepted message). */
+  stage: StageHookName | undefined;
+  /** The winning entry, if a plugin decided. */
+  winner: TraceEntry | undefined;
+  /** Every plugin's verdict, in the order given. */
+  entries: TraceEntry[];
+}
+
+/** Observer hooks: told what happened, answer nothing. */
+export interface ObserverHooks<TClaim = unknown> {
+  /**
+   * A message ended (delivered, refused, held or abandoned): its whole decision trace. `ctx.message`
+   * is the ended message, with its notes; `ctx.session` its connection. Called synchronously once per
+   * message: keep it cheap (count in memory, write out in batches).
+   */
+  decision(ctx: HookContext<TClaim>, trace: DecisionTrace): void;
+}
+
 /** Lifecycle hooks. */
 export interface LifecycleHooks {
   /** The kernel is about to serve. */
@@ -155,7 +184,7 @@ export interface LifecycleHooks {
 }
 
 /** The hooks a plugin's `setup` returns: any subset of the closed set. */
-export type PluginHooks<TClaim = unknown> = Partial<StageHooks<TClaim> & LifecycleHooks>;
+export type PluginHooks<TClaim = unknown> = Partial<StageHooks<TClaim> & ObserverHooks<TClaim> & LifecycleHooks>;
 
 /** Names of the stage hooks. */
 export type StageHookName = keyof StageHooks;
@@ -164,6 +193,38 @@ export type StageHookName = keyof StageHooks;
 export const STAGE_HOOKS: readonly StageHookName[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage', 'abort', 'close'];
 /** Every lifecycle hook name. */
 export const LIFECYCLE_HOOKS: readonly (keyof LifecycleHooks)[] = ['ready', 'reload', 'shutdown'];
+/** Every observer hook name. */
+export const OBSERVER_HOOKS: readonly (keyof ObserverHooks)[] = ['decision'];
+
+/** An HTTP GET a plugin route receives. */
+export interface HttpRequest {
+  /** The path (`/api/stats`). */
+  readonly path: string;
+  /** Query parameters (the last value of each). */
+  readonly query: Readonly<Record<string, string>>;
+}
+
+/** A plugin route's answer. */
+export interface HttpResponse {
+  /** HTTP status (default 200). */
+  readonly status?: number;
+  /** Content type (`application/json`, `text/html; charset=utf-8`). */
+  readonly type: string;
+  /** The body. */
+  readonly body: string;
+}
+
+/** Answers one GET. Must not throw for bad input: answer 400 with the reason instead. */
+export type HttpRouteHandler = (request: HttpRequest) => HttpResponse | Promise<HttpResponse>;
+
+/**
+ * HTTP routes on the daemon's status endpoint (the listener of `/status` and `/metrics`, loopback by
+ * default, behind its bearer token when one is set). With `--workers`, requests reach one worker.
+ */
+export interface PluginHttp {
+  /** Serves GET requests for one exact path. `/status`, `/metrics` and `/healthz` are the kernel's. */
+  get(path: string, handler: HttpRouteHandler): void;
+}
 
 /** Creates metrics registered with the kernel, named `themis_plugin_<plugin>_<name>`. */
 export interface MetricsFactory {
@@ -187,6 +248,8 @@ export interface PluginContext<TOptions> {
   readonly store: Store;
   /** The plugin-level options, validated with the plugin's `options` schema. */
   readonly options: TOptions;
+  /** HTTP routes on the status endpoint (dashboards, JSON APIs). */
+  readonly http: PluginHttp;
 }
 
 /** Stages a plugin can observe without answering. */

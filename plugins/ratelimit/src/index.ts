@@ -30,6 +30,24 @@ export type RatelimitOptions = z.infer<typeof ratelimitOptions>;
 interface Refusal {
   verdict: Verdict;
   policy: string;
+  /** What the note tells other plugins. */
+  detail: RatelimitRefusal;
+}
+
+/** A refusal as other plugins read it in the note (`ratelimit.refused`). */
+export interface RatelimitRefusal {
+  /** The policy that refused. */
+  policy: string;
+  /** The subject kind (`sender`, `clientIp`, `saslUser+senderDomain`…). */
+  by: string;
+  /** The subject's value (`a@example.org`). */
+  subject: string;
+  /** `denied` (over a window), `jailed` (penalty block) or `blocked` (by an administrator or the configuration). */
+  outcome: 'denied' | 'jailed' | 'blocked';
+  /** The window that refused, as configured (`3/1h`); empty for `blocked`. */
+  limit: string;
+  /** How long until the subject may send again, ms; -1 when an administrator must lift it. */
+  retryAfterMs: number;
 }
 
 /**
@@ -48,6 +66,8 @@ export interface RatelimitNote {
   used?: number;
   /** Left in it. */
   remaining?: number;
+  /** The first refusal of this message (at RCPT or end of message), if any. */
+  refused?: RatelimitRefusal;
 }
 
 /** Reservations of the current message, kept for a leaky refund; public usage fields for other plugins. */
@@ -134,7 +154,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
           }
           if (o?.block) {
             decisions.inc({ policy: policy.name, outcome: 'blocked' });
-            refusal ??= { policy: policy.name, verdict: refusalOf('reject', resolveReply(c.blockedReply, BLOCKED_REPLY, { policy: policy.name, subject: subject.value }), `${policy.name}: ${c.by.name} blocked by the configuration`) };
+            refusal ??= { policy: policy.name, verdict: refusalOf('reject', resolveReply(c.blockedReply, BLOCKED_REPLY, { policy: policy.name, subject: subject.value }), `${policy.name}: ${c.by.name} blocked by the configuration`), detail: { policy: policy.name, by: c.by.name, subject: subject.value, outcome: 'blocked', limit: '', retryAfterMs: -1 } };
             continue;
           }
           const windows = o?.windows ?? c.windows;
@@ -181,7 +201,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
         const values = { policy: a.policy.name, subject: a.subject.value, limit: r.windows[r.failing]?.limit ?? w.limit, window: formatDuration(w.windowMs), wait: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), cost: a.subject.cost };
         if (r.outcome === 'blocked') {
           decisions.inc({ policy: a.policy.name, outcome: 'blocked' });
-          refusal ??= { policy: a.policy.name, verdict: refusalOf('reject', resolveReply(c.blockedReply, BLOCKED_REPLY, values), `${a.policy.name}: ${c.by.name} blocked by an administrator`) };
+          refusal ??= { policy: a.policy.name, verdict: refusalOf('reject', resolveReply(c.blockedReply, BLOCKED_REPLY, values), `${a.policy.name}: ${c.by.name} blocked by an administrator`), detail: { policy: a.policy.name, by: c.by.name, subject: a.subject.value, outcome: 'blocked', limit: '', retryAfterMs: -1 } };
           continue;
         }
         const reason = r.outcome === 'jailed' ? `${a.policy.name}: ${c.by.name} in a penalty block for ${values.wait}s` : r.retryAfterMs < 0 ? `${a.policy.name}: ${c.by.name} cost ${a.subject.cost} exceeds ${values.limit}/${values.window} on its own` : `${a.policy.name}: ${c.by.name} over ${values.limit}/${values.window}; retry in ${values.wait}s`;
@@ -193,8 +213,9 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
         }
         decisions.inc({ policy: a.policy.name, outcome: r.outcome });
         const text = r.retryAfterMs < 0 && r.outcome === 'denied' ? resolveReply({}, TOO_BIG_REPLY, values) : resolveReply(c.reply, DEFAULT_REPLY, values);
-        refusal ??= { policy: a.policy.name, verdict: refusalOf(c.action === 'hold' ? 'quarantine' : 'reject', text, reason) };
+        refusal ??= { policy: a.policy.name, verdict: refusalOf(c.action === 'hold' ? 'quarantine' : 'reject', text, reason), detail: { policy: a.policy.name, by: c.by.name, subject: a.subject.value, outcome: r.outcome, limit: `${values.limit}/${values.window}`, retryAfterMs: Math.max(0, r.retryAfterMs) } };
       }
+      if (refusal) noteOf(ctx).refused ??= refusal.detail;
       return { refusal, reservations, allowed, storeFailed: false };
     };
 

@@ -6,9 +6,10 @@
  */
 import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
 import { stdio, type CommandIO } from './io.ts';
+import { DEFAULT_HTTP, fetchStatus } from './http.ts';
 
 /** Global flags every plugin command accepts (taken out before the plugin sees its arguments). */
-const GLOBAL_FLAGS = new Set(['--config', '--redis-url', '--redis-password']);
+const GLOBAL_FLAGS = new Set(['--config', '--redis-url', '--redis-password', '--http', '--http-token']);
 
 /**
  * Runs `themis <name> …` when a loaded plugin offers the command; resolves with undefined when none
@@ -71,8 +72,15 @@ export async function runPluginCommand(name: string, argv: string[], io: Command
   }
   const storeConfig = applyStoreOverrides(config.store, { url: flags['redis-url'] ?? envRedisUrl(), password: flags['redis-password'] ?? envRedisPassword() });
   const store = createStore(storeConfig);
+  // The daemon's status endpoint, found as `themis status` finds it.
+  const spec = flags.http ?? process.env.THEMIS_HTTP ?? (config.http === false ? undefined : (config.http ?? DEFAULT_HTTP));
+  const token = flags['http-token'] ?? process.env.THEMIS_HTTP_TOKEN ?? config.httpToken;
+  const readStatus = (path: string) => {
+    if (spec === undefined) return Promise.reject(new Error('the configuration disables the status endpoint (http.listen: false); give --http'));
+    return fetchStatus(spec, path, 5_000, token);
+  };
   try {
-    return await plugin.commands![name].run(args, { store, storeType: storeConfig.type, policies, options, configFile: file, out: io.out, err: io.err });
+    return await plugin.commands![name].run(args, { store, storeType: storeConfig.type, policies, options, configFile: file, readStatus, out: io.out, err: io.err });
   } catch (err) {
     io.err(`themis ${name}: ${(err as { code?: string }).code ? `${(err as { code?: string }).code}: ` : ''}${(err as Error).message}\n`);
     return 1;

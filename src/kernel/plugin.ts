@@ -313,6 +313,12 @@ export interface PluginCommandContext<TClaim = unknown, TOptions = unknown> {
   readonly options: TOptions;
   /** The configuration file, if any. */
   readonly configFile: string | undefined;
+  /**
+   * GETs a JSON document from the running daemon's status endpoint (`--http`, `THEMIS_HTTP` or the
+   * configuration's `http.listen`), with its bearer token: for commands that show what the daemon
+   * serves, such as `themis stats`.
+   */
+  readStatus(path: string): Promise<unknown>;
   /** Standard output. */
   out(text: string): void;
   /** Standard error. */

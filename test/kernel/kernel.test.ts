@@ -237,6 +237,38 @@ describe('sessions, messages, notes and modifications', () => {
   });
 });
 
+describe('observers and routes', () => {
+  it('decision hooks see every message and connection refusal; one that throws is counted, not raised', async () => {
+    const seen: string[] = [];
+    const watcher = plugin('watcher', { decision: (ctx, trace) => void seen.push(`${trace.outcome}:${ctx.message?.sender?.address ?? 'connection'}:${trace.policies}`) });
+    const broken = plugin('broken', { decision: () => { throw new Error('boom'); } });
+    const bouncer = plugin('bouncer', { connect: (_ctx, e) => (e.address === '203.0.113.9' ? { action: 'reject', reason: 'listed' } : undefined) });
+    const t = await createTestKernel({ plugins: [bouncer, watcher, broken], policies: [{ name: 'every' }] });
+    await t.message({ from: 'a@x.example', rcpt: ['b@y.example'] });
+    await (await t.connect({ address: '203.0.113.9' })).close();
+    assert.deepEqual(seen, ['accepted:a@x.example:every', 'rejected:connection:every']);
+    assert.match(await t.kernel.registry.getSingleMetricAsString('themis_hook_errors_total'), /plugin="broken",hook="decision",kind="error"\} 2/);
+    await t.close();
+  });
+
+  it('plugins serve HTTP routes; a taken or reserved path is a coded error; a failing handler answers 500', async () => {
+    const pages = definePlugin({ name: 'pages', version: '1.0.0', kernel: '^1', setup: ({ http }) => {
+      http.get('/hello', ({ query }) => ({ type: 'text/plain', body: `hello ${query.who}` }));
+      http.get('/broken', () => { throw new Error('no page'); });
+      return {};
+    } });
+    const t = await createTestKernel({ plugins: [pages] });
+    assert.deepEqual(await t.kernel.handleHttp({ path: '/hello', query: { who: 'admin' } }), { type: 'text/plain', body: 'hello admin' });
+    assert.equal(await t.kernel.handleHttp({ path: '/nope', query: {} }), undefined);
+    assert.equal((await t.kernel.handleHttp({ path: '/broken', query: {} }))?.status, 500);
+    await t.close();
+    const taking = (name: string, path: string) => definePlugin({ name, version: '1.0.0', kernel: '^1', setup: ({ http }) => (http.get(path, () => ({ type: 'text/plain', body: '' })), {}) });
+    await assert.rejects(createTestKernel({ plugins: [taking('a', '/x'), taking('b', '/x')] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_ROUTE')(e) && /already served by plugin a/.test((e as Error).message));
+    await assert.rejects(createTestKernel({ plugins: [taking('a', '/metrics')] }), code('THEMIS_ERR_PLUGIN_ROUTE'));
+    await assert.rejects(createTestKernel({ plugins: [taking('a', 'no-slash')] }), code('THEMIS_ERR_PLUGIN_ROUTE'));
+  });
+});
+
 describe('error registry', () => {
   it('one registry holds every engine and kernel code, with no code defined twice', async () => {
     const { THEMIS_ERRORS, KERNEL_ERRORS, MILTER_ERRORS, STORE_ERRORS } = await import('../../src/index.ts');

@@ -1,0 +1,139 @@
+/**
+ * What the monitor counts, kept in memory between flushes and written to the store in batches: one
+ * hash of counters per minute (pool-wide, since every daemon adds to the same keys) and bounded
+ * sorted sets for the top-N lists. Nothing is lost to a failed flush: the batch is merged back and
+ * retried. Memory is bounded: top-N candidates are trimmed to `keep` per list between flushes.
+ * @module
+ */
+import type { Store } from 'themis';
+
+/** Top-N lists the monitor keeps. */
+export const TOP_KINDS = ['senders', 'senderIps', 'subjects', 'blocked'] as const;
+/** One top-N list. */
+export type TopKind = (typeof TOP_KINDS)[number];
+
+/** Store key layout, under the plugin's prefix. */
+export const keys = {
+  /** Counters of one minute (`minute` = ms since 1970 / 60,000). */
+  minute: (prefix: string, minute: number) => `${prefix}m:${minute}`,
+  /** One top-N list for one hour (`hour` = ms since 1970 / 3,600,000). */
+  top: (prefix: string, kind: TopKind, hour: number) => `${prefix}top:${kind}:${hour}`,
+  /** Subjects refused now, scored by the time (ms) they may send again. */
+  blocked: (prefix: string) => `${prefix}blocked`,
+};
+
+/** Settings of a {@link Recorder}. */
+export interface RecorderOptions {
+  /** The shared store. */
+  store: Store;
+  /** Key prefix (`monitor:`). */
+  prefix: string;
+  /** How long minute counters and top lists are kept, ms. */
+  retentionMs: number;
+  /** Members kept per top-N list (in memory between flushes, and in the store). */
+  keep: number;
+  /** Called when a flush fails (the batch is kept for the next one). */
+  onError(err: unknown): void;
+  /** The clock (tests). */
+  now?: () => number;
+}
+
+/** Counts in memory and flushes them to the store. */
+export class Recorder {
+  private readonly o: RecorderOptions;
+  private readonly now: () => number;
+  /** Pending counter deltas: minute → field → amount. */
+  private minutes = new Map<number, Map<string, number>>();
+  /** Pending top-N deltas: `kind:hour` → member → amount. */
+  private tops = new Map<string, { kind: TopKind; hour: number; members: Map<string, number> }>();
+  /** Pending blocked subjects: member → until (ms). */
+  private blocked = new Map<string, number>();
+  private flushing: Promise<void> | undefined;
+
+  constructor(options: RecorderOptions) {
+    this.o = options;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Adds to counters of the current minute. */
+  count(fields: Readonly<Record<string, number>>): void {
+    const minute = Math.floor(this.now() / 60_000);
+    let m = this.minutes.get(minute);
+    if (!m) this.minutes.set(minute, (m = new Map()));
+    for (const k in fields) m.set(k, (m.get(k) ?? 0) + fields[k]);
+  }
+
+  /** Adds to a top-N list of the current hour. */
+  rank(kind: TopKind, member: string, by = 1): void {
+    const hour = Math.floor(this.now() / 3_600_000);
+    const id = `${kind}:${hour}`;
+    let t = this.tops.get(id);
+    if (!t) this.tops.set(id, (t = { kind, hour, members: new Map() }));
+    t.members.set(member, (t.members.get(member) ?? 0) + by);
+    // Bounded memory between flushes: past twice the list's size, keep the `keep` largest.
+    if (t.members.size >= this.o.keep * 2) t.members = new Map([...t.members].sort((a, b) => b[1] - a[1]).slice(0, this.o.keep));
+  }
+
+  /** Records a subject refused until `until` (ms). */
+  block(member: string, until: number): void {
+    this.blocked.set(member, Math.max(this.blocked.get(member) ?? 0, until));
+  }
+
+  /** Whether anything waits to be written. */
+  get pending(): boolean {
+    return this.minutes.size > 0 || this.tops.size > 0 || this.blocked.size > 0;
+  }
+
+  /** Writes everything pending; concurrent calls share one flush. Never rejects. */
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing.then(() => (this.pending ? this.flush() : undefined));
+    if (!this.pending) return Promise.resolve();
+    const minutes = this.minutes;
+    const tops = this.tops;
+    const blocked = this.blocked;
+    this.minutes = new Map();
+    this.tops = new Map();
+    this.blocked = new Map();
+    const { store, prefix, retentionMs, keep } = this.o;
+    const writes: Promise<unknown>[] = [];
+    for (const [minute, fields] of minutes) {
+      // The key lives for the retention counted from its own minute, whenever it is written.
+      const ttl = minute * 60_000 + 60_000 + retentionMs - this.now();
+      if (ttl > 0) writes.push(store.counterAdd(keys.minute(prefix, minute), Object.fromEntries(fields), ttl).then(undefined, (err: unknown) => this.restoreMinute(minute, fields, err)));
+    }
+    for (const t of tops.values()) {
+      const ttl = t.hour * 3_600_000 + 3_600_000 + retentionMs - this.now();
+      if (ttl > 0) writes.push(store.rankAdd(keys.top(prefix, t.kind, t.hour), Object.fromEntries(t.members), { keep, ttlMs: ttl }).then(undefined, (err: unknown) => this.restoreTop(t, err)));
+    }
+    if (blocked.size > 0) {
+      const last = Math.max(...blocked.values());
+      writes.push(store.rankAdd(keys.blocked(prefix), Object.fromEntries(blocked), { keep, mode: 'max', ttlMs: Math.max(60_000, last - this.now()) }).then(undefined, (err: unknown) => this.restoreBlocked(blocked, err)));
+    }
+    this.flushing = Promise.all(writes).then(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  private restoreMinute(minute: number, fields: Map<string, number>, err: unknown): void {
+    this.o.onError(err);
+    let m = this.minutes.get(minute);
+    if (!m) this.minutes.set(minute, (m = new Map()));
+    for (const [k, v] of fields) m.set(k, (m.get(k) ?? 0) + v);
+  }
+
+  private restoreTop(t: { kind: TopKind; hour: number; members: Map<string, number> }, err: unknown): void {
+    this.o.onError(err);
+    for (const [member, n] of t.members) {
+      const id = `${t.kind}:${t.hour}`;
+      let cur = this.tops.get(id);
+      if (!cur) this.tops.set(id, (cur = { kind: t.kind, hour: t.hour, members: new Map() }));
+      cur.members.set(member, (cur.members.get(member) ?? 0) + n);
+    }
+  }
+
+  private restoreBlocked(blocked: Map<string, number>, err: unknown): void {
+    this.o.onError(err);
+    for (const [member, until] of blocked) this.block(member, until);
+  }
+}

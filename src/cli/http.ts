@@ -56,14 +56,21 @@ export async function startStatusServer(spec: string, source: StatusSource, onEr
     const path = url.pathname;
     const send = (code: number, type: string, body: string, extra: Record<string, string> = {}) => {
       // Pages are the administrator's own: no framing by other sites, no content-type guessing.
-      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', ...extra });
+      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', ...cookie, ...extra });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
+    let cookie: Record<string, string> = {};
     if (options.token !== undefined && path !== '/healthz') {
       const auth = req.headers.authorization;
-      const presented = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : (url.searchParams.get('token') ?? undefined);
+      const inQuery = url.searchParams.get('token') ?? undefined;
+      const inCookie = /(?:^|;\s*)themis_token=([^;]*)/.exec(req.headers.cookie ?? '')?.[1];
+      const presented = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : (inQuery ?? (inCookie && decodeURIComponent(inCookie)));
       if (!tokenMatches(presented, options.token)) return send(401, 'text/plain', `THEMIS_ERR_HTTP_UNAUTHORIZED: ${path} needs the bearer token (Authorization: Bearer …, or ?token=… in a browser)\n`, { 'www-authenticate': 'Bearer realm="themis"' });
+      // A browser that opened a page with ?token= gets it as a cookie, so the page's scripts and
+      // styles (which cannot carry a header) load too. HttpOnly and SameSite: no script and no other
+      // site can use it.
+      if (inQuery !== undefined && !auth) cookie = { 'set-cookie': `themis_token=${encodeURIComponent(inQuery)}; Path=/; HttpOnly; SameSite=Strict` };
     }
     const query: Record<string, string> = {};
     for (const [k, v] of url.searchParams) if (k !== 'token') query[k] = v;

@@ -45,12 +45,14 @@ const FULL = { rounds: 7, warmup: 1000, idle: 1000, configs: [{ connections: 1, 
 /** `--quick`: a smoke run. */
 const QUICK = { rounds: 1, warmup: 300, idle: 1000, configs: [{ connections: 1, messages: 300 }, { connections: 10, messages: 1000 }, { connections: 50, messages: 1000 }] as Config[] };
 
-const TARGET_NAMES = ['themis', 'kernel', 'c', 'py', 'node-floor'] as const;
+const TARGET_NAMES = ['themis', 'kernel', 'monitor', 'c', 'py', 'node-floor'] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
 /** Targets run when --targets is not given. `node-floor` (bench/node-floor.ts) is a diagnostic, on request only. */
-const DEFAULT_TARGETS: TargetName[] = ['themis', 'kernel', 'c', 'py'];
-const TARGET_LABELS: Record<TargetName, string> = { themis: 'Themis (node)', kernel: 'Themis kernel', c: 'C libmilter', py: 'pymilter', 'node-floor': 'node floor' };
-const SHORT: Record<TargetName, string> = { themis: 'Themis', kernel: 'kernel', c: 'C', py: 'py', 'node-floor': 'floor' };
+const DEFAULT_TARGETS: TargetName[] = ['themis', 'kernel', 'monitor', 'c', 'py'];
+const TARGET_LABELS: Record<TargetName, string> = { themis: 'Themis (node)', kernel: 'Themis kernel', monitor: 'kernel+monitor', c: 'C libmilter', py: 'pymilter', 'node-floor': 'node floor' };
+const SHORT: Record<TargetName, string> = { themis: 'Themis', kernel: 'kernel', monitor: 'monitor', c: 'C', py: 'py', 'node-floor': 'floor' };
+/** The monitor plugin adds under 5 % CPU per message to the kernel case, at 10 connections. */
+const CHECK_F = { connections: 10, maxRatio: 1.05 };
 
 /** Targets the checks are about: Themis CPU per message compared with C libmilter's. */
 const CHECK_A = { connections: 10, maxRatio: 0.5 };
@@ -73,10 +75,12 @@ interface Options {
 
 const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [options])
   --quick              smoke run: fewer messages, 1 round
-  --targets LIST       comma list of themis, kernel, c, py, node-floor (default: themis,kernel,c,py).
-                       themis is the bare engine (themis start --engine-only); kernel is the kernel with
-                       one trivial plugin tapping every stage (bench/kernel.config.ts). node-floor is
-                       bench/node-floor.ts, the cheapest null milter Node can run: a diagnostic
+  --targets LIST       comma list of themis, kernel, monitor, c, py, node-floor (default:
+                       themis,kernel,monitor,c,py). themis is the bare engine (themis start
+                       --engine-only); kernel is the kernel with one trivial plugin tapping every stage
+                       (bench/kernel.config.ts); monitor is that plus the monitor plugin
+                       (bench/monitor.config.ts). node-floor is bench/node-floor.ts, the cheapest null
+                       milter Node can run: a diagnostic
   --rounds N           rounds of interleaved runs (default 7; --quick 1)
   --no-ratelimit       skip the ratelimit case (bench/ratelimit.ts: decisions/s, p99 and round trips
                        per decision against a local redis-server)
@@ -254,6 +258,7 @@ function resolveTargets(wanted: TargetName[]): { specs: TargetSpec[]; skipped: M
   const sharedDir = resolve(process.env.THEMIS_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
   if (wanted.includes('themis')) specs.push({ name: 'themis', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--engine-only', '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
   if (wanted.includes('kernel')) specs.push({ name: 'kernel', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--config', join(REPO, 'bench', 'kernel.config.ts'), '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
+  if (wanted.includes('monitor')) specs.push({ name: 'monitor', command: process.execPath, args: (port) => [THEMIS_BIN, 'start', '--config', join(REPO, 'bench', 'monitor.config.ts'), '--listen', `inet:${port}@127.0.0.1`, '--log-level', 'warn'] });
   if (wanted.includes('node-floor')) specs.push({ name: 'node-floor', command: process.execPath, args: (port) => [join(REPO, 'bench', 'node-floor.ts'), 'start', '--listen', `inet:${port}@127.0.0.1`] });
   const haveShared = existsSync(join(sharedDir, 'baselines'));
   if (wanted.includes('c')) {
@@ -543,7 +548,7 @@ async function main(): Promise<number> {
 
   // ------------------------------------------------------------------ report
   const rows = summarizeRows(records, targets, plan.configs);
-  const baselines = targets.filter((t) => t !== 'themis' && t !== 'kernel');
+  const baselines = targets.filter((t) => t !== 'themis' && t !== 'kernel' && t !== 'monitor');
   const rs = targets.includes('themis') ? ratios(records, rows, plan.configs, baselines) : [];
 
   print();
@@ -572,6 +577,17 @@ async function main(): Promise<number> {
     print();
     print('Milter CPU per message, kernel with one trivial plugin ÷ bare engine (1.00 = the kernel costs nothing):');
     for (const r of kernelRatios) print(`${pad(`C=${r.connections}`, 8)} ${lpad(Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : 'n/a', 12)}`);
+  }
+
+  const monitorRatios = plan.configs.map((c) => {
+    const m = rows.find((r) => r.target === 'monitor' && r.connections === c.connections);
+    const k = rows.find((r) => r.target === 'kernel' && r.connections === c.connections);
+    return { connections: c.connections, ratio: m && k ? m.milter_cpu_ms_per_msg / k.milter_cpu_ms_per_msg : NaN };
+  });
+  if (monitorRatios.some((r) => Number.isFinite(r.ratio))) {
+    print();
+    print('Milter CPU per message, kernel + monitor plugin ÷ kernel (1.00 = the monitor costs nothing):');
+    for (const r of monitorRatios) print(`${pad(`C=${r.connections}`, 8)} ${lpad(Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : 'n/a', 12)}`);
   }
 
   if (memory.size > 0) {
@@ -637,6 +653,12 @@ async function main(): Promise<number> {
     const what = `the kernel with one trivial plugin adds < 20% CPU per message at ${CHECK_A.connections} connections`;
     if (!at10 || !Number.isFinite(at10.ratio)) checks.push({ id: 'e', status: 'SKIP', text: `${what}: kernel or engine not measured` });
     else checks.push({ id: 'e', status: at10.ratio < 1.2 ? 'PASS' : 'FAIL', text: `${what}: kernel ÷ engine = ${at10.ratio.toFixed(2)}` });
+  }
+  {
+    const at10 = monitorRatios.find((r) => r.connections === CHECK_F.connections);
+    const what = `the monitor plugin adds < 5% CPU per message at ${CHECK_F.connections} connections`;
+    if (!at10 || !Number.isFinite(at10.ratio)) checks.push({ id: 'f', status: 'SKIP', text: `${what}: monitor or kernel not measured` });
+    else checks.push({ id: 'f', status: at10.ratio < CHECK_F.maxRatio ? 'PASS' : 'FAIL', text: `${what}: (kernel + monitor) ÷ kernel = ${at10.ratio.toFixed(2)}` });
   }
   if (opts.ratelimit) {
     // A separate process: its Redis client and load must not share this process's event loop.

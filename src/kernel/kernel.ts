@@ -910,31 +910,82 @@ class ConnectionState {
   }
 
   messageView(p: LoadedPlugin, m: MessageState): PluginMessage {
-    const request = (kind: string, apply: (mod: MessageModifier) => void) => {
-      const needed = MODIFICATION_OF[kind];
-      if (!p.modifies.has(needed)) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: p.name, reason: `${kind} needs modifies: ['${needed}'] in the plugin definition` });
-      m.modifications.push({ plugin: p.name, apply });
-    };
-    return {
-      get sender() {
-        return m.sender;
-      },
-      recipients: m.recipients,
-      headers: m.headers,
-      get queueId() {
-        return m.queueId;
-      },
-      notes: notesOf(m.notes, p.name),
-      addHeader: (name, value) => request('addHeader', (mod) => mod.addHeader(name, value)),
-      insertHeader: (index, name, value) => request('insertHeader', (mod) => mod.insertHeader(index, name, value)),
-      changeHeader: (name, index, value) => request('changeHeader', (mod) => mod.changeHeader(name, index, value)),
-      deleteHeader: (name, index) => request('deleteHeader', (mod) => mod.deleteHeader(name, index)),
-      changeSender: (address, args) => request('changeSender', (mod) => mod.changeSender(address, args)),
-      addRecipient: (address, args) => request('addRecipient', (mod) => mod.addRecipient(address, args)),
-      deleteRecipient: (address) => request('deleteRecipient', (mod) => mod.deleteRecipient(address)),
-      replaceBody: (body) => request('replaceBody', (mod) => mod.replaceBody(body)),
-      skipPolicy: (name) => this.skipPolicy(p.name, m, name),
-    };
+    return new MessageView(this, p, m);
+  }
+}
+
+/**
+ * The message as one plugin sees it. A class rather than an object of closures: one is made per
+ * plugin and message (and per abort or decision hook call), so its methods live on the prototype.
+ */
+class MessageView implements PluginMessage {
+  private readonly state: ConnectionState;
+  private readonly plugin: LoadedPlugin;
+  private readonly m: MessageState;
+  readonly recipients: readonly RecipientState[];
+  readonly headers: readonly HeaderEvent[];
+  private notesView: Notes | undefined;
+
+  constructor(state: ConnectionState, plugin: LoadedPlugin, m: MessageState) {
+    this.state = state;
+    this.plugin = plugin;
+    this.m = m;
+    this.recipients = m.recipients;
+    this.headers = m.headers;
+  }
+
+  get sender(): EnvelopeEvent | undefined {
+    return this.m.sender;
+  }
+
+  get queueId(): string | undefined {
+    return this.m.queueId;
+  }
+
+  get notes(): Notes {
+    return (this.notesView ??= notesOf(this.m.notes, this.plugin.name));
+  }
+
+  private request(kind: string, apply: (mod: MessageModifier) => void): void {
+    const needed = MODIFICATION_OF[kind];
+    if (!this.plugin.modifies.has(needed)) throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: this.plugin.name, reason: `${kind} needs modifies: ['${needed}'] in the plugin definition` });
+    this.m.modifications.push({ plugin: this.plugin.name, apply });
+  }
+
+  addHeader(name: string, value: string): void {
+    this.request('addHeader', (mod) => mod.addHeader(name, value));
+  }
+
+  insertHeader(index: number, name: string, value: string): void {
+    this.request('insertHeader', (mod) => mod.insertHeader(index, name, value));
+  }
+
+  changeHeader(name: string, index: number, value: string): void {
+    this.request('changeHeader', (mod) => mod.changeHeader(name, index, value));
+  }
+
+  deleteHeader(name: string, index: number): void {
+    this.request('deleteHeader', (mod) => mod.deleteHeader(name, index));
+  }
+
+  changeSender(address: string, args?: readonly string[]): void {
+    this.request('changeSender', (mod) => mod.changeSender(address, args));
+  }
+
+  addRecipient(address: string, args?: readonly string[]): void {
+    this.request('addRecipient', (mod) => mod.addRecipient(address, args));
+  }
+
+  deleteRecipient(address: string): void {
+    this.request('deleteRecipient', (mod) => mod.deleteRecipient(address));
+  }
+
+  replaceBody(body: Buffer | string): void {
+    this.request('replaceBody', (mod) => mod.replaceBody(body));
+  }
+
+  skipPolicy(name: string): boolean {
+    return this.state.skipPolicy(this.plugin.name, this.m, name);
   }
 }
 

@@ -69,13 +69,40 @@ export default definePlugin<unknown, MonitorOptions>({
   observes: ['connect', 'mailFrom', 'rcptTo', 'header'],
   commands: { stats: statsCommand },
   setup({ store, metrics, options, http, log }) {
-    const messages = metrics.counter({ name: 'messages_total', help: 'Messages by outcome (accepted, rejected, tempfailed, discarded, quarantined, aborted)', labelNames: ['outcome'] });
-    const recipients = metrics.counter({ name: 'recipients_total', help: 'Accepted recipients of messages, by message outcome', labelNames: ['outcome'] });
-    const connections = metrics.counter({ name: 'connections_total', help: 'SMTP connections that ended' });
+    // The counters are read from the recorder's totals when Prometheus scrapes: per message, the
+    // monitor only updates two maps (a labelled inc() per field would cost more than the rest).
+    const reported = new Map<string, number>();
+    const collected = (prefix: string, labels: readonly string[], name: string, help: string) => {
+      const counter = metrics.counter({
+        name,
+        help,
+        labelNames: labels as string[],
+        collect() {
+          for (const [field, total] of recorder.totals) {
+            // Connections refused before any message are in the history's outcomes, not in messages_total.
+            if (!field.startsWith(prefix) || field.startsWith('o:connection-')) continue;
+            const delta = total - (reported.get(field) ?? 0);
+            if (delta <= 0) continue;
+            reported.set(field, total);
+            if (labels.length === 0) counter.inc(delta);
+            else {
+              // Field `x:a:b`: the last label takes the last part, the first label the rest (policy
+              // and server names may contain colons; outcomes and actions do not).
+              const rest = field.slice(prefix.length);
+              const values = labels.length === 1 ? [rest] : [rest.slice(0, rest.lastIndexOf(':')), rest.slice(rest.lastIndexOf(':') + 1)];
+              counter.inc(Object.fromEntries(labels.map((l, i) => [l, values[i]])), delta);
+            }
+          }
+        },
+      });
+    };
+    collected('o:', ['outcome'], 'messages_total', 'Messages by outcome (accepted, rejected, tempfailed, discarded, quarantined, aborted)');
+    collected('r:', ['outcome'], 'recipients_total', 'Accepted recipients of messages, by message outcome');
+    collected('connections', [], 'connections_total', 'SMTP connections that ended');
+    collected('p:', ['policy', 'outcome'], 'policy_messages_total', 'Messages by policy that applied and outcome');
+    collected('s:', ['server', 'outcome'], 'server_messages_total', 'Messages by MTA ({j}, a pool member) and outcome');
+    collected('v:', ['plugin', 'action'], 'verdicts_total', 'Verdicts other than continue, by plugin and action');
     const refusedConnections = metrics.counter({ name: 'connections_refused_total', help: 'Connections refused at CONNECT or HELO, by outcome', labelNames: ['outcome'] });
-    const byPolicy = metrics.counter({ name: 'policy_messages_total', help: 'Messages by policy that applied and outcome', labelNames: ['policy', 'outcome'] });
-    const byServer = metrics.counter({ name: 'server_messages_total', help: 'Messages by MTA ({j}, a pool member) and outcome', labelNames: ['server', 'outcome'] });
-    const verdicts = metrics.counter({ name: 'verdicts_total', help: 'Verdicts other than continue, by plugin and action', labelNames: ['plugin', 'action'] });
     const blockedGauge = metrics.gauge({ name: 'blocked_subjects', help: 'Subjects refused by rate limits right now (pool-wide, from the store)' });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Flushes to the store that failed (their counts are kept and retried)' });
 
@@ -128,35 +155,29 @@ export default definePlugin<unknown, MonitorOptions>({
 
     return {
       close() {
-        connections.inc();
-        recorder.count({ connections: 1 });
+        recorder.add(recorder.minute(), 'connections');
       },
 
       decision(ctx, trace) {
         const message = ctx.message;
         const outcome = trace.outcome;
+        const m = recorder.minute();
         if (!message) {
           refusedConnections.inc({ outcome });
-          recorder.count({ [`o:connection-${outcome}`]: 1 });
+          recorder.add(m, `o:connection-${outcome}`);
           return;
         }
-        const rcpts = message.recipients.reduce((n, r) => (r.accepted ? n + 1 : n), 0);
-        const server = ctx.session.mta ?? 'unknown';
-        messages.inc({ outcome });
-        if (rcpts > 0) recipients.inc({ outcome }, rcpts);
-        byServer.inc({ server, outcome });
-        const fields: Record<string, number> = { messages: 1, recipients: rcpts, [`o:${outcome}`]: 1, [`s:${server}:${outcome}`]: 1 };
-        for (const policy of trace.policies) {
-          byPolicy.inc({ policy, outcome });
-          fields[`p:${policy}:${outcome}`] = 1;
+        let rcpts = 0;
+        for (const r of message.recipients) if (r.accepted) rcpts++;
+        recorder.add(m, 'messages');
+        recorder.add(m, `o:${outcome}`);
+        if (rcpts > 0) {
+          recorder.add(m, 'recipients', rcpts);
+          recorder.add(m, `r:${outcome}`, rcpts);
         }
-        for (const e of trace.entries) {
-          if (e.action === 'continue') continue;
-          verdicts.inc({ plugin: e.plugin, action: e.action });
-          const k = `v:${e.plugin}:${e.action}`;
-          fields[k] = (fields[k] ?? 0) + 1;
-        }
-        recorder.count(fields);
+        recorder.add(m, `s:${ctx.session.mta ?? 'unknown'}:${outcome}`);
+        for (const policy of trace.policies) recorder.add(m, `p:${policy}:${outcome}`);
+        for (const e of trace.entries) if (e.action !== 'continue') recorder.add(m, `v:${e.plugin}:${e.action}`);
 
         // The original's "feeders": senders by volume, senders using many client IPs, repeated subjects.
         const sender = (message.sender?.address ?? '').toLowerCase() || '<>';

@@ -55,12 +55,36 @@ export class Recorder {
     this.now = options.now ?? Date.now;
   }
 
+  /** Counts since the process started, by field: what the Prometheus counters report. */
+  readonly totals = new Map<string, number>();
+  private currentMinute = -1;
+  private current: Map<string, number> | undefined;
+
+  /**
+   * The current minute's counters. Per message the monitor adds several fields: the map is looked
+   * up once per message, not once per field.
+   */
+  minute(): Map<string, number> {
+    const minute = Math.floor(this.now() / 60_000);
+    if (minute !== this.currentMinute || this.current === undefined || this.minutes.get(minute) !== this.current) {
+      let m = this.minutes.get(minute);
+      if (!m) this.minutes.set(minute, (m = new Map()));
+      this.currentMinute = minute;
+      this.current = m;
+    }
+    return this.current;
+  }
+
+  /** Adds `n` to a field of a minute's counters (from {@link minute}) and to the process totals. */
+  add(minute: Map<string, number>, field: string, n = 1): void {
+    minute.set(field, (minute.get(field) ?? 0) + n);
+    this.totals.set(field, (this.totals.get(field) ?? 0) + n);
+  }
+
   /** Adds to counters of the current minute. */
   count(fields: Readonly<Record<string, number>>): void {
-    const minute = Math.floor(this.now() / 60_000);
-    let m = this.minutes.get(minute);
-    if (!m) this.minutes.set(minute, (m = new Map()));
-    for (const k in fields) m.set(k, (m.get(k) ?? 0) + fields[k]);
+    const m = this.minute();
+    for (const k in fields) this.add(m, k, fields[k]);
   }
 
   /** Adds to a top-N list of the current hour. */

@@ -1,7 +1,7 @@
 // The configuration `npm start` runs with, and the documented example.
 // Plugins are loaded by package name, by path relative to this file, or as imported objects; each
-// policy field is owned by the plugin that claims it. The built-in ratelimit, spf and headers plugins
-// are in plugins/ (monitor and predict are being built). As shipped this file loads no
+// policy field is owned by the plugin that claims it. The built-in ratelimit, spf, headers and monitor
+// plugins are in plugins/ (predict is being built). As shipped this file loads no
 // plugin — its examples are commented — so Themis accepts every message, negotiating no stage at all. `themis config check` validates this file; `themis init`
 // writes a fuller commented starter.
 import { defineConfig } from 'themis';
@@ -12,11 +12,12 @@ export default defineConfig({
   // store: { type: 'redis', url: 'redis://127.0.0.1:6379', keyPrefix: 'themis:' }, // THEMIS_REDIS_URL, THEMIS_REDIS_PASSWORD
   // log: { level: 'info' },           // pretty lines on a terminal, JSON otherwise
   // reload: { watch: true, resync: true }, // reload on file change and on `themis config resync`
-  // http: { listen: 'inet:8441@127.0.0.1' }, // themis status, /metrics; false disables it
+  // http: { listen: 'inet:8441@127.0.0.1', token: '…16+ characters…' }, // status, /metrics, the dashboard; false disables it
   plugins: [
     // 'themis-plugin-ratelimit',                     // built in: the `ratelimit` policy field
     // 'themis-plugin-spf',                           // built in: the `spf` policy field
     // 'themis-plugin-headers',                       // built in: the `headers` policy field
+    // 'themis-plugin-monitor',                       // built in: dashboard at /dashboard, /api/*, themis stats
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],

@@ -42,6 +42,7 @@ export default defineConfig({
     // 'themis-plugin-ratelimit',   // the \`ratelimit\` policy field: limits per sender, login, IP…
     // 'themis-plugin-spf',         // the \`spf\` policy field: SPF checks and their verdicts
     // 'themis-plugin-headers',     // the \`headers\` policy field: header rules
+    // 'themis-plugin-monitor',     // a dashboard on the status endpoint (/dashboard), /api/*, themis stats
     // 'themis-plugin-recipient-allowlist',
     // { plugin: './plugins/local.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],

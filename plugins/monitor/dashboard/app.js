@@ -202,7 +202,7 @@
 
   function updateCountdowns() {
     const now = Date.now();
-    for (const row of document.querySelectorAll('[data-testid="blocked-row"]')) {
+    for (const row of document.querySelectorAll('[data-testid="blocked-row"], [data-testid="over-row"]')) {
       const until = row.dataset.untilMs === '' ? NaN : Number(row.dataset.untilMs);
       const cell = row.querySelector('.remaining');
       if (!cell || !Number.isFinite(until)) continue;
@@ -226,6 +226,7 @@
     renderCharts();
     renderPolicyTable();
     renderBlocked();
+    renderOver();
     renderTops();
     renderServers();
   }
@@ -541,6 +542,22 @@
     fillBody(table, rows, 'Nothing blocked', 4);
     $('blocked-count').textContent = blocked.length ? String(blocked.length) : '';
     updateCountdowns();
+  }
+
+  function renderOver() {
+    const table = byTestId('over-table');
+    const receivedAt = state.receivedAt;
+    const over = list(state.stats.overRate);
+    const rows = over.map((o) =>
+      el('tr', { 'data-testid': 'over-row', 'data-until-ms': receivedAt + num(o?.remainingSeconds) * 1000 }, [
+        el('td', { class: 'policy', text: str(o?.policy) + (o?.shadow ? ' (shadow)' : ''), title: str(o?.policy) }),
+        el('td', { class: 'subject', text: str(o?.subject), title: str(o?.subject) }),
+        el('td', { class: 'num remaining', text: fmtRemaining(num(o?.remainingSeconds)) }),
+        el('td', { class: 'reason', text: str(o?.reason), title: str(o?.reason) }),
+      ]),
+    );
+    fillBody(table, rows, 'Every sender within its learned rate', 4);
+    $('over-count').textContent = over.length ? String(over.length) : '';
   }
 
   function renderTop(testid, items, emptyText) {

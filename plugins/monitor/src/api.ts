@@ -52,6 +52,22 @@ export interface BlockedEntry {
   reason: string;
 }
 
+/** A subject over its learned rate now (the predict plugin). */
+export interface OverEntry {
+  /** The policy that judged it. */
+  policy: string;
+  /** The subject (`alice@example.com`). */
+  subject: string;
+  /** Until when it shows (the longest timeframe after the last message over the bound), ISO 8601. */
+  until: string;
+  /** Seconds until then. */
+  remainingSeconds: number;
+  /** The trace's words: `37 recipients in 5 min, learned normal 4 ± 2, bound 12`. */
+  reason: string;
+  /** Decided in shadow mode (logged, not acted on). */
+  shadow: boolean;
+}
+
 /** `GET /api/stats`. */
 export interface StatsAnswer {
   /** When the answer was made. */
@@ -70,6 +86,8 @@ export interface StatsAnswer {
   verdicts: { plugin: string; action: string; count: number }[];
   /** Subjects refused now, longest first. */
   blocked: BlockedEntry[];
+  /** Subjects over their learned rate now (the predict plugin), latest first. */
+  overRate: OverEntry[];
 }
 
 /** One entry of a top-N list. */
@@ -85,6 +103,11 @@ export type TopAnswer = { minutes: number; limit: number } & Record<TopKind, Top
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
+
+/** The key of the latest reason of a subject over its learned rate. */
+export function overReasonKey(prefix: string, member: string): string {
+  return `${prefix}over-reason:${member}`;
+}
 
 /** Blocked-list members: policy, subject and the limit, joined by a separator no address contains. */
 export const BLOCKED_SEPARATOR = '\u001f';
@@ -146,7 +169,7 @@ export class MonitorApi {
 
   /** Sums over the window, the rate, and the subjects refused now. */
   async stats(minutes: number): Promise<StatsAnswer> {
-    const [rows, blocked] = await Promise.all([this.read(minutes), this.blockedNow()]);
+    const [rows, blocked, overRate] = await Promise.all([this.read(minutes), this.blockedNow(), this.overNow()]);
     const series = rows.map((r) => r.entry);
     const totals = { messages: 0, recipients: 0, connections: 0, outcomes: {} as Outcomes };
     const policies = new Map<string, Outcomes>();
@@ -183,7 +206,23 @@ export class MonitorApi {
         return { plugin, action, count };
       }).sort((a, b) => b.count - a.count),
       blocked,
+      overRate,
     };
+  }
+
+  /** Subjects the predict plugin found over their learned rate, still showing. */
+  async overNow(): Promise<OverEntry[]> {
+    const [members] = await this.store.rankRead([keys.over(this.prefix)], this.keep);
+    const now = this.now();
+    const out: OverEntry[] = [];
+    for (const [member, until] of members) {
+      if (until <= now) continue;
+      const [policy, subject, shadow] = member.split(BLOCKED_SEPARATOR);
+      out.push({ policy, subject, until: new Date(until).toISOString(), remainingSeconds: Math.ceil((until - now) / 1000), reason: member, shadow: shadow === '1' });
+    }
+    const reasons = await Promise.all(out.map((o) => this.store.get(overReasonKey(this.prefix, o.reason)).catch(() => undefined)));
+    out.forEach((o, i) => (o.reason = reasons[i] ?? 'over the learned rate'));
+    return out;
   }
 
   /** Subjects whose refusal still runs, longest first. */

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { definePlugin, type HttpResponse } from 'themis';
 import { z } from 'zod';
-import { BLOCKED_SEPARATOR, MonitorApi } from './api.ts';
+import { BLOCKED_SEPARATOR, MonitorApi, overReasonKey } from './api.ts';
 import { Recorder } from './recorder.ts';
 import { statsCommand } from './stats-command.ts';
 
@@ -32,6 +32,15 @@ export const monitorOptions = z.strictObject({
 
 /** The plugin options, validated. */
 export type MonitorOptions = z.infer<typeof monitorOptions>;
+
+/** The predict plugin's note, read by shape (no import of another plugin). */
+interface PredictNoteShape {
+  subject: string;
+  over: boolean;
+  shadow: boolean;
+  policy: string;
+  timeframes: { minutes: number; count: number; bound: number | null }[];
+}
 
 /** The ratelimit plugin's refusal, as its note publishes it (read by shape: no import of another plugin). */
 interface RefusalNote {
@@ -187,6 +196,19 @@ export default definePlugin<unknown, MonitorOptions>({
         if (options.subjects) {
           const subject = message.headers.find((h) => h.name.toLowerCase() === 'subject')?.value.replace(/\s+/g, ' ').trim();
           if (subject) recorder.rank('subjects', subject.slice(0, 200));
+        }
+        const predicted = message.notes.of<PredictNoteShape>('predict');
+        if (predicted?.over && typeof predicted.subject === 'string' && Array.isArray(predicted.timeframes)) {
+          const over = predicted.timeframes.filter((t) => t.bound !== null && t.count > t.bound);
+          const worst = over.reduce((w, t) => (t.count / t.bound! > w.count / w.bound! ? t : w), over[0] ?? predicted.timeframes[0]);
+          const longest = Math.max(...predicted.timeframes.map((t) => t.minutes));
+          const reason = worst ? `${worst.count} in ${worst.minutes} min, bound ${Math.round(worst.bound ?? 0)}` : 'over the learned rate';
+          // One entry per subject and policy; its latest reason beside it (flagged messages are rare:
+          // one small write each is fine).
+          const member = [predicted.policy, predicted.subject, predicted.shadow ? '1' : '0'].join(BLOCKED_SEPARATOR);
+          recorder.overRate(member, Date.now() + longest * 60_000);
+          store.set(overReasonKey(options.keyPrefix, member), reason, longest * 60_000 + 60_000).catch(() => undefined);
+          recorder.rank('overRate', `${predicted.policy} ${predicted.subject}`);
         }
         const refused = message.notes.of<{ refused?: RefusalNote }>('ratelimit')?.refused;
         if (refused && typeof refused.subject === 'string') {

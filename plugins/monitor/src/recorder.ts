@@ -8,7 +8,7 @@
 import type { Store } from 'themis';
 
 /** Top-N lists the monitor keeps. */
-export const TOP_KINDS = ['senders', 'senderIps', 'subjects', 'blocked'] as const;
+export const TOP_KINDS = ['senders', 'senderIps', 'subjects', 'blocked', 'overRate'] as const;
 /** One top-N list. */
 export type TopKind = (typeof TOP_KINDS)[number];
 
@@ -20,6 +20,8 @@ export const keys = {
   top: (prefix: string, kind: TopKind, hour: number) => `${prefix}top:${kind}:${hour}`,
   /** Subjects refused now, scored by the time (ms) they may send again. */
   blocked: (prefix: string) => `${prefix}blocked`,
+  /** Subjects over their learned rate (the predict plugin), scored by when that stops showing (ms). */
+  over: (prefix: string) => `${prefix}over`,
 };
 
 /** Settings of a {@link Recorder}. */
@@ -48,6 +50,8 @@ export class Recorder {
   private tops = new Map<string, { kind: TopKind; hour: number; members: Map<string, number> }>();
   /** Pending blocked subjects: member → until (ms). */
   private blocked = new Map<string, number>();
+  /** Pending subjects over their learned rate: member → until (ms). */
+  private over = new Map<string, number>();
   private flushing: Promise<void> | undefined;
 
   constructor(options: RecorderOptions) {
@@ -103,9 +107,14 @@ export class Recorder {
     this.blocked.set(member, Math.max(this.blocked.get(member) ?? 0, until));
   }
 
+  /** Records a subject over its learned rate, shown until `until` (ms). */
+  overRate(member: string, until: number): void {
+    this.over.set(member, Math.max(this.over.get(member) ?? 0, until));
+  }
+
   /** Whether anything waits to be written. */
   get pending(): boolean {
-    return this.minutes.size > 0 || this.tops.size > 0 || this.blocked.size > 0;
+    return this.minutes.size > 0 || this.tops.size > 0 || this.blocked.size > 0 || this.over.size > 0;
   }
 
   /** Writes everything pending; concurrent calls share one flush. Never rejects. */
@@ -115,9 +124,11 @@ export class Recorder {
     const minutes = this.minutes;
     const tops = this.tops;
     const blocked = this.blocked;
+    const over = this.over;
     this.minutes = new Map();
     this.tops = new Map();
     this.blocked = new Map();
+    this.over = new Map();
     const { store, prefix, retentionMs, keep } = this.o;
     const writes: Promise<unknown>[] = [];
     for (const [minute, fields] of minutes) {
@@ -131,7 +142,11 @@ export class Recorder {
     }
     if (blocked.size > 0) {
       const last = Math.max(...blocked.values());
-      writes.push(store.rankAdd(keys.blocked(prefix), Object.fromEntries(blocked), { keep, mode: 'max', ttlMs: Math.max(60_000, last - this.now()) }).then(undefined, (err: unknown) => this.restoreBlocked(blocked, err)));
+      writes.push(store.rankAdd(keys.blocked(prefix), Object.fromEntries(blocked), { keep, mode: 'max', ttlMs: Math.max(60_000, last - this.now()) }).then(undefined, (err: unknown) => this.restoreMarks(blocked, (m, u) => this.block(m, u), err)));
+    }
+    if (over.size > 0) {
+      const last = Math.max(...over.values());
+      writes.push(store.rankAdd(keys.over(prefix), Object.fromEntries(over), { keep, mode: 'max', ttlMs: Math.max(60_000, last - this.now()) }).then(undefined, (err: unknown) => this.restoreMarks(over, (m, u) => this.overRate(m, u), err)));
     }
     this.flushing = Promise.all(writes).then(() => {
       this.flushing = undefined;
@@ -156,8 +171,8 @@ export class Recorder {
     }
   }
 
-  private restoreBlocked(blocked: Map<string, number>, err: unknown): void {
+  private restoreMarks(marks: Map<string, number>, mark: (member: string, until: number) => void, err: unknown): void {
     this.o.onError(err);
-    for (const [member, until] of blocked) this.block(member, until);
+    for (const [member, until] of marks) mark(member, until);
   }
 }

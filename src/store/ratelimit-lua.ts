@@ -260,7 +260,7 @@ return out
 /**
  * KEYS: the subject. ARGV: now ('' = TIME), reset (0/1), unjail (0/1), block, bypass (1 set, 0
  * delete, '' leave), limits mode (1 set, 0 delete, '' leave), limits text, label ('' = none), default
- * TTL ms.
+ * TTL ms, jailMs (0 = none).
  */
 export const RATE_ADMIN_LUA = `${PRELUDE}
 local key = KEYS[1]
@@ -278,6 +278,13 @@ if ARGV[2] == '1' then
   if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 end
 if ARGV[3] == '1' then redis.call('HDEL', key, '!jail') end
+local jailMs = tonumber(ARGV[10] or '0') or 0
+if jailMs > 0 then
+  local current = tonumber(redis.call('HGET', key, '!jail') or '0') or 0
+  local untilMs = now + jailMs
+  if current > untilMs then untilMs = current end
+  redis.call('HSET', key, '!jail', string.format('%d', untilMs))
+end
 if ARGV[4] == '1' then redis.call('HSET', key, '!block', '1') elseif ARGV[4] == '0' then redis.call('HDEL', key, '!block') end
 if ARGV[5] == '1' then redis.call('HSET', key, '!bypass', '1') elseif ARGV[5] == '0' then redis.call('HDEL', key, '!bypass') end
 if ARGV[6] == '1' then redis.call('HSET', key, '!limits', ARGV[7]) elseif ARGV[6] == '0' then redis.call('HDEL', key, '!limits') end
@@ -286,11 +293,16 @@ if redis.call('EXISTS', key) == 0 then return 0 end
 local f = redis.call('HMGET', key, '!block', '!bypass', '!limits', '!jail')
 if f[1] or f[2] or f[3] then
   redis.call('PERSIST', key)
-elseif redis.call('PTTL', key) == -1 then
-  local ttl = tonumber(ARGV[9])
+else
+  local pttl = redis.call('PTTL', key)
   local jailed = (tonumber(f[4] or '0') or 0) - now
-  if jailed > ttl then ttl = jailed end
-  redis.call('PEXPIRE', key, string.format('%d', ttl))
+  if pttl == -1 then
+    local ttl = tonumber(ARGV[9])
+    if jailed > ttl then ttl = jailed end
+    redis.call('PEXPIRE', key, string.format('%d', ttl))
+  elseif jailed > pttl then
+    redis.call('PEXPIRE', key, string.format('%d', jailed))
+  end
 end
 return 1
 `;
@@ -416,7 +428,7 @@ export function rateAdminArgs(change: RateAdminChange): string[] {
   const flag = (b: boolean | undefined) => (b === undefined ? '' : b ? '1' : '0');
   const limits = change.limits === undefined ? undefined : change.limits === null ? undefined : formatRateLimits(change.limits);
   const limitsMode = change.limits === undefined ? '' : limits === undefined ? '0' : '1';
-  return ['', change.reset ? '1' : '0', change.unjail ? '1' : '0', flag(change.block), flag(change.bypass), limitsMode, limits ?? '', change.label ?? '', String(RATE_ADMIN_TTL_MS)];
+  return ['', change.reset ? '1' : '0', change.unjail ? '1' : '0', flag(change.block), flag(change.bypass), limitsMode, limits ?? '', change.label ?? '', String(RATE_ADMIN_TTL_MS), String(change.jailMs ?? 0)];
 }
 
 const OUTCOMES = ['allowed', 'denied', 'jailed', 'blocked', 'bypassed'] as const;

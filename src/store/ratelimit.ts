@@ -143,6 +143,7 @@ export function validateRateReservation(r: RateReservation): void {
 export function validateRateAdminChange(change: RateAdminChange): void {
   for (const k of ['reset', 'unjail', 'block', 'bypass'] as const) if (change[k] !== undefined && typeof change[k] !== 'boolean') throw invalid(`${k} must be a boolean`);
   if (change.label !== undefined && typeof change.label !== 'string') throw invalid('label must be a string');
+  if (change.jailMs !== undefined && (!isCount(change.jailMs) || change.jailMs > 8.64e15)) throw invalid(`jailMs must be an integer ≥ 0 (got ${String(change.jailMs)})`);
   if (change.limits !== undefined && change.limits !== null) {
     if (typeof change.limits !== 'object') throw invalid('limits must be an object or null');
     for (const [w, l] of Object.entries(change.limits)) {
@@ -352,6 +353,7 @@ export function rateAdminHash(hash: RateHash, change: RateAdminChange, now: numb
     hash.delete(JAIL);
   }
   if (change.unjail) hash.delete(JAIL);
+  if (change.jailMs !== undefined && change.jailMs > 0) hash.set(JAIL, String(Math.max(Number(hash.get(JAIL) ?? 0) || 0, now + change.jailMs)));
   if (change.block === true) hash.set(BLOCK, '1');
   else if (change.block === false) hash.delete(BLOCK);
   if (change.bypass === true) hash.set(BYPASS, '1');
@@ -364,6 +366,8 @@ export function rateAdminHash(hash: RateHash, change: RateAdminChange, now: numb
   if (change.label !== undefined && change.label !== '' && !hash.has(LABEL)) hash.set(LABEL, change.label);
   if (hash.size === 0) return { action: 'keep' };
   if (hash.has(BLOCK) || hash.has(BYPASS) || hash.has(LIMITS)) return { action: 'persist' };
-  if (pttl >= 0) return { action: 'keep' };
-  return { action: 'expire', ms: Math.max(RATE_ADMIN_TTL_MS, (Number(hash.get(JAIL) ?? 0) || 0) - now) };
+  const jailed = (Number(hash.get(JAIL) ?? 0) || 0) - now;
+  // A key that would expire before its penalty block ends lives until then.
+  if (pttl >= 0) return jailed > pttl ? { action: 'expire', ms: jailed } : { action: 'keep' };
+  return { action: 'expire', ms: Math.max(RATE_ADMIN_TTL_MS, jailed) };
 }

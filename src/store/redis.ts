@@ -17,6 +17,8 @@ import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
 import { StoreError } from './errors.ts';
+import { validateProfileRequest } from './profile.ts';
+import { PROFILE_SCRIPTS, PROFILE_UPDATE_SCRIPT, parseProfileReply, profileUpdateArgs, profileUpdateCall, type ProfileScripts } from './profile-lua.ts';
 import { validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows } from './ratelimit.ts';
 import {
   RATE_LIMIT_SCRIPT,
@@ -34,7 +36,7 @@ import {
   type RateScriptText,
   type RateScripts,
 } from './ratelimit-lua.ts';
-import { validateCounterAdd, validateRankAdd, validateRankLimit, type RankAddOptions, type RateAdminChange, type RateInspection, type RateRequest, type RateReservation, type RateResult, type RateWindow, type Store } from './store.ts';
+import { validateCounterAdd, validateRankAdd, validateRankLimit, type ProfileRequest, type ProfileResult, type RankAddOptions, type RateAdminChange, type RateInspection, type RateRequest, type RateReservation, type RateResult, type RateWindow, type Store } from './store.ts';
 
 /** The logger the store reports connection trouble to: the subset of pino's API it uses. */
 export interface StoreLogger {
@@ -62,7 +64,7 @@ export interface RedisStoreOptions {
   /** Longest pause between two reconnection attempts, ms (default 2000). */
   maxReconnectDelay?: number;
   /**
-   * Honour the `now` of rate-limit requests and inspections instead of Redis' `TIME` (tests drive the
+   * Honour the `now` of rate-limit and profile requests and rate inspections instead of Redis' `TIME` (tests drive the
    * clock without sleeping). Never in production: every daemon must count on the server's one clock.
    */
   testClock?: boolean;
@@ -676,7 +678,7 @@ export class RedisStore implements Store {
     client.defineCommand('themisRankAdd', { numberOfKeys: 1, lua: RANK_ADD_LUA });
     // Sent as EVALSHA; ioredis sends the script itself (EVAL) the first time on each connection and
     // again after NOSCRIPT (a restarted or failed-over server lost its script cache).
-    for (const [name, lua] of Object.entries(RATE_SCRIPTS)) client.defineCommand(name, { numberOfKeys: 1, lua });
+    for (const [name, lua] of Object.entries({ ...RATE_SCRIPTS, ...PROFILE_SCRIPTS })) client.defineCommand(name, { numberOfKeys: 1, lua });
     this.testClock = options.testClock ?? false;
     this.deadlines = new Deadlines(this.commandTimeout, (batch) => new StoreError('THEMIS_ERR_STORE_TIMEOUT', { target: this.target, command: batch.command, ms: this.commandTimeout }));
     this.main = new Connection(client, 'commands', this.owner);
@@ -868,6 +870,38 @@ export class RedisStore implements Store {
   }
 
   /**
+   * Updates each subject's profile with one script call on its one key ({@link PROFILE_UPDATE_SCRIPT},
+   * `now` honoured with `testClock` only), batched as {@link RedisStore.rateLimit}: standalone and
+   * Sentinel, every call in one socket write (one round trip; EVAL after NOSCRIPT); Cluster, all sent
+   * at once. Every request is validated before anything is sent. Rejects as a whole on the first error.
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` for an invalid request, `THEMIS_ERR_STORE_WRONGTYPE`,
+   * and the connection errors.
+   */
+  async profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]> {
+    const n = requests.length;
+    for (let i = 0; i < n; i++) validateProfileRequest(requests[i], i);
+    if (n === 0) return [];
+    const now = (r: ProfileRequest) => (this.testClock ? r.now : undefined);
+    let replies: unknown[];
+    if (this.main.client instanceof Cluster) {
+      replies = await this.batch(
+        'PROFILEUPDATE',
+        requests.map((r) => ({ key: r.key, args: profileUpdateArgs(r, now(r)) })),
+        'themisProfileUpdate',
+      );
+    } else {
+      replies = await this.scripts(
+        'PROFILEUPDATE',
+        requests.map((r) => profileUpdateCall(this.keyPrefix + r.key, r, now(r))),
+        PROFILE_UPDATE_SCRIPT,
+      );
+    }
+    const results = new Array<ProfileResult>(n);
+    for (let i = 0; i < n; i++) results[i] = parseProfileReply(requests[i], replies[i]);
+    return results;
+  }
+
+  /**
    * Keys starting with `prefix` (the store's prefix removed): SCAN with MATCH and COUNT 500, on every
    * master of a Cluster. As SCAN, it may yield a key twice when Redis rehashes meanwhile, and keys
    * created or deleted during the scan may or may not appear. Each SCAN call fails fast as any command.
@@ -985,8 +1019,8 @@ export class RedisStore implements Store {
    * cannot share an ioredis pipeline), each with the command timeout and the whole bounded by it too;
    * the first failure rejects the whole.
    */
-  private async batch(command: string, items: { key: string; args: string[] }[], script: keyof RateScripts): Promise<unknown[]> {
-    return this.run(command, (c) => Promise.all(items.map((it) => (c as unknown as RateScripts)[script](this.keyPrefix + it.key, ...it.args))));
+  private async batch(command: string, items: { key: string; args: string[] }[], script: keyof RateScripts | keyof ProfileScripts): Promise<unknown[]> {
+    return this.run(command, (c) => Promise.all(items.map((it) => (c as unknown as RateScripts & ProfileScripts)[script](this.keyPrefix + it.key, ...it.args))));
   }
 
   /**

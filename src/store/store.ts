@@ -5,6 +5,7 @@
  * @module
  */
 import { StoreError } from './errors.ts';
+import { profileCompute, profileTtl, validateProfileRequest } from './profile.ts';
 import { rateAdminHash, rateDecide, rateInspectHash, rateRefundHash, validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows, type RateExpiry, type RateHash } from './ratelimit.ts';
 
 /** One window of a rate limit: at most `limit` units in any `windowMs` interval. */
@@ -110,6 +111,11 @@ export interface RateAdminChange {
   reset?: boolean;
   /** End the penalty block only. */
   unjail?: boolean;
+  /**
+   * Put the subject in a penalty block for this many ms from now (a longer block already running is
+   * kept): how another plugin (predict) hands a subject to the rate limiter. Applied after `unjail`.
+   */
+  jailMs?: number;
   /** Block (true) or unblock (false) the subject until changed again. */
   block?: boolean;
   /** Exempt the subject (true) or not (false). */
@@ -118,6 +124,55 @@ export interface RateAdminChange {
   limits?: Record<number, number> | null;
   /** Label to store if none is. */
   label?: string;
+}
+
+/**
+ * One subject's rate-profile update, or inspection ({@link Store.profileUpdate}): the subject's
+ * traffic is counted per minute, and per timeframe of T minutes the counts of its active (non-empty)
+ * T-minute buckets are learned as an exponentially weighted mean and variance, and a short history.
+ */
+export interface ProfileRequest {
+  /** One store key (a hash) per subject, e.g. `predict:saslUser:alice` (namespaced by the caller, prefixed by the store). */
+  key: string;
+  /** Units added to the current minute (an integer ≥ 0, e.g. a message's recipients); 0 counts nothing but still learns closed buckets. */
+  amount: number;
+  /** Window lengths, minutes: ascending, distinct integers 1..1440, e.g. `[1, 5, 10]`. */
+  timeframes: readonly number[];
+  /** EWMA span in buckets (≥ 1): alpha = 2 / (span + 1), or 1/n while that is larger (the first buckets weigh equally). */
+  span: number;
+  /** How many of the last learned bucket counts are kept per timeframe (1..200), for a median/MAD. */
+  keep: number;
+  /** Learning clip (0 = never): once n ≥ `clipAfter`, a bucket is learned as at most mean + clipK·√variance, so the burst to flag does not teach that bursts are normal. */
+  clipK: number;
+  /** Clip only once this many buckets were learned (an integer ≥ 0; with 0 or 1 the profile can hardly grow: use a few). */
+  clipAfter: number;
+  /** The key's expiry, ms (> 0, rounded up), set again by every call that is not an inspection. */
+  ttlMs: number;
+  /** The clock, ms since the epoch: honoured only by stores created with `testClock: true`; otherwise the store's own clock (Redis: `TIME`). */
+  now?: number;
+  /** Compute and return what the call would, but write nothing (no bucket learned for good, no amount counted, the expiry untouched). */
+  inspect?: boolean;
+}
+
+/** One timeframe of a subject's profile after a {@link ProfileRequest}. */
+export interface ProfileTimeframe {
+  /** T, minutes. */
+  minutes: number;
+  /** The sliding count: the sum of the minutes (M − T, M], this call's amount included (M: the current minute). */
+  count: number;
+  /** Active buckets learned so far. */
+  n: number;
+  /** Exponentially weighted mean of the active buckets' counts. */
+  mean: number;
+  /** Exponentially weighted variance of the active buckets' counts. */
+  variance: number;
+  /** The last `keep` learned counts (clipped as learned), oldest first. */
+  history: number[];
+}
+
+/** The outcome of one {@link ProfileRequest}: one entry per requested timeframe, in their order. */
+export interface ProfileResult {
+  timeframes: ProfileTimeframe[];
 }
 
 /** A key/value store with expiry. Keys are namespaced by the caller. */
@@ -187,6 +242,18 @@ export interface Store {
   rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection>;
   /** Applies an administrator's change to a subject (flags persist until changed; usage expires as usual). */
   rateAdmin(key: string, change: RateAdminChange): Promise<void>;
+  /**
+   * Updates (or, with `inspect`, reads) each subject's rate profile, in one round trip (Redis: one
+   * script call per request on its one key, all sent together: one pipeline on a standalone or Sentinel
+   * connection; Cluster-safe). Each request is atomic; they run in order (a key may appear twice).
+   * The algorithm and the storage are described in `profile.ts`; memory and Redis compute the same
+   * doubles. An empty batch does nothing.
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when a request is invalid (checked first: nothing is
+   * written), `THEMIS_ERR_STORE_WRONGTYPE` when a key holds a string, counters or a ranking (a profile is
+   * a hash, as a rate-limit subject is: keep them apart by namespace). Such an error rejects the
+   * whole call; in memory nothing is written then, in Redis the other requests may have been applied.
+   */
+  profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]>;
   /** Keys (without the store's prefix) that start with `prefix`, for admin listings. */
   scanKeys(prefix: string): AsyncIterable<string>;
   /** Releases connections and timers. */
@@ -304,7 +371,7 @@ class Ranking {
 }
 
 interface Entry {
-  /** A string, a rate-limit subject's hash, counters or a ranking: one key space, as in Redis. */
+  /** A string, a hash (a rate-limit subject's or a profile's), counters or a ranking: one key space, as in Redis. */
   value: string | RateHash | Counters | Ranking;
   /** Date.now() at which the key expires; 0 for never. */
   expires: number;
@@ -314,7 +381,7 @@ interface Entry {
 export interface MemoryStoreOptions {
   /** How often expired keys nobody reads again are dropped, ms (default 60,000). */
   sweepIntervalMs?: number;
-  /** Honour the `now` of rate-limit requests and inspections instead of `Date.now()` (tests). Expiry always follows the real clock, as in Redis. */
+  /** Honour the `now` of rate-limit and profile requests and rate inspections instead of `Date.now()` (tests). Expiry always follows the real clock, as in Redis. */
   testClock?: boolean;
 }
 
@@ -471,6 +538,26 @@ export class MemoryStore implements Store {
     const pttl = entry === undefined || entry.expires === 0 ? -1 : entry.expires - Date.now();
     const expiry = rateAdminHash(hash, change, Date.now(), pttl);
     this.store(key, hash, entry?.expires ?? 0, expiry);
+  }
+
+  /**
+   * Runs each request in turn (see `profileCompute` in `profile.ts`): every request is validated and
+   * every key's kind checked first, so an error writes nothing. A profile is stored as the same kind of
+   * hash as a rate-limit subject (both are hashes in Redis).
+   */
+  async profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]> {
+    for (let i = 0; i < requests.length; i++) validateProfileRequest(requests[i], i);
+    for (const r of requests) this.hashEntry(r.key, 'PROFILEUPDATE');
+    return requests.map((r) => {
+      const entry = this.hashEntry(r.key, 'PROFILEUPDATE');
+      const { result, fields } = profileCompute(entry?.value, r, this.clock(r.now));
+      if (!r.inspect) {
+        const hash = entry?.value ?? new Map<string, string>();
+        for (const [field, value] of fields) hash.set(field, value);
+        this.data.set(r.key, { value: hash, expires: Date.now() + profileTtl(r) });
+      }
+      return result;
+    });
   }
 
   /** Keys starting with `prefix`, from a snapshot: keys set while the caller iterates are not visited, as with a SCAN that has passed them. */

@@ -291,6 +291,26 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     }
   });
 
+  it('jailMs: an administrator (or the predict plugin) puts a subject in a penalty block on the real clock; a longer block stands', async () => {
+    const store = await h.make();
+    try {
+      const windows = [W(60_000, 6, 100)];
+      await store.rateAdmin('jm', { jailMs: 120_000, label: 'mallory@example.com' });
+      const seen = await store.rateInspect('jm', windows);
+      assert.ok(seen.jailedForMs > 110_000 && seen.jailedForMs <= 120_000, String(seen.jailedForMs));
+      assert.equal(seen.label, 'mallory@example.com');
+      assert.equal((await store.rateLimit([{ key: 'jm', cost: 1, windows }]))[0].outcome, 'jailed');
+      await store.rateAdmin('jm', { jailMs: 1_000 });
+      assert.ok((await store.rateInspect('jm', windows)).jailedForMs > 110_000, 'the longer block is kept');
+      await store.rateAdmin('jm', { unjail: true, jailMs: 5_000 });
+      const again = await store.rateInspect('jm', windows);
+      assert.ok(again.jailedForMs > 0 && again.jailedForMs <= 5_000, 'unjail first, then the new block');
+      await assert.rejects(store.rateAdmin('jm', { jailMs: -1 }), /jailMs must be an integer/);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('block and bypass: nothing counted, no expiry while set; reset and unset restore the usual rules', async () => {
     const store = await h.make();
     try {

@@ -1,0 +1,75 @@
+/**
+ * `themis predict show|reset <subject>`: a subject's learned profile per timeframe (count now,
+ * learned normal, bound), and forgetting it — run against the configured store, like `themis limits`.
+ * @module
+ */
+import { parseArgs } from 'node:util';
+import type { PluginCommand } from 'themis';
+import { decide, explain } from './estimate.ts';
+import type { PredictOptions, PredictPolicy } from './schema.ts';
+
+const USAGE = `Usage: themis predict show <subject> [--policy NAME] [--json]
+       themis predict reset <subject> [--policy NAME] [--yes]
+
+show   the learned profile of a subject (a SASL login, a sender… as the policy's \`by\` says; a composite
+       as value|value) per timeframe: the count in the last T minutes, the learned normal and the bound.
+reset  forgets the profile: the subject learns again from scratch (asks first unless --yes).
+--policy limits it to one policy with a \`predict\` field (default: every one).
+Global: --config PATH, --redis-url URL, --redis-password PW.
+`;
+
+/** The `themis predict` command. */
+export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
+  summary: 'a subject’s learned rate profile per timeframe (show), or forget it (reset)',
+  async run(args, ctx) {
+    let parsed;
+    try {
+      parsed = parseArgs({ args, options: { policy: { type: 'string' }, json: { type: 'boolean' }, yes: { type: 'boolean', short: 'y' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    } catch (err) {
+      ctx.err(`themis predict: ${(err as Error).message}\n${USAGE}`);
+      return 2;
+    }
+    const { values, positionals } = parsed;
+    if (values.help) {
+      ctx.out(USAGE);
+      return 0;
+    }
+    const [sub, subject] = positionals;
+    if ((sub !== 'show' && sub !== 'reset') || !subject || positionals.length > 2) {
+      ctx.err(USAGE);
+      return 2;
+    }
+    const policies = ctx.policies.filter((p) => values.policy === undefined || p.name === values.policy);
+    if (policies.length === 0) {
+      ctx.err(`themis predict: ${values.policy ? `no policy ${values.policy} with a predict field` : 'no policy has a predict field'} in ${ctx.configFile ?? 'the configuration'}\n`);
+      return 1;
+    }
+    const { profileKey, profileRequest, boundSettings } = await import('./index.ts');
+    const value = subject.toLowerCase();
+    if (sub === 'reset') {
+      if (!values.yes) {
+        ctx.err(`themis predict reset: this forgets what was learned of ${value} in ${policies.map((p) => p.name).join(', ')}; run again with --yes\n`);
+        return 1;
+      }
+      let removed = 0;
+      for (const p of policies) if (await ctx.store.delete(profileKey(ctx.options.keyPrefix, p.config, value))) removed++;
+      ctx.out(`${value}: ${removed > 0 ? `profile forgotten (${removed} key${removed === 1 ? '' : 's'})` : 'nothing was learned'}\n`);
+      return 0;
+    }
+    const report = [];
+    for (const p of policies) {
+      const [result] = await ctx.store.profileUpdate([profileRequest(ctx.options, p.config, value, 0, undefined, true)]);
+      const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
+      report.push({ policy: p.name, subject: value, by: p.config.spec.name, count: p.config.count, estimator: p.config.estimator, action: p.config.shadow ? `${p.config.action} (shadow)` : p.config.action, timeframes });
+    }
+    if (values.json) {
+      ctx.out(`${JSON.stringify(report, null, 2)}\n`);
+      return 0;
+    }
+    for (const r of report) {
+      ctx.out(`${r.subject} in policy ${r.policy} (by ${r.by}, ${r.count}, ${r.estimator}, action ${r.action}):\n`);
+      for (const t of r.timeframes) ctx.out(`  ${String(t.minutes).padStart(4)} min: ${explain(t, r.count)}${t.over ? '  — OVER' : ''}\n`);
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,54 @@
+// Through a real Postfix with SMTP AUTH and a real Redis: an authenticated sender whose learned rate
+// is about 3 recipients a minute sends a message to 30 recipients (10×) and gets the configured
+// tempfail, while a message at the usual rate goes through. The history is learned through the same
+// store script the daemon uses, fed with past timestamps (a daemon learns in real time: minutes).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { RedisStore } from 'themis';
+import { postfixAvailable, postfixUnavailableReason, startPostfix } from '../../../test/helpers/postfix.ts';
+import { redisAvailable, startRedis } from '../../../test/helpers/redis.ts';
+import { createSasl, saslUnavailableReason } from '../../../test/helpers/sasl.ts';
+import { startThemis } from '../../../test/helpers/themis.ts';
+import { predictField, predictOptions, profileRequest } from '../src/index.ts';
+
+const skip = !postfixAvailable() ? `postfix not available: ${postfixUnavailableReason()}` : !redisAvailable() ? 'redis-server not installed' : saslUnavailableReason() ? `SASL not available: ${saslUnavailableReason()}` : false;
+
+describe('predict through a real Postfix', { skip }, () => {
+  it('an authenticated sender at 10× the learned rate gets the configured action; the usual rate passes', async (t) => {
+    const redis = await startRedis();
+    t.after(() => redis.stop());
+    const field = { by: 'saslUser', action: 'tempfail' };
+    // Two hours of history: 3 recipients in each minute, ending two minutes ago.
+    const seeder = new RedisStore({ url: redis.url }, { testClock: true });
+    const c = predictField.parse(field);
+    const o = predictOptions.parse({});
+    const start = Date.now() - 122 * 60_000;
+    for (let m = 0; m < 120; m++) await seeder.profileUpdate([profileRequest(o, c, 'alice@example.test', 3, start + m * 60_000)]);
+    await seeder.close();
+
+    const dir = mkdtempSync(join(tmpdir(), 'themis-predict-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'themis.config.json');
+    writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-predict'], policies: [{ name: 'submission', match: { direction: 'outbound' }, predict: field }] }));
+    const themis = await startThemis(['--config', file]);
+    t.after(() => themis.stop());
+    const sasl = createSasl([{ login: 'alice@example.test', password: 'correct horse' }]);
+    t.after(() => sasl.remove());
+    const pf = await startPostfix({ milter: `inet:127.0.0.1:${themis.port}`, milterDefaultAction: 'tempfail', extraMainCf: sasl.mainCf });
+    t.after(() => pf.stop());
+    sasl.installInto(pf.configDir);
+    const auth = ['--auth', 'PLAIN', '--auth-user', 'alice@example.test', '--auth-password', 'correct horse', '--from', 'alice@example.test'];
+    const to = (n: number) => ['--to', Array.from({ length: n }, (_, i) => `r${i}@example.test`).join(',')];
+
+    const usual = await pf.swaks([...auth, ...to(3), '--header', 'Subject: usual']);
+    assert.equal(usual.code, 0, usual.stdout);
+    const burst = await pf.swaks([...auth, ...to(30), '--header', 'Subject: burst']);
+    assert.match(burst.stdout, /<\*\* 451 4\.7\.1 Unusual sending rate for alice@example\.test: try again later/);
+    const delivered = await pf.waitForDelivered(1);
+    assert.deepEqual(delivered.map((m) => m.headers.find(([n]) => n === 'Subject')?.[1]), ['usual']);
+    assert.match(themis.output(), /"policy":"submission".*predict: submission over the learned rate/);
+  });
+});

@@ -1,0 +1,153 @@
+// The predict plugin through the kernel harness with a simulated clock (MemoryStore testClock): it
+// learns a sender's normal rate, flags a burst with words that explain it, and acts as configured —
+// tag, tempfail, hold, jail (ratelimit's penalty block) — while shadow mode never changes a verdict.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MemoryStore, RedisStore, type PolicyInput, type Store } from 'themis';
+import { redisAvailable, startRedis } from '../../../test/helpers/redis.ts';
+import { createTestKernel, type TestResult } from 'themis/testing';
+import ratelimit from 'themis-plugin-ratelimit';
+import predict, { type PredictNote } from '../src/index.ts';
+import { predictCommand } from '../src/commands.ts';
+
+const START = Date.UTC(2026, 10, 2, 8, 0, 0);
+const MINUTE = 60_000;
+
+/** A kernel with the predict plugin on a simulated clock. */
+async function setup(predictField: object, extra: { ratelimit?: object; store?: Store; clock?: { now: number } } = {}) {
+  const clock = extra.clock ?? { now: START };
+  const store = extra.store ?? new MemoryStore({ testClock: true });
+  const policy: PolicyInput = { name: 'submission', predict: predictField, ...(extra.ratelimit ? { ratelimit: extra.ratelimit } : {}) };
+  const notes: (PredictNote | undefined)[] = [];
+  const observer = { plugin: { name: 'observer', version: '1', kernel: '^1', setup: () => ({ decision: (ctx: { message?: { notes: { of: (p: string) => unknown } } }) => void notes.push(ctx.message?.notes.of('predict') as PredictNote | undefined) }) } };
+  const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }, ...(extra.ratelimit ? [ratelimit] : []), observer as never], policies: [policy], store });
+  const send = (login: string, recipients: number): Promise<TestResult> => t.message({ from: login, auth: login, rcpt: Array.from({ length: recipients }, (_, i) => `r${i}@example.net`), client: { address: '192.0.2.7' } });
+  /** Three hours of normal traffic: 2 recipients every 3 minutes (60 messages). */
+  const learn = async (login: string) => {
+    for (let i = 0; i < 60; i++) {
+      clock.now += 3 * MINUTE;
+      const r = await send(login, 2);
+      assert.equal(r.decision.action, 'accept');
+    }
+  };
+  /** A burst: 8 messages of 10 recipients within one minute; resolves with the results. */
+  const burst = async (login: string) => {
+    clock.now += 3 * MINUTE;
+    const out: TestResult[] = [];
+    for (let i = 0; i < 8; i++) {
+      clock.now += 5_000;
+      out.push(await send(login, 10));
+    }
+    return out;
+  };
+  return { t, store, clock, send, learn, burst, notes };
+}
+
+const predictReason = (r: TestResult) => r.trace!.entries.find((e) => e.plugin === 'predict' && e.reason)?.reason ?? '';
+
+describe('predict plugin', () => {
+  it('learns a sender’s normal rate and tempfails a burst, explaining it in the trace', async () => {
+    const s = await setup({ action: 'tempfail' });
+    await s.learn('alice@example.com');
+    const results = await s.burst('alice@example.com');
+    const first = results.findIndex((r) => r.decision.action === 'tempfail');
+    assert.ok(first >= 0 && first <= 2, `refused from the ${first + 1}th message of the burst`);
+    const refused = results[first];
+    assert.equal(refused.decision.reply?.code, 451);
+    assert.equal(refused.decision.reply?.text, 'Unusual sending rate for alice@example.com: try again later');
+    assert.match(predictReason(refused), /^submission: alice@example\.com: \d+ recipients in \d+ min, learned normal 2 ± [\d.]+, bound \d+ → tempfail$/);
+    // Another user with the same history is not affected.
+    await s.learn('bob@example.com');
+    assert.equal((await s.send('bob@example.com', 3)).decision.action, 'accept');
+    assert.match(await s.t.kernel.registry.getSingleMetricAsString('themis_plugin_predict_decisions_total'), /policy="submission",outcome="over"\} [1-9]/);
+    await s.t.close();
+  });
+
+  it('shadow mode decides and logs, and never changes a verdict', async () => {
+    const s = await setup({ action: 'tempfail', shadow: true });
+    await s.learn('alice@example.com');
+    const results = await s.burst('alice@example.com');
+    assert.deepEqual(results.map((r) => r.decision.action), Array(8).fill('accept'));
+    assert.deepEqual(results.flatMap((r) => r.modifications), [], 'no header either');
+    assert.ok(s.notes.some((n) => n?.over && n.shadow), 'the note says it was over, in shadow');
+    assert.ok(results.some((r) => /\(shadow: no action\)$/.test(predictReason(r))));
+    assert.match(await s.t.kernel.registry.getSingleMetricAsString('themis_plugin_predict_decisions_total'), /outcome="over_shadow"\} [1-9]/);
+    await s.t.close();
+  });
+
+  it('tag adds a header; hold quarantines', async () => {
+    const tag = await setup({ action: 'tag' });
+    await tag.learn('alice@example.com');
+    const tagged = (await tag.burst('alice@example.com')).find((r) => r.modifications.length > 0)!;
+    assert.equal(tagged.decision.action, 'accept');
+    assert.match((tagged.modifications[0] as { value: string }).value, /^over; policy=submission; (\d+m=\d+\/\d+(; )?)+$/);
+    await tag.t.close();
+    const hold = await setup({ action: 'hold' });
+    await hold.learn('alice@example.com');
+    const held = (await hold.burst('alice@example.com')).find((r) => r.modifications.some((m) => m.type === 'quarantine'));
+    assert.ok(held, 'a message of the burst is held');
+    await hold.t.close();
+  });
+
+  it('jail hands the subject to ratelimit’s penalty block: refused there afterwards, even at a normal rate', async () => {
+    const s = await setup({ action: 'jail', jail: { minutes: 30 } }, { ratelimit: { windows: '1000/1h', by: 'saslUser' } });
+    await s.learn('alice@example.com');
+    const results = await s.burst('alice@example.com');
+    const jailed = results.find((r) => r.decision.action === 'tempfail')!;
+    assert.match(predictReason(jailed), /→ jail/);
+    s.clock.now += 5 * MINUTE;
+    const after = await s.send('alice@example.com', 1);
+    assert.equal(after.decision.action, 'tempfail');
+    assert.match(after.trace!.entries.find((e) => e.plugin === 'ratelimit' && e.action !== 'continue')!.reason!, /penalty block/);
+    await s.t.close();
+  });
+
+  it('no action before enough history: a brand-new sender’s first burst only teaches', async () => {
+    const s = await setup({ action: 'tempfail' });
+    const results = await s.burst('new@example.com');
+    assert.deepEqual(results.map((r) => r.decision.action), Array(8).fill('accept'));
+    assert.ok(s.notes.every((n) => n?.over === false));
+    await s.t.close();
+  });
+
+  it('themis predict show explains the profile; reset forgets it', async () => {
+    const s = await setup({ action: 'tempfail' });
+    await s.learn('alice@example.com');
+    const out: string[] = [];
+    const err: string[] = [];
+    const policies = [{ name: 'submission', config: (await import('../src/schema.ts')).predictField.parse({ action: 'tempfail' }) }];
+    const options = (await import('../src/schema.ts')).predictOptions.parse({});
+    const ctx = { store: s.store, storeType: 'memory' as const, policies, options, configFile: undefined, readStatus: async () => ({}), out: (x: string) => void out.push(x), err: (x: string) => void err.push(x) };
+    assert.equal(await predictCommand.run(['show', 'Alice@Example.com'], ctx), 0);
+    assert.match(out.join(''), /alice@example\.com in policy submission \(by saslUser, recipients, robust, action tempfail\):/);
+    assert.match(out.join(''), /^\s+5 min: \d+ recipients in 5 min, learned normal [\d.]+ ± [\d.]+, bound \d+$/m);
+    assert.equal(await predictCommand.run(['reset', 'alice@example.com'], ctx), 1, 'reset asks first');
+    assert.equal(await predictCommand.run(['reset', 'alice@example.com', '--yes'], ctx), 0);
+    out.length = 0;
+    await predictCommand.run(['show', 'alice@example.com', '--json'], ctx);
+    assert.equal(JSON.parse(out.join(''))[0].timeframes[0].n, 0, 'forgotten');
+    assert.equal(await predictCommand.run(['nonsense'], ctx), 2);
+    await s.t.close();
+  });
+
+  it('what was learned lives in Redis: a restarted daemon (a new kernel and store client) still knows the sender', { skip: redisAvailable() ? false : 'redis-server not installed' }, async (t) => {
+    const redis = await startRedis();
+    t.after(() => redis.stop());
+    const clock = { now: START };
+    const first = await setup({ action: 'tempfail' }, { store: new RedisStore({ url: redis.url }, { testClock: true }), clock });
+    await first.learn('alice@example.com');
+    await first.t.close();
+    await first.store.close();
+    const second = await setup({ action: 'tempfail' }, { store: new RedisStore({ url: redis.url }, { testClock: true }), clock });
+    const results = await second.burst('alice@example.com');
+    assert.ok(results.some((r) => r.decision.action === 'tempfail'), 'the burst is caught with the history learned before the restart');
+    await second.t.close();
+    await second.store.close();
+  });
+
+  it('bad fields are configuration errors naming the place', async () => {
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { by: 'recipient' } }] }), /predict\.by.*one subject per message/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { timeframes: [5, 1] } }] }), /predict\.timeframes.*ascending/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { floor: { 15: 3 } } }] }), /predict\.floor\["15"\].*no timeframe of 15 minutes/);
+  });
+});

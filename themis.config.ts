@@ -1,7 +1,7 @@
 // The configuration `npm start` runs with, and the documented example.
 // Plugins are loaded by package name, by path relative to this file, or as imported objects; each
 // policy field is owned by the plugin that claims it. The built-in ratelimit, spf, headers and monitor
-// plugins are in plugins/ (predict is being built). As shipped this file loads no
+// plugins are in plugins/, with predict. As shipped this file loads no
 // plugin — its examples are commented — so Themis accepts every message, negotiating no stage at all. `themis config check` validates this file; `themis init`
 // writes a fuller commented starter.
 import { defineConfig } from 'themis';
@@ -18,6 +18,7 @@ export default defineConfig({
     // 'themis-plugin-spf',                           // built in: the `spf` policy field
     // 'themis-plugin-headers',                       // built in: the `headers` policy field
     // 'themis-plugin-monitor',                       // built in: dashboard at /dashboard, /api/*, themis stats
+    // 'themis-plugin-predict',                       // built in: the `predict` policy field (learned rates)
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
@@ -28,6 +29,7 @@ export default defineConfig({
     // Evaluated by ascending priority (ties by name); `match` absent = everything.
     // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
     // { name: 'spf-in', match: { direction: 'inbound' }, spf: { mailFrom: { fail: 'reject' } } },
+    // { name: 'submission', match: { direction: 'outbound' }, predict: { action: 'tempfail', shadow: true } },
     // { name: 'scanned', match: { direction: 'inbound' }, headers: [
     //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
     //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] },

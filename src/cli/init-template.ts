@@ -43,6 +43,7 @@ export default defineConfig({
     // 'themis-plugin-spf',         // the \`spf\` policy field: SPF checks and their verdicts
     // 'themis-plugin-headers',     // the \`headers\` policy field: header rules
     // 'themis-plugin-monitor',     // a dashboard on the status endpoint (/dashboard), /api/*, themis stats
+    // 'themis-plugin-predict',     // the \`predict\` policy field: each sender's learned rate
     // 'themis-plugin-recipient-allowlist',
     // { plugin: './plugins/local.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],

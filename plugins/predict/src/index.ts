@@ -34,7 +34,8 @@ const REPLY = { code: 451, enhanced: '4.7.1', text: 'Unusual sending rate for {s
 /** The store key of a subject's profile: the subject's kind, what is counted, the timeframes and a hash of the value. */
 export function profileKey(prefix: string, c: PredictPolicy, value: string): string {
   const digest = createHash('sha256').update(value).digest('base64url').slice(0, 22);
-  return `${prefix}${c.spec.name}:${c.count}:${c.timeframes.join('-')}:${digest}`;
+  const counted = c.count === 'recipients' && c.maxPerMessage > 0 ? `recipients${c.maxPerMessage}` : c.count;
+  return `${prefix}${c.spec.name}:${counted}:${c.timeframes.join('-')}:${digest}`;
 }
 
 /** The store request that learns from (or, with amount 0 and inspect, reads) a subject's profile. */
@@ -76,7 +77,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
         const c = policy.config;
         const [subject] = subjectValues(c.spec, facts, 'message');
         if (!subject) continue;
-        const req = profileRequest(options, c, subject.value, c.count === 'recipients' ? recipients.length : 1, clock?.());
+        const amount = c.count === 'messages' ? 1 : c.maxPerMessage > 0 ? Math.min(recipients.length, c.maxPerMessage) : recipients.length;
+        const req = profileRequest(options, c, subject.value, amount, clock?.());
         let index = byKey.get(req.key);
         if (index === undefined) {
           byKey.set(req.key, (index = requests.length));

@@ -25,15 +25,21 @@ export const predictField = z
     by: z.union([z.string(), z.array(z.string())]).default('saslUser'),
     /** What is counted: recipients (default) or messages. */
     count: z.enum(['recipients', 'messages']).default('recipients'),
+    /**
+     * Recipients counted per message at most (0: no cap). One message to a whole team is what real
+     * users do; many messages is what a stolen account does: the cap keeps the first from looking like
+     * the second.
+     */
+    maxPerMessage: z.number().int().min(0).default(10),
     /** Window lengths, minutes (default [1, 5, 10]). The learned profile is shared by every policy with the same `by`, `count` and timeframes. */
     timeframes: timeframes.default(DEFAULT_TIMEFRAMES),
-    /** `robust` (median and MAD of the last active buckets; the default) or `ewma` (EW mean and deviation). */
-    estimator: z.enum(['robust', 'ewma']).default('robust'),
-    /** Deviations above the learned center (default 4). */
-    k: z.number().positive().default(4),
+    /** `ewma` (EW mean and deviation; the default: fewer false positives in `npm run eval:predict`) or `robust` (median and MAD of the last active buckets). */
+    estimator: z.enum(['robust', 'ewma']).default('ewma'),
+    /** Deviations above the learned center (default 5). */
+    k: z.number().positive().default(5),
     /** Multiplies every bound: above 1 for lenience, below 1 for strictness (default 1). */
     factor: z.number().positive().default(1),
-    /** Counts at or below which the plugin never acts, per timeframe (default 1 min: 20, 5 min: 40, 10 min: 60; others 10 per minute up to 100, then 100). */
+    /** Counts at or below which the plugin never acts, per timeframe (default 1 min: 15, 5 min: 30, 10 min: 50, 60 min: 90; others 10 per minute, at most 150). */
     floor: perTimeframe.optional(),
     /** Active buckets a timeframe needs before the plugin acts on it (default 10). */
     minHistory: z.number().int().min(1).default(10),
@@ -65,7 +71,7 @@ export const predictField = z
     const floors: Record<number, number> = {};
     for (const t of c.timeframes) {
       const given = typeof c.floor === 'number' ? c.floor : c.floor?.[String(t)];
-      floors[t] = given ?? DEFAULT_FLOORS[t] ?? Math.min(100, 10 * t);
+      floors[t] = given ?? DEFAULT_FLOORS[t] ?? Math.min(150, 10 * t);
     }
     if (c.floor !== undefined && typeof c.floor !== 'number') {
       for (const key of Object.keys(c.floor)) if (!c.timeframes.includes(Number(key))) ctx.issues.push({ code: 'custom', input: c.floor, path: ['floor', key], message: `no timeframe of ${key} minutes (timeframes: ${c.timeframes.join(', ')})` });
@@ -73,7 +79,8 @@ export const predictField = z
     return { ...c, spec, floors };
   });
 
-const DEFAULT_FLOORS: Readonly<Record<number, number>> = { 1: 20, 5: 40, 10: 60 };
+/** Default floors, measured with `npm run eval:predict` (bench/predict/README.md). */
+const DEFAULT_FLOORS: Readonly<Record<number, number>> = { 1: 15, 5: 30, 10: 50, 60: 90 };
 
 /** The `predict` field, validated. */
 export type PredictPolicy = z.output<typeof predictField>;

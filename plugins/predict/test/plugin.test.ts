@@ -119,7 +119,7 @@ describe('predict plugin', () => {
     const options = (await import('../src/schema.ts')).predictOptions.parse({});
     const ctx = { store: s.store, storeType: 'memory' as const, policies, options, configFile: undefined, readStatus: async () => ({}), out: (x: string) => void out.push(x), err: (x: string) => void err.push(x) };
     assert.equal(await predictCommand.run(['show', 'Alice@Example.com'], ctx), 0);
-    assert.match(out.join(''), /alice@example\.com in policy submission \(by saslUser, recipients, robust, action tempfail\):/);
+    assert.match(out.join(''), /alice@example\.com in policy submission \(by saslUser, recipients, ewma, action tempfail\):/);
     assert.match(out.join(''), /^\s+5 min: \d+ recipients in 5 min, learned normal [\d.]+ ± [\d.]+, bound \d+$/m);
     assert.equal(await predictCommand.run(['reset', 'alice@example.com'], ctx), 1, 'reset asks first');
     assert.equal(await predictCommand.run(['reset', 'alice@example.com', '--yes'], ctx), 0);

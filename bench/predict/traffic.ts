@@ -1,0 +1,466 @@
+/**
+ * The traffic simulator of the predict evaluation: authenticated submission traffic of N senders over
+ * D days, seeded and deterministic, with heavy-tailed volumes, diurnal and weekly patterns, sessions,
+ * legitimate bursts, and compromised accounts injected after a learning period.
+ *
+ * Every parameter below was chosen to look like a company's submission traffic, not to help or hurt
+ * any detector; bench/predict/README.md explains each. Events are columnar (typed arrays, sorted by
+ * time) so millions of them stay cheap; {@link eventAt} and {@link events} give the
+ * `{ t, login, recipients, compromise? }` view.
+ * @module
+ */
+import { Rng, subSeed } from './rng.ts';
+
+export const MINUTE = 60_000;
+export const HOUR = 60 * MINUTE;
+export const DAY = 24 * HOUR;
+
+/** Monday 2025-01-06 00:00 UTC: day 0 of the simulation. */
+export const DEFAULT_START = Date.UTC(2025, 0, 6);
+
+/** What an event is: legitimate kinds below 10, compromise kinds from 10 on. */
+export const KIND = {
+  /** An ordinary message. */
+  normal: 0,
+  /** An ordinary message on a busy day (2–4× the sender's usual volume). */
+  busy: 1,
+  /** One message to a whole team (30–80 recipients). */
+  team: 2,
+  /** A newsletter or announcement: one message to 100–500 recipients, or a series to a list. */
+  newsletter: 3,
+  /** Compromise: a burst of many messages with many recipients. */
+  burst: 10,
+  /** Compromise: slow sustained spam. */
+  slow: 11,
+  /** Compromise: slow spam paced to stay under a plausible fixed hourly limit. */
+  paced: 12,
+} as const;
+
+export const KIND_NAMES: Record<number, string> = { 0: 'normal', 1: 'busy day', 2: 'team mailing', 3: 'newsletter', 10: 'burst', 11: 'slow', 12: 'slow paced' };
+
+export type CompromiseKind = 'burst' | 'slow' | 'paced';
+export const COMPROMISE_KINDS: readonly CompromiseKind[] = ['burst', 'slow', 'paced'];
+
+/** Settings of {@link generateTraffic}. */
+export interface TrafficOptions {
+  /** Seed (default 1). */
+  seed?: number;
+  /** Number of senders (default 2,000). */
+  senders?: number;
+  /** Number of days (default 14). */
+  days?: number;
+  /** Share of senders compromised once, after the learning period (default 0.05). */
+  compromiseShare?: number;
+  /** Days without compromises at the start, for learning (default half of the days, rounded down). */
+  learnDays?: number;
+  /** Start of day 0, ms since the epoch (default Monday 2025-01-06 00:00 UTC). */
+  start?: number;
+}
+
+/** A sender's habits, drawn once from the seed. */
+export interface SenderProfile {
+  index: number;
+  login: string;
+  /** `normal` (most people), `heavy` (sales, support: 70+ a day) or `role` (role accounts, 300+ a day). */
+  cls: 'normal' | 'heavy' | 'role';
+  /** Mean messages on a working day. */
+  daily: number;
+  /** Timezone offset, hours east of UTC. */
+  tz: number;
+  /** Local working hours. */
+  workStart: number;
+  workEnd: number;
+  /** A weekend day's volume as a share of a working day's. */
+  weekendShare: number;
+  /** Mean extra recipients (beyond the first) of an ordinary message. */
+  extraRcpt: number;
+  /** Share of ordinary messages that go to a team (10–40 recipients). */
+  teamShare: number;
+  /** Sends newsletters/announcements a few times a month. */
+  announcer: boolean;
+  /** Mean messages per sending session. */
+  sessionMean: number;
+  /** Mean seconds between messages of a session. */
+  gapMean: number;
+}
+
+/** An injected compromise. */
+export interface Compromise {
+  id: number;
+  sender: number;
+  login: string;
+  kind: CompromiseKind;
+  /** Time of the first spam message, ms. */
+  start: number;
+  /** Time of the last spam message, ms. */
+  end: number;
+  /** Spam messages and recipients. */
+  messages: number;
+  recipients: number;
+}
+
+/** The simulated traffic, columnar and sorted by time. */
+export interface Traffic {
+  options: Required<TrafficOptions>;
+  /** Start and end of the simulation, ms. */
+  start: number;
+  end: number;
+  /** End of the learning period (no compromise before it), ms. */
+  learnEnd: number;
+  senders: SenderProfile[];
+  logins: string[];
+  /** Number of events. */
+  n: number;
+  /** Per event: time (ms), sender index, recipients, compromise id (-1: legitimate), kind ({@link KIND}). */
+  t: Float64Array;
+  sender: Int32Array;
+  recipients: Int32Array;
+  compromise: Int32Array;
+  kind: Uint8Array;
+  compromises: Compromise[];
+}
+
+/** One event, as the brief describes it. */
+export interface TrafficEvent {
+  t: number;
+  login: string;
+  recipients: number;
+  compromise?: number;
+}
+
+/** Event i as an object. */
+export function eventAt(tr: Traffic, i: number): TrafficEvent {
+  const e: TrafficEvent = { t: tr.t[i], login: tr.logins[tr.sender[i]], recipients: tr.recipients[i] };
+  if (tr.compromise[i] >= 0) e.compromise = tr.compromise[i];
+  return e;
+}
+
+/** Every event as an object, in time order. */
+export function* events(tr: Traffic): Generator<TrafficEvent> {
+  for (let i = 0; i < tr.n; i++) yield eventAt(tr, i);
+}
+
+/** Growable columns. */
+class Columns {
+  n = 0;
+  t = new Float64Array(1 << 16);
+  sender = new Int32Array(1 << 16);
+  recipients = new Int32Array(1 << 16);
+  compromise = new Int32Array(1 << 16);
+  kind = new Uint8Array(1 << 16);
+
+  push(t: number, sender: number, recipients: number, compromise: number, kind: number): void {
+    if (this.n === this.t.length) this.grow();
+    const i = this.n++;
+    this.t[i] = t;
+    this.sender[i] = sender;
+    this.recipients[i] = recipients;
+    this.compromise[i] = compromise;
+    this.kind[i] = kind;
+  }
+
+  private grow(): void {
+    const size = this.t.length * 2;
+    const g = <T extends Float64Array | Int32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.t = g(this.t, (n) => new Float64Array(n));
+    this.sender = g(this.sender, (n) => new Int32Array(n));
+    this.recipients = g(this.recipients, (n) => new Int32Array(n));
+    this.compromise = g(this.compromise, (n) => new Int32Array(n));
+    this.kind = g(this.kind, (n) => new Uint8Array(n));
+  }
+}
+
+/** Timezones of the senders (hours east of UTC) and their weights: mostly Europe, some Americas and Asia. */
+const TIMEZONES = [0, 1, 2, -5, -8, 5.5, 8];
+const TZ_WEIGHTS = [0.2, 0.4, 0.1, 0.15, 0.05, 0.05, 0.05];
+const BINS = 96; // quarter hours
+
+/** Activity over a local day, per quarter hour, as a cumulative distribution. */
+function dayProfile(p: SenderProfile, weekend: boolean): Float64Array {
+  const w = new Float64Array(BINS);
+  for (let b = 0; b < BINS; b++) {
+    const x = (b + 0.5) / 4;
+    let v: number;
+    if (p.cls === 'role') {
+      // Role accounts (helpdesk, orders, notifications): long days, some automated night traffic.
+      v = x >= 7 && x < 20 ? 1 : x >= 20 && x < 23 ? 0.4 : 0.1;
+    } else if (weekend) {
+      v = x >= 9 && x < 12 ? 0.8 : x >= 12 && x < 18 ? 1 : x >= 18 && x < 22 ? 0.6 : 0.03;
+    } else if (x < p.workStart - 1.5) v = 0.01;
+    else if (x < p.workStart) v = 0.2; // checking mail before work
+    else if (x < p.workEnd) v = x >= 12 && x < 13.5 ? 0.35 : x >= 9.5 && x < 11.5 ? 1.2 : 1; // lunch dip, mid-morning peak
+    else if (x < p.workEnd + 1) v = 0.4;
+    else if (x < 23) v = 0.1;
+    else v = 0.02;
+    w[b] = v;
+  }
+  for (let b = 1; b < BINS; b++) w[b] += w[b - 1];
+  const total = w[BINS - 1];
+  for (let b = 0; b < BINS; b++) w[b] /= total;
+  return w;
+}
+
+/** A time of day (ms from local midnight) drawn from a profile. */
+function sampleTime(rng: Rng, cdf: Float64Array): number {
+  const u = rng.next();
+  let lo = 0;
+  let hi = BINS - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cdf[mid] < u) lo = mid + 1;
+    else hi = mid;
+  }
+  return (lo + rng.next()) * 15 * MINUTE;
+}
+
+function makeSender(seed: number, i: number): SenderProfile {
+  const rng = new Rng(subSeed(seed, 1, i));
+  const r = rng.next();
+  const cls: SenderProfile['cls'] = r < 0.005 ? 'role' : r < 0.155 ? 'heavy' : 'normal';
+  let daily: number;
+  if (cls === 'role') daily = 300 + rng.lognormal(120, 0.8);
+  else if (cls === 'heavy') daily = Math.min(280, rng.pareto(70, 2));
+  else daily = Math.min(80, Math.max(1, rng.lognormal(13, 0.55)));
+  const workStart = Math.min(11, Math.max(6, 8.5 + 0.75 * rng.normal()));
+  const workEnd = Math.min(21, workStart + Math.max(6, 9 + 0.75 * rng.normal()));
+  return {
+    index: i,
+    login: `user${i}@example.com`,
+    cls,
+    daily,
+    tz: TIMEZONES[rng.weighted(TZ_WEIGHTS)],
+    workStart,
+    workEnd,
+    weekendShare: cls === 'role' ? rng.uniform(0.3, 0.7) : rng.chance(0.7) ? rng.uniform(0, 0.1) : rng.uniform(0.1, 0.35),
+    extraRcpt: cls === 'role' ? rng.uniform(0, 0.3) : rng.uniform(0.15, 1.2),
+    // Most people rarely write to a whole team, a few (managers, assistants) often: heavy-tailed across
+    // senders, and lower for heavy senders, whose volume is mostly one-to-one (sales, support).
+    teamShare: cls === 'role' ? rng.uniform(0, 0.002) : cls === 'heavy' ? Math.min(0.03, rng.lognormal(0.002, 1)) : Math.min(0.06, rng.lognormal(0.006, 1)),
+    announcer: rng.chance(0.03),
+    sessionMean: cls === 'role' ? rng.uniform(2, 6) : rng.uniform(1.5, 4),
+    gapMean: rng.uniform(20, 120),
+  };
+}
+
+/** Recipients of a message to a team: 10–40, power-law (Pareto α = 1.5, truncated): small teams far more often than large. */
+function teamSize(rng: Rng): number {
+  // Inverse CDF of the Pareto truncated to [10, 41).
+  const lo = Math.pow(10, -1.5);
+  const hi = Math.pow(41, -1.5);
+  return Math.min(40, Math.floor(Math.pow(lo - rng.next() * (lo - hi), -1 / 1.5)));
+}
+
+/** Probability, per working day, of a busy day (2–4× volume), a team mailing, and (announcers) a newsletter. */
+const P_BUSY = 0.04;
+const P_TEAM_MAILING = 0.01;
+const P_NEWSLETTER = 3 / 21; // about three a month
+
+function senderTraffic(out: Columns, seed: number, p: SenderProfile, start: number, end: number, days: number): void {
+  const rng = new Rng(subSeed(seed, 4, p.index));
+  const weekday = dayProfile(p, false);
+  const weekend = dayProfile(p, true);
+  const push = (t: number, rcpt: number, kind: number) => {
+    if (t >= start && t < end) out.push(Math.floor(t), p.index, rcpt, -1, kind);
+  };
+  // Local days from the one before day 0 to the last: a timezone shifts them against UTC.
+  for (let d = -1; d <= days; d++) {
+    const dayStart = start + d * DAY - p.tz * HOUR;
+    const dow = ((d % 7) + 7) % 7; // day 0 is a Monday
+    const isWeekend = dow >= 5;
+    const cdf = isWeekend ? weekend : weekday;
+    const busy = !isWeekend && rng.chance(P_BUSY);
+    const rate = isWeekend ? p.daily * p.weekendShare * rng.lognormal(1, 0.5) : p.daily * rng.lognormal(1, 0.3) * (busy ? rng.uniform(2, 4) : 1);
+    let remaining = rng.poisson(rate);
+    while (remaining > 0) {
+      const size = Math.min(remaining, 1 + rng.geometric(p.sessionMean - 1));
+      remaining -= size;
+      let t = dayStart + sampleTime(rng, cdf);
+      for (let m = 0; m < size; m++) {
+        if (m > 0) t += 3_000 + rng.exp(p.gapMean * 1000);
+        const rcpt = rng.chance(p.teamShare) ? teamSize(rng) : 1 + Math.min(8, rng.geometric(p.extraRcpt));
+        push(t, rcpt, busy ? KIND.busy : KIND.normal);
+      }
+    }
+    if (!isWeekend && rng.chance(P_TEAM_MAILING)) push(dayStart + sampleTime(rng, weekday), rng.int(30, 80), KIND.team);
+    if (p.announcer && !isWeekend && rng.chance(P_NEWSLETTER)) {
+      let t = dayStart + sampleTime(rng, weekday);
+      if (rng.chance(0.5)) push(t, rng.int(100, 500), KIND.newsletter);
+      else {
+        // A series to a list, split by hand or by the client: 5–20 messages of 20–60 recipients.
+        const m = rng.int(5, 20);
+        for (let k = 0; k < m; k++) {
+          push(t, rng.int(20, 60), KIND.newsletter);
+          t += rng.uniform(10_000, 60_000);
+        }
+      }
+    }
+  }
+}
+
+function injectCompromise(out: Columns, seed: number, id: number, p: SenderProfile, learnEnd: number, end: number): Compromise {
+  const rng = new Rng(subSeed(seed, 3, id));
+  const kind = COMPROMISE_KINDS[rng.weighted([0.5, 0.25, 0.25])];
+  const times: number[] = [];
+  const rcpts: number[] = [];
+  if (kind === 'burst') {
+    // 20–100 messages of 10–50 recipients over 5–60 minutes.
+    const m = rng.int(20, 100);
+    const duration = rng.uniform(5, 60) * MINUTE;
+    const start = rng.uniform(learnEnd, end - duration - MINUTE);
+    times.push(start);
+    for (let k = 1; k < m; k++) times.push(start + rng.next() * duration);
+    times.sort((a, b) => a - b);
+    for (let k = 0; k < m; k++) rcpts.push(rng.int(10, 50));
+  } else {
+    // Hours of one message every 1–5 minutes. Slow: 3–20 recipients each. Paced: 3–8 recipients, spaced
+    // so that the hourly total stays under a plausible fixed limit of 90–180 recipients an hour.
+    const duration = rng.uniform(2, 10) * HOUR;
+    const start = rng.uniform(learnEnd, end - duration - MINUTE);
+    const meanGap = rng.uniform(1, 5);
+    const pace = rng.uniform(90, 180) / 60; // recipients per minute, paced kind
+    let t = start;
+    while (t <= start + duration) {
+      const r = kind === 'slow' ? rng.int(3, 20) : rng.int(3, 8);
+      times.push(t);
+      rcpts.push(r);
+      const gap = kind === 'slow' ? meanGap : Math.max(meanGap, r / pace);
+      t += gap * rng.uniform(0.6, 1.4) * MINUTE;
+    }
+  }
+  const k = kind === 'burst' ? KIND.burst : kind === 'slow' ? KIND.slow : KIND.paced;
+  let recipients = 0;
+  for (let j = 0; j < times.length; j++) {
+    out.push(Math.floor(times[j]), p.index, rcpts[j], id, k);
+    recipients += rcpts[j];
+  }
+  return { id, sender: p.index, login: p.login, kind, start: Math.floor(times[0]), end: Math.floor(times.at(-1)!), messages: times.length, recipients };
+}
+
+/** Generates the traffic for a seed: the same options always give the same events. */
+export function generateTraffic(options: TrafficOptions = {}): Traffic {
+  const o: Required<TrafficOptions> = {
+    seed: options.seed ?? 1,
+    senders: options.senders ?? 2000,
+    days: options.days ?? 14,
+    compromiseShare: options.compromiseShare ?? 0.05,
+    learnDays: options.learnDays ?? Math.floor((options.days ?? 14) / 2),
+    start: options.start ?? DEFAULT_START,
+  };
+  if (o.days < 2 || o.learnDays < 1 || o.learnDays >= o.days) throw new Error(`need days ≥ 2 and 1 ≤ learnDays < days (days ${o.days}, learnDays ${o.learnDays})`);
+  const start = o.start;
+  const end = start + o.days * DAY;
+  const learnEnd = start + o.learnDays * DAY;
+  const senders: SenderProfile[] = [];
+  for (let i = 0; i < o.senders; i++) senders.push(makeSender(o.seed, i));
+  const cols = new Columns();
+  for (const p of senders) senderTraffic(cols, o.seed, p, start, end, o.days);
+
+  // Compromised senders: distinct, uniformly chosen; each compromise starts after the learning period.
+  const pick = new Rng(subSeed(o.seed, 2, 0));
+  const order = Array.from({ length: o.senders }, (_, i) => i);
+  const count = Math.round(o.senders * o.compromiseShare);
+  for (let i = 0; i < count; i++) {
+    const j = i + Math.floor(pick.next() * (o.senders - i));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const compromises: Compromise[] = [];
+  for (let c = 0; c < count; c++) compromises.push(injectCompromise(cols, o.seed, c, senders[order[c]], learnEnd, end));
+
+  // Sort by time (ties: by sender, then by generation order) into fresh columns.
+  const n = cols.n;
+  const idx = new Uint32Array(n);
+  for (let i = 0; i < n; i++) idx[i] = i;
+  const ct = cols.t;
+  const cs = cols.sender;
+  idx.sort((a, b) => ct[a] - ct[b] || cs[a] - cs[b] || a - b);
+  const t = new Float64Array(n);
+  const sender = new Int32Array(n);
+  const recipients = new Int32Array(n);
+  const compromise = new Int32Array(n);
+  const kind = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = idx[i];
+    t[i] = ct[k];
+    sender[i] = cs[k];
+    recipients[i] = cols.recipients[k];
+    compromise[i] = cols.compromise[k];
+    kind[i] = cols.kind[k];
+  }
+  return { options: o, start, end, learnEnd, senders, logins: senders.map((s) => s.login), n, t, sender, recipients, compromise, kind, compromises };
+}
+
+/** What {@link summarize} tells. */
+export interface TrafficSummary {
+  senders: number;
+  days: number;
+  learnDays: number;
+  seed: number;
+  messages: number;
+  recipients: number;
+  legitimate: { messages: number; recipients: number };
+  /** Legitimate messages by recipient count, % (`1`, `2-3`, `4-9`, `10-19`, `20-40`, `41+`). */
+  recipientShare: Record<string, number>;
+  byKind: Record<string, { messages: number; recipients: number }>;
+  classes: Record<string, number>;
+  /** Working-day messages per sender: percentiles of the mean daily volume. */
+  dailyVolume: { p50: number; p90: number; p99: number; max: number };
+  sendersOver100: number;
+  sendersOver300: number;
+  announcers: number;
+  compromises: { total: number; byKind: Record<string, number>; messages: number; recipients: number };
+}
+
+/** Counts of the traffic, for the report. */
+export function summarize(tr: Traffic): TrafficSummary {
+  const byKind: Record<string, { messages: number; recipients: number }> = {};
+  let recipients = 0;
+  let legitM = 0;
+  let legitR = 0;
+  const RCPT_BINS = ['1', '2-3', '4-9', '10-19', '20-40', '41+'];
+  const bins = [0, 0, 0, 0, 0, 0];
+  for (let i = 0; i < tr.n; i++) {
+    const name = KIND_NAMES[tr.kind[i]];
+    const k = (byKind[name] ??= { messages: 0, recipients: 0 });
+    k.messages++;
+    k.recipients += tr.recipients[i];
+    recipients += tr.recipients[i];
+    if (tr.compromise[i] < 0) {
+      legitM++;
+      legitR += tr.recipients[i];
+      const r = tr.recipients[i];
+      bins[r === 1 ? 0 : r <= 3 ? 1 : r <= 9 ? 2 : r <= 19 ? 3 : r <= 40 ? 4 : 5]++;
+    }
+  }
+  const classes: Record<string, number> = {};
+  for (const s of tr.senders) classes[s.cls] = (classes[s.cls] ?? 0) + 1;
+  const daily = tr.senders.map((s) => s.daily).sort((a, b) => a - b);
+  const q = (p: number) => Math.round(daily[Math.min(daily.length - 1, Math.floor(p * daily.length))] ?? 0);
+  const cByKind: Record<string, number> = {};
+  for (const c of tr.compromises) cByKind[c.kind] = (cByKind[c.kind] ?? 0) + 1;
+  return {
+    senders: tr.senders.length,
+    days: tr.options.days,
+    learnDays: tr.options.learnDays,
+    seed: tr.options.seed,
+    messages: tr.n,
+    recipients,
+    legitimate: { messages: legitM, recipients: legitR },
+    recipientShare: Object.fromEntries(RCPT_BINS.map((b, j) => [b, legitM === 0 ? 0 : (100 * bins[j]) / legitM])),
+    byKind,
+    classes,
+    dailyVolume: { p50: q(0.5), p90: q(0.9), p99: q(0.99), max: Math.round(daily.at(-1) ?? 0) },
+    sendersOver100: daily.filter((d) => d >= 100).length,
+    sendersOver300: daily.filter((d) => d >= 300).length,
+    announcers: tr.senders.filter((s) => s.announcer).length,
+    compromises: {
+      total: tr.compromises.length,
+      byKind: cByKind,
+      messages: tr.compromises.reduce((a, c) => a + c.messages, 0),
+      recipients: tr.compromises.reduce((a, c) => a + c.recipients, 0),
+    },
+  };
+}

@@ -26,6 +26,7 @@
  * @module
  */
 import { StoreError } from './errors.ts';
+import { parseStoredList } from './ratelimit.ts';
 import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './store.ts';
 
 /** Length of a bucket's unit, ms: timeframes are counted in whole minutes. */
@@ -92,14 +93,8 @@ function num(text: string): number | undefined {
 
 /** A stored ring, `[start, c0, …]`, or undefined when absent or unreadable (read as the script's `cjson.decode('[' .. text .. ']')`: at least two elements, all numbers). */
 function parseRing(text: string | undefined): number[] | undefined {
-  if (text === undefined) return undefined;
-  let ring: unknown;
-  try {
-    ring = JSON.parse(`[${text}]`);
-  } catch {
-    return undefined;
-  }
-  if (!Array.isArray(ring) || ring.length < 2) return undefined;
+  const ring = parseStoredList(text);
+  if (ring === undefined || ring.length < 2) return undefined;
   for (const x of ring) if (typeof x !== 'number') return undefined;
   return ring as number[];
 }

@@ -195,14 +195,23 @@ const rateRingField = (w: RateWindow): string => `w${w.windowMs}/${w.slots}`;
  * the Lua scripts' `cjson.decode('[' .. text .. ']')` with N + 2 elements, the first a number).
  */
 function parseRing(text: string | undefined, slots: number): number[] | undefined {
+  const ring = parseStoredList(text);
+  return ring !== undefined && ring.length === slots + 2 && typeof ring[0] === 'number' ? (ring as number[]) : undefined;
+}
+
+/**
+ * A comma-separated list as a store script reads it (`cjson.decode('[' .. text .. ']')`), or undefined
+ * when absent or unreadable: the memory store and the Lua scripts must agree on what is corrupt.
+ * @internal
+ */
+export function parseStoredList(text: string | undefined): unknown[] | undefined {
   if (text === undefined) return undefined;
-  let ring: unknown;
   try {
-    ring = JSON.parse(`[${text}]`);
+    const list: unknown = JSON.parse(`[${text}]`);
+    return Array.isArray(list) ? list : undefined;
   } catch {
     return undefined;
   }
-  return Array.isArray(ring) && ring.length === slots + 2 && typeof ring[0] === 'number' ? (ring as number[]) : undefined;
 }
 
 function view(hash: RateHash | undefined, w: RateWindow, overrides: Record<number, number> | undefined, now: number): View {

@@ -249,3 +249,34 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterServer
     throw err;
   }
 }
+
+/**
+ * Runs `fn` against a RedisStore and counts what reached the server: the socket writes the store's
+ * client made (one write = one round trip) and, from INFO commandstats of `raw`, the commands run
+ * (those the scripts run included), as name → calls.
+ */
+export async function countRoundTrips<T>(store: object, raw: { info(section: string): Promise<string> }, fn: () => Promise<T>): Promise<{ result: T; writes: number; commands: Map<string, number> }> {
+  const calls = async () => {
+    const out = new Map<string, number>();
+    for (const m of (await raw.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1], Number(m[2]));
+    return out;
+  };
+  const client = (store as { main: { client: { stream: { write: (...a: unknown[]) => boolean } } } }).main.client;
+  const stream = client.stream;
+  const write = stream.write;
+  let writes = 0;
+  stream.write = function (...a: unknown[]) {
+    writes++;
+    return write.apply(this, a);
+  };
+  const before = await calls();
+  let result: T;
+  try {
+    result = await fn();
+  } finally {
+    stream.write = write;
+  }
+  const after = await calls();
+  const commands = new Map([...after].filter(([name, n]) => name !== 'info' && n !== (before.get(name) ?? 0)).map(([name, n]) => [name, n - (before.get(name) ?? 0)]));
+  return { result, writes, commands };
+}

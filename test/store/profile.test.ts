@@ -9,7 +9,7 @@ import { Cluster, Redis } from 'ioredis';
 import { MemoryStore, RedisStore, StoreError, type ProfileRequest, type ProfileResult, type Store } from '../../src/store/index.ts';
 import { profileCompute, validateProfileRequest } from '../../src/store/profile.ts';
 import { PROFILE_UPDATE_LUA, parseProfileReply, profileUpdateArgs, profileUpdateCall } from '../../src/store/profile-lua.ts';
-import { redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
+import { countRoundTrips, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
 import { assertSameProfile, prng, profileContract, randomProfileConfig } from './contract.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
@@ -170,14 +170,6 @@ function redisMaker(options: () => ConstructorParameters<typeof RedisStore>[0], 
   };
 }
 
-/** INFO commandstats as name → calls. */
-async function commandCalls(raw: Redis): Promise<Map<string, number>> {
-  const info = await raw.info('commandstats');
-  const out = new Map<string, number>();
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1], Number(m[2]));
-  return out;
-}
-
 /** A stored profile hash with every number parsed (Lua writes %.17g, JavaScript the shortest form: the same doubles). */
 const parsed = (hash: Record<string, string>) => Object.fromEntries(Object.entries(hash).map(([f, v]) => [f, v.split(',').map(Number)]));
 
@@ -273,23 +265,8 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
     const s = await make();
     const requests = ['a', 'b', 'c'].map((key) => ({ ...base, key, amount: 1, now: at(0) }));
     await s.profileUpdate(requests); // loads the script (NOSCRIPT → EVAL) on a fresh server
-    const client = (s as unknown as { main: { client: Redis } }).main.client;
-    const stream = (client as unknown as { stream: { write: (...a: unknown[]) => boolean } }).stream;
-    const write = stream.write;
-    let writes = 0;
-    stream.write = function (...a: unknown[]) {
-      writes++;
-      return write.apply(this, a);
-    };
-    const beforeCalls = await commandCalls(raw);
-    try {
-      const results = await s.profileUpdate(requests);
-      assert.deepEqual(results.map((r) => r.timeframes[0].count), [2, 2, 2]);
-    } finally {
-      stream.write = write;
-    }
-    const afterCalls = await commandCalls(raw);
-    const delta = new Map([...afterCalls].filter(([name, calls]) => name !== 'info' && calls !== (beforeCalls.get(name) ?? 0)).map(([name, calls]) => [name, calls - (beforeCalls.get(name) ?? 0)]));
+    const { result: results, writes, commands: delta } = await countRoundTrips(s, raw, () => s.profileUpdate(requests));
+    assert.deepEqual(results.map((r) => r.timeframes[0].count), [2, 2, 2]);
     assert.equal(delta.get('evalsha'), 3);
     const byScripts = new Set(['hmget', 'hset', 'pexpire']);
     assert.deepEqual([...delta.keys()].filter((name) => name !== 'evalsha' && !byScripts.has(name)), []);

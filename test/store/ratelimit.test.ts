@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
 import { MemoryStore, RedisStore, StoreError, rateSlotWidth, type RateRequest, type RateResult, type RateWindow, type Store, type StoreErrorCode } from '../../src/store/index.ts';
-import { redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
+import { countRoundTrips, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
 const skipCluster = skipRedis || (redisCliAvailable() ? false : 'redis-cli not installed');
@@ -535,14 +535,6 @@ function redisHarness(raw: () => Redis | Cluster, options: () => ConstructorPara
   };
 }
 
-/** INFO commandstats as name → calls. */
-async function commandCalls(raw: Redis): Promise<Map<string, number>> {
-  const info = await raw.info('commandstats');
-  const out = new Map<string, number>();
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1], Number(m[2]));
-  return out;
-}
-
 describe('rate limits: RedisStore against redis-server', { skip: skipRedis }, () => {
   let server: RedisServer;
   let raw: Redis;
@@ -568,23 +560,8 @@ describe('rate limits: RedisStore against redis-server', { skip: skipRedis }, ()
     const windows = [{ windowMs: 60_000, slots: 6, limit: 5 }];
     const requests = ['a', 'b', 'c'].map((key) => ({ key, cost: 1, windows }));
     await s.rateLimit(requests); // loads the script on this connection (EVAL once)
-    const client = (s as unknown as { main: { client: Redis } }).main.client;
-    const stream = (client as unknown as { stream: { write: (...a: unknown[]) => boolean } }).stream;
-    const write = stream.write;
-    let writes = 0;
-    stream.write = function (...a: unknown[]) {
-      writes++;
-      return write.apply(this, a);
-    };
-    const before = await commandCalls(raw);
-    try {
-      const results = await s.rateLimit(requests);
-      assert.deepEqual(results.map((r) => r.windows[0].used), [2, 2, 2]);
-    } finally {
-      stream.write = write;
-    }
-    const afterCalls = await commandCalls(raw);
-    const delta = new Map([...afterCalls].filter(([name, calls]) => name !== 'info' && calls !== (before.get(name) ?? 0)).map(([name, calls]) => [name, calls - (before.get(name) ?? 0)]));
+    const { result: results, writes, commands: delta } = await countRoundTrips(s, raw, () => s.rateLimit(requests));
+    assert.deepEqual(results.map((r) => r.windows[0].used), [2, 2, 2]);
     assert.equal(delta.get('evalsha'), 3);
     // commandstats also counts what the scripts call; anything else would have come from the client.
     const byScripts = new Set(['time', 'hmget', 'hset', 'hsetnx', 'pexpire', 'persist']);

@@ -2,24 +2,15 @@
 // run: the Prometheus counters, /api/stats, /api/history and /api/top match it exactly; the status
 // endpoint wants its token; the dashboard's files are served from the package.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { THEMIS_BIN, startThemis } from '../../../test/helpers/themis.ts';
-import { TOKEN, TRAFFIC, get, getJson, send, writeConfig } from './helpers.ts';
+import { THEMIS_BIN } from '../../../test/helpers/themis.ts';
+import { TOKEN, TRAFFIC, get, getJson, send, startMonitored } from './helpers.ts';
 
 describe('monitor in a daemon', () => {
   it('counters, history and top lists match a known traffic run exactly', async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'themis-monitor-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const file = join(dir, 'themis.config.json');
-    writeConfig(file);
-    const themis = await startThemis(['--config', file], {}, { http: true });
-    t.after(() => themis.stop());
-    const http = themis.http!;
+    const { themis, http, file } = await startMonitored(t);
 
     const answers: string[] = [];
     for (const m of TRAFFIC) answers.push(await send(themis.port, m));
@@ -85,13 +76,7 @@ describe('monitor in a daemon', () => {
   });
 
   it('the status endpoint wants its token (header or ?token=), except /healthz; bad queries get 400; the dashboard files are served', async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'themis-monitor-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const file = join(dir, 'themis.config.json');
-    writeConfig(file);
-    const themis = await startThemis(['--config', file], {}, { http: true });
-    t.after(() => themis.stop());
-    const http = themis.http!;
+    const { http } = await startMonitored(t);
     for (const path of ['/api/stats', '/metrics', '/status', '/dashboard']) {
       const r = await get(http, path, null);
       assert.equal(r.status, 401, path);

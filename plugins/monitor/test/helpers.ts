@@ -1,6 +1,9 @@
 // Shared by the monitor's daemon tests: a configuration, a known traffic run through the milter
 // client (as Postfix would send it), and reading the status endpoint with a token.
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startThemis, type ThemisProcess } from '../../../test/helpers/themis.ts';
 import { request } from 'node:http';
 import { MilterClient } from 'themis/milter';
 
@@ -63,4 +66,15 @@ export async function getJson<T = any>(spec: string, path: string): Promise<T> {
   const r = await get(spec, path);
   if (r.status !== 200) throw new Error(`${path} answered ${r.status}: ${r.body}`);
   return JSON.parse(r.body) as T;
+}
+
+/** A daemon with {@link writeConfig}'s configuration and its status endpoint, stopped and cleaned up after the test. */
+export async function startMonitored(t: { after(fn: () => unknown): void }): Promise<{ themis: ThemisProcess; http: string; file: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'themis-monitor-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'themis.config.json');
+  writeConfig(file);
+  const themis = await startThemis(['--config', file], {}, { http: true });
+  t.after(() => themis.stop());
+  return { themis, http: themis.http!, file };
 }

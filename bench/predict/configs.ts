@@ -34,13 +34,18 @@ export function predictConfigs(): DetectorSpec[] {
   ];
 }
 
-/** Exploratory configurations (`--extra`): counting messages instead of recipients; k and factor around the recommended. */
+/**
+ * Exploratory configurations (`--extra`): counting messages instead of recipients; k and factor around
+ * the recommended; and two policies on one subject (messages over 1/5/10 minutes, capped recipients over
+ * 60/240): on 600 senders × 10 days it detected everything but flagged 2.7 % of senders a day.
+ */
 export function extraConfigs(): DetectorSpec[] {
   const c = (id: string, label: string, policy: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { by: 'saslUser', action: 'tag', ...policy } });
   return [
     c('messages', 'count messages (floors 5/10/15/30), 1/5/10/60', { count: 'messages', timeframes: [...TIMEFRAMES, 60], floor: { 1: 5, 5: 10, 10: 15, 60: 30 } }),
     c('recommended-f2', 'recommended with factor 2', { timeframes: [...TIMEFRAMES, 60], factor: 2 }),
     c('recommended-k4', 'recommended with k=4', { timeframes: [...TIMEFRAMES, 60], factor: 1.5, k: 4 }),
+    { id: 'combo2', label: 'messages 1/5/10 (5/10/15) + capped recipients 60/240', source: 'predict', policy: [{ by: 'saslUser', action: 'tag', count: 'messages', timeframes: TIMEFRAMES, floor: { 1: 5, 5: 10, 10: 15 } }, { by: 'saslUser', action: 'tag', timeframes: [60, 240], factor: 1.5 }] },
   ];
 }
 

@@ -18,8 +18,8 @@ export interface DetectorSpec {
   label: string;
   /** `predict`: the real plugin (themis-plugin-predict); `reference`: bench/predict/reference.ts. */
   source: 'predict' | 'reference';
-  /** The policy's `predict` field. */
-  policy: Record<string, unknown>;
+  /** The policy's `predict` field; a list makes one policy per field (a subject is flagged when any is over). */
+  policy: Record<string, unknown> | Record<string, unknown>[];
   /** Plugin options (the clock is added by the runner). */
   options?: Record<string, unknown>;
   /** For a shadow row: the id of the acting configuration it must match exactly. */
@@ -114,7 +114,7 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
   const store = new MemoryStore({ testClock: true });
   const t = await createTestKernel({
     plugins: [{ plugin, options: { ...spec.options, now: () => clock } }, { plugin: observer }],
-    policies: [{ name: 'submission', predict: spec.policy }],
+    policies: Array.isArray(spec.policy) ? spec.policy.map((p, i) => ({ name: `submission${i + 1}`, predict: p })) : [{ name: 'submission', predict: spec.policy }],
     store,
     logger,
   });

@@ -68,13 +68,13 @@ describe('themis policy list', () => {
     assert.deepEqual(rows[4], ['8', 'edge', 'regular', 'yes', 'pool edge', '-', '-']);
   });
 
-  it('--json prints an array of { priority, name, type, enabled, match, stopHere, fields, description }', async () => {
+  it('--json prints an array of { priority, name, type, enabled, match, stopHere, fields, description, source }', async () => {
     const r = await run('list', '--config', FIXTURE, '--json');
     assert.equal(r.code, 0, r.err);
     const list = JSON.parse(r.out) as PolicyListEntry[];
     assert.ok(Array.isArray(list));
     assert.deepEqual(list.map((p) => p.name), ['trusted', 'disabled', 'inbound', 'outbound', 'edge', 'late']);
-    assert.deepEqual(list[0], { priority: 1, name: 'trusted', type: 'bypass', enabled: true, match: { source: ['vip'], destination: ['any'], direction: 'any', pool: null }, stopHere: false, fields: {}, description: null });
+    assert.deepEqual(list[0], { priority: 1, name: 'trusted', type: 'bypass', enabled: true, match: { source: ['vip'], destination: ['any'], direction: 'any', pool: null }, stopHere: false, fields: {}, description: null, source: 'file' });
     assert.deepEqual(list[2].match, { source: ['any'], destination: ['internal'], direction: 'inbound', pool: null });
     assert.equal(list[2].stopHere, true);
     assert.equal(list[1].enabled, false);

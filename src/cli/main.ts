@@ -16,6 +16,10 @@ Commands:
   config resync  make every daemon sharing the store reload its configuration
   policy list    the policies in evaluation order
   policy test    which policies apply to a sender, recipients and client, and why
+  policy add|set|get|delete|history
+                 live policies in the shared store, applied by every daemon at once
+  group …, pool …  live groups and pools (themis group --help)
+  export         the live policies, groups and pools as a themis.config.ts fragment
   plugins        per stage, which plugins run in which order with which priority
   check          send a test message (or a .eml file) to a running Themis or an in-process kernel
   init           write a commented starter themis.config.ts
@@ -53,6 +57,11 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./config-cmd.ts')).statusCommand(rest);
     case 'policy':
       return (await import('./policy.ts')).policyCommand(rest);
+    case 'group':
+    case 'pool':
+      return (await import('./live-cmd.ts')).liveSetCommand(command, rest[0], rest.slice(1));
+    case 'export':
+      return (await import('./live-cmd.ts')).exportCommand(rest);
     case 'init':
       return (await import('./init.ts')).init(rest);
   }

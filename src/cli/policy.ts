@@ -8,15 +8,17 @@ import { isIP } from 'node:net';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { PolicyInput } from '../kernel/kernel.ts';
 import { PolicyMatcher, type MatchFacts, type PolicyExplanation, type PolicySettings } from '../kernel/policy.ts';
-import { envConfigPath } from './env.ts';
+import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
 import { stdio, type CommandIO } from './io.ts';
 
 /** Usage text of `themis policy`. */
 export const POLICY_USAGE = `Usage: themis policy <command> [options]
 
 Commands:
-  list   every policy of the configuration, in evaluation order (themis policy list --help)
-  test   which policies apply to a message, and why the others do not (themis policy test --help)
+  list      every policy (the file's and the live ones), in evaluation order (themis policy list --help)
+  test      which policies apply to a message, and why the others do not (themis policy test --help)
+  add, set, get, delete, history
+            live policies in the store the daemons share (themis policy add --help)
 `;
 
 /** Usage text of `themis policy list`. */
@@ -71,6 +73,8 @@ export interface PolicyListEntry {
   fields: Record<string, unknown>;
   /** Its description, or null. */
   description: string | null;
+  /** `file`, or `live` for a policy kept in the store (`themis policy add`); set by `policy list`. */
+  source?: 'file' | 'live';
 }
 
 /** What `themis policy test --json` prints. */
@@ -104,6 +108,7 @@ export async function policyCommand(args: string[], io: PolicyCommandIO = stdio)
   }
   if (sub === 'list') return list(rest, io);
   if (sub === 'test') return test(rest, io);
+  if (sub === 'add' || sub === 'set' || sub === 'get' || sub === 'delete' || sub === 'history') return (await import('./live-cmd.ts')).livePolicyCommand(sub, rest, io);
   io.err(`${sub === undefined ? 'themis policy: a command is required' : `themis policy: unknown command ${JSON.stringify(sub)}`}\n\n${POLICY_USAGE}`);
   return 2;
 }
@@ -134,6 +139,8 @@ interface Loaded {
   file: string | undefined;
   policies: readonly PolicyInput[];
   settings: PolicySettings;
+  /** Names of the policies that come from the store (live). */
+  live: ReadonlySet<string>;
 }
 
 /** Finds and loads the configuration; undefined after printing a coded error. */
@@ -141,9 +148,26 @@ async function load(command: string, path: string | undefined, io: PolicyCommand
   try {
     const { findConfig, loadConfig } = await import('../config.ts');
     const file = findConfig(path ?? envConfigPath());
-    if (file === undefined) return { file: undefined, policies: [], settings: {} };
+    if (file === undefined) return { file: undefined, policies: [], settings: {}, live: new Set() };
     const config = await loadConfig(file);
-    return { file: config.file, policies: config.policies, settings: config.policySettings };
+    const loaded: Loaded = { file: config.file, policies: config.policies, settings: config.policySettings, live: new Set() };
+    // With a shared store, the live policies apply too: shown as the daemons apply them.
+    const { applyStoreOverrides, createStore } = await import('../store/index.ts');
+    const storeConfig = applyStoreOverrides(config.store, { url: envRedisUrl(), password: envRedisPassword() });
+    if (storeConfig.type === 'memory') return loaded;
+    const { readLive, mergeLive, hasLive } = await import('../live.ts');
+    const store = createStore(storeConfig);
+    try {
+      const live = await readLive(store);
+      if (!hasLive(live)) return loaded;
+      const merged = mergeLive({ policies: config.policies, policySettings: config.policySettings }, live);
+      return { file: config.file, policies: merged.policies ?? [], settings: merged.policySettings ?? {}, live: new Set(Object.keys(live.policies)) };
+    } catch (err) {
+      io.err(`${command}: the store did not answer (${(err as Error).message}); showing the file's policies only\n`);
+      return loaded;
+    } finally {
+      await store.close();
+    }
   } catch (err) {
     io.err(`${command}: ${errorText(err)}\n`);
     return undefined;
@@ -186,7 +210,7 @@ async function list(args: string[], io: PolicyCommandIO): Promise<number> {
     return 1;
   }
   if (values.json) {
-    io.out(`${JSON.stringify(entries, null, 2)}\n`);
+    io.out(`${JSON.stringify(entries.map((e) => ({ ...e, source: loaded.live.has(e.name) ? 'live' : 'file' })), null, 2)}\n`);
     return 0;
   }
   if (loaded.file === undefined) {
@@ -198,7 +222,7 @@ async function list(args: string[], io: PolicyCommandIO): Promise<number> {
     io.out('no policies\n');
     return 0;
   }
-  const rows = entries.map((e) => [String(e.priority), e.name, e.type, e.enabled ? 'yes' : 'no', matchText(e.match), e.stopHere ? 'yes' : '-', Object.keys(e.fields).join(', ') || '-']);
+  const rows = entries.map((e) => [String(e.priority), loaded.live.has(e.name) ? `${e.name} (live)` : e.name, e.type, e.enabled ? 'yes' : 'no', matchText(e.match), e.stopHere ? 'yes' : '-', Object.keys(e.fields).join(', ') || '-']);
   io.out(table(['PRIORITY', 'NAME', 'TYPE', 'ENABLED', 'MATCH', 'STOPHERE', 'FIELDS'], rows));
   return 0;
 }

@@ -240,6 +240,9 @@ async function runServer(ctx: ServerContext): Promise<number> {
     const { RuntimeManager } = await import('../kernel/runtime.ts');
     const { loadConfig, kernelOptionsOf } = await import('../config.ts');
     let first = ctx.config;
+    const { readLive, mergeLive, hasLive } = await import('../live.ts');
+    /** The live policies last read: a store that does not answer at a reload keeps them applying. */
+    let lastLive: Awaited<ReturnType<typeof readLive>> | undefined;
     const restartOnly = (next: LoadedConfig) => {
       const was = ctx.config;
       if (!was) return;
@@ -253,12 +256,20 @@ async function runServer(ctx: ServerContext): Promise<number> {
         const cfg = first ?? (file ? await loadConfig(file) : undefined);
         if (!first && cfg) restartOnly(cfg);
         first = undefined;
-        const kernel = await Kernel.create({ ...kernelOptionsOf(cfg), logger: klog, store, registry: registry! }).catch((err: Error) => {
+        let options = kernelOptionsOf(cfg);
+        try {
+          lastLive = await readLive(store);
+        } catch (err) {
+          logger.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, `live policies could not be read from the store; ${lastLive ? 'the last ones read still apply' : 'only the file applies'}`);
+        }
+        const live = lastLive && hasLive(lastLive) ? lastLive : undefined;
+        if (live) options = mergeLive(options, live);
+        const kernel = await Kernel.create({ ...options, logger: klog, store, registry: registry! }).catch((err: Error) => {
           // Kernel errors name the policy and the place; the file is added here, where it is known.
           if (file && !err.message.includes(file)) err.message = `configuration ${file}: ${err.message}`;
           throw err;
         });
-        return { kernel, info: { file, hash: cfg?.hash ?? 'none', loadedAt: cfg?.loadedAt ?? new Date(), plugins: (cfg?.plugins ?? []).map((p) => p.plugin.name), policies: (cfg?.policies ?? []).length } };
+        return { kernel, info: { file, hash: cfg?.hash ?? 'none', loadedAt: cfg?.loadedAt ?? new Date(), plugins: (cfg?.plugins ?? []).map((p) => p.plugin.name), policies: (options.policies ?? []).length, livePolicies: live ? Object.keys(live.policies).length : 0 } };
       },
     });
     try {

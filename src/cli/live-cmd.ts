@@ -1,0 +1,417 @@
+/**
+ * Live policy management: `themis policy add|set|get|delete|history`, `themis group …`, `themis pool …`
+ * and `themis export`. Changes go to the store that the daemons share; each is validated first exactly
+ * as a daemon would load it (the file's policies, the live ones and the change together, every plugin
+ * field checked by its plugin), recorded in the audit log, and applied at once by every daemon through
+ * the store's resync message (a daemon that missed it catches up by polling the version key).
+ * @module
+ */
+import { createInterface } from 'node:readline/promises';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { LoadedConfig } from '../config.ts';
+import type { PolicyInput } from '../kernel/kernel.ts';
+import type { PoolDefinition } from '../kernel/policy.ts';
+import { LIVE_KEYS, mergeLive, readAudit, readLive, writeLive, type LiveItems, type LiveKind } from '../live.ts';
+import type { Store } from '../store/store.ts';
+import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
+import { stdio, type CommandIO } from './io.ts';
+
+const STORE_FLAGS = `  --config PATH          configuration file (default: found in the working directory; THEMIS_CONFIG)
+  --redis-url URL        the store the daemons share (default: the configuration's; THEMIS_REDIS_URL)
+  --redis-password PW    its password (THEMIS_REDIS_PASSWORD)
+  --json                 print JSON`;
+
+/** Usage of the live policy commands. */
+export const LIVE_POLICY_USAGE = `Usage: themis policy add NAME [policy flags] [--yes]
+       themis policy set NAME [policy flags] [--unset FIELD]...
+       themis policy get NAME [--json]
+       themis policy delete NAME [--yes]
+       themis policy history [NAME] [--limit N] [--json]
+
+Policies kept in the store, beside the configuration file: every daemon sharing the store applies a
+change within a second. A live policy replaces the file's policy of the same name. Every change is
+checked as a daemon would load it (refused with the reason, nothing written) and recorded in the
+audit log (history).
+
+Policy flags:
+  --priority N           evaluation order, lower first (default 5)
+  --source SEL           sender selector: any, a group, !group, @domain, user@domain, IP, CIDR, sasl:LOGIN (repeat for several)
+  --destination SEL      recipient selector (repeat for several)
+  --direction D          inbound, outbound or any
+  --pool NAME            only on the MTAs of this pool
+  --type T               regular or bypass
+  --stop-here            later policies are not evaluated once this one matched
+  --disabled / --enabled
+  --description TEXT
+  --ratelimit WINDOWS    the ratelimit field: windows such as 100/1m,1000/1h
+  --jail-by SUBJECT      ratelimit subject (sender+, saslUser, clientIp, …)
+  --jail-action A        block, hold or monitor
+  --jail DURATION        penalty block after a refusal (e.g. 10m)
+  --count-rcpt           count recipients, not messages
+  --reply TEXT           the refusal's text
+  --field NAME=JSON      any plugin field as JSON (repeat), e.g. --field 'spf={"mailFrom":{"fail":"reject"}}'
+  --yes                  replace a live policy of that name without asking (add), delete without asking
+${STORE_FLAGS}
+`;
+
+/** Usage of `themis group` and `themis pool`. */
+export const LIVE_GROUP_USAGE = `Usage: themis group add NAME MEMBER...      (creates the group, or adds members)
+       themis group remove NAME MEMBER...
+       themis group get NAME | list
+       themis group delete NAME [--yes]
+       themis pool add NAME SERVER... [--fallback-to-global]
+       themis pool remove NAME SERVER...
+       themis pool get NAME | list
+       themis pool delete NAME [--yes]
+
+Members: @domain, user@domain, IP, CIDR, sasl:LOGIN or another group's name. Servers: MTA host names
+as Postfix reports them ({j}). A group or pool that a policy still uses cannot be deleted.
+${STORE_FLAGS}
+`;
+
+/** Usage of `themis export`. */
+export const EXPORT_USAGE = `Usage: themis export [--config PATH] [--redis-url URL] [--redis-password PW]
+
+Prints the live policies, groups and pools as a themis.config.ts fragment (groups, pools, policies),
+so that what was changed live can be committed to the configuration file.
+`;
+
+const COMMON: NonNullable<ParseArgsConfig['options']> = {
+  config: { type: 'string' },
+  'redis-url': { type: 'string' },
+  'redis-password': { type: 'string' },
+  json: { type: 'boolean' },
+  yes: { type: 'boolean', short: 'y' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+const POLICY_FLAGS: NonNullable<ParseArgsConfig['options']> = {
+  priority: { type: 'string' },
+  source: { type: 'string', multiple: true },
+  destination: { type: 'string', multiple: true },
+  direction: { type: 'string' },
+  pool: { type: 'string' },
+  type: { type: 'string' },
+  'stop-here': { type: 'boolean' },
+  disabled: { type: 'boolean' },
+  enabled: { type: 'boolean' },
+  description: { type: 'string' },
+  ratelimit: { type: 'string' },
+  'jail-by': { type: 'string' },
+  'jail-action': { type: 'string' },
+  jail: { type: 'string' },
+  'count-rcpt': { type: 'boolean' },
+  reply: { type: 'string' },
+  field: { type: 'string', multiple: true },
+  unset: { type: 'string', multiple: true },
+  limit: { type: 'string' },
+  'fallback-to-global': { type: 'boolean' },
+};
+
+/** A usage error: exit 2. */
+class UsageError extends Error {}
+
+/** What every live command works on: the configuration, and the store it names. */
+interface Context {
+  config: LoadedConfig;
+  store: Store;
+  values: Record<string, unknown>;
+  positionals: string[];
+  io: CommandIO;
+  command: string;
+}
+
+async function open(name: string, usage: string, args: string[], io: CommandIO): Promise<Context | number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...COMMON, ...POLICY_FLAGS }, allowPositionals: true, strict: true });
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (parsed.values.help) {
+    io.out(usage);
+    return 0;
+  }
+  const { findConfig, loadConfig } = await import('../config.ts');
+  const { applyStoreOverrides, createStore } = await import('../store/index.ts');
+  const file = findConfig((parsed.values.config as string | undefined) ?? envConfigPath());
+  if (!file) {
+    io.err(`themis ${name}: no configuration file found; give one with --config (it names the store the daemons share)\n`);
+    return 1;
+  }
+  let config: LoadedConfig;
+  try {
+    config = await loadConfig(file);
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const storeConfig = applyStoreOverrides(config.store, { url: (parsed.values['redis-url'] as string | undefined) ?? envRedisUrl(), password: (parsed.values['redis-password'] as string | undefined) ?? envRedisPassword() });
+  if (storeConfig.type === 'memory') {
+    io.err(`themis ${name}: the configuration uses the in-memory store, which no daemon shares with this command: live policies need Redis (store: { type: 'redis', url: … }, or --redis-url); edit ${file} instead\n`);
+    return 1;
+  }
+  return { config, store: createStore(storeConfig), values: parsed.values, positionals: parsed.positionals, io, command: `themis ${name} ${args.join(' ')}`.trim() };
+}
+
+/** Runs a live command with its store, closing it afterwards; coded errors exit 1, usage errors 2. */
+async function run(name: string, usage: string, args: string[], io: CommandIO, body: (c: Context) => Promise<number>): Promise<number> {
+  const c = await open(name, usage, args, io);
+  if (typeof c === 'number') return c;
+  try {
+    return await body(c);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`themis ${name}: ${err.message}\n\n${usage}`);
+      return 2;
+    }
+    const code = (err as { code?: string }).code;
+    io.err(`themis ${name}: ${code ? `${code}: ` : ''}${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await c.store.close();
+  }
+}
+
+/** Asks yes/no on a terminal; without one, the answer is no (scripts pass --yes). */
+async function confirm(c: Context, question: string): Promise<boolean> {
+  if (c.values.yes) return true;
+  if (!process.stdin.isTTY) {
+    c.io.err(`${question} — not confirmed: run again with --yes\n`);
+    return false;
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+/**
+ * Checks the whole set as a daemon would load it — the file's policies, the live ones and the change
+ * — by building a kernel (plugins set up, every field validated by its plugin) on an in-memory store.
+ */
+async function validate(c: Context, live: LiveItems): Promise<void> {
+  const { kernelOptionsOf } = await import('../config.ts');
+  const { Kernel } = await import('../kernel/kernel.ts');
+  const kernel = await Kernel.create(mergeLive(kernelOptionsOf(c.config), live));
+  await kernel.shutdown();
+}
+
+/** Validates, writes, records and announces one change. */
+async function change(c: Context, kind: LiveKind, name: string, value: unknown): Promise<number> {
+  const live = await readLive(c.store);
+  const key = kind === 'policy' ? 'policies' : kind === 'group' ? 'groups' : 'pools';
+  const next: LiveItems = { ...live, [key]: { ...live[key] } };
+  if (value === null) delete (next[key] as Record<string, unknown>)[name];
+  else (next[key] as Record<string, unknown>)[name] = value;
+  await validate(c, next);
+  const entry = await writeLive(c.store, kind, name, value, c.command);
+  const { RESYNC } = await import('./start.ts');
+  const version = await c.store.increment(RESYNC.versionKey, 1);
+  await c.store.publish(RESYNC.channel, String(version));
+  if (c.values.json) c.io.out(`${JSON.stringify({ ...entry, version }, null, 2)}\n`);
+  else c.io.out(`${kind} ${name} ${value === null ? 'deleted' : entry.before === null ? 'added' : 'changed'} (change ${entry.seq}); every daemon sharing the store applies it now (resync ${version})\n`);
+  return 0;
+}
+
+const PLUGIN_FIELD = /^([A-Za-z_][\w-]*)=([\s\S]*)$/;
+
+/** Applies the policy flags to a policy (a new one, or a copy of the current one). */
+function applyFlags(policy: PolicyInput, v: Record<string, unknown>): PolicyInput {
+  const p: PolicyInput = structuredClone(policy);
+  const match = { ...(p.match ?? {}) };
+  if (v.priority !== undefined) {
+    const n = Number(v.priority);
+    if (!Number.isFinite(n)) throw new UsageError(`--priority expects a number, not ${JSON.stringify(v.priority)}`);
+    p.priority = n;
+  }
+  if (v.source !== undefined) match.source = (v.source as string[]).length === 1 ? (v.source as string[])[0] : (v.source as string[]);
+  if (v.destination !== undefined) match.destination = (v.destination as string[]).length === 1 ? (v.destination as string[])[0] : (v.destination as string[]);
+  if (v.direction !== undefined) match.direction = v.direction as 'inbound' | 'outbound' | 'any';
+  if (v.pool !== undefined) match.pool = v.pool as string;
+  if (Object.keys(match).length > 0) p.match = match;
+  if (v.type !== undefined) p.type = v.type as 'regular' | 'bypass';
+  if (v['stop-here']) p.stopHere = true;
+  if (v.disabled) p.enabled = false;
+  if (v.enabled) p.enabled = true;
+  if (v.description !== undefined) p.description = v.description;
+  const rl = ['ratelimit', 'jail-by', 'jail-action', 'jail', 'count-rcpt', 'reply'].some((k) => v[k] !== undefined);
+  if (rl) {
+    const r = { ...((p.ratelimit as Record<string, unknown> | undefined) ?? {}) };
+    if (v.ratelimit !== undefined) r.windows = v.ratelimit;
+    if (v['jail-by'] !== undefined) r.by = v['jail-by'];
+    if (v['jail-action'] !== undefined) r.action = v['jail-action'];
+    if (v.jail !== undefined) r.jail = v.jail;
+    if (v['count-rcpt']) r.cost = 'recipient';
+    if (v.reply !== undefined) r.reply = { ...((r.reply as object | undefined) ?? {}), text: v.reply };
+    p.ratelimit = r;
+  }
+  for (const f of (v.field as string[] | undefined) ?? []) {
+    const m = PLUGIN_FIELD.exec(f);
+    if (!m) throw new UsageError(`--field expects NAME=JSON, not ${JSON.stringify(f)}`);
+    try {
+      p[m[1]] = JSON.parse(m[2]);
+    } catch (err) {
+      throw new UsageError(`--field ${m[1]}: ${(err as Error).message}`);
+    }
+  }
+  for (const f of (v.unset as string[] | undefined) ?? []) {
+    if (f === 'name') throw new UsageError('--unset name: a policy keeps its name');
+    delete p[f];
+    if (f === 'source' || f === 'destination' || f === 'direction' || f === 'pool') delete (p.match as Record<string, unknown> | undefined)?.[f];
+  }
+  return p;
+}
+
+function needName(c: Context, what: string): string {
+  const name = c.positionals[1];
+  if (!name) throw new UsageError(`${what} needs a NAME`);
+  return name;
+}
+
+/** `themis policy add|set|get|delete|history`. */
+export async function livePolicyCommand(sub: string, args: string[], io: CommandIO = stdio): Promise<number> {
+  return run('policy', LIVE_POLICY_USAGE, [sub, ...args], io, async (c) => {
+    const live = await readLive(c.store);
+    if (sub === 'history') {
+      const limit = Number(c.values.limit ?? '20');
+      if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit expects a whole number from 1');
+      const entries = await readAudit(c.store, limit, c.positionals[1]);
+      if (c.values.json) c.io.out(`${JSON.stringify(entries, null, 2)}\n`);
+      else if (entries.length === 0) c.io.out('no live change recorded\n');
+      else for (const e of entries) c.io.out(`#${e.seq} ${e.at} ${e.who} ${e.kind} ${e.name}: ${e.before === null ? 'added' : e.after === null ? 'deleted' : 'changed'}\n  ${e.command}\n  before: ${JSON.stringify(e.before)}\n  after:  ${JSON.stringify(e.after)}\n`);
+      return 0;
+    }
+    const name = needName(c, `policy ${sub}`);
+    const inFile = c.config.policies.find((p) => p.name === name);
+    const current = live.policies[name];
+    if (sub === 'get') {
+      const found = current ?? inFile;
+      if (!found) {
+        c.io.err(`themis policy get: no policy ${name} (neither live nor in ${c.config.file})\n`);
+        return 1;
+      }
+      const doc = { source: current ? 'live' : 'file', ...(current && inFile ? { overrides: 'the file’s policy of that name' } : {}), policy: found };
+      c.io.out(c.values.json ? `${JSON.stringify(doc, null, 2)}\n` : `${name} (${doc.source}${current && inFile ? ', replacing the file’s policy of that name' : ''}):\n${JSON.stringify(found, null, 2)}\n`);
+      return 0;
+    }
+    if (sub === 'delete') {
+      if (!current) {
+        c.io.err(`themis policy delete: ${name} is not a live policy${inFile ? ` (it is in ${c.config.file}: edit the file)` : ''}\n`);
+        return 1;
+      }
+      if (!(await confirm(c, `delete live policy ${name}${inFile ? ` (the file’s policy of that name applies again)` : ''}?`))) return 1;
+      return change(c, 'policy', name, null);
+    }
+    if (sub === 'add') {
+      if (current && !(await confirm(c, `live policy ${name} exists: replace it?`))) return 1;
+      return change(c, 'policy', name, applyFlags({ name }, c.values));
+    }
+    // set: change the given fields of the live policy, or of a copy of the file's.
+    const base = current ?? inFile;
+    if (!base) {
+      c.io.err(`themis policy set: no policy ${name}; create it with themis policy add\n`);
+      return 1;
+    }
+    return change(c, 'policy', name, applyFlags(base, c.values));
+  });
+}
+
+/** Policies that name a group (in any selector) or a pool. */
+function usersOf(kind: 'group' | 'pool', name: string, config: LoadedConfig, live: LiveItems): string[] {
+  const policies = mergeLive({ policies: config.policies, policySettings: config.policySettings }, live).policies ?? [];
+  const selectors = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]).map((s) => String(s).replace(/^!/, ''));
+  const users = policies.filter((p) => (kind === 'pool' ? p.match?.pool === name : [...selectors(p.match?.source), ...selectors(p.match?.destination)].includes(name))).map((p) => `policy ${p.name}`);
+  if (kind === 'group') {
+    const groups = { ...config.policySettings.groups, ...live.groups };
+    for (const [g, members] of Object.entries(groups)) if (g !== name && members.map((m) => m.replace(/^!/, '')).includes(name)) users.push(`group ${g}`);
+  }
+  return users;
+}
+
+/** `themis group …` and `themis pool …`. */
+export async function liveSetCommand(kind: 'group' | 'pool', sub: string | undefined, args: string[], io: CommandIO = stdio): Promise<number> {
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    (sub === undefined ? io.err : io.out)(LIVE_GROUP_USAGE);
+    return sub === undefined ? 2 : 0;
+  }
+  return run(kind, LIVE_GROUP_USAGE, [sub, ...args], io, async (c) => {
+    const live = await readLive(c.store);
+    const fromFile = kind === 'group' ? c.config.policySettings.groups ?? {} : c.config.policySettings.pools ?? {};
+    const liveSet = (kind === 'group' ? live.groups : live.pools) as Record<string, unknown>;
+    if (sub === 'list') {
+      const all = { ...fromFile, ...liveSet };
+      const rows = Object.keys(all).sort().map((n) => ({ name: n, source: n in liveSet ? 'live' : 'file', value: all[n] }));
+      if (c.values.json) c.io.out(`${JSON.stringify(rows, null, 2)}\n`);
+      else if (rows.length === 0) c.io.out(`no ${kind}s\n`);
+      else for (const r of rows) c.io.out(`${r.name} (${r.source}): ${kind === 'group' ? (r.value as string[]).join(' ') : `${(r.value as PoolDefinition).servers.join(' ')}${(r.value as PoolDefinition).fallbackToGlobal ? ' (fallback to global)' : ''}`}\n`);
+      return 0;
+    }
+    const name = needName(c, `${kind} ${sub}`);
+    const items = c.positionals.slice(2);
+    const current = liveSet[name] ?? (fromFile as Record<string, unknown>)[name];
+    if (sub === 'get') {
+      if (current === undefined) {
+        c.io.err(`themis ${kind} get: no ${kind} ${name}\n`);
+        return 1;
+      }
+      c.io.out(c.values.json ? `${JSON.stringify({ name, source: name in liveSet ? 'live' : 'file', [kind === 'group' ? 'members' : 'pool']: current }, null, 2)}\n` : `${name} (${name in liveSet ? 'live' : 'file'}): ${JSON.stringify(current)}\n`);
+      return 0;
+    }
+    if (sub === 'delete') {
+      if (!(name in liveSet)) {
+        c.io.err(`themis ${kind} delete: ${name} is not a live ${kind}${name in fromFile ? ` (it is in ${c.config.file}: edit the file)` : ''}\n`);
+        return 1;
+      }
+      const rest: LiveItems = { ...live, [kind === 'group' ? 'groups' : 'pools']: Object.fromEntries(Object.entries(liveSet).filter(([n]) => n !== name)) };
+      const users = name in fromFile ? [] : usersOf(kind, name, c.config, rest);
+      if (users.length > 0) {
+        c.io.err(`themis ${kind} delete: ${name} is still used by ${users.join(', ')}: change those first\n`);
+        return 1;
+      }
+      if (!(await confirm(c, `delete live ${kind} ${name}?`))) return 1;
+      return change(c, kind, name, null);
+    }
+    if (sub !== 'add' && sub !== 'remove') throw new UsageError(`unknown command ${kind} ${sub}`);
+    if (items.length === 0) throw new UsageError(`${kind} ${sub} needs at least one ${kind === 'group' ? 'MEMBER' : 'SERVER'}`);
+    if (kind === 'group') {
+      const members = [...((current as string[] | undefined) ?? [])];
+      for (const m of items) {
+        if (sub === 'add' && !members.includes(m)) members.push(m);
+        if (sub === 'remove' && members.includes(m)) members.splice(members.indexOf(m), 1);
+      }
+      return change(c, 'group', name, members);
+    }
+    const pool: PoolDefinition = structuredClone((current as PoolDefinition | undefined) ?? { servers: [] });
+    for (const s of items) {
+      if (sub === 'add' && !pool.servers.includes(s)) pool.servers.push(s);
+      if (sub === 'remove') pool.servers = pool.servers.filter((x) => x !== s);
+    }
+    if (c.values['fallback-to-global']) pool.fallbackToGlobal = true;
+    return change(c, 'pool', name, pool);
+  });
+}
+
+/** `themis export`. */
+export async function exportCommand(args: string[], io: CommandIO = stdio): Promise<number> {
+  return run('export', EXPORT_USAGE, args, io, async (c) => {
+    const live = await readLive(c.store);
+    const js = (v: unknown) => JSON.stringify(v, null, 2).replace(/\n/g, '\n  ');
+    io.out(`// Live policies exported from the store on ${new Date().toISOString()} (themis export).
+// Merge these keys into themis.config.ts; once the file has them, delete the live copies
+// (themis policy delete NAME, themis group delete NAME, themis pool delete NAME).
+export const live = {
+  groups: ${js(live.groups)},
+  pools: ${js(live.pools)},
+  policies: ${js(Object.values(live.policies))},
+};
+`);
+    return 0;
+  });
+}
+
+/** Keys the live commands write, for tests and `themis config` tooling. */
+export { LIVE_KEYS };

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryStore } from '../src/store/store.ts';
 import { mergeLive, readAudit, readLive, writeLive, hasLive, LIVE_KEYS } from '../src/live.ts';
+import { redact } from '../src/cli/live-cmd.ts';
 
 describe('live policies in the store', () => {
   it('write, read, delete, with an audit entry per change (who, when, command, before, after)', async () => {
@@ -41,5 +42,9 @@ describe('live policies in the store', () => {
     assert.deepEqual(merged.policies, [{ name: 'inbound', priority: 5 }, { name: 'outbound', priority: 1 }, { name: 'extra' }]);
     assert.deepEqual(merged.policySettings, { groups: { internal: ['@b.example'], vip: ['sasl:boss'] }, pools: { edge: { servers: ['mx1'] }, core: { servers: ['mx9'] } }, outboundNetworks: ['10.0.0.0/8'] });
     assert.deepEqual(base.policies.length, 2, 'the file’s list is not changed');
+  });
+
+  it('the audit log never keeps the store’s password (flag or URL)', () => {
+    assert.deepEqual(redact(['add', 'p', '--redis-password', 's3cret', '--redis-password=s3cret', '--redis-url', 'redis://u:s3cret@db:6379', '--redis-url=rediss://:s3cret@db']), ['add', 'p', '--redis-password', '***', '--redis-password=***', '--redis-url', 'redis://***@db:6379', '--redis-url=rediss://***@db']);
   });
 });

@@ -108,6 +108,11 @@ const POLICY_FLAGS: NonNullable<ParseArgsConfig['options']> = {
   'fallback-to-global': { type: 'boolean' },
 };
 
+/** The command line as the audit log keeps it: without the store's password, given as a flag or in a URL. */
+export function redact(args: readonly string[]): string[] {
+  return args.map((a, i) => (args[i - 1] === '--redis-password' ? '***' : a.replace(/^(--redis-password=).*/, '$1***').replace(/^((?:--redis-url=)?rediss?:\/\/)[^@/]*@/, '$1***@')));
+}
+
 /** A usage error: exit 2. */
 class UsageError extends Error {}
 
@@ -152,7 +157,7 @@ async function open(name: string, usage: string, args: string[], io: CommandIO):
     io.err(`themis ${name}: the configuration uses the in-memory store, which no daemon shares with this command: live policies need Redis (store: { type: 'redis', url: … }, or --redis-url); edit ${file} instead\n`);
     return 1;
   }
-  return { config, store: createStore(storeConfig), values: parsed.values, positionals: parsed.positionals, io, command: `themis ${name} ${args.join(' ')}`.trim() };
+  return { config, store: createStore(storeConfig), values: parsed.values, positionals: parsed.positionals, io, command: `themis ${name} ${redact(args).join(' ')}`.trim() };
 }
 
 /** Runs a live command with its store, closing it afterwards; coded errors exit 1, usage errors 2. */

@@ -6,6 +6,8 @@
  */
 import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
 import { stdio, type CommandIO } from './io.ts';
+import type { PolicyInput } from '../kernel/kernel.ts';
+import type { PolicySettings } from '../kernel/policy.ts';
 import { DEFAULT_HTTP, fetchStatus } from './http.ts';
 
 /** Global flags every plugin command accepts (taken out before the plugin sees its arguments). */
@@ -48,6 +50,19 @@ export async function runPluginCommand(name: string, argv: string[], io: Command
   const plugin = entry.plugin;
   const { PolicyMatcher } = await import('../kernel/index.ts');
   const { applyStoreOverrides, createStore } = await import('../store/index.ts');
+  const storeConfig = applyStoreOverrides(config.store, { url: flags['redis-url'] ?? envRedisUrl(), password: flags['redis-password'] ?? envRedisPassword() });
+  const store = createStore(storeConfig);
+  // The policies as the daemons apply them: the file's, with the live ones of a shared store merged in.
+  let all: { policies: readonly PolicyInput[]; settings: PolicySettings } = { policies: config.policies, settings: config.policySettings };
+  if (storeConfig.type !== 'memory') {
+    const { readLive, mergeLive } = await import('../live.ts');
+    try {
+      const merged = mergeLive({ policies: config.policies, policySettings: config.policySettings }, await readLive(store));
+      all = { policies: merged.policies ?? [], settings: merged.policySettings ?? {} };
+    } catch (err) {
+      io.err(`themis ${name}: the store did not answer (${(err as Error).message}); using the file's policies only\n`);
+    }
+  }
   let options: unknown = entry.options;
   const policies: { name: string; config: unknown }[] = [];
   try {
@@ -58,20 +73,19 @@ export async function runPluginCommand(name: string, argv: string[], io: Command
     }
     const field = plugin.claims?.field;
     // Evaluation order, as the daemon applies them.
-    const order = new PolicyMatcher(config.policies, config.policySettings).all.map((p) => p.name);
+    const order = new PolicyMatcher(all.policies, all.settings).all.map((p) => p.name);
     for (const policyName of order) {
-      const policy = config.policies.find((p) => p.name === policyName)!;
+      const policy = all.policies.find((p) => p.name === policyName)!;
       if (!field || policy[field] === undefined) continue;
       const r = plugin.claims!.schema.safeParse(policy[field]);
-      if (!r.success) throw configError(file, zodProblems(r.error, ['policies', config.policies.indexOf(policy), field]));
+      if (!r.success) throw configError(file, zodProblems(r.error, ['policies', all.policies.indexOf(policy), field]));
       policies.push({ name: policy.name, config: r.data });
     }
   } catch (err) {
     io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
+    await store.close();
     return 1;
   }
-  const storeConfig = applyStoreOverrides(config.store, { url: flags['redis-url'] ?? envRedisUrl(), password: flags['redis-password'] ?? envRedisPassword() });
-  const store = createStore(storeConfig);
   // The daemon's status endpoint, found as `themis status` finds it.
   const spec = flags.http ?? process.env.THEMIS_HTTP ?? (config.http === false ? undefined : (config.http ?? DEFAULT_HTTP));
   const token = flags['http-token'] ?? process.env.THEMIS_HTTP_TOKEN ?? config.httpToken;

@@ -5,6 +5,7 @@
  * @module
  */
 import cluster, { type Worker } from 'node:cluster';
+import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -269,7 +270,9 @@ async function runServer(ctx: ServerContext): Promise<number> {
           if (file && !err.message.includes(file)) err.message = `configuration ${file}: ${err.message}`;
           throw err;
         });
-        return { kernel, info: { file, hash: cfg?.hash ?? 'none', loadedAt: cfg?.loadedAt ?? new Date(), plugins: (cfg?.plugins ?? []).map((p) => p.plugin.name), policies: (options.policies ?? []).length, livePolicies: live ? Object.keys(live.policies).length : 0 } };
+        // Live items change what is served without changing the file: the hash says so.
+        const hash = live ? `${cfg?.hash ?? 'none'}+live-${createHash('sha256').update(JSON.stringify(live)).digest('hex').slice(0, 8)}` : (cfg?.hash ?? 'none');
+        return { kernel, info: { file, hash, loadedAt: cfg?.loadedAt ?? new Date(), plugins: (cfg?.plugins ?? []).map((p) => p.plugin.name), policies: (options.policies ?? []).length, livePolicies: live ? Object.keys(live.policies).length : 0 } };
       },
     });
     try {

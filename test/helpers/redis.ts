@@ -280,3 +280,14 @@ export async function countRoundTrips<T>(store: object, raw: { info(section: str
   const commands = new Map([...after].filter(([name, n]) => name !== 'info' && n !== (before.get(name) ?? 0)).map(([name, n]) => [name, n - (before.get(name) ?? 0)]));
   return { result, writes, commands };
 }
+
+/** A plain ioredis Cluster client on a test cluster's nodes (to look at what the stores wrote), once ready. */
+export async function rawCluster(nodes: readonly string[]): Promise<import('ioredis').Cluster> {
+  const { Cluster } = await import('ioredis');
+  const raw = new Cluster(nodes.map((x) => ({ host: '127.0.0.1', port: Number(x.split(':')[1]) })), { clusterRetryStrategy: () => null });
+  await new Promise<void>((resolve, reject) => {
+    raw.once('ready', resolve);
+    raw.once('error', reject);
+  });
+  return raw;
+}

@@ -9,7 +9,7 @@ import { Cluster, Redis } from 'ioredis';
 import { MemoryStore, RedisStore, StoreError, type ProfileRequest, type ProfileResult, type Store } from '../../src/store/index.ts';
 import { profileCompute, validateProfileRequest } from '../../src/store/profile.ts';
 import { PROFILE_UPDATE_LUA, parseProfileReply, profileUpdateArgs, profileUpdateCall } from '../../src/store/profile-lua.ts';
-import { countRoundTrips, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
+import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
 import { assertSameProfile, prng, profileContract, randomProfileConfig } from './contract.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
@@ -307,11 +307,7 @@ describe('profiles: RedisStore on a Redis Cluster (3 masters)', { skip: skipClus
   const make = redisMaker(() => ({ cluster: { nodes: cluster.nodes }, keyPrefix: `pc${++n}:`, commandTimeout: 2000 }), opened);
   before(async () => {
     cluster = await startRedisCluster(3);
-    raw = new Cluster(cluster.nodes.map((x) => ({ host: '127.0.0.1', port: Number(x.split(':')[1]) })), { clusterRetryStrategy: () => null });
-    await new Promise<void>((resolve, reject) => {
-      raw.once('ready', resolve);
-      raw.once('error', reject);
-    });
+    raw = await rawCluster(cluster.nodes);
   });
   after(async () => {
     await Promise.all([...opened].map((s) => s.close()));

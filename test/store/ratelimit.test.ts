@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
 import { MemoryStore, RedisStore, StoreError, rateSlotWidth, type RateRequest, type RateResult, type RateWindow, type Store, type StoreErrorCode } from '../../src/store/index.ts';
-import { countRoundTrips, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
+import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
+import { prng } from './contract.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
 const skipCluster = skipRedis || (redisCliAvailable() ? false : 'redis-cli not installed');
@@ -17,18 +18,6 @@ else if (skipCluster) console.log(`# Redis Cluster rate-limit tests skipped: ${s
 
 const code = (c: StoreErrorCode) => (e: unknown) => e instanceof StoreError && e.code === c;
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)] };
-}
 type Rng = ReturnType<typeof prng>;
 
 const LENGTHS = [1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000];
@@ -646,11 +635,7 @@ describe('rate limits: RedisStore on a Redis Cluster (3 masters)', { skip: skipC
   );
   before(async () => {
     cluster = await startRedisCluster(3);
-    raw = new Cluster(cluster.nodes.map((x) => ({ host: '127.0.0.1', port: Number(x.split(':')[1]) })), { clusterRetryStrategy: () => null });
-    await new Promise<void>((resolve, reject) => {
-      raw.once('ready', resolve);
-      raw.once('error', reject);
-    });
+    raw = await rawCluster(cluster.nodes);
   });
   after(async () => {
     await Promise.all([...h.opened].map((s) => s.close()));

@@ -9,6 +9,7 @@ export * from './kernel.ts';
 export * from '../store/index.ts';
 export * from './loader.ts';
 export * from './policy.ts';
+export * from './networks.ts';
 export * from '../config.ts';
 export * from './runtime.ts';
 export * from './reply-config.ts';

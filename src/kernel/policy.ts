@@ -6,7 +6,7 @@
  * and `+` are valid in addresses, `bypass` with destination `any` still bypasses.
  * @module
  */
-import { BlockList, isIP } from 'node:net';
+import { NetworkList, parseNetwork, type Network } from './networks.ts';
 import { ThemisError } from './errors.ts';
 
 /** A policy as written in the configuration (plugin fields aside). */
@@ -92,7 +92,7 @@ interface CompiledSelector {
   addresses: Set<string>;
   logins: Set<string>;
   anyLogin: boolean;
-  networks: BlockList | undefined;
+  networks: NetworkList | undefined;
 }
 
 /** A compiled policy. */
@@ -365,12 +365,10 @@ function compileSelector(raw: string, groups: Record<string, Selector[]>, where:
       out.addresses.add(m.toLowerCase());
       return;
     }
-    const [addr, prefix] = m.split('/');
-    const family = isIP(addr);
-    if (family !== 0) {
-      const bits = prefix === undefined ? (family === 4 ? 32 : 128) : Number(prefix);
-      if (!Number.isInteger(bits) || bits < 0 || bits > (family === 4 ? 32 : 128)) throw new Error(`${JSON.stringify(member)}: bad prefix length`);
-      (out.networks ??= new BlockList()).addSubnet(addr, bits, family === 4 ? 'ipv4' : 'ipv6');
+    const network = parseNetwork(m);
+    if (network instanceof Error) throw new Error(`${JSON.stringify(member)}: bad prefix length`);
+    if (network !== undefined) {
+      (out.networks ??= new NetworkList()).add(network);
       out.networkTexts.push(m);
       return;
     }
@@ -392,8 +390,7 @@ function compileSelector(raw: string, groups: Record<string, Selector[]>, where:
 }
 
 function selectsIp(s: CompiledSelector, ip: string): boolean {
-  const family = isIP(ip);
-  return s.networks !== undefined && family !== 0 && s.networks.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+  return s.networks !== undefined && s.networks.has(ip);
 }
 
 function selectsAddress(s: CompiledSelector, address: string): boolean {
@@ -442,13 +439,10 @@ function addressVia(s: CompiledSelector, address: string): string | undefined {
 
 /** The network member (as written) that contains the IP. */
 function networkVia(s: CompiledSelector, ip: string): string {
-  const family = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
   for (const text of s.networkTexts) {
-    const [addr, prefix] = text.split('/');
-    const fam = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
-    const one = new BlockList();
-    one.addSubnet(addr, prefix === undefined ? (fam === 'ipv4' ? 32 : 128) : Number(prefix), fam);
-    if (one.check(ip, family)) return text;
+    const one = new NetworkList();
+    one.add(parseNetwork(text) as Network);
+    if (one.has(ip)) return text;
   }
   return ip;
 }

@@ -4,10 +4,9 @@
  * pattern, header name or placeholder is a configuration error whose path names the rule.
  * @module
  */
-import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { RE2JS } from 're2js';
-import { replyConfigSchema } from 'themis';
+import { NetworkList, parseNetwork, replyConfigSchema } from 'themis';
 import { HEADER_NAME } from './encoding.ts';
 import { parseTemplate, type Template } from './template.ts';
 
@@ -134,15 +133,13 @@ function compileMatcher(m: MatcherInput, allowed: readonly (typeof TEST_KEYS)[nu
     case 'present':
       return { describe: m.present ? 'present' : 'absent', presence: true, wanted: m.present, test: () => true };
     case 'cidr': {
-      const list = new BlockList();
+      const list = new NetworkList();
       for (const entry of m.cidr!) {
-        const [addr, bits] = entry.split('/');
-        const family = isIP(addr);
-        const prefix = bits === undefined ? (family === 6 ? 128 : 32) : Number(bits);
-        if (family === 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32)) return { key: 'cidr', problem: `${JSON.stringify(entry)} is not an IP address or CIDR` };
-        list.addSubnet(addr, prefix, family === 6 ? 'ipv6' : 'ipv4');
+        const network = parseNetwork(entry);
+        if (network === undefined || network instanceof Error) return { key: 'cidr', problem: `${JSON.stringify(entry)} is not an IP address or CIDR` };
+        list.add(network);
       }
-      return { describe: `in ${m.cidr!.join(', ')}`, test: (v) => isIP(v) !== 0 && list.check(v, isIP(v) === 6 ? 'ipv6' : 'ipv4') };
+      return { describe: `in ${m.cidr!.join(', ')}`, test: (v) => list.has(v) };
     }
     case 'numeric': {
       const parts = (['gt', 'gte', 'lt', 'lte'] as const).filter((k) => m[k] !== undefined);

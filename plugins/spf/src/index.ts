@@ -6,9 +6,8 @@
  * however many policies enable SPF.
  * @module
  */
-import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
-import { definePlugin, fillTemplate, replyConfigSchema, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis';
+import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchema, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis';
 import { checkSpf, type SpfCheckResult, type SpfResultName, type SpfResolver } from './check.ts';
 import { createResolver } from './resolver.ts';
 
@@ -102,19 +101,15 @@ type Note = SpfNote;
 
 /** Compiled skip lists of one policy, built once per configuration. */
 function skipper(config: SpfPolicy) {
-  const nets = new BlockList();
+  const nets = new NetworkList();
   for (const c of config.skip.clients) {
-    const [addr, bits] = c.split('/');
-    const family = isIP(addr);
-    if (family === 0) continue;
-    const type = family === 6 ? 'ipv6' : 'ipv4';
-    if (bits === undefined) nets.addAddress(addr, type);
-    else nets.addSubnet(addr, Number(bits), type);
+    const network = parseNetwork(c);
+    if (network !== undefined && !(network instanceof Error)) nets.add(network);
   }
   const senders = config.skip.senders.map((s) => s.toLowerCase());
   return (ip: string | undefined, sender: string, authenticated: boolean) => {
     if (authenticated && config.skip.authenticated) return 'authenticated';
-    if (ip && isIP(ip) && nets.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4')) return 'listed client';
+    if (ip && nets.has(ip)) return 'listed client';
     const s = sender.toLowerCase();
     if (senders.some((x) => (x.startsWith('@') ? s.endsWith(x) : s === x))) return 'listed sender';
     return undefined;

@@ -5,9 +5,10 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_HTTP, fetchStatus } from './http.ts';
-import { RESYNC } from './start.ts';
+import { announceResync } from './start.ts';
 import { stdio, type CommandIO } from './io.ts';
-import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
+import { envConfigPath } from './env.ts';
+import { commandStoreConfig } from './store-flags.ts';
 
 export type { CommandIO } from './io.ts';
 
@@ -95,12 +96,12 @@ async function configResync(args: string[], io: CommandIO): Promise<number> {
   const values = parse(args, { config: { type: 'string' }, 'redis-url': { type: 'string' }, 'redis-password': { type: 'string' }, json: { type: 'boolean' } }, io, 'config resync', CONFIG_USAGE);
   if (typeof values === 'number') return values;
   const { findConfig, loadConfig } = await import('../config.ts');
-  const { applyStoreOverrides, createStore } = await import('../store/index.ts');
+  const { createStore } = await import('../store/index.ts');
   const file = findConfig((values.config as string | undefined) ?? envConfigPath());
   let storeConfig;
   try {
     const config = file ? await loadConfig(file) : undefined;
-    storeConfig = applyStoreOverrides(config?.store ?? { type: 'memory' }, { url: (values['redis-url'] as string | undefined) ?? envRedisUrl(), password: (values['redis-password'] as string | undefined) ?? envRedisPassword() });
+    storeConfig = commandStoreConfig(config?.store, { url: values['redis-url'] as string | undefined, password: values['redis-password'] as string | undefined });
   } catch (err) {
     io.err(`themis config resync: ${(err as { code?: string }).code ?? ''} ${(err as Error).message}\n`);
     return 1;
@@ -111,8 +112,7 @@ async function configResync(args: string[], io: CommandIO): Promise<number> {
   }
   const store = createStore(storeConfig);
   try {
-    const version = await store.increment(RESYNC.versionKey, 1);
-    await store.publish(RESYNC.channel, String(version));
+    const version = await announceResync(store);
     if (values.json) io.out(`${JSON.stringify({ resync: true, version })}\n`);
     else io.out(`resync ${version} published: every daemon sharing this store reloads its configuration\n`);
     return 0;

@@ -26,3 +26,4 @@ export function envRedisUrl(env: NodeJS.ProcessEnv = process.env): string | unde
 export function envRedisPassword(env: NodeJS.ProcessEnv = process.env): string | undefined {
   return nonEmpty(env.THEMIS_REDIS_PASSWORD) ?? nonEmpty(env.THEMIS_REDISPASSWD);
 }
+

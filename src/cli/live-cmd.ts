@@ -11,9 +11,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { LoadedConfig } from '../config.ts';
 import type { PolicyInput } from '../kernel/kernel.ts';
 import type { PoolDefinition } from '../kernel/policy.ts';
-import { LIVE_KEYS, mergeLive, readAudit, readLive, writeLive, type LiveItems, type LiveKind } from '../live.ts';
+import { mergeLive, readAudit, readLive, writeLive, type LiveItems, type LiveKind } from '../live.ts';
 import type { Store } from '../store/store.ts';
-import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
+import { envConfigPath } from './env.ts';
+import { commandStoreConfig } from './store-flags.ts';
 import { stdio, type CommandIO } from './io.ts';
 
 const STORE_FLAGS = `  --config PATH          configuration file (default: found in the working directory; THEMIS_CONFIG)
@@ -139,7 +140,7 @@ async function open(name: string, usage: string, args: string[], io: CommandIO):
     return 0;
   }
   const { findConfig, loadConfig } = await import('../config.ts');
-  const { applyStoreOverrides, createStore } = await import('../store/index.ts');
+  const { createStore } = await import('../store/index.ts');
   const file = findConfig((parsed.values.config as string | undefined) ?? envConfigPath());
   if (!file) {
     io.err(`themis ${name}: no configuration file found; give one with --config (it names the store the daemons share)\n`);
@@ -152,7 +153,7 @@ async function open(name: string, usage: string, args: string[], io: CommandIO):
     io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
     return 1;
   }
-  const storeConfig = applyStoreOverrides(config.store, { url: (parsed.values['redis-url'] as string | undefined) ?? envRedisUrl(), password: (parsed.values['redis-password'] as string | undefined) ?? envRedisPassword() });
+  const storeConfig = commandStoreConfig(config.store, { url: parsed.values['redis-url'] as string | undefined, password: parsed.values['redis-password'] as string | undefined });
   if (storeConfig.type === 'memory') {
     io.err(`themis ${name}: the configuration uses the in-memory store, which no daemon shares with this command: live policies need Redis (store: { type: 'redis', url: … }, or --redis-url); edit ${file} instead\n`);
     return 1;
@@ -205,18 +206,16 @@ async function validate(c: Context, live: LiveItems): Promise<void> {
   await kernel.shutdown();
 }
 
-/** Validates, writes, records and announces one change. */
-async function change(c: Context, kind: LiveKind, name: string, value: unknown): Promise<number> {
-  const live = await readLive(c.store);
+/** Validates, writes, records and announces one change to `live` (the live items as just read). */
+async function change(c: Context, live: LiveItems, kind: LiveKind, name: string, value: unknown): Promise<number> {
   const key = kind === 'policy' ? 'policies' : kind === 'group' ? 'groups' : 'pools';
   const next: LiveItems = { ...live, [key]: { ...live[key] } };
   if (value === null) delete (next[key] as Record<string, unknown>)[name];
   else (next[key] as Record<string, unknown>)[name] = value;
   await validate(c, next);
   const entry = await writeLive(c.store, kind, name, value, c.command);
-  const { RESYNC } = await import('./start.ts');
-  const version = await c.store.increment(RESYNC.versionKey, 1);
-  await c.store.publish(RESYNC.channel, String(version));
+  const { announceResync } = await import('./start.ts');
+  const version = await announceResync(c.store);
   if (c.values.json) c.io.out(`${JSON.stringify({ ...entry, version }, null, 2)}\n`);
   else c.io.out(`${kind} ${name} ${value === null ? 'deleted' : entry.before === null ? 'added' : 'changed'} (change ${entry.seq}); every daemon sharing the store applies it now (resync ${version})\n`);
   return 0;
@@ -309,11 +308,11 @@ export async function livePolicyCommand(sub: string, args: string[], io: Command
         return 1;
       }
       if (!(await confirm(c, `delete live policy ${name}${inFile ? ` (the file’s policy of that name applies again)` : ''}?`))) return 1;
-      return change(c, 'policy', name, null);
+      return change(c, live, 'policy', name, null);
     }
     if (sub === 'add') {
       if (current && !(await confirm(c, `live policy ${name} exists: replace it?`))) return 1;
-      return change(c, 'policy', name, applyFlags({ name }, c.values));
+      return change(c, live, 'policy', name, applyFlags({ name }, c.values));
     }
     // set: change the given fields of the live policy, or of a copy of the file's.
     const base = current ?? inFile;
@@ -321,7 +320,7 @@ export async function livePolicyCommand(sub: string, args: string[], io: Command
       c.io.err(`themis policy set: no policy ${name}; create it with themis policy add\n`);
       return 1;
     }
-    return change(c, 'policy', name, applyFlags(base, c.values));
+    return change(c, live, 'policy', name, applyFlags(base, c.values));
   });
 }
 
@@ -378,7 +377,7 @@ export async function liveSetCommand(kind: 'group' | 'pool', sub: string | undef
         return 1;
       }
       if (!(await confirm(c, `delete live ${kind} ${name}?`))) return 1;
-      return change(c, kind, name, null);
+      return change(c, live, kind, name, null);
     }
     if (sub !== 'add' && sub !== 'remove') throw new UsageError(`unknown command ${kind} ${sub}`);
     if (items.length === 0) throw new UsageError(`${kind} ${sub} needs at least one ${kind === 'group' ? 'MEMBER' : 'SERVER'}`);
@@ -388,7 +387,7 @@ export async function liveSetCommand(kind: 'group' | 'pool', sub: string | undef
         if (sub === 'add' && !members.includes(m)) members.push(m);
         if (sub === 'remove' && members.includes(m)) members.splice(members.indexOf(m), 1);
       }
-      return change(c, 'group', name, members);
+      return change(c, live, 'group', name, members);
     }
     const pool: PoolDefinition = structuredClone((current as PoolDefinition | undefined) ?? { servers: [] });
     for (const s of items) {
@@ -396,7 +395,7 @@ export async function liveSetCommand(kind: 'group' | 'pool', sub: string | undef
       if (sub === 'remove') pool.servers = pool.servers.filter((x) => x !== s);
     }
     if (c.values['fallback-to-global']) pool.fallbackToGlobal = true;
-    return change(c, 'pool', name, pool);
+    return change(c, live, 'pool', name, pool);
   });
 }
 
@@ -417,6 +416,3 @@ export const live = {
     return 0;
   });
 }
-
-/** Keys the live commands write, for tests and `themis config` tooling. */
-export { LIVE_KEYS };

@@ -4,7 +4,8 @@
  * configured store and the policies that carry the plugin's field.
  * @module
  */
-import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
+import { envConfigPath } from './env.ts';
+import { commandStoreConfig } from './store-flags.ts';
 import { stdio, type CommandIO } from './io.ts';
 import type { PolicyInput } from '../kernel/kernel.ts';
 import type { PolicySettings } from '../kernel/policy.ts';
@@ -49,8 +50,8 @@ export async function runPluginCommand(name: string, argv: string[], io: Command
   if (!entry) return undefined;
   const plugin = entry.plugin;
   const { PolicyMatcher } = await import('../kernel/index.ts');
-  const { applyStoreOverrides, createStore } = await import('../store/index.ts');
-  const storeConfig = applyStoreOverrides(config.store, { url: flags['redis-url'] ?? envRedisUrl(), password: flags['redis-password'] ?? envRedisPassword() });
+  const { createStore } = await import('../store/index.ts');
+  const storeConfig = commandStoreConfig(config.store, { url: flags['redis-url'], password: flags['redis-password'] });
   const store = createStore(storeConfig);
   // The policies as the daemons apply them: the file's, with the live ones of a shared store merged in.
   let all: { policies: readonly PolicyInput[]; settings: PolicySettings } = { policies: config.policies, settings: config.policySettings };

@@ -8,7 +8,8 @@ import { isIP } from 'node:net';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { PolicyInput } from '../kernel/kernel.ts';
 import { PolicyMatcher, type MatchFacts, type PolicyExplanation, type PolicySettings } from '../kernel/policy.ts';
-import { envConfigPath, envRedisPassword, envRedisUrl } from './env.ts';
+import { envConfigPath } from './env.ts';
+import { commandStoreConfig } from './store-flags.ts';
 import { stdio, type CommandIO } from './io.ts';
 
 /** Usage text of `themis policy`. */
@@ -152,8 +153,8 @@ async function load(command: string, path: string | undefined, io: PolicyCommand
     const config = await loadConfig(file);
     const loaded: Loaded = { file: config.file, policies: config.policies, settings: config.policySettings, live: new Set() };
     // With a shared store, the live policies apply too: shown as the daemons apply them.
-    const { applyStoreOverrides, createStore } = await import('../store/index.ts');
-    const storeConfig = applyStoreOverrides(config.store, { url: envRedisUrl(), password: envRedisPassword() });
+    const { createStore } = await import('../store/index.ts');
+    const storeConfig = commandStoreConfig(config.store);
     if (storeConfig.type === 'memory') return loaded;
     const { readLive, mergeLive, hasLive } = await import('../live.ts');
     const store = createStore(storeConfig);

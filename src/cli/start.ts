@@ -23,6 +23,16 @@ import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
 /** Keys and channel of the store's resync protocol (under the store's key prefix). */
 export const RESYNC = { versionKey: 'config:version', channel: 'config:resync' } as const;
 
+/**
+ * Makes every daemon sharing the store reload: bumps the version (which a daemon that missed the
+ * message finds by polling) and announces it. Resolves with the new version.
+ */
+export async function announceResync(store: Store): Promise<number> {
+  const version = await store.increment(RESYNC.versionKey, 1);
+  await store.publish(RESYNC.channel, String(version));
+  return version;
+}
+
 export const START_USAGE = `Usage: themis start [options]
 
 Runs the milter daemon in the foreground.

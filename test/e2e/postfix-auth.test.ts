@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createMilterServer, type MilterSession } from '../../src/milter/index.ts';
-import { postfixAvailable, postfixUnavailableReason, startPostfix } from '../helpers/postfix.ts';
-import { createSasl, saslUnavailableReason } from '../helpers/sasl.ts';
+import { postfixAvailable, postfixUnavailableReason } from '../helpers/postfix.ts';
+import { saslUnavailableReason, startSaslPostfix } from '../helpers/sasl.ts';
 
 const skip = !postfixAvailable() ? `postfix not available: ${postfixUnavailableReason()}` : saslUnavailableReason() ? `SASL not available: ${saslUnavailableReason()}` : false;
 
@@ -17,11 +17,7 @@ describe('SMTP AUTH through a real Postfix', { skip }, () => {
     });
     await milter.listen('inet:0@127.0.0.1');
     t.after(() => milter.close({ drainTimeout: 500 }));
-    const sasl = createSasl([{ login: 'alice@example.test', password: 'correct horse' }]);
-    t.after(() => sasl.remove());
-    const pf = await startPostfix({ milter: `inet:127.0.0.1:${milter.port}`, milterDefaultAction: 'tempfail', extraMainCf: sasl.mainCf });
-    t.after(() => pf.stop());
-    sasl.installInto(pf.configDir);
+    const pf = await startSaslPostfix(t, `inet:127.0.0.1:${milter.port}`, [{ login: 'alice@example.test', password: 'correct horse' }]);
 
     const authed = await pf.swaks(['--from', 'alice@example.test', '--to', 'rcpt@example.test', '--auth', 'PLAIN', '--auth-user', 'alice@example.test', '--auth-password', 'correct horse']);
     assert.equal(authed.code, 0, authed.stdout);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { postfixAvailable, postfixUnavailableReason, startPostfix } from '../helpers/postfix.ts';
-import { createSasl, saslUnavailableReason } from '../helpers/sasl.ts';
+import { saslUnavailableReason, startSaslPostfix } from '../helpers/sasl.ts';
 import { SmtpConversation } from '../helpers/smtp.ts';
 import { startThemis, type ThemisProcess } from '../helpers/themis.ts';
 
@@ -47,11 +47,7 @@ describe('policies and reload through a real Postfix', { skip }, () => {
     });
     const themis = await startThemis(['--config', file]);
     t.after(() => themis.stop());
-    const sasl = createSasl([{ login: 'alice@example.test', password: 'correct horse' }]);
-    t.after(() => sasl.remove());
-    const pf = await startPostfix({ milter: `inet:127.0.0.1:${themis.port}`, milterDefaultAction: 'tempfail', extraMainCf: sasl.mainCf });
-    t.after(() => pf.stop());
-    sasl.installInto(pf.configDir);
+    const pf = await startSaslPostfix(t, `inet:127.0.0.1:${themis.port}`, [{ login: 'alice@example.test', password: 'correct horse' }]);
 
     const authed = await pf.swaks(['--from', 'alice@example.test', '--to', 'bob@example.net', '--header', 'Subject: outbound', '--auth', 'PLAIN', '--auth-user', 'alice@example.test', '--auth-password', 'correct horse']);
     assert.equal(authed.code, 0, authed.stdout);

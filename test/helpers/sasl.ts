@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { startPostfix, type PostfixInstance } from './postfix.ts';
 
 /** Why SASL cannot be set up here, or undefined when it can. */
 export function saslUnavailableReason(): string | undefined {
@@ -61,4 +62,17 @@ export function createSasl(users: { login: string; password: string }[]): SaslSe
     },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * A test Postfix whose clients can authenticate as `users`, with `milter` as its milter (tempfail
+ * when it cannot be reached); both are removed after the test.
+ */
+export async function startSaslPostfix(t: { after(fn: () => unknown): void }, milter: string, users: { login: string; password: string }[]): Promise<PostfixInstance> {
+  const sasl = createSasl(users);
+  t.after(() => sasl.remove());
+  const pf = await startPostfix({ milter, milterDefaultAction: 'tempfail', extraMainCf: sasl.mainCf });
+  t.after(() => pf.stop());
+  sasl.installInto(pf.configDir);
+  return pf;
 }

@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { RedisStore } from 'themis';
-import { postfixAvailable, postfixUnavailableReason, startPostfix } from '../../../test/helpers/postfix.ts';
+import { postfixAvailable, postfixUnavailableReason } from '../../../test/helpers/postfix.ts';
 import { redisAvailable, startRedis } from '../../../test/helpers/redis.ts';
-import { createSasl, saslUnavailableReason } from '../../../test/helpers/sasl.ts';
+import { saslUnavailableReason, startSaslPostfix } from '../../../test/helpers/sasl.ts';
 import { startThemis } from '../../../test/helpers/themis.ts';
 import { predictField, predictOptions, profileRequest } from '../src/index.ts';
 
@@ -35,11 +35,7 @@ describe('predict through a real Postfix', { skip }, () => {
     writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-predict'], policies: [{ name: 'submission', match: { direction: 'outbound' }, predict: field }] }));
     const themis = await startThemis(['--config', file]);
     t.after(() => themis.stop());
-    const sasl = createSasl([{ login: 'alice@example.test', password: 'correct horse' }]);
-    t.after(() => sasl.remove());
-    const pf = await startPostfix({ milter: `inet:127.0.0.1:${themis.port}`, milterDefaultAction: 'tempfail', extraMainCf: sasl.mainCf });
-    t.after(() => pf.stop());
-    sasl.installInto(pf.configDir);
+    const pf = await startSaslPostfix(t, `inet:127.0.0.1:${themis.port}`, [{ login: 'alice@example.test', password: 'correct horse' }]);
     const auth = ['--auth', 'PLAIN', '--auth-user', 'alice@example.test', '--auth-password', 'correct horse', '--from', 'alice@example.test'];
     const to = (n: number) => ['--to', Array.from({ length: n }, (_, i) => `r${i}@example.test`).join(',')];
 

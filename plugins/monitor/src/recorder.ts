@@ -85,12 +85,6 @@ export class Recorder {
     this.totals.set(field, (this.totals.get(field) ?? 0) + n);
   }
 
-  /** Adds to counters of the current minute. */
-  count(fields: Readonly<Record<string, number>>): void {
-    const m = this.minute();
-    for (const k in fields) this.add(m, k, fields[k]);
-  }
-
   /** Adds to a top-N list of the current hour. */
   rank(kind: TopKind, member: string, by = 1): void {
     const hour = Math.floor(this.now() / 3_600_000);

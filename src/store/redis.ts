@@ -18,6 +18,7 @@ import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type Redi
 import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
 import { StoreError } from './errors.ts';
 import { validateProfileRequest } from './profile.ts';
+import { SEEN_ADD_LUA, parseSeenReply, validateSeenAdd, type SeenAddOptions, type SeenAddResult } from './seen.ts';
 import { PROFILE_SCRIPTS, PROFILE_UPDATE_SCRIPT, parseProfileReply, profileUpdateArgs, profileUpdateCall, type ProfileScripts } from './profile-lua.ts';
 import { validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows } from './ratelimit.ts';
 import {
@@ -208,6 +209,8 @@ interface Scripts {
   themisCounterAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
   /** {@link RANK_ADD_LUA}: keep, the TTL (0: none), the mode, then member, amount, member, amount… */
   themisRankAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
+  /** {@link SEEN_ADD_LUA}: width, keep, the TTL, inspect (1/0), then the members. */
+  themisSeenAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
 }
 
 const INCREMENT_LUA = `local v = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -676,6 +679,7 @@ export class RedisStore implements Store {
     client.defineCommand('themisIncrement', { numberOfKeys: 1, lua: INCREMENT_LUA });
     client.defineCommand('themisCounterAdd', { numberOfKeys: 1, lua: COUNTER_ADD_LUA });
     client.defineCommand('themisRankAdd', { numberOfKeys: 1, lua: RANK_ADD_LUA });
+    client.defineCommand('themisSeenAdd', { numberOfKeys: 1, lua: SEEN_ADD_LUA });
     // Sent as EVALSHA; ioredis sends the script itself (EVAL) the first time on each connection and
     // again after NOSCRIPT (a restarted or failed-over server lost its script cache).
     for (const [name, lua] of Object.entries({ ...RATE_SCRIPTS, ...PROFILE_SCRIPTS })) client.defineCommand(name, { numberOfKeys: 1, lua });
@@ -756,6 +760,14 @@ export class RedisStore implements Store {
     if (limit === 0) return keys.map(() => []);
     const replies = await this.reads('RANKREAD', keys, (c, k) => c.zrevrange(k, 0, limit - 1, 'WITHSCORES'));
     return replies.map(parseRanking);
+  }
+
+  /** {@link SEEN_ADD_LUA}: the lookups, the appends, the trim and the expiry in one script call on the one key (Cluster-safe). */
+  async seenAdd(key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult> {
+    const width = validateSeenAdd(members, options);
+    if (members.length === 0) return { fresh: [], size: 0 };
+    const reply = await this.run('SEENADD', (c) => (c as unknown as Scripts).themisSeenAdd(this.keyPrefix + key, width, options.keep, Math.ceil(options.ttlMs), options.inspect ? 1 : 0, ...members));
+    return parseSeenReply(reply);
   }
 
   async publish(channel: string, message: string): Promise<void> {

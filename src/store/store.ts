@@ -6,6 +6,7 @@
  */
 import { StoreError } from './errors.ts';
 import { profileCompute, profileTtl, validateProfileRequest } from './profile.ts';
+import { seenCompute, validateSeenAdd, type SeenAddOptions, type SeenAddResult } from './seen.ts';
 import { rateAdminHash, rateDecide, rateInspectHash, rateRefundHash, validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows, type RateExpiry, type RateHash } from './ratelimit.ts';
 
 /** One window of a rate limit: at most `limit` units in any `windowMs` interval. */
@@ -254,6 +255,15 @@ export interface Store {
    * whole call; in memory nothing is written then, in Redis the other requests may have been applied.
    */
   profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]>;
+  /**
+   * Remembers `members` in a bounded memory of the most recently seen (one string on one key: see
+   * `seen.ts`) and tells which were new to it, atomically, in one round trip (Redis: one script call,
+   * Cluster-safe). Used to tell a subject's usual correspondents from addresses it never wrote to.
+   * Memory and Redis give the same answers. With no members nothing is read or written (size 0).
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when a member or an option is invalid (nothing is
+   * changed), `THEMIS_ERR_STORE_WRONGTYPE` when the key holds something else than a string.
+   */
+  seenAdd(key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult>;
   /** Keys (without the store's prefix) that start with `prefix`, for admin listings. */
   scanKeys(prefix: string): AsyncIterable<string>;
   /** Releases connections and timers. */
@@ -475,6 +485,19 @@ export class MemoryStore implements Store {
     validateRankLimit(limit);
     const found = keys.map((key) => this.kind(key, Ranking, 'RANKREAD'));
     return found.map((e) => (e ? e.value.top(limit) : []));
+  }
+
+  /** Runs {@link seenCompute} synchronously, so atomically (all arguments checked first). */
+  async seenAdd(key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult> {
+    const width = validateSeenAdd(members, options);
+    if (members.length === 0) return { fresh: [], size: 0 };
+    const e = this.live(key);
+    if (e !== undefined && typeof e.value !== 'string') throw wrongType('SEENADD');
+    const stored = e?.value as string | undefined;
+    if (members.length === 0) return { fresh: [], size: 0 };
+    const { text, result } = seenCompute(stored, members, options.keep, width);
+    if (!options.inspect) this.data.set(key, { value: text, expires: Date.now() + Math.ceil(options.ttlMs) });
+    return result;
   }
 
   async publish(channel: string, message: string): Promise<void> {

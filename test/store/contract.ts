@@ -191,6 +191,44 @@ export function storeContract(make: () => Promise<Store> | Store): void {
     assert.deepEqual(await s.rankRead(['rt:gone', 'rt:kept', 'rt:ext'], 3), [[], [], [['a', 1]]]);
   });
 
+  it('seenAdd: tells which members are new, most recently seen kept, the oldest beyond keep forgotten', async () => {
+    const s = await fresh();
+    const o = { keep: 3, ttlMs: 60_000 };
+    assert.deepEqual(await s.seenAdd('seen:a', ['aa', 'bb', 'aa'], o), { fresh: [true, true, false], size: 2 });
+    assert.deepEqual(await s.seenAdd('seen:a', ['bb', 'cc'], o), { fresh: [false, true], size: 3 });
+    // aa is the least recently seen: dd pushes it out; bb, seen again, stays.
+    assert.deepEqual(await s.seenAdd('seen:a', ['bb', 'dd'], o), { fresh: [false, true], size: 3 });
+    assert.deepEqual(await s.seenAdd('seen:a', ['aa', 'bb', 'cc'], { ...o, inspect: true }), { fresh: [true, false, false], size: 3 });
+    assert.equal(await s.get('seen:a'), 'ccbbdd', 'inspect wrote nothing; the memory is the members, least recent first');
+    // A match across two members does not count: "bd" is in "ccbbdd" but not at a member boundary.
+    assert.deepEqual(await s.seenAdd('seen:a', ['bd'], o), { fresh: [true], size: 3 });
+    assert.deepEqual(await s.seenAdd('seen:a', [], o), { fresh: [], size: 0 });
+    assert.deepEqual(await s.seenAdd('seen:b', ['x'], { keep: 1, ttlMs: 60_000 }), { fresh: [true], size: 1 });
+  });
+
+  it('seenAdd: a memory of another width, or an unreadable one, starts again; bad arguments are refused and change nothing', async () => {
+    const s = await fresh();
+    await s.set('seen:w', 'abcde');
+    assert.deepEqual(await s.seenAdd('seen:w', ['ab', 'cd'], { keep: 10, ttlMs: 60_000 }), { fresh: [true, true], size: 2 });
+    const bad = code('THEMIS_ERR_STORE_ARGUMENT');
+    await assert.rejects(s.seenAdd('seen:w', ['ab', 'abc'], { keep: 10, ttlMs: 1000 }), bad);
+    await assert.rejects(s.seenAdd('seen:w', ['a b'], { keep: 10, ttlMs: 1000 }), bad);
+    await assert.rejects(s.seenAdd('seen:w', ['é'], { keep: 10, ttlMs: 1000 }), bad);
+    await assert.rejects(s.seenAdd('seen:w', ['ab'], { keep: 0, ttlMs: 1000 }), bad);
+    await assert.rejects(s.seenAdd('seen:w', ['ab'], { keep: 10, ttlMs: 0 }), bad);
+    assert.equal(await s.get('seen:w'), 'abcd');
+    await s.counterAdd('cnt:w', { a: 1 });
+    await assert.rejects(s.seenAdd('cnt:w', ['ab'], { keep: 10, ttlMs: 1000 }), code('THEMIS_ERR_STORE_WRONGTYPE'));
+  });
+
+  it('seenAdd sets the expiry on every call that is not an inspection', async () => {
+    const s = await fresh();
+    await s.seenAdd('seen:t', ['aa'], { keep: 5, ttlMs: 150 });
+    await s.seenAdd('seen:t', ['aa'], { keep: 5, ttlMs: 150, inspect: true });
+    await eventually(async () => (await s.get('seen:t')) === undefined, 2000, 'expiry');
+    assert.deepEqual(await s.seenAdd('seen:t', ['aa'], { keep: 5, ttlMs: 60_000 }), { fresh: [true], size: 1 });
+  });
+
   it('counters, rankings and strings are different kinds: using one as another is a WRONGTYPE error; set replaces any', async () => {
     const s = await fresh();
     await s.set('str', 'x');

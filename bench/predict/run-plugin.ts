@@ -57,10 +57,17 @@ export interface RunResult {
 }
 
 /** Builds addresses once: `r<j>@dest.example`. */
-const RCPT_POOL: string[] = [];
-function recipientsFor(n: number): string[] {
-  while (RCPT_POOL.length < n) RCPT_POOL.push(`r${RCPT_POOL.length}@dest.example`);
-  return RCPT_POOL.slice(0, n);
+/**
+ * Event i's recipients as addresses: a colleague is that sender's login (`user<j>@example.com`), an
+ * outside recipient `x<id>@d<id mod 97>.example.net`. Built once per id.
+ */
+function recipientsOf(traffic: Traffic, addresses: (string | undefined)[], i: number): string[] {
+  const out: string[] = [];
+  for (let j = traffic.rcptStart[i]; j < traffic.rcptStart[i + 1]; j++) {
+    const id = traffic.rcptIds[j];
+    out.push((addresses[id] ??= id < traffic.logins.length ? traffic.logins[id] : `x${id}@d${id % 97}.example.net`));
+  }
+  return out;
 }
 
 /**
@@ -119,12 +126,13 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
     logger,
   });
   let acted = 0;
+  const addresses: (string | undefined)[] = [];
   try {
     for (let i = 0; i < traffic.n; i++) {
       clock = traffic.t[i];
       current = i;
       const login = traffic.logins[traffic.sender[i]];
-      const r = await t.message({ from: login, rcpt: recipientsFor(traffic.recipients[i]), auth: login, client: { address: `192.0.2.${1 + (traffic.sender[i] % 254)}` } });
+      const r = await t.message({ from: login, rcpt: recipientsOf(traffic, addresses, i), auth: login, client: { address: `192.0.2.${1 + (traffic.sender[i] % 254)}` } });
       const d = r.decision.action;
       decisions[d] = (decisions[d] ?? 0) + 1;
       if ((d !== 'accept' && d !== 'continue') || r.modifications.length > 0 || r.recipients.some((x) => x.action !== 'continue' && x.action !== 'accept')) acted++;

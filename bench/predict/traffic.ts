@@ -118,6 +118,13 @@ export interface Traffic {
   compromise: Int32Array;
   kind: Uint8Array;
   compromises: Compromise[];
+  /**
+   * Who each message goes to: event i's recipients are `rcptIds[rcptStart[i] … rcptStart[i + 1] − 1]`.
+   * An id below the number of senders is a colleague (that sender's login); above, an outside address.
+   * See {@link assignRecipients}.
+   */
+  rcptStart: Int32Array;
+  rcptIds: Int32Array;
 }
 
 /** One event, as the brief describes it. */
@@ -390,7 +397,132 @@ export function generateTraffic(options: TrafficOptions = {}): Traffic {
     compromise[i] = cols.compromise[k];
     kind[i] = cols.kind[k];
   }
-  return { options: o, start, end, learnEnd, senders, logins: senders.map((s) => s.login), n, t, sender, recipients, compromise, kind, compromises };
+  const { rcptStart, rcptIds } = assignRecipients(o.seed, senders, t, sender, recipients, kind);
+  return { options: o, start, end, learnEnd, senders, logins: senders.map((s) => s.login), n, t, sender, recipients, compromise, kind, compromises, rcptStart, rcptIds };
+}
+
+/** Outside addresses of an announcer's mailing list. */
+const LIST_SIZE = 600;
+/** Colleagues a sender writes to as a team. */
+const TEAM_SIZE = 80;
+
+/** A sender's correspondents as the recipient pass keeps them. */
+interface Correspondents {
+  rng: Rng;
+  /** Share of an ordinary message's recipients that are new to the sender. */
+  pNew: number;
+  /** Past correspondents, the most frequent first. */
+  contacts: number[];
+  /** The team (colleagues' ids) and the announcer's list (outside ids), drawn when first needed. */
+  team?: Int32Array;
+  list?: Int32Array;
+}
+
+/**
+ * Gives every message its recipients, in time order, from a sub-stream of its own (stream 5), so the
+ * times, counts and kinds above are exactly what they were before recipients had identities.
+ *
+ * - **Ordinary mail** goes to past correspondents, the frequent ones more often (rank ⌊len·u²⌋), except
+ *   that each recipient is someone new with the sender's probability `pNew`: lognormal across senders,
+ *   median 10 % for most people, 25 % for heavy senders (sales and support write to new customers all
+ *   the time), 50 % for role accounts; doubled on a busy day. Every sender starts with a past:
+ *   20 + 2 × the daily volume correspondents, half of them colleagues.
+ * - **Team messages** (10 or more recipients) and **team mailings** go to a random part of the sender's
+ *   team of 80 colleagues; 5 % of them are someone new (a new hire, a guest).
+ * - **Newsletters** go to a contiguous run of the announcer's list of 600 outside addresses, from a
+ *   random place (a series continues where the last message stopped); 3 % of them are new subscribers.
+ * - **Spam** goes to outside addresses the account never wrote to. (Phishing the victim's own address
+ *   book is not simulated: the rate signals are what catches it.)
+ */
+function assignRecipients(seed: number, senders: SenderProfile[], t: Float64Array, sender: Int32Array, recipients: Int32Array, kind: Uint8Array): { rcptStart: Int32Array; rcptIds: Int32Array } {
+  const n = t.length;
+  const N = senders.length;
+  let total = 0;
+  for (let i = 0; i < n; i++) total += recipients[i];
+  const rcptStart = new Int32Array(n + 1);
+  const rcptIds = new Int32Array(total);
+  let nextOutside = N;
+  const fresh = () => nextOutside++;
+  const colleague = (rng: Rng, self: number) => (N > 1 ? (self + 1 + Math.floor(rng.next() * (N - 1))) % N : fresh());
+  const state: Correspondents[] = senders.map((p) => {
+    const rng = new Rng(subSeed(seed, 5, p.index));
+    const pNew = p.cls === 'role' ? Math.min(0.9, rng.lognormal(0.5, 0.3)) : p.cls === 'heavy' ? Math.min(0.7, rng.lognormal(0.25, 0.5)) : Math.min(0.5, rng.lognormal(0.1, 0.6));
+    const contacts: number[] = [];
+    const past = Math.round(20 + 2 * p.daily);
+    for (let k = 0; k < past; k++) contacts.push(rng.chance(0.5) ? colleague(rng, p.index) : fresh());
+    return { rng, pNew, contacts };
+  });
+  const lastNewsletter = new Int32Array(N).fill(-1);
+  const listCursor = new Int32Array(N);
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    rcptStart[i] = at;
+    const s = sender[i];
+    const c = state[s];
+    const rng = c.rng;
+    const r = recipients[i];
+    const k = kind[i];
+    const chosen = new Set<number>();
+    const add = (id: number) => {
+      if (chosen.has(id)) id = fresh();
+      chosen.add(id);
+      rcptIds[at++] = id;
+    };
+    if (k >= KIND.burst) {
+      for (let j = 0; j < r; j++) add(fresh());
+    } else if (k === KIND.newsletter) {
+      if (!c.list) {
+        c.list = new Int32Array(LIST_SIZE);
+        for (let j = 0; j < LIST_SIZE; j++) c.list[j] = fresh();
+      }
+      // A message within a minute of the last newsletter continues the series; otherwise a new send.
+      if (lastNewsletter[s] < 0 || t[i] - t[lastNewsletter[s]] > MINUTE) listCursor[s] = Math.floor(rng.next() * LIST_SIZE);
+      lastNewsletter[s] = i;
+      for (let j = 0; j < r; j++) {
+        const slot = (listCursor[s] + j) % LIST_SIZE;
+        if (rng.chance(0.03)) c.list[slot] = fresh();
+        add(c.list[slot]);
+      }
+      listCursor[s] = (listCursor[s] + r) % LIST_SIZE;
+    } else if (r >= 10 || k === KIND.team) {
+      if (!c.team) {
+        c.team = new Int32Array(TEAM_SIZE);
+        for (let j = 0; j < TEAM_SIZE; j++) c.team[j] = colleague(rng, s);
+      }
+      // A random part of the team (a partial shuffle), with the odd newcomer.
+      const members = Array.from(c.team);
+      for (let j = 0; j < r; j++) {
+        if (j < members.length) {
+          const x = j + Math.floor(rng.next() * (members.length - j));
+          [members[j], members[x]] = [members[x], members[j]];
+          if (rng.chance(0.05)) {
+            const id = fresh();
+            c.team[c.team.indexOf(members[j])] = id;
+            add(id);
+          } else add(members[j]);
+        } else add(fresh());
+      }
+    } else {
+      const pNew = k === KIND.busy ? Math.min(0.9, 2 * c.pNew) : c.pNew;
+      for (let j = 0; j < r; j++) {
+        if (c.contacts.length === 0 || rng.chance(pNew)) {
+          const id = fresh();
+          c.contacts.push(id);
+          add(id);
+        } else {
+          // Another frequent correspondent when this one is already on the message (a few tries).
+          let id = -1;
+          for (let tries = 0; tries < 5 && (id < 0 || chosen.has(id)); tries++) {
+            const u = rng.next();
+            id = c.contacts[Math.floor(c.contacts.length * u * u)];
+          }
+          add(id);
+        }
+      }
+    }
+  }
+  rcptStart[n] = at;
+  return { rcptStart, rcptIds };
 }
 
 /** What {@link summarize} tells. */

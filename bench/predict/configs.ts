@@ -12,39 +12,59 @@ export const TIMEFRAMES = [1, 5, 10];
 /** No floor: the learned bound alone decides. */
 const NO_FLOORS = 0;
 
+/** The company's own domain in the simulation: colleagues are `user<i>@example.com`. */
+const INTERNAL = ['example.com'];
+
+/** Timeframes of the new-recipients configurations and of the fixed new-recipient baseline. */
+export const NEW_RECIPIENT_TIMEFRAMES = [...TIMEFRAMES, 60];
+/** The plugin's default recipient memory (`recipientMemory`), which the fixed new-recipient baseline mirrors. */
+export const NEW_RECIPIENT_MEMORY = 1000;
+
+/** The new-recipients field of the recommended configuration. */
+const NEW_RECIPIENTS = { count: 'newRecipients', internalDomains: INTERNAL, timeframes: NEW_RECIPIENT_TIMEFRAMES, factor: 2 };
+/** The rate field of the recommended configuration: a backstop (for spam to known addresses, and slow spam). */
+const RATE_BACKSTOP = { timeframes: [...TIMEFRAMES, 60], factor: 2.5 };
+
 /**
- * The real plugin's configurations: its defaults (EWMA k=5, recipients capped at 10 per message,
- * 1/5/10 minutes, floors 15/30/50), the same in shadow mode (which must flag exactly what its acting
- * twin flags and change no verdict), the robust estimator, no cap, no floors, and the recommended
- * configuration (a 60-minute timeframe and factor 1.5; also with 240 minutes). Every one uses
- * `action: 'tag'` (a header; the message goes through) so the traffic stays the same for all.
+ * The real plugin's configurations: its defaults (recipients, EWMA k=5, capped at 10 per message,
+ * 1/5/10 minutes, floors 15/30/50); recipients over 1/5/10/60 minutes with factor 1.5 (the best rate
+ * configuration); new recipients (outside the company's domain, and every recipient); and the
+ * recommended configuration — new recipients and a recipient-rate backstop, as two policies on the
+ * same subject — also in shadow mode (which must flag exactly what its acting twin flags and change no
+ * verdict). Every one uses `action: 'tag'` (a header; the message goes through) so the traffic stays
+ * the same for all.
  */
 export function predictConfigs(): DetectorSpec[] {
   const base = { by: 'saslUser', timeframes: TIMEFRAMES, action: 'tag' };
-  const c = (id: string, label: string, extra: Record<string, unknown>, twinOf?: string): DetectorSpec => ({ id, label, source: 'predict', policy: { ...base, ...extra }, ...(twinOf ? { twinOf } : {}) });
+  const c = (id: string, label: string, extra: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { ...base, ...extra } });
+  const both = (shadow: boolean) => [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ ...base, ...f, ...(shadow ? { shadow } : {}) }));
   return [
-    c('defaults', 'predict defaults (ewma k=5, cap 10, 1/5/10)', {}),
-    c('defaults-shadow', 'predict defaults, shadow', { shadow: true }, 'defaults'),
-    c('robust', 'defaults with the robust estimator', { estimator: 'robust' }),
-    c('uncapped', 'defaults, recipients not capped per message', { maxPerMessage: 0 }),
-    c('nofloor', 'defaults, no floors', { floor: NO_FLOORS }),
-    c('recommended', 'recommended: defaults + 60 min, factor 1.5', { timeframes: [...TIMEFRAMES, 60], factor: 1.5 }),
-    c('recommended-robust', 'recommended, robust estimator', { timeframes: [...TIMEFRAMES, 60], factor: 1.5, estimator: 'robust' }),
-    c('recommended-240', 'recommended + 240 min (floor 150)', { timeframes: [...TIMEFRAMES, 60, 240], factor: 1.5 }),
+    c('defaults', 'predict defaults (recipients, ewma k=5, cap 10, 1/5/10)', {}),
+    c('rate-60', 'recipients + 60 min, factor 1.5', { timeframes: [...TIMEFRAMES, 60], factor: 1.5 }),
+    c('new-recipients', 'new recipients (outside example.com) 1/5/10/60, factor 2', NEW_RECIPIENTS),
+    c('new-recipients-all', 'new recipients, every domain counted', { ...NEW_RECIPIENTS, internalDomains: [] }),
+    { id: 'recommended', label: 'recommended: new recipients (factor 2) + recipients (factor 2.5)', source: 'predict', policy: both(false) },
+    { id: 'recommended-shadow', label: 'recommended, shadow', source: 'predict', policy: both(true), twinOf: 'recommended' },
   ];
 }
 
 /**
- * Exploratory configurations (`--extra`): counting messages instead of recipients; k and factor around
- * the recommended; and two policies on one subject (messages over 1/5/10 minutes, capped recipients over
- * 60/240): on 600 senders × 10 days it detected everything but flagged 2.7 % of senders a day.
+ * Exploratory configurations (`--extra`): the rate estimators and settings measured before new
+ * recipients were counted (robust, no cap, no floors, 240 minutes, counting messages, k and factor
+ * around the best rate row, two rate policies), and new recipients with factor 1.5.
  */
 export function extraConfigs(): DetectorSpec[] {
-  const c = (id: string, label: string, policy: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { by: 'saslUser', action: 'tag', ...policy } });
+  const c = (id: string, label: string, policy: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { by: 'saslUser', action: 'tag', timeframes: TIMEFRAMES, ...policy } });
   return [
+    c('robust', 'defaults with the robust estimator', { estimator: 'robust' }),
+    c('uncapped', 'defaults, recipients not capped per message', { maxPerMessage: 0 }),
+    c('nofloor', 'defaults, no floors', { floor: NO_FLOORS }),
+    c('rate-60-robust', 'recipients + 60 min, factor 1.5, robust', { timeframes: [...TIMEFRAMES, 60], factor: 1.5, estimator: 'robust' }),
+    c('rate-240', 'recipients + 60 + 240 min (floor 150), factor 1.5', { timeframes: [...TIMEFRAMES, 60, 240], factor: 1.5 }),
     c('messages', 'count messages (floors 5/10/15/30), 1/5/10/60', { count: 'messages', timeframes: [...TIMEFRAMES, 60], floor: { 1: 5, 5: 10, 10: 15, 60: 30 } }),
-    c('recommended-f2', 'recommended with factor 2', { timeframes: [...TIMEFRAMES, 60], factor: 2 }),
-    c('recommended-k4', 'recommended with k=4', { timeframes: [...TIMEFRAMES, 60], factor: 1.5, k: 4 }),
+    c('rate-60-f2', 'recipients + 60 min, factor 2', { timeframes: [...TIMEFRAMES, 60], factor: 2 }),
+    c('rate-60-k4', 'recipients + 60 min, factor 1.5, k=4', { timeframes: [...TIMEFRAMES, 60], factor: 1.5, k: 4 }),
+    c('new-recipients-f1.5', 'new recipients, factor 1.5', { ...NEW_RECIPIENTS, factor: 1.5 }),
     { id: 'combo2', label: 'messages 1/5/10 (5/10/15) + capped recipients 60/240', source: 'predict', policy: [{ by: 'saslUser', action: 'tag', count: 'messages', timeframes: TIMEFRAMES, floor: { 1: 5, 5: 10, 10: 15 } }, { by: 'saslUser', action: 'tag', timeframes: [60, 240], factor: 1.5 }] },
   ];
 }

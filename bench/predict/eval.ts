@@ -18,8 +18,8 @@ import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { createTestKernel } from 'themis/testing';
 import { MemoryStore } from 'themis';
-import { TIMEFRAMES, extraConfigs, loadPlugin, predictConfigs, referenceConfigs } from './configs.ts';
-import { LARGE_MESSAGE, buildIndex, describeLimit, evaluate, fixedFlags, tuneFixedLimits, windowSums, type Evaluation, type FixedLimit } from './metrics.ts';
+import { NEW_RECIPIENT_MEMORY, NEW_RECIPIENT_TIMEFRAMES, TIMEFRAMES, extraConfigs, loadPlugin, predictConfigs, referenceConfigs } from './configs.ts';
+import { LARGE_MESSAGE, buildIndex, describeLimit, evaluate, fixedFlags, newRecipientCounts, tuneFixedLimits, windowSums, type Evaluation, type FixedLimit } from './metrics.ts';
 import type { DetectorNote, DetectorSpec, RunResult } from './run-plugin.ts';
 import { MINUTE, generateTraffic, summarize, type TrafficOptions } from './traffic.ts';
 import type { WorkerReply, WorkerRequest } from './worker.ts';
@@ -46,6 +46,8 @@ interface Row {
 }
 
 interface FixedRow {
+  /** What is limited: recipients (the ratelimit plugin's fixed limits), or new recipients (for comparison). */
+  counts: 'recipients' | 'new recipients';
   target: string;
   targetPct: number;
   limit: FixedLimit;
@@ -215,9 +217,15 @@ async function main(): Promise<number> {
     [`same FP as ${best.spec.id}`, best.ev.fpPerDayPct],
     [`FP ≤ ${TARGET_FP}%/day`, TARGET_FP],
   ] as const) {
-    for (const limit of tuneFixedLimits(ix, TIMEFRAMES, sums, pct)) fixed.push({ target, targetPct: pct, limit, ev: evaluate(ix, fixedFlags(ix, TIMEFRAMES, sums, limit)) });
+    for (const limit of tuneFixedLimits(ix, TIMEFRAMES, sums, pct)) fixed.push({ counts: 'recipients', target, targetPct: pct, limit, ev: evaluate(ix, fixedFlags(ix, TIMEFRAMES, sums, limit)) });
   }
   const bestFixedSame = fixed.filter((f) => f.targetPct === best.ev.fpPerDayPct).reduce((a, b) => (preferred(b.ev, a.ev) ? b : a));
+  // For comparison: one fixed limit on new recipients for everybody, at the same rate — what learning per
+  // sender adds over the signal itself. Not a limit an administrator can set with ratelimit.
+  const freshSums = windowSums(ix, NEW_RECIPIENT_TIMEFRAMES, newRecipientCounts(traffic, NEW_RECIPIENT_MEMORY));
+  for (const limit of tuneFixedLimits(ix, NEW_RECIPIENT_TIMEFRAMES, freshSums, best.ev.fpPerDayPct)) {
+    fixed.push({ counts: 'new recipients', target: `same FP as ${best.spec.id}`, targetPct: best.ev.fpPerDayPct, limit: { ...limit, label: limit.label.replace('fixed', 'fixed new recipients') }, ev: evaluate(ix, fixedFlags(ix, NEW_RECIPIENT_TIMEFRAMES, freshSums, limit)) });
+  }
 
   console.log(`\nResults (TTD: time to detection of the detected compromises, minutes; FP: legitimate senders flagged per day, % of active senders, mean over the ${sum.days - sum.learnDays} evaluated days, and sender-days in total)`);
   // For every row: the best fixed limit tuned to that row's FP rate, for a like-for-like comparison.
@@ -225,7 +233,7 @@ async function main(): Promise<number> {
   const bestFixedAt = (pct: number): FixedRow => {
     let f = fixedAt.get(pct);
     if (!f) {
-      const all = tuneFixedLimits(ix, TIMEFRAMES, sums, pct).map((limit) => ({ target: `${pct}`, targetPct: pct, limit, ev: evaluate(ix, fixedFlags(ix, TIMEFRAMES, sums, limit)) }));
+      const all = tuneFixedLimits(ix, TIMEFRAMES, sums, pct).map((limit) => ({ counts: 'recipients' as const, target: `${pct}`, targetPct: pct, limit, ev: evaluate(ix, fixedFlags(ix, TIMEFRAMES, sums, limit)) }));
       fixedAt.set(pct, (f = all.reduce((a, b) => (preferred(b.ev, a.ev) ? b : a))));
     }
     return f;
@@ -246,6 +254,7 @@ async function main(): Promise<number> {
     body.push([`${f.limit.label} (${describeLimit(f.limit)}) @ ${f.target}${f === bestFixedSame ? ' †' : ''}`, `${f.ev.detectedPct.toFixed(1)} (${f.ev.detected}/${f.ev.compromises})`, fmtMin(f.ev.medianTtd), fmtMin(f.ev.p95Ttd), f.ev.fpPerDayPct.toFixed(3), String(f.ev.fpTotal), '—', '—', '—']);
   console.log(table(header, body));
   console.log(`* best predict configuration (most detected within FP ≤ ${TARGET_FP}%/day, then fastest); † best fixed limit at its FP rate`);
+  console.log(`(fixed new recipients: one limit for everybody on the recipients new to their sender, outside example.com, memory ${NEW_RECIPIENT_MEMORY}; for comparison only, not a ratelimit setting)`);
   if (problem !== undefined) console.log('(reference detector only: the real plugin was not usable)');
 
   console.log('\nDetected by kind (detected/total, median TTD in minutes):');
@@ -259,7 +268,7 @@ async function main(): Promise<number> {
   );
 
   console.log(`\nFalse-positive sender-days of the evaluated days: how many start with one message of more than ${LARGE_MESSAGE} recipients; by what their first flagged message was; by sender class:`);
-  const bestFixedTarget = fixed.filter((f) => f.targetPct === TARGET_FP).reduce((a, b) => (preferred(b.ev, a.ev) ? b : a));
+  const bestFixedTarget = fixed.filter((f) => f.counts === 'recipients' && f.targetPct === TARGET_FP).reduce((a, b) => (preferred(b.ev, a.ev) ? b : a));
   const causes = (ev: Evaluation) => `${ev.fpLargeMessage}/${ev.fpTotal} one large message | ${Object.entries(ev.fpCauses).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'} | ${Object.entries(ev.fpClasses).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ') || '—'}`;
   for (const r of rows) console.log(`  ${r.spec.label}: ${causes(r.ev)}`);
   for (const f of [bestFixedSame, bestFixedTarget]) console.log(`  ${f.limit.label} (${describeLimit(f.limit)}) @ ${f.target}: ${causes(f.ev)}`);
@@ -306,7 +315,7 @@ async function main(): Promise<number> {
       graceMinutes: graceMs / MINUTE,
       best: best.spec.id,
       configurations: rows.map((r) => ({ ...r.spec, evaluation: r.ev, run: { ...r.run, flagged: undefined, flaggedMessages: countFlags(r.run.flagged) } })),
-      fixed: fixed.map((f) => ({ target: f.target, targetPct: f.targetPct, ...f.limit, evaluation: f.ev })),
+      fixed: fixed.map((f) => ({ counts: f.counts, target: f.target, targetPct: f.targetPct, ...f.limit, evaluation: f.ev })),
       shadowChecks,
       targets: checks,
       compromises: traffic.compromises,

@@ -196,8 +196,11 @@ function summarizeEvaluation(traffic: Traffic, per: Evaluation['perCompromise'],
 // ---------------------------------------------------------------------------------------------
 // The fixed-limit baseline.
 
-/** Per event and timeframe: recipients of its sender in the last T minutes, this message included. */
-export function windowSums(ix: EvalIndex, minutes: readonly number[]): Int32Array[] {
+/**
+ * Per event and timeframe: the amounts (default: recipients) of its sender in the last T minutes, this
+ * message included.
+ */
+export function windowSums(ix: EvalIndex, minutes: readonly number[], amounts: Int32Array = ix.traffic.recipients): Int32Array[] {
   const { traffic, offsets, bySender } = ix;
   return minutes.map((m) => {
     const w = new Int32Array(traffic.n);
@@ -207,13 +210,40 @@ export function windowSums(ix: EvalIndex, minutes: readonly number[]): Int32Arra
       let tail = offsets[s];
       for (let k = offsets[s]; k < offsets[s + 1]; k++) {
         const i = bySender[k];
-        sum += traffic.recipients[i];
-        while (traffic.t[bySender[tail]] <= traffic.t[i] - span) sum -= traffic.recipients[bySender[tail++]];
+        sum += amounts[i];
+        while (traffic.t[bySender[tail]] <= traffic.t[i] - span) sum -= amounts[bySender[tail++]];
         w[i] = sum;
       }
     }
     return w;
   });
+}
+
+/**
+ * Per event: its recipients new to the sender — not among the `keep` distinct recipients it wrote to
+ * most recently (the plugin's recipient memory, without the hashing) — leaving out colleagues (the
+ * company's domain, as `internalDomains` does). For the fixed new-recipient baseline.
+ */
+export function newRecipientCounts(traffic: Traffic, keep: number): Int32Array {
+  const out = new Int32Array(traffic.n);
+  const memory: Map<number, true>[] = traffic.senders.map(() => new Map());
+  const colleagues = traffic.senders.length;
+  for (let i = 0; i < traffic.n; i++) {
+    const m = memory[traffic.sender[i]];
+    let fresh = 0;
+    for (let j = traffic.rcptStart[i]; j < traffic.rcptStart[i + 1]; j++) {
+      const id = traffic.rcptIds[j];
+      // Most recent last: a known recipient moves to the end, the oldest beyond keep is forgotten.
+      if (m.delete(id)) m.set(id, true);
+      else {
+        m.set(id, true);
+        if (id >= colleagues) fresh++;
+        if (m.size > keep) m.delete(m.keys().next().value!);
+      }
+    }
+    out[i] = fresh;
+  }
+  return out;
 }
 
 /** A fixed limit: recipients per T minutes, per timeframe (absent: not limited). */

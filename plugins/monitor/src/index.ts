@@ -39,6 +39,8 @@ interface PredictNoteShape {
   over: boolean;
   shadow: boolean;
   policy: string;
+  /** What is counted, in words (`recipients`, `new recipients`); absent from older notes. */
+  unit?: string;
   timeframes: { minutes: number; count: number; bound: number | null }[];
 }
 
@@ -202,7 +204,8 @@ export default definePlugin<unknown, MonitorOptions>({
           const over = predicted.timeframes.filter((t) => t.bound !== null && t.count > t.bound);
           const worst = over.reduce((w, t) => (t.count / t.bound! > w.count / w.bound! ? t : w), over[0] ?? predicted.timeframes[0]);
           const longest = Math.max(...predicted.timeframes.map((t) => t.minutes));
-          const reason = worst ? `${worst.count} in ${worst.minutes} min, bound ${Math.round(worst.bound ?? 0)}` : 'over the learned rate';
+          const unit = typeof predicted.unit === 'string' ? ` ${predicted.unit}` : '';
+          const reason = worst ? `${worst.count}${unit} in ${worst.minutes} min, bound ${Math.round(worst.bound ?? 0)}` : 'over the learned rate';
           // One entry per subject and policy; its latest reason beside it (flagged messages are rare:
           // one small write each is fine).
           const member = [predicted.policy, predicted.subject, predicted.shadow ? '1' : '0'].join(BLOCKED_SEPARATOR);

@@ -44,7 +44,7 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
       ctx.err(`themis predict: ${values.policy ? `no policy ${values.policy} with a predict field` : 'no policy has a predict field'} in ${ctx.configFile ?? 'the configuration'}\n`);
       return 1;
     }
-    const { profileKey, profileRequest, boundSettings } = await import('./index.ts');
+    const { profileKey, profileRequest, boundSettings, recipientMemoryKey, RECIPIENT_HASH_WIDTH, COUNT_WORDS } = await import('./index.ts');
     const value = subject.toLowerCase();
     if (sub === 'reset') {
       if (!values.yes) {
@@ -52,7 +52,12 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
         return 1;
       }
       let removed = 0;
-      for (const p of policies) if (await ctx.store.delete(profileKey(ctx.options.keyPrefix, p.config, value))) removed++;
+      const keys = new Set<string>();
+      for (const p of policies) {
+        keys.add(profileKey(ctx.options.keyPrefix, p.config, value));
+        if (p.config.count === 'newRecipients') keys.add(recipientMemoryKey(ctx.options.keyPrefix, p.config, value));
+      }
+      for (const key of keys) if (await ctx.store.delete(key)) removed++;
       ctx.out(`${value}: ${removed > 0 ? `profile forgotten (${removed} key${removed === 1 ? '' : 's'})` : 'nothing was learned'}\n`);
       return 0;
     }
@@ -60,15 +65,18 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
     for (const p of policies) {
       const [result] = await ctx.store.profileUpdate([profileRequest(ctx.options, p.config, value, 0, undefined, true)]);
       const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
-      report.push({ policy: p.name, subject: value, by: p.config.spec.name, count: p.config.count, estimator: p.config.estimator, action: p.config.shadow ? `${p.config.action} (shadow)` : p.config.action, timeframes });
+      // How many recipients the subject's memory holds (new recipients only).
+      const memory = p.config.count === 'newRecipients' ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;
+      report.push({ policy: p.name, subject: value, by: p.config.spec.name, count: p.config.count, estimator: p.config.estimator, action: p.config.shadow ? `${p.config.action} (shadow)` : p.config.action, ...(memory === undefined ? {} : { rememberedRecipients: memory }), timeframes });
     }
     if (values.json) {
       ctx.out(`${JSON.stringify(report, null, 2)}\n`);
       return 0;
     }
     for (const r of report) {
-      ctx.out(`${r.subject} in policy ${r.policy} (by ${r.by}, ${r.count}, ${r.estimator}, action ${r.action}):\n`);
-      for (const t of r.timeframes) ctx.out(`  ${String(t.minutes).padStart(4)} min: ${explain(t, r.count)}${t.over ? '  — OVER' : ''}\n`);
+      const memory = r.rememberedRecipients === undefined ? '' : `, ${r.rememberedRecipients} recipients remembered`;
+      ctx.out(`${r.subject} in policy ${r.policy} (by ${r.by}, ${COUNT_WORDS[r.count]}, ${r.estimator}, action ${r.action}${memory}):\n`);
+      for (const t of r.timeframes) ctx.out(`  ${String(t.minutes).padStart(4)} min: ${explain(t, COUNT_WORDS[r.count])}${t.over ? '  — OVER' : ''}\n`);
     }
     return 0;
   },

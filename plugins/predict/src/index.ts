@@ -13,7 +13,7 @@ import { predictField, predictOptions, type PredictOptions, type PredictPolicy }
 import { predictCommand } from './commands.ts';
 
 export { decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
-export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions } from './schema.ts';
+export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions, type Prior } from './schema.ts';
 
 /** What the plugin leaves in the message note (`ctx.message.notes.of('predict')`). */
 export interface PredictNote {
@@ -25,18 +25,50 @@ export interface PredictNote {
   shadow: boolean;
   /** The policy that decided (the first over, else the first). */
   policy: string;
+  /** What that policy counts, in words: `recipients`, `messages` or `new recipients`. */
+  unit: string;
   /** Per timeframe: the count now and the bound (null while learning). */
   timeframes: { minutes: number; count: number; bound: number | null; center: number; spread: number }[];
 }
 
 const REPLY = { code: 451, enhanced: '4.7.1', text: 'Unusual sending rate for {subject}: try again later' };
 
+const digestOf = (value: string, length: number) => createHash('sha256').update(value).digest('base64url').slice(0, length);
+
 /** The store key of a subject's profile: the subject's kind, what is counted, the timeframes and a hash of the value. */
 export function profileKey(prefix: string, c: PredictPolicy, value: string): string {
-  const digest = createHash('sha256').update(value).digest('base64url').slice(0, 22);
-  const counted = c.count === 'recipients' && c.maxPerMessage > 0 ? `recipients${c.maxPerMessage}` : c.count;
-  return `${prefix}${c.spec.name}:${counted}:${c.timeframes.join('-')}:${digest}`;
+  let counted: string = c.count;
+  if (c.count !== 'messages' && c.maxPerMessage > 0) counted += c.maxPerMessage;
+  // Policies that count new recipients with other internal domains count other amounts: other profiles.
+  if (c.count === 'newRecipients' && c.internalDomains.length > 0) counted += `~${digestOf([...c.internalDomains].sort().join(','), 6)}`;
+  return `${prefix}${c.spec.name}:${counted}:${c.timeframes.join('-')}:${digestOf(value, 22)}`;
 }
+
+/**
+ * The store key of a subject's recipient memory (`count: 'newRecipients'`): one per subject, shared
+ * by every policy that learns the same kind of subject.
+ */
+export function recipientMemoryKey(prefix: string, c: PredictPolicy, value: string): string {
+  return `${prefix}seen:${c.spec.name}:${digestOf(value, 22)}`;
+}
+
+/** Width of a remembered recipient: 8 base64url characters of its SHA-256 (48 bits; never the address). */
+export const RECIPIENT_HASH_WIDTH = 8;
+
+/** What a recipient is remembered as: a 48-bit hash of the lower-cased address. */
+export function recipientHash(address: string): string {
+  return digestOf(address.toLowerCase(), RECIPIENT_HASH_WIDTH);
+}
+
+/** Whether a recipient's domain is one of `domains` or under one. */
+export function isInternal(address: string, domains: readonly string[]): boolean {
+  if (domains.length === 0) return false;
+  const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+  return domains.some((d) => domain === d || domain.endsWith(`.${d}`));
+}
+
+/** The words of a count in the trace: `recipients`, `messages`, `new recipients`. */
+export const COUNT_WORDS: Readonly<Record<PredictPolicy['count'], string>> = { recipients: 'recipients', messages: 'messages', newRecipients: 'new recipients' };
 
 /** The store request that learns from (or, with amount 0 and inspect, reads) a subject's profile. */
 export function profileRequest(o: PredictOptions, c: PredictPolicy, value: string, amount: number, now: number | undefined, inspect = false): ProfileRequest {
@@ -69,22 +101,55 @@ export default definePlugin<PredictPolicy, PredictOptions>({
       const recipients = message.recipients.filter((r) => r.accepted).map((r) => r.address);
       if (recipients.length === 0) return undefined;
       const facts = { sender: message.sender?.address, auth: ctx.session.auth, clientIp: ctx.session.client?.address || undefined, recipients };
+      const subjects = ctx.policies.map((policy) => subjectValues(policy.config.spec, facts, 'message')[0]?.value);
+
+      // New recipients first: one memory per subject, told every recipient once per message.
+      const memories = new Map<string, Promise<boolean[]>>();
+      let hashes: string[] | undefined;
+      for (let i = 0; i < ctx.policies.length; i++) {
+        const c = ctx.policies[i].config;
+        const value = subjects[i];
+        if (c.count !== 'newRecipients' || value === undefined) continue;
+        const key = recipientMemoryKey(options.keyPrefix, c, value);
+        hashes ??= recipients.map(recipientHash);
+        if (!memories.has(key)) memories.set(key, store.seenAdd(key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.fresh));
+      }
+      const fresh = new Map<string, boolean[]>();
+      try {
+        // Promise.all observes every call, so a second failure is not an unhandled rejection.
+        const answers = await Promise.all(memories.values());
+        let i = 0;
+        for (const key of memories.keys()) fresh.set(key, answers[i++]);
+      } catch (err) {
+        storeErrors.inc();
+        log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'predict: the store did not answer; the message passes unjudged');
+        return undefined;
+      }
+
       // One profile update per distinct (subject, count, timeframes): policies that share it learn once.
       const asked: { policy: AppliedPolicy<PredictPolicy>; value: string; index: number }[] = [];
       const requests: ProfileRequest[] = [];
       const byKey = new Map<string, number>();
-      for (const policy of ctx.policies) {
+      for (let i = 0; i < ctx.policies.length; i++) {
+        const policy = ctx.policies[i];
         const c = policy.config;
-        const [subject] = subjectValues(c.spec, facts, 'message');
-        if (!subject) continue;
-        const amount = c.count === 'messages' ? 1 : c.maxPerMessage > 0 ? Math.min(recipients.length, c.maxPerMessage) : recipients.length;
-        const req = profileRequest(options, c, subject.value, amount, clock?.());
+        const value = subjects[i];
+        if (value === undefined) continue;
+        let counted = recipients.length;
+        if (c.count === 'messages') counted = 1;
+        else if (c.count === 'newRecipients') {
+          const flags = fresh.get(recipientMemoryKey(options.keyPrefix, c, value))!;
+          counted = 0;
+          for (let j = 0; j < recipients.length; j++) if (flags[j] && !isInternal(recipients[j], c.internalDomains)) counted++;
+        }
+        const amount = c.count !== 'messages' && c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
+        const req = profileRequest(options, c, value, amount, clock?.());
         let index = byKey.get(req.key);
         if (index === undefined) {
           byKey.set(req.key, (index = requests.length));
           requests.push(req);
         }
-        asked.push({ policy, value: subject.value, index });
+        asked.push({ policy, value, index });
       }
       if (requests.length === 0) return undefined;
       let results;
@@ -107,7 +172,7 @@ export default definePlugin<PredictPolicy, PredictOptions>({
         // The timeframe furthest over its bound explains the decision; else the closest to it.
         const ratio = (d: TimeframeDecision) => (d.bound === null ? -1 : d.count / d.bound);
         const worst = all.reduce((w, d) => (ratio(d) > ratio(w) ? d : w), all[0]);
-        const unit = c.count;
+        const unit = COUNT_WORDS[c.count];
         const outcome = over.length > 0 ? (c.shadow ? 'over_shadow' : 'over') : learning ? 'learning' : 'normal';
         decisions.inc({ policy: a.policy.name, outcome });
         const words = `${a.value}: ${explain(worst, unit)}`;
@@ -115,7 +180,7 @@ export default definePlugin<PredictPolicy, PredictOptions>({
           lines.push(`${a.policy.name}: ${words}${c.shadow ? ' (shadow: no action)' : ` → ${c.action}`}`);
           ctx.log.info({ policy: a.policy.name, subject: c.spec.name, shadow: c.shadow, action: c.action, timeframes: over.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound })) }, `predict: ${a.policy.name} over the learned rate${c.shadow ? ' (shadow)' : ''}`);
         }
-        const entry: PredictNote = { subject: a.value, over: over.length > 0, shadow: over.length > 0 && c.shadow, policy: a.policy.name, timeframes: all.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound, center: d.center, spread: d.spread })) };
+        const entry: PredictNote = { subject: a.value, over: over.length > 0, shadow: over.length > 0 && c.shadow, policy: a.policy.name, unit, timeframes: all.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound, center: d.center, spread: d.spread })) };
         // The note tells the most serious decision: an acting policy over a shadow one over a quiet one.
         if (!note || (entry.over && (!note.over || (note.shadow && !entry.shadow)))) note = entry;
         if (over.length > 0 && !c.shadow && !act) act = { policy: a.policy, value: a.value, worst, all };

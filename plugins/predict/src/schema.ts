@@ -23,14 +23,26 @@ export const predictField = z
   .strictObject({
     /** What is learned: a ratelimit subject with one value per message (default `saslUser`). */
     by: z.union([z.string(), z.array(z.string())]).default('saslUser'),
-    /** What is counted: recipients (default) or messages. */
-    count: z.enum(['recipients', 'messages']).default('recipients'),
     /**
-     * Recipients counted per message at most (0: no cap). One message to a whole team is what real
-     * users do; many messages is what a stolen account does: the cap keeps the first from looking like
-     * the second.
+     * What is counted: `recipients` (default), `messages`, or `newRecipients`: the recipients the subject
+     * has not written to lately (not among the last `recipientMemory` distinct recipients it wrote to,
+     * a plugin option). A stolen account spams addresses its owner never wrote to; its owner mostly writes
+     * to the same people. `npm run eval:predict` measures this as the strongest signal.
      */
-    maxPerMessage: z.number().int().min(0).default(10),
+    count: z.enum(['recipients', 'messages', 'newRecipients']).default('recipients'),
+    /**
+     * Recipients counted per message at most (0: no cap; default 10 for `recipients`, none for
+     * `newRecipients`). One message to a whole team is what real users do; many messages is what a
+     * stolen account does: the cap keeps the first from looking like the second. New recipients need no
+     * cap: a team is people the subject writes to.
+     */
+    maxPerMessage: z.number().int().min(0).optional(),
+    /**
+     * For `newRecipients`: domains whose recipients never count as new (each domain and its
+     * subdomains, e.g. `['example.com']`): your own users are colleagues, not what a stolen account
+     * spams (default none).
+     */
+    internalDomains: z.array(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'expected a domain, e.g. example.com').transform((d) => d.toLowerCase())).default([]),
     /** Window lengths, minutes (default [1, 5, 10]). The learned profile is shared by every policy with the same `by`, `count` and timeframes. */
     timeframes: timeframes.default(DEFAULT_TIMEFRAMES),
     /** `ewma` (EW mean and deviation; the default: fewer false positives in `npm run eval:predict`) or `robust` (median and MAD of the last active buckets). */
@@ -39,12 +51,20 @@ export const predictField = z
     k: z.number().positive().default(5),
     /** Multiplies every bound: above 1 for lenience, below 1 for strictness (default 1). */
     factor: z.number().positive().default(1),
-    /** Counts at or below which the plugin never acts, per timeframe (default 1 min: 15, 5 min: 30, 10 min: 50, 60 min: 90; others 10 per minute, at most 150). */
+    /**
+     * Counts at or below which the plugin never acts, per timeframe. Default for recipients and
+     * messages: 1 min: 15, 5 min: 30, 10 min: 50, 60 min: 90, others 10 per minute, at most 150; for new
+     * recipients: 1 min: 10, 5 min: 15, 10 min: 25, 60 min: 60, others 6 per minute, at most 100.
+     */
     floor: perTimeframe.optional(),
     /** Active buckets a timeframe needs before the plugin acts on it (default 10). */
     minHistory: z.number().int().min(1).default(10),
-    /** What a subject with little history is assumed to send per active bucket (default mean 2, sd 4, weighted as 5 buckets). */
-    prior: z.strictObject({ mean: z.number().min(0).default(2), sd: z.number().min(0).default(4), weight: z.number().min(0).default(5) }).default({ mean: 2, sd: 4, weight: 5 }),
+    /**
+     * What a subject with little history is assumed to send per active bucket, blended in as `weight`
+     * pseudo-buckets (default mean 2, sd 4, weight 5; for `newRecipients` mean 1, sd 1, weight 5: a
+     * user writes to somebody new now and then, rarely to many at once). Keys left out keep the default.
+     */
+    prior: z.strictObject({ mean: z.number().min(0).optional(), sd: z.number().min(0).optional(), weight: z.number().min(0).optional() }).optional(),
     /** `tag` (header and note), `tempfail`, `hold` (quarantine) or `jail` (ratelimit's penalty block for `jailFor`, and tempfail). */
     action: z.enum(['tag', 'tempfail', 'hold', 'jail']).default('tag'),
     /** For `jail`: the ratelimit policy whose penalty block takes the subject (default: this policy) and for how long, minutes (default 30). */
@@ -69,18 +89,38 @@ export const predictField = z
       return z.NEVER;
     }
     const floors: Record<number, number> = {};
+    const fresh = c.count === 'newRecipients';
     for (const t of c.timeframes) {
       const given = typeof c.floor === 'number' ? c.floor : c.floor?.[String(t)];
-      floors[t] = given ?? DEFAULT_FLOORS[t] ?? Math.min(150, 10 * t);
+      floors[t] = given ?? (fresh ? (NEW_RECIPIENT_FLOORS[t] ?? Math.min(100, 6 * t)) : (DEFAULT_FLOORS[t] ?? Math.min(150, 10 * t)));
     }
+    if (c.internalDomains.length > 0 && !fresh) ctx.issues.push({ code: 'custom', input: c.internalDomains, path: ['internalDomains'], message: "internalDomains applies to count: 'newRecipients' only" });
+    const maxPerMessage = c.maxPerMessage ?? (c.count === 'recipients' ? 10 : 0);
+    const given = Object.fromEntries(Object.entries(c.prior ?? {}).filter(([, v]) => v !== undefined));
+    const prior: Prior = { ...(fresh ? NEW_RECIPIENT_PRIOR : DEFAULT_PRIOR), ...given };
     if (c.floor !== undefined && typeof c.floor !== 'number') {
       for (const key of Object.keys(c.floor)) if (!c.timeframes.includes(Number(key))) ctx.issues.push({ code: 'custom', input: c.floor, path: ['floor', key], message: `no timeframe of ${key} minutes (timeframes: ${c.timeframes.join(', ')})` });
     }
-    return { ...c, spec, floors };
+    return { ...c, maxPerMessage, prior, spec, floors };
   });
 
 /** Default floors, measured with `npm run eval:predict` (bench/predict/README.md). */
 const DEFAULT_FLOORS: Readonly<Record<number, number>> = { 1: 15, 5: 30, 10: 50, 60: 90 };
+/** Default floors of `newRecipients`, measured the same way. */
+const NEW_RECIPIENT_FLOORS: Readonly<Record<number, number>> = { 1: 10, 5: 15, 10: 25, 60: 60 };
+
+/** The prior: what a subject with little history is assumed to do (see the `prior` field). */
+export interface Prior {
+  /** The assumed mean count per active bucket. */
+  mean: number;
+  /** The assumed standard deviation. */
+  sd: number;
+  /** How many buckets of history it counts as. */
+  weight: number;
+}
+const DEFAULT_PRIOR: Readonly<Prior> = { mean: 2, sd: 4, weight: 5 };
+/** For new recipients: measured with `npm run eval:predict` (a larger sd kept quiet senders' bounds needlessly high). */
+const NEW_RECIPIENT_PRIOR: Readonly<Prior> = { mean: 1, sd: 1, weight: 5 };
 
 /** The `predict` field, validated. */
 export type PredictPolicy = z.output<typeof predictField>;
@@ -93,6 +133,12 @@ export const predictOptions = z.strictObject({
   keep: z.number().int().min(5).max(200).default(30),
   /** Learning is clipped at center + clipK·deviation once a profile has minHistory buckets, so a burst does not teach that bursts are normal (default 6; 0 = off). */
   clipK: z.number().min(0).default(6),
+  /**
+   * How many distinct recipients a subject's memory keeps for `count: 'newRecipients'` (default 1,000;
+   * at most 10,000): the most recently written to. Each takes 8 bytes in the store (a 48-bit hash, not
+   * the address).
+   */
+  recipientMemory: z.number().int().min(10).max(10_000).default(1000),
   /** A subject's profile is forgotten after this many days without mail (default 30). */
   retentionDays: z.number().positive().default(30),
   /** Store key prefix (default `predict:`). */

@@ -145,9 +145,74 @@ describe('predict plugin', () => {
     await second.store.close();
   });
 
+  it('newRecipients: writing to the usual people teaches, a burst to addresses never written to is caught; internal domains never count; Redis keeps the memory', { skip: redisAvailable() ? false : 'redis-server not installed' }, async (t) => {
+    const redis = await startRedis();
+    t.after(() => redis.stop());
+    const clock = { now: START };
+    const field = { count: 'newRecipients', internalDomains: ['example.com'], action: 'tempfail' };
+    const make = () => setup(field, { store: new RedisStore({ url: redis.url }, { testClock: true }), clock });
+    const contacts = Array.from({ length: 12 }, (_, i) => `friend${i}@partner.example.org`);
+    const colleagues = Array.from({ length: 40 }, (_, i) => `colleague${i}@example.com`);
+    const first = await make();
+    // Three hours of mail to the same twelve people (two per message), now and then one new address.
+    for (let i = 0; i < 60; i++) {
+      clock.now += 3 * MINUTE;
+      const rcpt = [contacts[i % 12], i % 10 === 0 ? `new${i}@elsewhere.example.net` : contacts[(i + 5) % 12]];
+      assert.equal((await first.t.message({ from: 'alice@example.com', auth: 'alice@example.com', rcpt, client: { address: '192.0.2.7' } })).decision.action, 'accept');
+    }
+    assert.deepEqual(first.notes.at(-1)?.timeframes.map((x) => x.count), [0, 0, 0], 'the last message went to known people, and the last new one was 30 minutes ago');
+    await first.t.close();
+    await first.store.close();
+
+    // After a restart: a mail to 40 colleagues (internal) and one to all twelve contacts pass…
+    const second = await make();
+    clock.now += 3 * MINUTE;
+    const send = (rcpt: string[]) => second.t.message({ from: 'alice@example.com', auth: 'alice@example.com', rcpt, client: { address: '192.0.2.7' } });
+    assert.equal((await send(colleagues)).decision.action, 'accept', 'colleagues are never new');
+    clock.now += 30_000;
+    assert.equal((await send(contacts)).decision.action, 'accept', 'the twelve contacts are remembered across the restart');
+    assert.equal(second.notes.at(-1)?.timeframes[0].count, 0);
+    // …but fifteen addresses she never wrote to are not.
+    clock.now += 3 * MINUTE;
+    const spam = await send(Array.from({ length: 15 }, (_, i) => `victim${i}@list.example.net`));
+    assert.equal(spam.decision.action, 'tempfail');
+    assert.match(predictReason(spam), /^submission: alice@example\.com: 15 new recipients in 1 min, learned normal [\d.]+ ± [\d.]+, bound \d+ → tempfail$/);
+    const keys: string[] = [];
+    for await (const k of second.store.scanKeys('predict:seen:')) keys.push(k);
+    assert.equal(keys.length, 1, 'one recipient memory for the subject');
+    const remembered = (await second.store.get(keys[0]))!;
+    assert.equal(remembered.length % 8, 0);
+    assert.ok(!remembered.includes('alice') && !remembered.includes('victim'), 'hashes are stored, never addresses');
+    await second.t.close();
+    await second.store.close();
+  });
+
+  it('newRecipients: show tells how many recipients are remembered; reset forgets the memory too', async () => {
+    const s = await setup({ count: 'newRecipients' });
+    for (let i = 0; i < 5; i++) {
+      s.clock.now += MINUTE;
+      await s.t.message({ from: 'alice@example.com', auth: 'alice@example.com', rcpt: [`a${i}@x.example`, 'same@x.example'], client: { address: '192.0.2.7' } });
+    }
+    const schema = await import('../src/schema.ts');
+    const out: string[] = [];
+    const ctx = { store: s.store, storeType: 'memory' as const, policies: [{ name: 'submission', config: schema.predictField.parse({ count: 'newRecipients' }) }], options: schema.predictOptions.parse({}), configFile: undefined, readStatus: async () => ({}), out: (x: string) => void out.push(x), err: () => {} };
+    assert.equal(await predictCommand.run(['show', 'alice@example.com'], ctx), 0);
+    assert.match(out.join(''), /alice@example\.com in policy submission \(by saslUser, new recipients, ewma, action tag, 6 recipients remembered\):/);
+    assert.match(out.join(''), /^\s+1 min: 0 new recipients in 1 min, learned normal/m);
+    out.length = 0;
+    assert.equal(await predictCommand.run(['reset', 'alice@example.com', '--yes'], ctx), 0);
+    assert.match(out.join(''), /profile forgotten \(2 keys\)/);
+    out.length = 0;
+    await predictCommand.run(['show', 'alice@example.com', '--json'], ctx);
+    assert.equal(JSON.parse(out.join(''))[0].rememberedRecipients, 0);
+    await s.t.close();
+  });
+
   it('bad fields are configuration errors naming the place', async () => {
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { by: 'recipient' } }] }), /predict\.by.*one subject per message/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { timeframes: [5, 1] } }] }), /predict\.timeframes.*ascending/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { floor: { 15: 3 } } }] }), /predict\.floor\["15"\].*no timeframe of 15 minutes/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { count: 'newRecipients', internalDomains: ['exa mple.com'] } }] }), /predict\.internalDomains\[0\].*expected a domain/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { internalDomains: ['example.com'] } }] }), /predict\.internalDomains.*'newRecipients' only/);
   });
 });

@@ -18,7 +18,7 @@ export default defineConfig({
     // 'themis-plugin-spf',                           // built in: the `spf` policy field
     // 'themis-plugin-headers',                       // built in: the `headers` policy field
     // 'themis-plugin-monitor',                       // built in: dashboard at /dashboard, /api/*, themis stats
-    // 'themis-plugin-predict',                       // built in: the `predict` policy field (learned rates)
+    // 'themis-plugin-predict',                       // built in: the `predict` policy field (learned rates, new recipients)
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
@@ -29,7 +29,9 @@ export default defineConfig({
     // Evaluated by ascending priority (ties by name); `match` absent = everything.
     // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
     // { name: 'spf-in', match: { direction: 'inbound' }, spf: { mailFrom: { fail: 'reject' } } },
-    // { name: 'submission', match: { direction: 'outbound' }, predict: { action: 'tempfail', shadow: true } },
+    // Stolen accounts, as measured by `npm run eval:predict`: new recipients (colleagues excluded), and a rate backstop.
+    // { name: 'submission-new', match: { direction: 'outbound' }, predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], factor: 2, action: 'tempfail', shadow: true } },
+    // { name: 'submission', match: { direction: 'outbound' }, predict: { timeframes: [1, 5, 10, 60], factor: 2.5, action: 'tempfail', shadow: true } },
     // { name: 'scanned', match: { direction: 'inbound' }, headers: [
     //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
     //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] },

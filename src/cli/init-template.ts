@@ -43,7 +43,7 @@ export default defineConfig({
     // 'themis-plugin-spf',         // the \`spf\` policy field: SPF checks and their verdicts
     // 'themis-plugin-headers',     // the \`headers\` policy field: header rules
     // 'themis-plugin-monitor',     // a dashboard on the status endpoint (/dashboard), /api/*, themis stats
-    // 'themis-plugin-predict',     // the \`predict\` policy field: each sender's learned rate
+    // 'themis-plugin-predict',     // the \`predict\` policy field: each sender's learned rate, new recipients
     // 'themis-plugin-recipient-allowlist',
     // { plugin: './plugins/local.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
@@ -72,6 +72,10 @@ export default defineConfig({
     // { name: 'scanned', priority: 6, match: { direction: 'inbound' }, headers: [
     //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
     //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] }] },
+    // Stolen accounts (themis-plugin-predict): a sender suddenly mailing addresses it never wrote to;
+    // watch it in shadow mode first (\`themis predict show <login>\`):
+    // { name: 'submission-new', priority: 7, match: { direction: 'outbound' },
+    //   predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], factor: 2, shadow: true } },
   ],
 
   // A plugin hook that takes longer than this (ms) counts as failed: Postfix waits for the milter,

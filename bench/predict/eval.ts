@@ -30,13 +30,13 @@ const TARGET_FP = 0.5;
 
 const USAGE = `usage: node bench/predict/eval.ts [--seed N] [--senders N] [--days N] [--quick] [--workers N] [--only id,id] [--no-reference] [--extra] [--json PATH]
   --seed N        traffic seed (default 1)
-  --senders N     senders (default 1500, to stay within ~3–4 minutes on 2 cores; --quick 300)
+  --senders N     senders (default 2000; --quick 300)
   --days N        days (default 14; --quick 7); compromises only in the second half
   --quick         300 senders, 7 days
   --workers N     parallel runs (default: available cores, at most 4)
   --only ids      run only these configurations (ids: ${[...predictConfigs(), ...extraConfigs(), ...referenceConfigs()].map((c) => c.id).join(', ')})
   --no-reference  skip the bench's reference detector row
-  --extra         also run exploratory configurations (count messages; a 60-minute timeframe)
+  --extra         also run exploratory configurations (the rate settings measured before new recipients)
   --json PATH     also write every figure to PATH`;
 
 interface Row {
@@ -173,7 +173,7 @@ async function main(): Promise<number> {
   };
   const trafficOptions: TrafficOptions = {
     seed: int(args.seed, 1, 'seed', 0),
-    senders: int(args.senders, args.quick ? 300 : 1500, 'senders', 20),
+    senders: int(args.senders, args.quick ? 300 : 2000, 'senders', 20),
     days: int(args.days, args.quick ? 7 : 14, 'days', 2),
   };
   const workers = int(args.workers, Math.min(4, availableParallelism()), 'workers', 1);

@@ -2,9 +2,9 @@
  * `node bench/predict/explore.ts`: the predict plugin's arithmetic over the simulated traffic without the
  * kernel, for trying configurations quickly (about 35 s per configuration for 2,000 senders × 14 days,
  * against 80–100 s through the kernel). It calls the functions the plugin and the in-memory store run —
- * the field's schema, `profileRequest`, `profileCompute`, `seenCompute`, `recipientHash`, `decide` — in
- * the plugin's order, on one message at a time, so its flags are the kernel run's (checked: the same
- * figures for `recommended` on seed 1). `npm run eval:predict` stays the measurement of record.
+ * the field's schema, `messageAmount`, `profileRequest`, `profileCompute`, `seenCompute`,
+ * `recipientHash`, `decide` — in the plugin's order, on one message at a time, so its flags are the
+ * kernel run's (checked: the same figures for `recommended` on seed 1). `npm run eval:predict` stays the measurement of record.
  *
  * Each argument is a configuration: one `predict` field as JSON, or several joined by `+` (one policy
  * each, as the plugin sees two policies on one subject):
@@ -14,12 +14,12 @@
  */
 import { parseArgs } from 'node:util';
 import { decide } from '../../plugins/predict/src/estimate.ts';
-import { boundSettings, isInternal, profileRequest, recipientHash, RECIPIENT_HASH_WIDTH } from '../../plugins/predict/src/index.ts';
+import { boundSettings, messageAmount, profileRequest, recipientHash, RECIPIENT_HASH_WIDTH } from '../../plugins/predict/src/index.ts';
 import { predictField, predictOptions, type PredictPolicy } from '../../plugins/predict/src/schema.ts';
 import { profileCompute } from '../../src/store/profile.ts';
 import { seenCompute } from '../../src/store/seen.ts';
 import { buildIndex, evaluate } from './metrics.ts';
-import { MINUTE, generateTraffic } from './traffic.ts';
+import { MINUTE, generateTraffic, recipientAddresses } from './traffic.ts';
 
 const { values, positionals } = parseArgs({ options: { seed: { type: 'string', default: '1' }, senders: { type: 'string', default: '2000' }, days: { type: 'string', default: '14' } }, allowPositionals: true });
 if (positionals.length === 0) {
@@ -29,7 +29,7 @@ if (positionals.length === 0) {
 const traffic = generateTraffic({ seed: Number(values.seed), senders: Number(values.senders), days: Number(values.days) });
 const ix = buildIndex(traffic, 10 * MINUTE);
 const options = predictOptions.parse({});
-const addressOf = (id: number) => (id < traffic.logins.length ? traffic.logins[id] : `x${id}@d${id % 97}.example.net`);
+const recipientsOf = recipientAddresses(traffic);
 
 /** The flags of one configuration: a list of policies on the subject `saslUser`, in order. */
 function run(policies: PredictPolicy[]): Uint8Array {
@@ -39,9 +39,8 @@ function run(policies: PredictPolicy[]): Uint8Array {
   const fresh = policies.some((c) => c.count === 'newRecipients');
   for (let i = 0; i < traffic.n; i++) {
     const s = traffic.sender[i];
-    const recipients: string[] = [];
-    for (let j = traffic.rcptStart[i]; j < traffic.rcptStart[i + 1]; j++) recipients.push(addressOf(traffic.rcptIds[j]));
-    let flags: boolean[] = [];
+    const recipients = recipientsOf(i);
+    let flags: boolean[] | undefined;
     if (fresh) {
       const seen = seenCompute(memories[s], recipients.map(recipientHash), options.recipientMemory, RECIPIENT_HASH_WIDTH);
       memories[s] = seen.text;
@@ -49,12 +48,8 @@ function run(policies: PredictPolicy[]): Uint8Array {
     }
     for (let p = 0; p < policies.length; p++) {
       const c = policies[p];
-      let counted = recipients.length;
-      if (c.count === 'messages') counted = 1;
-      else if (c.count === 'newRecipients') counted = recipients.filter((r, j) => flags[j] && !isInternal(r, c.internalDomains)).length;
-      const amount = c.count !== 'messages' && c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
       const hash = profiles[p][s];
-      const computed = profileCompute(hash, profileRequest(options, c, traffic.logins[s], amount, traffic.t[i]), traffic.t[i]);
+      const computed = profileCompute(hash, profileRequest(options, c, traffic.logins[s], messageAmount(c, recipients, flags), traffic.t[i]), traffic.t[i]);
       for (const [field, value] of computed.fields) hash.set(field, value);
       for (const t of computed.result.timeframes) if (decide(t, boundSettings(c, t.minutes)).over) flagged[i] = 1;
     }

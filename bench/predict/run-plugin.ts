@@ -8,7 +8,7 @@
  */
 import { definePlugin, MemoryStore, type DecisionTrace, type KernelLogger, type PluginDefinition } from 'themis';
 import { createTestKernel } from 'themis/testing';
-import type { Traffic } from './traffic.ts';
+import { recipientAddresses, type Traffic } from './traffic.ts';
 
 /** One configuration of a detector: a policy field and plugin options. */
 export interface DetectorSpec {
@@ -56,19 +56,6 @@ export interface RunResult {
   elapsedMs: number;
 }
 
-/** Builds addresses once: `r<j>@dest.example`. */
-/**
- * Event i's recipients as addresses: a colleague is that sender's login (`user<j>@example.com`), an
- * outside recipient `x<id>@d<id mod 97>.example.net`. Built once per id.
- */
-function recipientsOf(traffic: Traffic, addresses: (string | undefined)[], i: number): string[] {
-  const out: string[] = [];
-  for (let j = traffic.rcptStart[i]; j < traffic.rcptStart[i + 1]; j++) {
-    const id = traffic.rcptIds[j];
-    out.push((addresses[id] ??= id < traffic.logins.length ? traffic.logins[id] : `x${id}@d${id % 97}.example.net`));
-  }
-  return out;
-}
 
 /**
  * Drives every event of the traffic through a kernel holding the plugin (with `spec`'s policy and
@@ -126,13 +113,13 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
     logger,
   });
   let acted = 0;
-  const addresses: (string | undefined)[] = [];
+  const recipientsOf = recipientAddresses(traffic);
   try {
     for (let i = 0; i < traffic.n; i++) {
       clock = traffic.t[i];
       current = i;
       const login = traffic.logins[traffic.sender[i]];
-      const r = await t.message({ from: login, rcpt: recipientsOf(traffic, addresses, i), auth: login, client: { address: `192.0.2.${1 + (traffic.sender[i] % 254)}` } });
+      const r = await t.message({ from: login, rcpt: recipientsOf(i), auth: login, client: { address: `192.0.2.${1 + (traffic.sender[i] % 254)}` } });
       const d = r.decision.action;
       decisions[d] = (decisions[d] ?? 0) + 1;
       if ((d !== 'accept' && d !== 'continue') || r.modifications.length > 0 || r.recipients.some((x) => x.action !== 'continue' && x.action !== 'accept')) acted++;

@@ -147,6 +147,22 @@ export function* events(tr: Traffic): Generator<TrafficEvent> {
   for (let i = 0; i < tr.n; i++) yield eventAt(tr, i);
 }
 
+/**
+ * Event i's recipients as addresses, each built once: a colleague is that sender's login
+ * (`user<j>@example.com`), an outside recipient `x<id>@d<id mod 97>.example.net`.
+ */
+export function recipientAddresses(tr: Traffic): (i: number) => string[] {
+  const addresses: (string | undefined)[] = [];
+  return (i) => {
+    const out: string[] = [];
+    for (let j = tr.rcptStart[i]; j < tr.rcptStart[i + 1]; j++) {
+      const id = tr.rcptIds[j];
+      out.push((addresses[id] ??= id < tr.logins.length ? tr.logins[id] : `x${id}@d${id % 97}.example.net`));
+    }
+    return out;
+  };
+}
+
 /** Growable columns. */
 class Columns {
   n = 0;

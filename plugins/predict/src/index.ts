@@ -67,6 +67,21 @@ export function isInternal(address: string, domains: readonly string[]): boolean
   return domains.some((d) => domain === d || domain.endsWith(`.${d}`));
 }
 
+/**
+ * What one message adds to a policy's profile: 1 for `messages`; the recipients, or for
+ * `newRecipients` those the subject's memory did not know (`fresh[j]` for `recipients[j]`) outside
+ * `internalDomains`; capped at `maxPerMessage` when it is set.
+ */
+export function messageAmount(c: PredictPolicy, recipients: readonly string[], fresh: readonly boolean[] | undefined): number {
+  if (c.count === 'messages') return 1;
+  let counted = recipients.length;
+  if (c.count === 'newRecipients') {
+    counted = 0;
+    for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && !isInternal(recipients[j], c.internalDomains)) counted++;
+  }
+  return c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
+}
+
 /** The words of a count in the trace: `recipients`, `messages`, `new recipients`. */
 export const COUNT_WORDS: Readonly<Record<PredictPolicy['count'], string>> = { recipients: 'recipients', messages: 'messages', newRecipients: 'new recipients' };
 
@@ -104,15 +119,13 @@ export default definePlugin<PredictPolicy, PredictOptions>({
       const subjects = ctx.policies.map((policy) => subjectValues(policy.config.spec, facts, 'message')[0]?.value);
 
       // New recipients first: one memory per subject, told every recipient once per message.
+      const memoryKeys = ctx.policies.map((policy, i) => (policy.config.count === 'newRecipients' && subjects[i] !== undefined ? recipientMemoryKey(options.keyPrefix, policy.config, subjects[i]) : undefined));
       const memories = new Map<string, Promise<boolean[]>>();
       let hashes: string[] | undefined;
-      for (let i = 0; i < ctx.policies.length; i++) {
-        const c = ctx.policies[i].config;
-        const value = subjects[i];
-        if (c.count !== 'newRecipients' || value === undefined) continue;
-        const key = recipientMemoryKey(options.keyPrefix, c, value);
+      for (const key of memoryKeys) {
+        if (key === undefined || memories.has(key)) continue;
         hashes ??= recipients.map(recipientHash);
-        if (!memories.has(key)) memories.set(key, store.seenAdd(key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.fresh));
+        memories.set(key, store.seenAdd(key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.fresh));
       }
       const fresh = new Map<string, boolean[]>();
       try {
@@ -135,14 +148,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
         const c = policy.config;
         const value = subjects[i];
         if (value === undefined) continue;
-        let counted = recipients.length;
-        if (c.count === 'messages') counted = 1;
-        else if (c.count === 'newRecipients') {
-          const flags = fresh.get(recipientMemoryKey(options.keyPrefix, c, value))!;
-          counted = 0;
-          for (let j = 0; j < recipients.length; j++) if (flags[j] && !isInternal(recipients[j], c.internalDomains)) counted++;
-        }
-        const amount = c.count !== 'messages' && c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
+        const memoryKey = memoryKeys[i];
+        const amount = messageAmount(c, recipients, memoryKey === undefined ? undefined : fresh.get(memoryKey));
         const req = profileRequest(options, c, value, amount, clock?.());
         let index = byKey.get(req.key);
         if (index === undefined) {

@@ -22,9 +22,12 @@ const MACRO_LIST_STAGE: Readonly<Record<MacroListStage, number>> = {
 
 /** What an application asks of the MTA. */
 export interface NegotiationOptions {
-  /** Stages the application listens to; every other stage is switched off with its NO* bit where offered. */
+  /**
+   * Stages the application listens to; every other stage is switched off with its NO* bit where
+   * offered — except DATA, which is negotiated and answered unless {@link answerData} is false.
+   */
   stages: Iterable<Stage>;
-  /** Stages whose events the application never answers (NR* bits): the MTA then streams them without waiting. */
+  /** Stages whose events the application never answers (NR* bits): the MTA then streams them without waiting. DATA stays answered unless {@link answerData} is false. */
   noReply?: Iterable<Stage>;
   /** SMFIF_* bits ({@link Action}) for the modifications the application may request at end of message. */
   actions?: number;
@@ -36,6 +39,14 @@ export interface NegotiationOptions {
   rejectedRecipients?: boolean;
   /** Ask for SMFIP_HDR_LEADSPC: header values keep their leading whitespace, and edits are sent verbatim. */
   headerLeadingSpace?: boolean;
+  /**
+   * Answer DATA even when the application does not listen to it (default true). Behind Postfix over
+   * TCP, leaving DATA switched off or unanswered makes every message wait for a delayed ACK (~40 ms):
+   * smtpd flushes the DATA-stage packets before handing the connection to cleanup, and nothing in
+   * that flush is answered. Set false only for an MTA known not to do that, or to reproduce an
+   * exchange byte for byte.
+   */
+  answerData?: boolean;
 }
 
 /** The result of negotiation, kept for the whole milter connection. */
@@ -65,6 +76,18 @@ export function negotiate(offer: OptionNegotiation, options: NegotiationOptions)
   const wanted = new Set(options.stages);
   wanted.add('endOfMessage');
   const noReply = new Set(options.noReply ?? []);
+  // DATA is asked for and answered unless the application opts out (answerData: false). Postfix
+  // buffers its milter writes and flushes them only when it waits for a reply — except at DATA,
+  // where smtpd flushes what it holds and hands the socket to cleanup (milter8_send). If nothing in
+  // that flush expects a reply (the DATA macros alone, or NR/NO events), the filter's kernel delays
+  // its ACK (~40 ms on Linux), and Nagle on Postfix's side holds cleanup's first write until that
+  // ACK: every message waited ~40 ms. Answering DATA makes the last packet smtpd flushes one that
+  // is answered at once, so the answer carries the ACK. Measured in bench/README.md ("Postfix end
+  // to end"); the invariant is tested through a real Postfix in test/e2e/postfix-flush.test.ts.
+  if (options.answerData !== false) {
+    wanted.add('data');
+    noReply.delete('data');
+  }
   let protocol = 0;
   const stages = new Set<Stage>();
   const replyExpected = new Set<Stage>();

@@ -48,10 +48,22 @@ describe('negotiation vectors', () => {
       noReply: ['header'],
       actions: Action.ADDHDRS | Action.CHGHDRS,
       skip: true,
+      answerData: false, // the reference's exchange switches DATA off
     });
     assert.equal(toHex(encodeOptionNegotiation(n.reply)), toHex(hex('00 00 00 0d 4f 00 00 00 06 00 00 00 11 00 00 07 82')));
     assert.ok(!n.replyExpected.has('header'));
     assert.ok(n.replyExpected.has('endOfHeaders'));
+  });
+
+  it('N2 with the default: DATA stays negotiated and answered (no NODATA, no NR_DATA), so Postfix never flushes an unanswered DATA', () => {
+    const offer = readOptionNegotiation(one(hex(N1)).payload);
+    const n = negotiate(offer, { stages: ['connect', 'endOfMessage'], noReply: ['connect', 'data'] });
+    assert.equal(n.reply.protocol & (Protocol.NODATA | Protocol.NR_DATA), 0);
+    assert.ok(n.replyExpected.has('data'));
+    assert.ok(n.stages.has('data'));
+    assert.ok(n.reply.protocol & Protocol.NR_CONN, 'other no-reply wishes are kept');
+    const off = negotiate(offer, { stages: ['connect', 'endOfMessage'], answerData: false });
+    assert.ok(off.reply.protocol & Protocol.NODATA, 'answerData: false switches DATA off again');
   });
 
   it('N3: a macro list for ENVFROM sets SETSYMLIST', () => {

@@ -1,35 +1,91 @@
 /**
- * A counting proxy between an MTA and a milter: forwards bytes both ways unchanged and decodes the
- * MTA's side, so a test can assert which events the MTA actually sent (e.g. no body packets).
+ * A proxy between an MTA and a milter: forwards bytes both ways unchanged and decodes the MTA's
+ * side, so a test can assert which events the MTA actually sent (e.g. no body packets) and how the
+ * MTA grouped them into writes.
  */
+import { chmodSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { FrameDecoder, codeName } from '../../src/milter/index.ts';
 
+/**
+ * The MTA wrote again although nothing answered its previous write: that write ended on a packet
+ * boundary with a packet the milter does not answer. Over TCP this is the pattern that makes the MTA
+ * wait for a delayed ACK (Nagle holds the second write until the first is acknowledged, and the
+ * milter's kernel delays that ACK because no answer carries it).
+ */
+export interface UnansweredFlush {
+  /** Tap connection number (1-based, in accept order). */
+  conn: number;
+  /** Packets of the unanswered write, by name (`SMFIC_MACRO/T`, `SMFIC_DATA`, …). */
+  write: string[];
+  /** The first packets of the MTA's next write. */
+  next: string[];
+  /** Milliseconds between the two writes. */
+  gapMs: number;
+}
+
 /** A running tap. */
 export interface MilterTap {
-  /** Port the MTA connects to. */
+  /** Port the MTA connects to (0 when listening on a UNIX socket). */
   port: number;
+  /** `inet:127.0.0.1:PORT` or `unix:/path`: what to give Postfix as its milter. */
+  postfixSpec: string;
   /** Commands seen from the MTA, by name (`SMFIC_BODY`: 3). */
   counts(): Record<string, number>;
+  /** Writes from the MTA (reads that ended on a packet boundary) so far, over all connections. */
+  writes(): number;
+  /** Every {@link UnansweredFlush} seen so far. */
+  unansweredFlushes(): UnansweredFlush[];
+  /** Where new connections are forwarded to from now on (a TCP port on 127.0.0.1). */
+  retarget(port: number): void;
   close(): Promise<void>;
 }
 
-/** Starts a tap on a random loopback port in front of the milter at 127.0.0.1:`targetPort`. */
-export async function startTap(targetPort: number): Promise<MilterTap> {
+/** Options of {@link startTap}. */
+export interface TapOptions {
+  /** Listen on this UNIX socket path (mode 0666, for Postfix's unprivileged smtpd) instead of a TCP port. */
+  unixPath?: string;
+}
+
+/** Starts a tap on a random loopback port (or a UNIX socket) in front of the milter at 127.0.0.1:`targetPort`. */
+export async function startTap(targetPort: number, options: TapOptions = {}): Promise<MilterTap> {
   const counts: Record<string, number> = {};
+  const flushes: UnansweredFlush[] = [];
   const sockets = new Set<Socket>();
-  const server: Server = createServer((mta) => {
-    const milter = connect({ host: '127.0.0.1', port: targetPort });
+  let target = targetPort;
+  let conns = 0;
+  let writes = 0;
+  const server: Server = createServer({ noDelay: true }, (mta) => {
+    const conn = ++conns;
+    const milter = connect({ host: '127.0.0.1', port: target, noDelay: true });
     const decoder = new FrameDecoder(16 * 1024 * 1024);
     sockets.add(mta).add(milter);
+    // The MTA's current write, while it is unanswered: its packets and when it ended.
+    let pending: { frames: string[]; at: number } | undefined;
+    let frames: string[] = [];
     mta.on('data', (chunk: Buffer) => {
-      decoder.push(chunk, (code) => {
+      const now = performance.now();
+      decoder.push(chunk, (code, payload) => {
         const name = codeName(code);
         counts[name] = (counts[name] ?? 0) + 1;
+        frames.push(name === 'SMFIC_MACRO' && payload.length > 0 ? `${name}/${String.fromCharCode(payload[0])}` : name);
       });
       milter.write(chunk);
+      if (pending) {
+        flushes.push({ conn, write: pending.frames, next: frames.slice(0, 4), gapMs: Math.round((now - pending.at) * 10) / 10 });
+        pending = undefined;
+      }
+      // A read that ends inside a packet is part of a larger write still arriving.
+      if (decoder.pendingBytes === 0 && frames.length > 0) {
+        writes++;
+        pending = { frames, at: now };
+        frames = [];
+      }
     });
-    milter.on('data', (chunk: Buffer) => mta.write(chunk));
+    milter.on('data', (chunk: Buffer) => {
+      pending = undefined;
+      mta.write(chunk);
+    });
     const end = () => {
       mta.destroy();
       milter.destroy();
@@ -39,10 +95,18 @@ export async function startTap(targetPort: number): Promise<MilterTap> {
     mta.on('close', end).on('error', end);
     milter.on('close', end).on('error', end);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  if (options.unixPath) {
+    await new Promise<void>((resolve) => server.listen(options.unixPath, resolve));
+    chmodSync(options.unixPath, 0o666);
+  } else await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = options.unixPath ? 0 : (server.address() as { port: number }).port;
   return {
-    port: (server.address() as { port: number }).port,
+    port,
+    postfixSpec: options.unixPath ? `unix:${options.unixPath}` : `inet:127.0.0.1:${port}`,
     counts: () => ({ ...counts }),
+    writes: () => writes,
+    unansweredFlushes: () => [...flushes],
+    retarget: (p) => void (target = p),
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

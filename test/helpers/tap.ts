@@ -36,6 +36,13 @@ export interface MilterTap {
   writes(): number;
   /** Every {@link UnansweredFlush} seen so far. */
   unansweredFlushes(): UnansweredFlush[];
+  /**
+   * Per finished message (one entry per end-of-message answer), the milliseconds the MTA waited for
+   * the milter's answers on that connection since the previous message: from the end of each
+   * answered write to the first byte of its answer, summed. This is the milter's own latency as the
+   * MTA sees it, plus two loopback hops through the tap.
+   */
+  answerWaits(): number[];
   /** Where new connections are forwarded to from now on (a TCP port on 127.0.0.1). */
   retarget(port: number): void;
   close(): Promise<void>;
@@ -51,6 +58,7 @@ export interface TapOptions {
 export async function startTap(targetPort: number, options: TapOptions = {}): Promise<MilterTap> {
   const counts: Record<string, number> = {};
   const flushes: UnansweredFlush[] = [];
+  const waits: number[] = [];
   const sockets = new Set<Socket>();
   let target = targetPort;
   let conns = 0;
@@ -63,6 +71,9 @@ export async function startTap(targetPort: number, options: TapOptions = {}): Pr
     // The MTA's current write, while it is unanswered: its packets and when it ended.
     let pending: { frames: string[]; at: number } | undefined;
     let frames: string[] = [];
+    // The MTA's last complete write, until the milter answers it; and the waits of the open message.
+    let awaiting: { at: number; eom: boolean } | undefined;
+    let messageWait = 0;
     mta.on('data', (chunk: Buffer) => {
       const now = performance.now();
       decoder.push(chunk, (code, payload) => {
@@ -79,11 +90,20 @@ export async function startTap(targetPort: number, options: TapOptions = {}): Pr
       if (decoder.pendingBytes === 0 && frames.length > 0) {
         writes++;
         pending = { frames, at: now };
+        awaiting = { at: now, eom: frames.at(-1) === 'SMFIC_BODYEOB' };
         frames = [];
       }
     });
     milter.on('data', (chunk: Buffer) => {
       pending = undefined;
+      if (awaiting) {
+        messageWait += performance.now() - awaiting.at;
+        if (awaiting.eom) {
+          waits.push(messageWait);
+          messageWait = 0;
+        }
+        awaiting = undefined;
+      }
       mta.write(chunk);
     });
     const end = () => {
@@ -106,6 +126,7 @@ export async function startTap(targetPort: number, options: TapOptions = {}): Pr
     counts: () => ({ ...counts }),
     writes: () => writes,
     unansweredFlushes: () => [...flushes],
+    answerWaits: () => [...waits],
     retarget: (p) => void (target = p),
     close: () =>
       new Promise<void>((resolve) => {

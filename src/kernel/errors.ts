@@ -33,6 +33,7 @@ export const KERNEL_ERRORS = {
   THEMIS_ERR_HOOK_FAILED: 'plugin {plugin} failed in {hook}: {reason}; answering {fallback}',
   THEMIS_ERR_HOOK_TIMEOUT: 'plugin {plugin} did not answer {hook} within {ms} ms; answering {fallback}',
   THEMIS_ERR_HOOK_BAD_VERDICT: 'plugin {plugin} returned an invalid verdict from {hook}: {reason}',
+  THEMIS_ERR_HOOK_LISTENER_VERDICT: 'plugin {plugin} listens to {hook} (it is not answered) but returned {action}; ignored',
   THEMIS_ERR_MODIFICATION: 'plugin {plugin}: {reason}',
 } as const;
 

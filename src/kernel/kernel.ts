@@ -342,9 +342,15 @@ export class Kernel {
     if (this.matcher.needsEnvelope) for (const st of ['connect', 'mailFrom', 'rcptTo']) observed.add(st);
     // A bypass policy is answered as soon as it matches: MAIL and RCPT then need replies.
     const answered = new Set<string>(this.matcher.hasBypass ? ['mailFrom', 'rcptTo'] : []);
+    // Stages whose every tap only listens (PluginDefinition.listens): their hooks run, but nothing
+    // they return can refuse, so the MTA need not wait — behind Postfix a MAIL answered for a
+    // listener cost a round trip and the listener's own work per message.
+    const listening = new Set<StageHookName>();
     for (const s of ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body'] as const) {
-      if (this.hooks.has(s) || answered.has(s)) stages.push(s);
-      else if (observed.has(s) && !answered.has(s)) {
+      const taps = this.taps.get(s);
+      if (taps && !answered.has(s) && taps.every((p) => p.def.listens?.includes(s))) listening.add(s);
+      if ((this.hooks.has(s) || answered.has(s)) && !listening.has(s)) stages.push(s);
+      else if ((observed.has(s) || listening.has(s)) && !answered.has(s)) {
         stages.push(s);
         noReply.push(s);
       }
@@ -364,10 +370,44 @@ export class Kernel {
     if (this.hooks.has('endOfHeaders')) app.endOfHeaders = (s) => this.stage(s, 'endOfHeaders', undefined);
     if (this.hooks.has('body')) app.body = (s, c) => this.stage(s, 'body', c);
     // Observed-only stages: record what the MTA streams, answer nothing (negotiated as no-reply).
+    // Listened stages also run their hooks.
     for (const stage of noReply) {
-      (app as Record<string, unknown>)[stage] = (s: MilterSession, e: unknown) => void stateOf(s).sync(s, stage, e, this.matcher);
+      (app as Record<string, unknown>)[stage] = listening.has(stage)
+        ? (s: MilterSession, e: unknown) => this.listen(s, stage, e)
+        : (s: MilterSession, e: unknown) => void stateOf(s).sync(s, stage, e, this.matcher);
     }
     return app;
+  }
+
+  /**
+   * A no-reply stage whose taps only listen: runs them in order like {@link stage} and records
+   * their entries in the trace, but no verdict is applied — the MTA was told it gets no answer.
+   * A verdict other than `continue` (or a hook failure) is logged and otherwise ignored.
+   */
+  private listen(s: MilterSession, stage: StageHookName, event: unknown): Decision | Promise<Decision> {
+    const state = stateOf(s);
+    state.sync(s, stage, event, this.matcher);
+    if (state.matched.bypass) return Decisions.continue;
+    const entries = this.entriesOf(state);
+    const taps = this.taps.get(stage) ?? NO_TAPS;
+    const from = entries.length;
+    const next = (i: number): Decision | Promise<Decision> => {
+      for (; i < taps.length; i++) {
+        const pending = this.invoke(taps[i], stage, state, event, entries);
+        if (pending !== undefined) {
+          const at = i + 1;
+          return pending.then(() => next(at));
+        }
+      }
+      for (let k = from; k < entries.length; k++) {
+        const e = entries[k];
+        if (e.action === 'continue') continue;
+        const err = new ThemisError('THEMIS_ERR_HOOK_LISTENER_VERDICT', { plugin: e.plugin, hook: stage, action: e.action });
+        this.log.warn({ code: err.code, plugin: e.plugin, hook: stage, action: e.action }, err.message);
+      }
+      return Decisions.continue;
+    };
+    return next(0);
   }
 
   /**

@@ -282,6 +282,13 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown> {
    * A stage nobody taps or observes is not sent at all, so its data stays empty.
    */
   readonly observes?: readonly ObservableStage[];
+  /**
+   * Stages the plugin taps only to listen: its hook there runs (to start work early, such as a DNS
+   * lookup at MAIL) but never decides. When every tap of a stage listens, the kernel asks the MTA for
+   * it as a no-reply stage, so Postfix does not wait for the hook. A verdict other than `continue`
+   * from such a hook, or its failure, is logged and ignored: decide at a later stage instead.
+   */
+  readonly listens?: readonly ObservableStage[];
   /** Macros the plugin needs beyond Postfix's defaults, per stage. */
   readonly macros?: Partial<Record<MacroListStage, readonly string[]>>;
   /** Builds the hooks; runs once per load (and again on reload). */

@@ -171,6 +171,30 @@ describe('sessions, messages, notes and modifications', () => {
     assert.deepEqual(r.modifications, [{ type: 'addHeader', name: 'X-Score', value: '5 for 2 rcpt, auth=alice, mta=mx.test.example, i=Q1' }]);
   });
 
+  it('listens: a hook that only listens runs, is not answered (NR), and its verdict is logged and ignored', async () => {
+    const ran: string[] = [];
+    const early = plugin('early', {
+      mailFrom: (ctx, e) => {
+        ran.push(e.address);
+        ctx.message!.notes.set({ started: true });
+        return e.address.startsWith('liar') ? { action: 'reject', reason: 'a listener cannot refuse' } : undefined;
+      },
+      endOfMessage: (ctx) => (ctx.message!.notes.get<{ started: boolean }>()?.started ? undefined : { action: 'tempfail', reason: 'mailFrom hook did not run' }),
+    }, { listens: ['mailFrom'] });
+    const t = await createTestKernel({ plugins: [early] });
+    const n = t.kernel.application.negotiation as { stages: string[]; noReply: string[] };
+    assert.ok(n.stages.includes('mailFrom') && n.noReply.includes('mailFrom'), 'asked for, without replies');
+    const ok = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.equal(ok.decision.action, 'accept', 'the listener ran before end of message');
+    const liar = await t.message({ from: 'liar@example.org', rcpt: ['b@example.net'] });
+    assert.equal(liar.decision.action, 'accept', 'the reject returned by a listener is ignored');
+    assert.deepEqual(ran, ['a@example.org', 'liar@example.org']);
+    // A plugin that taps the same stage without listening makes it answered again.
+    const decider = plugin('decider', { mailFrom: () => undefined });
+    const both = await createTestKernel({ plugins: [early, decider] });
+    assert.ok(!(both.kernel.application.negotiation as { noReply: string[] }).noReply.includes('mailFrom'));
+  });
+
   it('a modification the plugin did not declare fails that plugin, with a code', async () => {
     const t = await createTestKernel({ plugins: [{ plugin: plugin('sneaky', { endOfMessage: (ctx) => void ctx.message!.changeSender('x@y') }), onError: 'accept' }] });
     const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });

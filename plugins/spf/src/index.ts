@@ -125,6 +125,8 @@ export default definePlugin<SpfPolicy, SpfOptions>({
   priority: 40,
   modifies: ['headers'],
   observes: ['connect', 'helo'],
+  // The MAIL hook only starts the DNS work; the verdict comes at end of message. Postfix need not wait.
+  listens: ['mailFrom'],
   setup({ options, metrics, log }) {
     const resolver: SpfResolver = createResolver({ servers: options.dnsServers, timeoutMs: options.dnsTimeout, cache: options.cacheEntries > 0 ? { maxEntries: options.cacheEntries } : false });
     const results = metrics.counter({ name: 'results_total', help: 'SPF results, by identity and result', labelNames: ['identity', 'result'] });

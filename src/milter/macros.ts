@@ -74,23 +74,20 @@ export class MacroStore implements MacroReader {
     return map;
   }
 
-  /** Called when a command arrives: clears every stage after it (CONNECT clears HELO and later, …). */
+  /**
+   * Called when a command arrives. As in libmilter (engine.c), CONNECT, HELO, MAIL and RCPT clear the
+   * buckets of every stage after theirs; DATA, headers, EOH, body chunks and EOM clear nothing (their
+   * macro packets only replace their own bucket), and neither does ABORT.
+   */
   enterStage(command: number): void {
     const bucket = bucketOf(command);
-    if (bucket === enum_.COMMAND) return;
-    // EOH/EOM macros arrive before every header / body chunk: do not clear the sibling packet's bucket.
-    const from = bucket === enum_.EOH ? enum_.EOM : bucket + 1;
-    for (let i = from; i < BUCKETS; i++) this.buckets[i] = null;
+    if (bucket > enum_.RCPT) return;
+    for (let i = bucket + 1; i < BUCKETS; i++) this.buckets[i] = null;
   }
 
   /** Drops the macros that belong to one command only (after that command was handled). */
   endCommand(): void {
     this.buckets[enum_.COMMAND] = null;
-  }
-
-  /** Forgets the message's macros (MAIL and later): ABORT or a decided message. */
-  clearMessage(): void {
-    for (let i = enum_.MAIL; i < BUCKETS; i++) this.buckets[i] = null;
   }
 
   /** Forgets everything (QUIT_NC starts a new connection on the same socket). */

@@ -574,7 +574,10 @@ export class MilterConnection implements MilterSession {
     if (this.phase === Phase.NONE) return;
     this.phase = Phase.NONE;
     this.bodySkipped = false;
-    this.macros.clearMessage();
+    // Macros are not cleared here, as libmilter does not: ending a message (ABORT, a decision, or a
+    // new MAIL or HELO that abandons it) leaves them to the next command that clears (see
+    // MacroStore.enterStage). Sendmail sends no ABORT after RSET to a filter that does not answer
+    // MAIL: the new MAIL's macro packet has already arrived when the old message is closed here.
     if (aborted && this.app.abort) {
       try {
         const r = this.app.abort(this);

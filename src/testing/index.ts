@@ -311,8 +311,8 @@ class FakeSession implements MilterSession {
   }
 
   endMessage(): void {
+    // As the engine (and libmilter): ending a message clears no macros; the next MAIL does.
     this.inMessage = false;
-    this.macros.clearMessage();
   }
 
   progress(): void {}

@@ -195,7 +195,6 @@ describe('Themis behind a real Sendmail', { skip }, () => {
 
   it(
     'MAIL, RCPT, RSET, then a whole message on one connection: the new transaction’s MAIL macros (queue id) reach Themis',
-    { todo: 'macro scoping after RSET on Sendmail: being fixed' },
     async () => {
       const ids = await session(async (smtp) => {
         const ids: string[] = [];

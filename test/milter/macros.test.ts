@@ -48,7 +48,7 @@ describe('MacroStore', () => {
     assert.deepEqual(m.toObject(), { i: 'Q4' });
   });
 
-  it('clearMessage keeps connection and HELO macros; command-level macros end with their command', () => {
+  it('a new MAIL keeps connection and HELO macros; command-level macros end with their command', () => {
     const m = new MacroStore();
     m.set(Command.CONNECT, ['j', 'mx']);
     m.set(Command.HELO, ['{tls_version}', 'TLSv1.3']);
@@ -57,8 +57,9 @@ describe('MacroStore', () => {
     assert.equal(m.get('{x}'), 'y');
     m.endCommand();
     assert.equal(m.get('{x}'), undefined);
-    m.clearMessage();
-    assert.deepEqual(m.toObject(), { j: 'mx', '{tls_version}': 'TLSv1.3' });
+    m.set(Command.MAIL, ['{mail_addr}', 'bob']);
+    m.enterStage(Command.MAIL);
+    assert.deepEqual(m.toObject(), { j: 'mx', '{tls_version}': 'TLSv1.3', '{mail_addr}': 'bob' });
     m.clearAll();
     assert.deepEqual(m.toObject(), {});
   });

@@ -23,11 +23,10 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, accessSync, constants as fsConstants, statSync, rmSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, mkdir, chmod, chown, writeFile, readdir, readFile, rm, utimes } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, delimiter } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMessageFile, startSink, type DeliveredMessage, type Sink } from './sink.ts';
+import { freePort, onProcessExit, waitUntil } from './process.ts';
 
 export type { DeliveredMessage } from './sink.ts';
 
@@ -265,14 +264,6 @@ function readFileSyncSafe(p: string): string | undefined {
   }
 }
 
-async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() >= end) return false;
-    await sleep(stepMs);
-  }
-}
 
 function userIds(user: string): { uid: number; gid: number } {
   const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
@@ -297,18 +288,6 @@ function assertTraversable(dir: string): void {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------
 // the SMTP sink
@@ -428,7 +407,6 @@ postlog       unix-dgram n  -      n      -      1       postlogd
 // emergency cleanup when the test process exits without stop()
 
 const live = new Map<string, { pidFile: string; dir: string; keep: boolean }>();
-let exitHookInstalled = false;
 
 function emergencyCleanup(): void {
   for (const [key, inst] of live) {
@@ -449,19 +427,6 @@ function emergencyCleanup(): void {
   }
 }
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', emergencyCleanup);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const handler = (): void => {
-      emergencyCleanup();
-      process.removeListener(sig, handler);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, handler);
-  }
-}
 
 // ---------------------------------------------------------------------------
 
@@ -541,7 +506,7 @@ export async function startPostfix(opts: PostfixOptions = {}): Promise<PostfixIn
 
     sink = await startSink(sinkDir);
     live.set(dir, { pidFile, dir, keep });
-    installExitHook();
+    onProcessExit(emergencyCleanup);
 
     let smtpPort = 0;
     let lastErr = '';

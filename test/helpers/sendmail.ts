@@ -53,11 +53,10 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { SINK_HOSTNAME, parseMessageFile, startSink, type DeliveredMessage, type Sink } from './sink.ts';
+import { freePort, onProcessExit, waitUntil } from './process.ts';
 
 export type { DeliveredMessage } from './sink.ts';
 
@@ -298,27 +297,7 @@ function killAll(pids: number[], signal: NodeJS.Signals): void {
   }
 }
 
-async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() >= end) return false;
-    await sleep(stepMs);
-  }
-}
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Is `pid` listening on 127.0.0.1:port? (/proc/net/tcp, and the socket's inode among its fds) */
 function listensOn(pid: number, port: number): boolean {
@@ -448,7 +427,6 @@ exec "$@"
 // emergency cleanup when the test process exits without stop()
 
 const live = new Map<string, { pid: number; ns: string | undefined; dir: string; keep: boolean }>();
-let exitHookInstalled = false;
 
 function emergencyCleanup(): void {
   for (const [key, inst] of live) {
@@ -465,19 +443,6 @@ function emergencyCleanup(): void {
   }
 }
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', emergencyCleanup);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const handler = (): void => {
-      emergencyCleanup();
-      process.removeListener(sig, handler);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, handler);
-  }
-}
 
 // ---------------------------------------------------------------------------
 
@@ -582,7 +547,7 @@ export async function startSendmail(opts: SendmailOptions = {}): Promise<Sendmai
     }
 
     sink = await startSink(sinkDir);
-    installExitHook();
+    onProcessExit(emergencyCleanup);
 
     let lastErr = '';
     for (let attempt = 1; attempt <= 5; attempt++) {

@@ -638,6 +638,7 @@ export class Kernel {
     p.timing[t + 1]++;
     const entry: TraceEntry = { stage, plugin: p.name, priority: p.priority, action: verdict?.action ?? 'continue', ms };
     if (verdict?.reason !== undefined) entry.reason = verdict.reason;
+    if (verdict?.detail !== undefined) entry.detail = verdict.detail;
     if (verdict?.reply !== undefined) entry.reply = verdict.reply;
     if (error !== undefined) entry.error = error;
     entries.push(entry);

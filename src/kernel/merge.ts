@@ -18,6 +18,8 @@ export interface TraceEntry {
   action: VerdictAction;
   /** Why (the plugin's words, or the error). */
   reason?: string;
+  /** The plugin's {@link Verdict.detail}, if any: for the trace and the log only. */
+  detail?: string;
   /** Custom SMTP reply, if any. */
   reply?: SmtpReply;
   /** The recipient, for `rcptTo` entries. */

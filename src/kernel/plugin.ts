@@ -22,8 +22,13 @@ export interface Verdict {
   action: VerdictAction;
   /** A custom SMTP reply for reject/tempfail (`{ code: 550, enhanced: '5.7.1', text: '…' }`). */
   reply?: SmtpReply;
-  /** Why, in words an administrator understands. Required for anything but `continue`. */
+  /**
+   * Why, in words an administrator understands. Required for anything but `continue`. Keep it short and
+   * plain: it is also what the MTA shows for a quarantine (Sendmail's `mailq -qQ`, Postfix's hold log).
+   */
   reason?: string;
+  /** More about how the plugin came to it (which rules matched, what it looked up): the trace and the log only, never sent to the MTA. */
+  detail?: string;
 }
 
 /** What a hook may return: a verdict, nothing (continue), or a promise of either. */

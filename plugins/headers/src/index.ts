@@ -390,7 +390,9 @@ export default definePlugin<HeadersPolicy, HeadersOptions>({
       }
       if (verdict) {
         w.verdict = verdict.action;
-        return { action: verdict.action, reason: `${verdict.reason} (${lines.join('; ')})`, ...(verdict.reply ? { reply: verdict.reply } : {}) };
+        // The reason stays the configured text: it is what a hold shows (Sendmail's mailq -qQ cuts a long
+        // one). The rules that led to it go to the trace as detail.
+        return { action: verdict.action, reason: verdict.reason, detail: lines.join('; '), ...(verdict.reply ? { reply: verdict.reply } : {}) };
       }
       return lines.length > 0 ? { action: 'continue', reason: lines.join('; ') } : undefined;
     };

@@ -11,7 +11,15 @@ import { readStrings, type StringEncoding } from './codec.ts';
 const enum_ = { CONNECT: 0, HELO: 1, MAIL: 2, RCPT: 3, DATA: 4, EOH: 5, EOM: 6, COMMAND: 7 } as const;
 const BUCKETS = 8;
 
-/** Which bucket a MACRO packet for the given command byte fills. Postfix sends `D L` and `D B` too. */
+/** A MACRO packet that is ignored, as libmilter ignores it. */
+const DROPPED = -1;
+
+/**
+ * Which bucket a MACRO packet for the given command byte fills. Postfix also sends `D L` before each
+ * header and `D B` before each body chunk (with the EOH and EOM lists); libmilter drops those (its
+ * st_macros stores only C, H, M, R, T, N and E), and so does the engine, so that handlers see the same
+ * macros as under libmilter (test/milter/libmilter-macros.test.ts). `D N` and `D E` carry the same lists.
+ */
 function bucketOf(command: number): number {
   switch (command) {
     case Command.CONNECT: return enum_.CONNECT;
@@ -19,10 +27,10 @@ function bucketOf(command: number): number {
     case Command.MAIL: return enum_.MAIL;
     case Command.RCPT: return enum_.RCPT;
     case Command.DATA: return enum_.DATA;
-    case Command.HEADER:
     case Command.EOH: return enum_.EOH;
-    case Command.BODY:
     case Command.BODYEOB: return enum_.EOM;
+    case Command.HEADER:
+    case Command.BODY: return DROPPED;
     default: return enum_.COMMAND; // e.g. `D U`: lives only until that command has been handled
   }
 }
@@ -56,12 +64,14 @@ export class MacroStore implements MacroReader {
   set(command: number, pairs: readonly string[]): void {
     const map = new Map<string, string>();
     for (let i = 0; i + 1 < pairs.length; i += 2) map.set(canonical(pairs[i]), pairs[i + 1]);
-    this.buckets[bucketOf(command)] = map;
+    const bucket = bucketOf(command);
+    if (bucket !== DROPPED) this.buckets[bucket] = map;
   }
 
   /** Stores a MACRO packet's payload (command byte first) undecoded; it must not change afterwards. */
   setPacket(payload: Buffer): void {
-    this.buckets[bucketOf(payload[0])] = payload.length > 1 ? payload : null;
+    const i = bucketOf(payload[0]);
+    if (i !== DROPPED) this.buckets[i] = payload.length > 1 ? payload : null;
   }
 
   private bucket(i: number): Map<string, string> | null {
@@ -81,7 +91,7 @@ export class MacroStore implements MacroReader {
    */
   enterStage(command: number): void {
     const bucket = bucketOf(command);
-    if (bucket > enum_.RCPT) return;
+    if (bucket === DROPPED || bucket > enum_.RCPT) return;
     for (let i = bucket + 1; i < BUCKETS; i++) this.buckets[i] = null;
   }
 

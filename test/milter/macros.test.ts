@@ -37,15 +37,19 @@ describe('MacroStore', () => {
     assert.equal(m.get('j'), 'mx');
   });
 
-  it('per-header and per-chunk macro packets (Postfix D L / D B) live with EOH and EOM', () => {
+  it('per-header and per-chunk macro packets (Postfix D L / D B) are dropped, as libmilter drops them; D N and D E count', () => {
     const m = new MacroStore();
+    m.set(Command.DATA, ['i', 'Q2']);
     m.set(Command.HEADER, ['i', 'Q3']);
     m.enterStage(Command.HEADER);
-    assert.equal(m.get('i'), 'Q3');
-    m.set(Command.BODYEOB, ['i', 'Q4']);
+    assert.equal(m.get('i'), 'Q2', 'the DATA macros, not the header packet');
+    m.set(Command.BODY, ['i', 'Q4']);
+    m.enterStage(Command.BODY);
+    assert.equal(m.get('i'), 'Q2');
+    m.set(Command.BODYEOB, ['i', 'Q5']);
     m.enterStage(Command.BODYEOB);
-    assert.equal(m.get('i'), 'Q4');
-    assert.deepEqual(m.toObject(), { i: 'Q4' });
+    assert.equal(m.get('i'), 'Q5');
+    assert.deepEqual(m.toObject(), { i: 'Q5' });
   });
 
   it('a new MAIL keeps connection and HELO macros; command-level macros end with their command', () => {

@@ -124,8 +124,10 @@ describe('the scripted exchange of the reference (section 9.5)', () => {
     assert.deepEqual(seen, [
       'connect mail.example.org 192.0.2.10:50000 j=mx.example.net',
       'mail alice@example.org SIZE=1024 auth=alice',
-      'header Subject="Hi" i=4XyZ1',
-      'header X-Long="a\\n\\tb" i=4XyZ1',
+      // The reference sends `i` only in a `D L` before each header: libmilter drops those packets
+      // (test/milter/libmilter-macros.test.ts), and so does the engine. Postfix also sends `i` at DATA.
+      'header Subject="Hi" i=undefined',
+      'header X-Long="a\\n\\tb" i=undefined',
       'eom rcpts=bob@example.com,carol@example.com i=4XyZ1',
     ]);
   });

@@ -53,7 +53,10 @@ export interface MacroReader {
  * message) and most are never read, so packets are kept as raw bytes and decoded on first lookup.
  */
 export class MacroStore implements MacroReader {
+  /** Per bucket: the decoded macros, or the undecoded packet `buckets[i][starts[i], ends[i])`, or null. */
   private readonly buckets: (Map<string, string> | Buffer | null)[] = new Array(BUCKETS).fill(null);
+  private readonly starts = new Int32Array(BUCKETS);
+  private readonly ends = new Int32Array(BUCKETS);
   private readonly encoding: StringEncoding;
 
   constructor(encoding: StringEncoding = 'utf8') {
@@ -70,14 +73,24 @@ export class MacroStore implements MacroReader {
 
   /** Stores a MACRO packet's payload (command byte first) undecoded; it must not change afterwards. */
   setPacket(payload: Buffer): void {
-    const i = bucketOf(payload[0]);
-    if (i !== DROPPED) this.buckets[i] = payload.length > 1 ? payload : null;
+    this.setRange(payload, 0, payload.length);
+  }
+
+  /** Stores a MACRO packet's payload, the bytes `buf[start, end)` (command byte first), undecoded; they must not change afterwards. */
+  setRange(buf: Buffer, start: number, end: number): void {
+    const i = bucketOf(buf[start]);
+    if (i === DROPPED) return;
+    if (end - start > 1) {
+      this.buckets[i] = buf;
+      this.starts[i] = start;
+      this.ends[i] = end;
+    } else this.buckets[i] = null;
   }
 
   private bucket(i: number): Map<string, string> | null {
     const b = this.buckets[i];
     if (b === null || b instanceof Map) return b;
-    const strings = readStrings(b, this.encoding, 1);
+    const strings = readStrings(b, this.encoding, this.starts[i] + 1, this.ends[i]);
     const map = new Map<string, string>();
     for (let k = 0; k < strings.length; k += 2) map.set(canonical(strings[k]), strings[k + 1] ?? '');
     this.buckets[i] = map;

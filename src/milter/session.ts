@@ -5,7 +5,7 @@
  * @module
  */
 import type { Socket } from 'node:net';
-import { Action, Command, DEFAULT_MAX_PACKET_SIZE, MILTER_CHUNK_SIZE, Protocol, Response, STAGE_BITS, codeName, type Stage } from './constants.ts';
+import { Action, Command, DEFAULT_MAX_PACKET_SIZE, MILTER_CHUNK_SIZE, Protocol, Response, STAGES, STAGE_BITS, codeName, type Stage } from './constants.ts';
 import {
   EMPTY_PACKET,
   FrameDecoder,
@@ -229,6 +229,27 @@ const MAX_QUEUED_PACKETS = 1024;
 const NO_ARGS: string[] = [];
 const NO_RECIPIENTS: EnvelopeEvent[] = [];
 
+/** One bit per stage (its index in {@link STAGES}), for the per-connection "answer expected" mask. */
+const BIT: Readonly<Record<Stage, number>> = Object.fromEntries(STAGES.map((stage, i) => [stage, 1 << i])) as Record<Stage, number>;
+const B_CONNECT = BIT.connect;
+const B_HELO = BIT.helo;
+const B_MAIL = BIT.mailFrom;
+const B_RCPT = BIT.rcptTo;
+const B_DATA = BIT.data;
+const B_HEADER = BIT.header;
+const B_EOH = BIT.endOfHeaders;
+const B_BODY = BIT.body;
+const B_UNKNOWN = BIT.unknown;
+const CONTINUE_PACKET = EMPTY_PACKET[Response.CONTINUE];
+
+/** A packet that arrived while a handler was pending: its payload is `buf[start, end)`. */
+interface QueuedPacket {
+  code: number;
+  buf: Buffer;
+  start: number;
+  end: number;
+}
+
 let nextSessionId = 1;
 
 /** One milter connection, filter side. Created by the server for each accepted socket. */
@@ -255,12 +276,21 @@ export class MilterConnection implements MilterSession {
   private phase: number = Phase.NONE;
   private bodySkipped = false;
   private busy = false;
-  private queue: { code: number; payload: Buffer }[] = [];
+  private queue: QueuedPacket[] = [];
   private queueHead = 0;
-  private out: Buffer[] = [];
+  /** Answers waiting for the next flush: the first, then any more (most wake-ups write exactly one). */
+  private out: Buffer | null = null;
+  private outMore: Buffer[] | null = null;
   private readingPaused = false;
-  /** When bytes last arrived or a handler last finished (ms since epoch); the server's sweep reads it. */
+  /** Stages whose events the MTA waits an answer for ({@link BIT} mask), from the negotiation. */
+  private replyMask = 0;
+  /**
+   * When bytes last arrived or a handler last finished (ms since epoch), as of the server's last sweep:
+   * the hot path only sets {@link touched}, and the sweep turns that into a time (no clock read per packet).
+   */
   private lastActivity = Date.now();
+  /** Set when bytes arrive or a handler finishes; the sweep clears it and moves {@link lastActivity}. */
+  private touched = false;
   /** When the packet still being received started, 0 on a packet boundary. */
   private partialSince = 0;
   private progressTimer: NodeJS.Timeout | undefined;
@@ -277,7 +307,7 @@ export class MilterConnection implements MilterSession {
     this.decoder = new FrameDecoder(opts.maxPacketSize);
     this.macros = new MacroStore(opts.encoding);
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', this.onData);
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: Error) => this.onSocketError(err));
     socket.on('close', () => this.finish('socket closed'));
@@ -315,46 +345,46 @@ export class MilterConnection implements MilterSession {
   // -------------------------------------------------------------------------------------------
   // Input
 
-  private onData(chunk: Buffer): void {
-    const now = Date.now();
-    this.lastActivity = now;
+  /** One read: usually one event with its macro packet, answered by one write. */
+  private readonly onData = (chunk: Buffer): void => {
+    this.touched = true;
     try {
-      this.decoder.push(chunk, this.onFrame);
+      this.decoder.pushRange(chunk, this.onFrame);
     } catch (err) {
       this.protocolError(err);
       return;
     }
     this.flush();
     if (this.decoder.pendingBytes === 0) this.partialSince = 0;
-    else if (this.partialSince === 0) this.partialSince = now;
-  }
+    else if (this.partialSince === 0) this.partialSince = Date.now();
+  };
 
-  private readonly onFrame = (code: number, payload: Buffer): void => {
+  private readonly onFrame = (code: number, buf: Buffer, start: number, end: number): void => {
     if (this.connState === enum_State.CLOSED) return;
     if (this.busy || this.queueHead < this.queue.length) {
-      this.queue.push({ code, payload });
+      this.queue.push({ code, buf, start, end });
       if (this.queue.length - this.queueHead > MAX_QUEUED_PACKETS && !this.readingPaused) {
         this.readingPaused = true;
         this.socket.pause();
       }
       return;
     }
-    this.dispatch(code, payload);
+    this.dispatch(code, buf, start, end);
   };
 
   private drainQueue(): void {
     while (!this.busy && this.queueHead < this.queue.length && this.connState !== enum_State.CLOSED) {
-      const { code, payload } = this.queue[this.queueHead];
+      const p = this.queue[this.queueHead];
       this.queue[this.queueHead++] = undefined as never;
       try {
-        this.dispatch(code, payload);
+        this.dispatch(p.code, p.buf, p.start, p.end);
       } catch (err) {
         this.protocolError(err);
         return;
       }
     }
     if (this.queueHead >= this.queue.length) {
-      this.queue.length = 0;
+      if (this.queue.length !== 0) this.queue.length = 0;
       this.queueHead = 0;
       if (this.readingPaused && this.socket.writableLength === 0) {
         this.readingPaused = false;
@@ -386,6 +416,11 @@ export class MilterConnection implements MilterSession {
    * socket timer re-armed on every read and write, which showed in profiles of the hot path.
    */
   checkTimeouts(now: number): void {
+    if (this.touched) {
+      // Activity since the last sweep: counted from now, so a timeout never fires early (at most one sweep period late).
+      this.touched = false;
+      this.lastActivity = now;
+    }
     if (this.busy || this.connState === enum_State.CLOSED) return; // a pending handler has its own deadline
     let kind: 'read' | 'idle' | undefined;
     if (this.partialSince !== 0 && this.opts.readTimeout > 0 && now - this.partialSince >= this.opts.readTimeout) kind = 'read';
@@ -407,24 +442,25 @@ export class MilterConnection implements MilterSession {
   // Output
 
   private send(packet: Buffer): void {
-    this.out.push(packet);
+    if (this.out === null) this.out = packet;
+    else (this.outMore ??= []).push(packet);
   }
 
   private flush(): void {
-    const out = this.out;
-    if (out.length === 0 || this.connState === enum_State.CLOSED) {
-      out.length = 0;
-      return;
-    }
+    const first = this.out;
+    if (first === null) return;
+    const more = this.outMore;
+    this.out = null;
+    this.outMore = null;
+    if (this.connState === enum_State.CLOSED) return;
     let ok: boolean;
-    if (out.length === 1) ok = this.socket.write(out[0]);
+    if (more === null) ok = this.socket.write(first);
     else {
       this.socket.cork();
-      ok = true;
-      for (const b of out) ok = this.socket.write(b) && ok;
+      ok = this.socket.write(first);
+      for (const b of more) ok = this.socket.write(b) && ok;
       this.socket.uncork();
     }
-    out.length = 0;
     if (!ok && !this.readingPaused) {
       // The MTA is not reading; stop reading from it until our answers drain.
       this.readingPaused = true;
@@ -435,72 +471,77 @@ export class MilterConnection implements MilterSession {
   // -------------------------------------------------------------------------------------------
   // State machine
 
-  private dispatch(code: number, payload: Buffer): void {
+  /**
+   * One packet, its payload being `buf[start, end)`. A Buffer view of the payload is made only where
+   * one is kept or handed to the application (an event's bytes, a body chunk), not for the macro
+   * packets and payload-less commands that make up most of a message.
+   */
+  private dispatch(code: number, buf: Buffer, start: number, end: number): void {
     const enc = this.opts.encoding;
     if (this.connState === enum_State.INIT && code !== Command.OPTNEG) throw this.outOfOrder(code);
     switch (code) {
       case Command.OPTNEG:
-        return this.onOptionNegotiation(payload);
+        return this.onOptionNegotiation(buf.subarray(start, end));
       case Command.MACRO:
-        if (payload.length < 1) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_MACRO', reason: 'no command byte' });
-        this.macros.setPacket(payload);
+        if (end - start < 1) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_MACRO', reason: 'no command byte' });
+        this.macros.setRange(buf, start, end);
         return;
       case Command.CONNECT: {
         if (this.connState !== enum_State.NEGOTIATED) throw this.outOfOrder(code);
-        const event = readConnect(payload, enc);
+        const event = readConnect(buf.subarray(start, end), enc);
         this.macros.enterStage(code);
         this.client = event;
         this.connState = enum_State.CONNECTED;
-        return this.run('connect', this.app.connect, event);
+        return this.run('connect', B_CONNECT, this.app.connect, event);
       }
       case Command.HELO: {
         this.requireConnected(code);
-        const hostname = readStrings(payload, enc)[0] ?? '';
+        const hostname = readStrings(buf, enc, start, end)[0] ?? '';
         this.endMessage(true);
         this.macros.enterStage(code);
         this.helo = hostname;
-        return this.run('helo', this.app.helo, { hostname });
+        return this.run('helo', B_HELO, this.app.helo, { hostname });
       }
       case Command.MAIL: {
         this.requireConnected(code);
-        const event = new EnvelopeView(payload, enc);
+        const event = new EnvelopeView(buf, start, end, enc);
         this.endMessage(true);
         this.macros.enterStage(code);
         this.phase = Phase.MAIL;
         this.sender = event;
         this.recipients = [];
-        return this.run('mailFrom', this.app.mailFrom, event);
+        return this.run('mailFrom', B_MAIL, this.app.mailFrom, event);
       }
       case Command.RCPT: {
         this.enterPhase(code, Phase.RCPT);
-        const event = new EnvelopeView(payload, enc);
+        const event = new EnvelopeView(buf, start, end, enc);
         if (this.recipients === NO_RECIPIENTS) this.recipients = [];
         this.recipients.push(event);
-        return this.run('rcptTo', this.app.rcptTo, event);
+        return this.run('rcptTo', B_RCPT, this.app.rcptTo, event);
       }
       case Command.DATA:
         this.enterPhase(code, Phase.DATA);
-        return this.run('data', this.app.data, undefined);
+        return this.run('data', B_DATA, this.app.data, undefined);
       case Command.HEADER:
         this.enterPhase(code, Phase.HEADER);
         // Decoding is lazy, but a malformed packet is still refused here, not in the handler.
-        if (payload.indexOf(0) < 0) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_HEADER', reason: 'header name is not NUL-terminated' });
-        if (this.app.header === undefined) return this.autoReply('header');
-        return this.run('header', this.app.header, new HeaderView(payload, enc));
+        if (!hasNul(buf, start, end)) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_HEADER', reason: 'header name is not NUL-terminated' });
+        if (this.app.header === undefined) return this.autoReply(B_HEADER);
+        return this.run('header', B_HEADER, this.app.header, new HeaderView(buf, start, end, enc));
       case Command.EOH:
         this.enterPhase(code, Phase.EOH);
-        return this.run('endOfHeaders', this.app.endOfHeaders, undefined);
+        return this.run('endOfHeaders', B_EOH, this.app.endOfHeaders, undefined);
       case Command.BODY:
         this.enterPhase(code, Phase.BODY);
-        if (this.bodySkipped) return this.autoReply('body');
-        return this.run('body', this.app.body, payload);
+        if (this.bodySkipped) return this.autoReply(B_BODY);
+        return this.run('body', B_BODY, this.app.body, buf.subarray(start, end));
       case Command.BODYEOB:
         this.enterPhase(code, Phase.BODY);
-        return this.onEndOfMessage(payload);
+        return this.onEndOfMessage(end > start ? buf.subarray(start, end) : EMPTY_PAYLOAD);
       case Command.UNKNOWN: {
         this.requireConnected(code);
-        const command = readStrings(payload, enc)[0] ?? '';
-        this.run('unknown', this.app.unknown, { command });
+        const command = readStrings(buf, enc, start, end)[0] ?? '';
+        this.run('unknown', B_UNKNOWN, this.app.unknown, { command });
         this.macros.endCommand();
         return;
       }
@@ -534,6 +575,9 @@ export class MilterConnection implements MilterSession {
       this.log.warn({ refused: `0x${negotiated.refusedActions.toString(16)}`, offered: `0x${offer.actions.toString(16)}` }, 'MTA does not offer some actions the application may use; those modifications will fail');
     }
     this.negotiated = negotiated;
+    let mask = 0;
+    for (const stage of negotiated.replyExpected) mask |= BIT[stage];
+    this.replyMask = mask;
     this.connState = enum_State.NEGOTIATED;
     this.baseLog.debug({ conn: this.id, version: negotiated.reply.version, actions: negotiated.reply.actions, protocol: negotiated.reply.protocol }, 'negotiated');
     this.send(encodeOptionNegotiation(negotiated.reply));
@@ -601,9 +645,12 @@ export class MilterConnection implements MilterSession {
   // -------------------------------------------------------------------------------------------
   // Handlers
 
-  /** Runs a stage handler (or answers for a stage nobody listens to) and sends its answer. */
-  private run<E>(stage: Stage, handler: ((s: MilterSession, e: E) => HandlerResult) | undefined, event: E): void {
-    if (handler === undefined) return this.autoReply(stage);
+  /**
+   * Runs a stage handler (or answers for a stage nobody listens to) and sends its answer. `bit` is the
+   * stage's {@link BIT}.
+   */
+  private run<E>(stage: Stage, bit: number, handler: ((s: MilterSession, e: E) => HandlerResult) | undefined, event: E): void {
+    if (handler === undefined) return this.autoReply(bit);
     let result: HandlerResult;
     try {
       result = handler.call(this.app, this, event);
@@ -611,16 +658,21 @@ export class MilterConnection implements MilterSession {
       this.handlerFailed(stage, err);
       return this.answer(stage, this.opts.onHandlerError);
     }
-    if (result !== undefined && typeof (result as Promise<unknown>).then === 'function') {
+    if (result === undefined) {
+      // "continue" from a synchronous handler, the common case: what answer() would do with it.
+      if ((this.replyMask & bit) !== 0) this.send(CONTINUE_PACKET);
+      return;
+    }
+    if (typeof (result as Promise<unknown>).then === 'function') {
       this.await(stage, result as Promise<Decision | void>, undefined);
       return;
     }
-    this.answer(stage, (result as Decision | undefined) ?? Decisions.continue);
+    this.answer(stage, (result as Decision | null) ?? Decisions.continue);
   }
 
   /** Answers an event the application does not handle: `continue` when the MTA waits for an answer. */
-  private autoReply(stage: Stage): void {
-    if (this.negotiated!.replyExpected.has(stage)) this.send(EMPTY_PACKET[Response.CONTINUE]);
+  private autoReply(bit: number): void {
+    if ((this.replyMask & bit) !== 0) this.send(CONTINUE_PACKET);
   }
 
   private await(stage: Stage, promise: Promise<Decision | void>, modifier: Modifier | undefined): void {
@@ -654,7 +706,7 @@ export class MilterConnection implements MilterSession {
 
   private settle(stage: Stage, decision: Decision, modifier: Modifier | undefined, failed: boolean): void {
     this.busy = false;
-    this.lastActivity = Date.now();
+    this.touched = true;
     if (this.progressTimer) {
       clearInterval(this.progressTimer);
       this.progressTimer = undefined;
@@ -824,17 +876,22 @@ export class MilterConnection implements MilterSession {
  * read an address does not pay for turning it into a string.
  */
 class EnvelopeView implements EnvelopeEvent {
-  private readonly payload: Buffer;
+  /** The packet's payload is `buf[start, end)`. */
+  private readonly buf: Buffer;
+  private readonly start: number;
+  private readonly end: number;
   private readonly encoding: StringEncoding;
   private argv: string[] | undefined;
 
-  constructor(payload: Buffer, encoding: StringEncoding) {
-    this.payload = payload;
+  constructor(buf: Buffer, start: number, end: number, encoding: StringEncoding) {
+    this.buf = buf;
+    this.start = start;
+    this.end = end;
     this.encoding = encoding;
   }
 
   private decoded(): string[] {
-    return (this.argv ??= readStrings(this.payload, this.encoding));
+    return (this.argv ??= readStrings(this.buf, this.encoding, this.start, this.end));
   }
 
   get raw(): string {
@@ -857,26 +914,43 @@ class EnvelopeView implements EnvelopeEvent {
 
 /** A HEADER event over the packet's bytes, decoded on first access. */
 class HeaderView implements HeaderEvent {
-  private readonly payload: Buffer;
+  /** The packet's payload is `buf[start, end)`. */
+  private readonly buf: Buffer;
+  private readonly start: number;
+  private readonly end: number;
   private readonly encoding: StringEncoding;
   private decoded: HeaderEvent | undefined;
 
-  constructor(payload: Buffer, encoding: StringEncoding) {
-    this.payload = payload;
+  constructor(buf: Buffer, start: number, end: number, encoding: StringEncoding) {
+    this.buf = buf;
+    this.start = start;
+    this.end = end;
     this.encoding = encoding;
   }
 
+  private decode(): HeaderEvent {
+    return (this.decoded ??= readHeader(this.buf.subarray(this.start, this.end), this.encoding));
+  }
+
   get name(): string {
-    return (this.decoded ??= readHeader(this.payload, this.encoding)).name;
+    return this.decode().name;
   }
 
   get value(): string {
-    return (this.decoded ??= readHeader(this.payload, this.encoding)).value;
+    return this.decode().value;
   }
 
   toJSON(): HeaderEvent {
     return { name: this.name, value: this.value };
   }
+}
+
+const EMPTY_PAYLOAD = Buffer.alloc(0);
+
+/** Whether `buf[start, end)` holds a NUL byte (a header name is short: a loop beats a native call). */
+function hasNul(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buf[i] === 0) return true;
+  return false;
 }
 
 function handlerStages(app: MilterHandlers): Stage[] {

@@ -276,6 +276,27 @@ describe('framing', () => {
     assert.deepEqual(payloads, ['Hello\r\n', 'AB']);
   });
 
+  it('pushRange hands over the same payloads as byte ranges, at every split point', () => {
+    const viaViews: string[] = [];
+    new FrameDecoder().push(stream, (code, p) => viaViews.push(`${code}:${p.toString('hex')}`));
+    for (let cut = 0; cut < stream.length; cut++) {
+      const d = new FrameDecoder();
+      const got: string[] = [];
+      const onFrame = (code: number, buf: Buffer, start: number, end: number) => got.push(`${code}:${buf.toString('hex', start, end)}`);
+      if (cut > 0) d.pushRange(stream.subarray(0, cut), onFrame);
+      d.pushRange(stream.subarray(cut), onFrame);
+      d.finish();
+      assert.deepEqual(got, viaViews, `cut at ${cut}`);
+    }
+  });
+
+  it('readStrings reads a byte range of a larger buffer', () => {
+    const buf = Buffer.concat([Buffer.from('xx\0'), Buffer.from('<a@b>\0SIZE=1\0'), Buffer.from('after\0')]);
+    assert.deepEqual(readStrings(buf, 'utf8', 3, 16), ['<a@b>', 'SIZE=1']);
+    // A last string without its NUL ends at the range's end, not at a later NUL.
+    assert.deepEqual(readStrings(buf, 'utf8', 3, 6), ['<a@']);
+  });
+
   it('rejects a zero length with a coded error', () => {
     assert.throws(() => new FrameDecoder().push(hex('00 00 00 00 41'), () => {}), (e: unknown) => e instanceof MilterError && e.code === 'THEMIS_ERR_MILTER_ZERO_LENGTH');
   });

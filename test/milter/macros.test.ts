@@ -37,6 +37,21 @@ describe('MacroStore', () => {
     assert.equal(m.get('j'), 'mx');
   });
 
+  it('keeps a MACRO packet given as a byte range of a larger read, decoding it on lookup', () => {
+    const m = new MacroStore();
+    // [junk][C j mx \0 {daemon_name} \0 smtpd \0][junk]: only the range is the packet.
+    const packet = Buffer.from('Cj\0mx\0{daemon_name}\0smtpd\0', 'latin1');
+    const read = Buffer.concat([Buffer.from('ZZ\0q\0'), packet, Buffer.from('i\0nope\0')]);
+    m.setRange(read, 5, 5 + packet.length);
+    assert.equal(m.get('j'), 'mx');
+    assert.equal(m.get('daemon_name'), 'smtpd');
+    assert.equal(m.get('i'), undefined);
+    assert.equal(m.get('q'), undefined);
+    // A packet with the command byte only empties its bucket.
+    m.setRange(read, 5, 6);
+    assert.equal(m.get('j'), undefined);
+  });
+
   it('per-header and per-chunk macro packets (Postfix D L / D B) are dropped, as libmilter drops them; D N and D E count', () => {
     const m = new MacroStore();
     m.set(Command.DATA, ['i', 'Q2']);

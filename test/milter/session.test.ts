@@ -308,6 +308,31 @@ describe('bad input closes only the offending connection', () => {
   });
 });
 
+describe('the idle timeout counts from the last packet', () => {
+  it('a connection that keeps talking outlives several idle timeouts, and is closed once it falls silent', async () => {
+    const log = recordingLogger();
+    const { server, port } = await serve({ helo: () => undefined }, { logger: log, idleTimeout: 300 });
+    try {
+      const c = await negotiated(port);
+      // One HELO every 100 ms for about a second: never 300 ms of silence.
+      for (let i = 0; i < 10; i++) {
+        c.write(encodeStrings(Command.HELO, [`h${i}`]));
+        assert.equal((await c.next()).code, Response.CONTINUE);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(c.isClosed, false, 'an active connection is not idle');
+      assert.ok(!log.lines.some((l) => l.fields.code === 'THEMIS_ERR_MILTER_TIMEOUT'));
+      const silent = Date.now();
+      assert.ok(await c.closedWithin(2000), 'closed once silent');
+      // Never early; late by at most about two sweep periods (75 ms each here).
+      assert.ok(Date.now() - silent >= 300 - 100, `closed after ${Date.now() - silent} ms of silence`);
+      assert.ok(log.lines.some((l) => l.fields.code === 'THEMIS_ERR_MILTER_TIMEOUT'));
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('end-of-message modifications', () => {
   let server: Server;
   let port: number;

@@ -19,8 +19,12 @@
  *
  * Usage:
  *   node bench/load.ts --port P [-c 10] [-k 10] [-r 5] [--headers 10] [--body-bytes 20480] [-m 3000]
- *                      [--milter-pid PID] [--timeout 30] [--json] [--trace]
+ *                      [--rate N] [--milter-pid PID] [--timeout 30] [--json] [--trace]
  *   node bench/load.ts --port P --idle 1000 --milter-pid PID [--json]   (memory: N idle sessions)
+ * Without --rate every connection sends its next message as soon as the previous one is decided (the
+ * milter is saturated). With --rate N the load is paced: N messages per second in total, spread evenly
+ * over the connections; each message starts at its scheduled time, or as soon as its connection is
+ * free when it is behind schedule. The result says whether the milter kept up (achieved ≥ 95 % of N).
  * Exit status: 0 when there were no protocol errors; 1 when there were any; 2 on bad usage.
  * @module
  */
@@ -52,6 +56,8 @@ export interface LoadOptions {
   offerProtocol: number;
   idle: number;
   idleSettleMs: number;
+  /** Paced mode: messages per second offered in total (0 = unpaced: as fast as the milter answers). */
+  rate: number;
   json: boolean;
   trace: boolean;
 }
@@ -67,6 +73,10 @@ const USAGE = `Usage: node bench/load.ts --port P [options]
   --body-bytes N        body size (default 2048)
   --chunk-size N        body chunk size, ≤ 65535 (default 65535)
   --timeout S           seconds allowed per message (default 30)
+  --rate N              paced load: offer N messages per second in total, spread evenly over the
+                        connections (a message starts at its scheduled time, or as soon as its
+                        connection is free); reports the achieved rate and whether the milter kept up
+                        (achieved ≥ 95 % of N). Default: unpaced, each connection as fast as answered
   --milter-pid PID      also measure this process's CPU per message (all threads, from /proc)
   --offer-actions N     actions offered in OPTNEG (default 0x1ff)
   --offer-protocol N    protocol bits offered in OPTNEG (default 0x1fffff)
@@ -96,6 +106,7 @@ function parseOptions(argv: string[]): LoadOptions {
       'offer-protocol': { type: 'string', default: String(ALL_PROTOCOL) },
       idle: { type: 'string', default: '0' },
       'idle-settle-ms': { type: 'string', default: '1000' },
+      rate: { type: 'string' },
       json: { type: 'boolean', default: false },
       trace: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -116,6 +127,8 @@ function parseOptions(argv: string[]): LoadOptions {
   if (values.port === undefined) usage('--port is required');
   const timeout = Number(values.timeout);
   if (!(timeout > 0)) usage('--timeout must be a positive number of seconds');
+  const rate = values.rate === undefined ? 0 : Number(values.rate);
+  if (!(rate >= 0) || !Number.isFinite(rate)) usage(`--rate must be a number of messages per second (0: unpaced), got ${JSON.stringify(values.rate)}`);
   return {
     host,
     port: int('port', values.port as string, 1, 65535),
@@ -132,6 +145,7 @@ function parseOptions(argv: string[]): LoadOptions {
     offerProtocol: int('offer-protocol', values['offer-protocol'] as string, 0, 0xffffffff),
     idle: int('idle', values.idle as string, 0, 100_000),
     idleSettleMs: int('idle-settle-ms', values['idle-settle-ms'] as string, 0),
+    rate,
     json: values.json as boolean,
     trace: values.trace as boolean,
   };
@@ -540,11 +554,36 @@ class Load {
   private onClosesDone: (() => void) | undefined;
   lastDecision = 0;
   readonly workers: Conn[] = [];
+  /** Paced mode: ms between two message starts on one connection (0 = unpaced). */
+  slotMs = 0;
+  /** Paced mode: when the schedule started (performance.now()). */
+  t0 = 0;
+  /** Paced mode: how late each message started against its schedule, in ms. */
+  readonly lag: Float64Array | null;
+  lagCount = 0;
+  /** Paced mode: messages that started more than one slot behind their schedule. */
+  lateStarts = 0;
 
   constructor(opts: LoadOptions) {
     this.opts = opts;
     this.plan = new Plan(opts);
     this.stats = new Stats(opts.messages);
+    this.lag = opts.rate > 0 ? new Float64Array(opts.messages) : null;
+  }
+
+  /**
+   * Paced mode: when the `nth` message (0-based) of connection `slot` is due. Connection `slot` starts its
+   * messages at t0 + (slot + nth × connections) / rate: the offered load is `rate` messages per second
+   * in total, every connection at rate / connections, the connections evenly staggered.
+   */
+  dueAt(slot: number, nth: number, connections: number): number {
+    return this.t0 + ((slot + nth * connections) * 1000) / this.opts.rate;
+  }
+
+  /** Paced mode: records how late a message started. */
+  started(lagMs: number): void {
+    if (this.lagCount < this.lag!.length) this.lag![this.lagCount++] = lagMs;
+    if (lagMs > this.slotMs) this.lateStarts++;
   }
 
   /** A message number for a connection that still has quota. */
@@ -562,6 +601,10 @@ class Load {
       this.onAllDone = resolve;
       const n = Math.min(this.opts.connections, this.opts.messages);
       this.activeWorkers = n;
+      if (this.opts.rate > 0) {
+        this.slotMs = (n * 1000) / this.opts.rate;
+        this.t0 = performance.now();
+      }
       for (let i = 0; i < n; i++) {
         const w = new Conn(this, i, false, Math.floor(this.opts.messages / n) + (i < this.opts.messages % n ? 1 : 0));
         this.workers.push(w);
@@ -644,6 +687,10 @@ class Conn {
 
   /** Messages this connection slot still has to send. */
   private quota: number;
+  /** Paced mode: messages this connection has started (its place in the schedule). */
+  private nth = 0;
+  /** Paced mode: the timer that waits for the next message's slot. */
+  private slotTimer: NodeJS.Timeout | undefined;
 
   constructor(load: Load, id: number, idle = false, quota = 0) {
     this.quota = quota;
@@ -658,6 +705,11 @@ class Conn {
 
   /** Takes the next message, opening a session when none is open; reports to the load when none is left. */
   next(): void {
+    if (this.quota > 0 && this.load.slotMs > 0 && this.waitForSlot(() => this.nextNow())) return;
+    this.nextNow();
+  }
+
+  private nextNow(): void {
     const idx = this.quota > 0 ? (this.quota--, this.load.take()) : -1;
     if (idx < 0) {
       if (this.sock !== null) this.endSession(P_ABORT_QUIT);
@@ -931,7 +983,8 @@ class Conn {
     this.beginMessage(this.msg);
   }
 
-  private beginMessage(idx: number): void {
+  /** Starts message `idx` in the open session; `lead` (paced mode: the held ABORT) goes out in the same write. */
+  private beginMessage(idx: number, lead?: Buffer): void {
     this.msg = idx;
     this.state = ST_MESSAGE;
     this.steps = this.script!.message;
@@ -941,7 +994,15 @@ class Conn {
     const now = performance.now();
     this.msgStart = now;
     this.deadline = now + this.load.opts.timeoutMs;
+    if (lead === undefined) {
+      this.advance();
+      return;
+    }
+    const sock = this.sock!;
+    sock.cork();
+    this.send(lead);
     this.advance();
+    sock.uncork();
   }
 
   /** Counts a verdict and its latency from `since`; the message is over. Returns the time now. */
@@ -976,8 +1037,37 @@ class Conn {
       this.load.workerDone();
       return;
     }
+    if (this.load.slotMs > 0) {
+      // Paced: the next message waits for its slot in the open session. As with Postfix, whose milter
+      // writes stay in its buffer until it needs an answer, the ABORT goes out with that message's first
+      // packets: an idle milter connection is not woken for the ABORT alone.
+      this.msg = idx; // a session lost meanwhile counts it as failed
+      if (this.waitForSlot(() => this.beginMessage(idx, P_ABORT))) return;
+      this.beginMessage(idx, P_ABORT);
+      return;
+    }
     this.send(P_ABORT);
     this.beginMessage(idx);
+  }
+
+  /**
+   * Paced mode: true when this connection's next message is not due yet; `then` runs when it is. A
+   * message behind its schedule starts at once (its connection was busy), and its lag is recorded.
+   */
+  private waitForSlot(then: () => void): boolean {
+    const load = this.load;
+    const due = load.dueAt(this.id, this.nth++, load.workers.length);
+    const now = performance.now();
+    if (due > now) {
+      this.slotTimer = setTimeout(() => {
+        this.slotTimer = undefined;
+        load.started(Math.max(0, performance.now() - due));
+        then();
+      }, due - now);
+      return true;
+    }
+    load.started(now - due);
+    return false;
   }
 
   /** A connection-level verdict at CONNECT/HELO: counts as the message's verdict; Postfix then sends QUIT only. */
@@ -1028,6 +1118,11 @@ class Conn {
     this.waitStage = -1;
     this.deadline = Infinity;
     this.partial = null;
+    if (this.slotTimer !== undefined) {
+      clearTimeout(this.slotTimer);
+      this.slotTimer = undefined;
+      this.nth--; // the slot goes to the next message
+    }
     if (sock !== null) sock.destroy();
     if (this.idle) {
       const cb = this.onReady;
@@ -1150,7 +1245,30 @@ export interface LoadResult {
   milter_threads_before?: number;
   milter_threads_after?: number;
   clk_tck?: number;
+  /** Paced mode (--rate) only. */
+  pacing?: PacingResult;
 }
+
+/** How a paced run (--rate) went. */
+export interface PacingResult {
+  /** Messages per second offered, in total over the connections. */
+  offered_msgs_per_s: number;
+  /** Messages decided per second (the same figure as `msgs_per_s`). */
+  achieved_msgs_per_s: number;
+  /** achieved ÷ offered. */
+  achieved_ratio: number;
+  /** The milter kept up: achieved ≥ 95 % of offered. */
+  kept_up: boolean;
+  /** ms between two message starts on one connection (connections ÷ rate). */
+  slot_ms: number;
+  /** How late messages started against their schedule (0 when on time), in ms. */
+  start_lag_ms: LatencySummary | null;
+  /** Messages that started more than one slot behind their schedule. */
+  late_starts: number;
+}
+
+/** A paced run counts as kept up when it achieved at least this share of the offered rate. */
+export const KEPT_UP_RATIO = 0.95;
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -1217,6 +1335,18 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     result.milter_threads_before = m0.threads;
     result.milter_threads_after = m1.threads;
     result.clk_tck = tck;
+  }
+  if (opts.rate > 0) {
+    const achieved = result.msgs_per_s;
+    result.pacing = {
+      offered_msgs_per_s: opts.rate,
+      achieved_msgs_per_s: achieved,
+      achieved_ratio: round(achieved / opts.rate, 4),
+      kept_up: achieved >= KEPT_UP_RATIO * opts.rate,
+      slot_ms: round(load.slotMs, 3),
+      start_lag_ms: summarize(load.lag!, load.lagCount),
+      late_starts: load.lateStarts,
+    };
   }
   return result;
 }
@@ -1304,6 +1434,11 @@ function printLoad(r: LoadResult): void {
   out.push(`load -> ${r.target}  C=${c.connections} K=${c.msgs_per_conn} R=${c.rcpts} headers=${c.headers} body=${c.body_bytes}B`);
   if (r.negotiated) out.push(`negotiated: v${r.negotiated.version} actions=${r.negotiated.actions} protocol=${r.negotiated.protocol}${Object.keys(r.negotiated.symlists).length ? ` symlists=${JSON.stringify(r.negotiated.symlists)}` : ''}`);
   out.push(`messages: ${r.messages_ok} ok / ${r.messages_total} in ${r.duration_s.toFixed(3)} s -> ${r.msgs_per_s.toFixed(1)} msg/s  (sessions ${r.sessions})`);
+  const p = r.pacing;
+  if (p) {
+    out.push(`paced: offered ${p.offered_msgs_per_s} msg/s (one message every ${p.slot_ms.toFixed(2)} ms per connection), achieved ${p.achieved_msgs_per_s.toFixed(1)} msg/s = ${(p.achieved_ratio * 100).toFixed(1)} %: ${p.kept_up ? 'kept up' : `DID NOT KEEP UP (< ${KEPT_UP_RATIO * 100} %)`}`);
+    if (p.start_lag_ms) out.push(`  start lag vs schedule        ms: p50 ${p.start_lag_ms.p50.toFixed(3)}  p95 ${p.start_lag_ms.p95.toFixed(3)}  p99 ${p.start_lag_ms.p99.toFixed(3)}  max ${p.start_lag_ms.max.toFixed(3)}   (${p.late_starts} started more than one slot late)`);
+  }
   for (const [label, s] of [['latency/msg (D M..decision)', r.latency_ms], ['session setup', r.setup_latency_ms]] as const) {
     if (s) out.push(`  ${label.padEnd(28)} ms: p50 ${s.p50.toFixed(3)}  p95 ${s.p95.toFixed(3)}  p99 ${s.p99.toFixed(3)}  mean ${s.mean.toFixed(3)}  max ${s.max.toFixed(3)}`);
   }

@@ -29,7 +29,7 @@
  * @module
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { chmod, chown } from 'node:fs/promises';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
@@ -39,6 +39,7 @@ import { startDnsServer, type DnsServer } from '../test/helpers/dns.ts';
 import { postfixAvailable, postfixUnavailableReason, startPostfix, type PostfixInstance, type PostfixOptions } from '../test/helpers/postfix.ts';
 import { redisAvailable, startRedis, type RedisServer } from '../test/helpers/redis.ts';
 import { MTA_NAME, RECIPIENT, SENDER, SENDER_DOMAIN } from './postfix-configs/mail.ts';
+import { findOrBuildC, isExecutable, killAll, removeTempDir, track, trackTempDir } from './baselines.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const THEMIS_BIN = join(REPO, 'bin', 'themis.js');
@@ -322,36 +323,9 @@ export interface PostfixBenchResult {
 // ---------------------------------------------------------------------------------------------
 // Processes and temp dirs: all tracked, all removed on the way out (also on exit and signals)
 
-const children = new Set<ChildProcess>();
-const tempDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-/** Synchronous last resort for process exit: what `finally` did not get to. Postfix, Redis and the DNS server have their own exit hooks in their helpers. */
-function killEverythingSync(): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-  children.clear();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
+/** Kills what is left of it when the process exits (Postfix, Redis and the DNS server have their own exit hooks in their helpers). */
 function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', killEverythingSync);
+  process.once('exit', killAll);
 }
 
 async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
@@ -387,14 +361,6 @@ function canConnect(to: { port: number } | { path: string }): Promise<boolean> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, fsConstants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /** Reads `file` from byte `from` to its current end. */
 function readFrom(file: string, from: number): { text: string; end: number } {
@@ -522,30 +488,6 @@ function redisCalls(port: number | undefined): Promise<{ scripts: number; comman
       done(n);
     });
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The C reference milter. Duplicated from bench/run.ts (findOrBuildC), which is not importable:
-// importing run.ts runs its main().
-
-/** The C null milter: a built one in $THEMIS_BENCH_BIN (default /tmp/themis-bench), else built into a temp dir by the shared build.sh. */
-function findOrBuildC(): { bin: string } | { skip: string } {
-  const sharedDir = resolve(process.env.THEMIS_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
-  const existing = join(process.env.THEMIS_BENCH_BIN ?? '/tmp/themis-bench', 'null_milter');
-  if (isExecutable(existing)) return { bin: existing };
-  if (!existsSync(join(sharedDir, 'baselines'))) return { skip: `no reference milters folder at ${join(sharedDir, 'baselines')} (set THEMIS_SHARED_BENCH)` };
-  const build = join(sharedDir, 'baselines', 'build.sh');
-  if (!existsSync(build)) return { skip: `${existing} is missing and there is no ${build} to build it` };
-  const dir = mkdtempSync(join(tmpdir(), 'themis-bench-c-'));
-  tempDirs.add(dir);
-  try {
-    execFileSync('bash', [build], { env: { ...process.env, THEMIS_BENCH_BIN: dir }, stdio: 'pipe', timeout: 300_000 });
-  } catch (err) {
-    const e = err as { stderr?: Buffer; message: string };
-    return { skip: `building it with ${build} failed: ${(e.stderr?.toString('utf8').trim().split('\n').slice(-3).join(' | ') || e.message).slice(0, 300)}` };
-  }
-  const bin = join(dir, 'null_milter');
-  return isExecutable(bin) ? { bin } : { skip: `${build} did not produce ${bin}` };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1190,8 +1132,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
   let defs = TARGETS.filter((t) => wanted.has(t.id));
   const skipped: Record<string, string> = {};
   const errors: string[] = [];
-  const dir = mkdtempSync(join(tmpdir(), 'themis-pfbench-'));
-  tempDirs.add(dir);
+  const dir = trackTempDir(mkdtempSync(join(tmpdir(), 'themis-pfbench-')));
   // smtpd (user postfix) must traverse it to reach the unix socket below; nothing in it is listable.
   await chmod(dir, 0o711);
 
@@ -1243,7 +1184,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
         if (d.kind === 'none') return;
         try {
           if (d.kind === 'c') {
-            const c = findOrBuildC();
+            const c = findOrBuildC(resolve(process.env.THEMIS_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench')));
             if ('skip' in c) skipped.c = c.skip;
             else milters.set(d.id, await startC(d, c.bin));
           } else milters.set(d.id, await startThemis(d, dir, { dns, redis, socketDir }));
@@ -1431,8 +1372,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
     for (const inst of instances) await inst.pf.stop().catch((err: unknown) => errors.push(`postfix stop: ${(err as Error).message}`));
     await redis?.stop();
     await dns?.close();
-    rmSync(dir, { recursive: true, force: true });
-    tempDirs.delete(dir);
+    removeTempDir(dir);
   }
 
   const rows = summarize(defs, runs, latency, latencySettle);

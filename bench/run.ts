@@ -19,12 +19,13 @@
  * @module
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { createServer, connect as netConnect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KEPT_UP_RATIO, type IdleResult, type LoadResult } from './load.ts';
+import { findOrBuildC, killAll, track } from './baselines.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const LOAD = join(REPO, 'bench', 'load.ts');
@@ -154,29 +155,6 @@ function fail(message: string): never {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: every one is tracked and killed on the way out, whatever happens
-
-const children = new Set<ChildProcess>();
-const tempDirs: string[] = [];
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-function killAll(): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-  children.clear();
-  for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true });
-}
 
 process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
@@ -311,33 +289,7 @@ function resolveTargets(wanted: TargetName[]): { specs: TargetSpec[]; skipped: M
   return { specs, skipped, sharedDir };
 }
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, fsConstants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
 
-/** The C null milter: a built one in $THEMIS_BENCH_BIN (default /tmp/themis-bench), else build it into a temp dir. */
-function findOrBuildC(sharedDir: string): { bin: string } | { skip: string } {
-  const existing = join(process.env.THEMIS_BENCH_BIN ?? '/tmp/themis-bench', 'null_milter');
-  if (isExecutable(existing)) return { bin: existing };
-  const build = join(sharedDir, 'baselines', 'build.sh');
-  if (!existsSync(build)) return { skip: `${existing} is missing and there is no ${build} to build it` };
-  const dir = mkdtempSync(join(tmpdir(), 'themis-bench-'));
-  tempDirs.push(dir);
-  try {
-    execFileSync('bash', [build], { env: { ...process.env, THEMIS_BENCH_BIN: dir }, stdio: 'pipe', timeout: 300_000 });
-  } catch (err) {
-    const e = err as { stderr?: Buffer; message: string };
-    const why = (e.stderr?.toString('utf8').trim().split('\n').slice(-3).join(' | ') || e.message).slice(0, 300);
-    return { skip: `building it with ${build} failed: ${why}` };
-  }
-  const bin = join(dir, 'null_milter');
-  return isExecutable(bin) ? { bin } : { skip: `${build} did not produce ${bin}` };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Load runs

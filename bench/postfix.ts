@@ -859,7 +859,8 @@ class SmtpSession {
   }
 }
 
-function percentiles(xs: number[]): Percentiles {
+/** p50, p90, p99 and max of `xs`. */
+export function percentiles(xs: number[]): Percentiles {
   if (xs.length === 0) return { p50: NaN, p90: NaN, p99: NaN, max: NaN };
   const s = [...xs].sort((a, b) => a - b);
   const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
@@ -924,7 +925,8 @@ async function timeOne(s: SmtpSession, i: number, bodyBytes: number): Promise<Ti
   return { mail: t1 - t0, eod: t3 - t2, transaction: t3 - t0 };
 }
 
-interface Samples {
+/** Latency samples of one session, in ms: MAIL → 250, end of data → 250, the whole transaction. */
+export interface Samples {
   mail: number[];
   eod: number[];
   transaction: number[];
@@ -936,7 +938,7 @@ interface Samples {
  * alternates too): the target and the reference see the same moments of the box, whose noise comes
  * and goes on the scale of seconds.
  */
-async function latencyPaired(refPort: number, port: number, n: number, bodyBytes: number): Promise<{ ref: Samples; target: Samples }> {
+export async function latencyPaired(refPort: number, port: number, n: number, bodyBytes: number): Promise<{ ref: Samples; target: Samples }> {
   const ref: Samples = { mail: [], eod: [], transaction: [], errors: 0 };
   const target: Samples = { mail: [], eod: [], transaction: [], errors: 0 };
   const a = await openTimed(refPort);

@@ -86,6 +86,8 @@ interface Options {
   ratelimit: boolean;
   /** Also run bench/postfix.ts (Themis behind a real Postfix, against no milter and the C null milter). */
   postfix: boolean;
+  /** Also run bench/sendmail.ts (the latency Themis adds behind a real Sendmail, TCP and UNIX socket). */
+  sendmail: boolean;
   /** Also run bench/spf.ts (SPF checks against a loopback DNS server, cold and warm cache). */
   spf: boolean;
   targets: TargetName[];
@@ -107,6 +109,8 @@ const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [opt
   --no-postfix         skip the Postfix end-to-end section (bench/postfix.ts: a throwaway Postfix,
                        smtp-source, no milter vs the C null milter vs every Themis configuration;
                        msg/s, the ratio to no milter, added latency; about 6 minutes)
+  --no-sendmail        skip the Sendmail end-to-end section (bench/sendmail.ts: latency added behind the
+                       tests' private Sendmail over TCP and a UNIX socket, beside the C null milter)
   --no-spf             skip the spf case (bench/spf.ts: SPF checks per second against a loopback DNS
                        server, cold and warm cache)
   --json [PATH]        also write every raw figure as JSON (default path bench/results/latest.json)
@@ -117,7 +121,7 @@ looked for (default /tmp/themis-bench); it is built into a temporary folder when
 `;
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, ratelimit: true, postfix: true, spf: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
+  const o: Options = { quick: false, ratelimit: true, postfix: true, sendmail: true, spf: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -128,6 +132,7 @@ function parseOptions(argv: string[]): Options {
     if (a === '--quick') o.quick = true;
     else if (a === '--no-ratelimit') o.ratelimit = false;
     else if (a === '--no-postfix') o.postfix = false;
+    else if (a === '--no-sendmail') o.sendmail = false;
     else if (a === '--no-spf') o.spf = false;
     else if (a === '--targets') {
       const list = value().split(',').map((s) => s.trim()).filter(Boolean);
@@ -707,6 +712,19 @@ async function main(): Promise<number> {
       rmSync(dirname(out), { recursive: true, force: true });
     } else checks.push({ id: 'p', status: 'SKIP', text: 'Postfix end to end: not measured (postfix or smtp-source not installed, or the run failed: see above)' });
   }
+  let sendmailJson: unknown;
+  if (opts.sendmail) {
+    const out = join(mkdtempSync(join(tmpdir(), 'themis-bench-sm-')), 'sendmail.json');
+    const child = spawn(process.execPath, [join(REPO, 'bench', 'sendmail.ts'), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
+    track(child);
+    await new Promise((r) => child.once('exit', r));
+    if (existsSync(out)) {
+      const sm = JSON.parse(readFileSync(out, 'utf8')) as { checks: { id: string; status: 'PASS' | 'FAIL' | 'SKIP'; text: string }[] };
+      sendmailJson = sm;
+      checks.push(...sm.checks);
+      rmSync(dirname(out), { recursive: true, force: true });
+    } else checks.push({ id: 's', status: 'SKIP', text: 'Sendmail end to end: not measured (the run failed: see above)' });
+  }
   print();
   print('Checks:');
   for (const c of checks) print(`${c.status} (${c.id}) ${c.text}`);
@@ -731,6 +749,7 @@ async function main(): Promise<number> {
       checks,
       ratelimit: ratelimitJson,
       postfix: postfixJson,
+      sendmail: sendmailJson,
       run_errors: runErrors,
       runs: records,
     };

@@ -203,7 +203,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
           message.addHeader(c.header, fillTemplate(`over; policy={policy}; ${act.all.filter((d) => d.over).map((d) => `${d.minutes}m=${d.count}/${Math.round(d.bound!)}`).join('; ')}`, values));
           return { action: 'continue', reason };
         case 'hold':
-          return { action: 'quarantine', reason };
+          // The hold shows the reason (Sendmail's mailq -qQ cuts a long one): short and plain; the trace keeps the lines.
+          return { action: 'quarantine', reason: fillTemplate('{policy}: {subject} over its learned rate ({count} in {minutes} min, bound {bound})', values), detail: reason };
         case 'jail': {
           // The subject goes to ratelimit's penalty block: refused there until it ends, whatever this plugin learns meanwhile.
           const policy = c.jail.policy ?? act.policy.name;

@@ -86,6 +86,9 @@ describe('predict plugin', () => {
     await hold.learn('alice@example.com');
     const held = (await hold.burst('alice@example.com')).find((r) => r.modifications.some((m) => m.type === 'quarantine'));
     assert.ok(held, 'a message of the burst is held');
+    const reason = (held.modifications.find((m) => m.type === 'quarantine') as { reason: string }).reason;
+    assert.match(reason, /^\S+: alice@example\.com over its learned rate \(\d+ in \d+ min, bound \d+\)$/, 'the hold reason is short and plain (the trace keeps the detail)');
+    assert.ok(!reason.includes('→'));
     await hold.t.close();
   });
 

@@ -5,6 +5,7 @@
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -76,4 +77,26 @@ export function findOrBuildC(sharedDir: string): { bin: string } | { skip: strin
   }
   const bin = join(dir, 'null_milter');
   return isExecutable(bin) ? { bin } : { skip: `${build} did not produce ${bin}` };
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the child exited. */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(t);
+}
+
+/** Whether something accepts a connection on 127.0.0.1:port or on a UNIX socket path right now. */
+export function canConnect(to: { port: number } | { path: string }): Promise<boolean> {
+  return new Promise((res) => {
+    const s = 'port' in to ? connect({ host: '127.0.0.1', port: to.port }) : connect({ path: to.path });
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
 }

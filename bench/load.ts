@@ -1021,7 +1021,7 @@ class Conn {
 
   /** The message got its decision at `stage`. */
   private decide(v: number, stage: number): void {
-    const now = this.recordVerdict(v, stage, this.msgStart);
+    this.recordVerdict(v, stage, this.msgStart);
     this.waitStage = -1;
     this.deadline = Infinity;
     this.advanced = true;

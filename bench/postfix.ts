@@ -31,7 +31,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { chmod, chown } from 'node:fs/promises';
-import { connect as netConnect, createServer, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,7 +39,8 @@ import { startDnsServer, type DnsServer } from '../test/helpers/dns.ts';
 import { postfixAvailable, postfixUnavailableReason, startPostfix, type PostfixInstance, type PostfixOptions } from '../test/helpers/postfix.ts';
 import { redisAvailable, startRedis, type RedisServer } from '../test/helpers/redis.ts';
 import { MTA_NAME, RECIPIENT, SENDER, SENDER_DOMAIN } from './postfix-configs/mail.ts';
-import { findOrBuildC, isExecutable, killAll, removeTempDir, track, trackTempDir } from './baselines.ts';
+import { canConnect, findOrBuildC, isExecutable, killAll, removeTempDir, stopChild, track, trackTempDir } from './baselines.ts';
+import { freePort } from '../test/helpers/process.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const THEMIS_BIN = join(REPO, 'bin', 'themis.js');
@@ -328,36 +329,8 @@ function installExitHook(): void {
   process.once('exit', killAll);
 }
 
-async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(t);
-}
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
-function canConnect(to: { port: number } | { path: string }): Promise<boolean> {
-  return new Promise((res) => {
-    const s = 'port' in to ? netConnect({ host: '127.0.0.1', port: to.port }) : netConnect({ path: to.path });
-    s.once('connect', () => {
-      s.destroy();
-      res(true);
-    });
-    s.once('error', () => res(false));
-  });
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

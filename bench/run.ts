@@ -21,11 +21,11 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
-import { createServer, connect as netConnect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KEPT_UP_RATIO, type IdleResult, type LoadResult } from './load.ts';
-import { findOrBuildC, killAll, track } from './baselines.ts';
+import { canConnect, findOrBuildC, killAll, stopChild, track } from './baselines.ts';
+import { freePort } from '../test/helpers/process.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const LOAD = join(REPO, 'bench', 'load.ts');
@@ -170,36 +170,8 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(t);
-}
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = netConnect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      res(true);
-    });
-    s.once('error', () => res(false));
-  });
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -239,7 +211,7 @@ async function startMilter(spec: TargetSpec): Promise<Milter> {
   child.stdout!.on('data', onOut);
   child.stderr!.on('data', onOut);
   const deadline = Date.now() + 15_000;
-  while (!(await canConnect(port))) {
+  while (!(await canConnect({ port }))) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${spec.name} exited (${child.exitCode ?? child.signalCode}) before listening: ${m.tail.join(' | ')}`);
     if (Date.now() > deadline) {
       await stopChild(child);
@@ -697,34 +669,23 @@ async function main(): Promise<number> {
     const child = spawn(process.execPath, [join(REPO, 'bench', 'spf.ts'), '--checks', opts.quick ? '500' : '2000'], { stdio: ['ignore', 'inherit', 'inherit'] });
     await new Promise((r) => child.once('exit', r));
   }
-  let postfixJson: unknown;
-  if (opts.postfix) {
-    // Its own process (it starts Postfix, milters and Redis of its own and prints its own table); its
-    // checks join this run's, prefixed p-.
-    const out = join(mkdtempSync(join(tmpdir(), 'themis-bench-pf-')), 'postfix.json');
-    const child = spawn(process.execPath, [join(REPO, 'bench', 'postfix.ts'), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
-    track(child);
+  // The end-to-end sections run as processes of their own (each starts its MTAs and milters and prints
+  // its own table); their checks join this run's.
+  const section = async (script: string, name: string, prefix: string, missing: string): Promise<unknown> => {
+    const out = join(mkdtempSync(join(tmpdir(), `themis-bench-${script}-`)), `${script}.json`);
+    const child = track(spawn(process.execPath, [join(REPO, 'bench', `${script}.ts`), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] }));
     await new Promise((r) => child.once('exit', r));
-    if (existsSync(out)) {
-      const pf = JSON.parse(readFileSync(out, 'utf8')) as { checks: { id: string; status: 'PASS' | 'FAIL' | 'SKIP'; text: string }[] };
-      postfixJson = pf;
-      for (const c of pf.checks) checks.push({ id: `p-${c.id}`, status: c.status, text: `Postfix end to end: ${c.text}` });
-      rmSync(dirname(out), { recursive: true, force: true });
-    } else checks.push({ id: 'p', status: 'SKIP', text: 'Postfix end to end: not measured (postfix or smtp-source not installed, or the run failed: see above)' });
-  }
-  let sendmailJson: unknown;
-  if (opts.sendmail) {
-    const out = join(mkdtempSync(join(tmpdir(), 'themis-bench-sm-')), 'sendmail.json');
-    const child = spawn(process.execPath, [join(REPO, 'bench', 'sendmail.ts'), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
-    track(child);
-    await new Promise((r) => child.once('exit', r));
-    if (existsSync(out)) {
-      const sm = JSON.parse(readFileSync(out, 'utf8')) as { checks: { id: string; status: 'PASS' | 'FAIL' | 'SKIP'; text: string }[] };
-      sendmailJson = sm;
-      checks.push(...sm.checks);
-      rmSync(dirname(out), { recursive: true, force: true });
-    } else checks.push({ id: 's', status: 'SKIP', text: 'Sendmail end to end: not measured (the run failed: see above)' });
-  }
+    if (!existsSync(out)) {
+      checks.push({ id: prefix, status: 'SKIP', text: `${name}: not measured (${missing}, or the run failed: see above)` });
+      return undefined;
+    }
+    const doc = JSON.parse(readFileSync(out, 'utf8')) as { checks: { id: string; status: 'PASS' | 'FAIL' | 'SKIP'; text: string }[] };
+    rmSync(dirname(out), { recursive: true, force: true });
+    for (const c of doc.checks) checks.push(c.id.startsWith(`${prefix}-`) ? c : { ...c, id: `${prefix}-${c.id}`, text: `${name}: ${c.text}` });
+    return doc;
+  };
+  const postfixJson = opts.postfix ? await section('postfix', 'Postfix end to end', 'p', 'postfix or smtp-source not installed') : undefined;
+  const sendmailJson = opts.sendmail ? await section('sendmail', 'Sendmail end to end', 's', 'the private test Sendmail is not installed') : undefined;
   print();
   print('Checks:');
   for (const c of checks) print(`${c.status} (${c.id}) ${c.text}`);

@@ -20,12 +20,11 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sendmailAvailable, sendmailUnavailableReason, startSendmail, type SendmailInstance } from '../test/helpers/sendmail.ts';
 import { freePort } from '../test/helpers/process.ts';
-import { findOrBuildC, killAll, removeTempDir, track, trackTempDir } from './baselines.ts';
+import { canConnect, findOrBuildC, killAll, removeTempDir, stopChild, track, trackTempDir } from './baselines.ts';
 import { latencyPaired, percentiles } from './postfix.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -83,12 +82,6 @@ export async function runSendmailBench(opts: { quick?: boolean; messages?: numbe
   const tcpPort = await freePort();
   const themisTcp = track(spawn(process.execPath, [THEMIS_BIN, 'start', '--listen', `inet:${tcpPort}@127.0.0.1`, '--http', 'off', '--log-level', 'warn'], { cwd: REPO, stdio: 'ignore' }));
   const themisUnix = track(spawn(process.execPath, [THEMIS_BIN, 'start', '--listen', `unix:${sock}`, '--http', 'off', '--log-level', 'warn'], { cwd: REPO, stdio: 'ignore' }));
-  const canConnect = (to: { port: number } | { path: string }) =>
-    new Promise<boolean>((r) => {
-      const s = 'port' in to ? connect({ host: '127.0.0.1', port: to.port }) : connect(to.path);
-      s.once('connect', () => (s.destroy(), r(true)));
-      s.once('error', () => r(false));
-    });
   const targets: { target: string; milter: string }[] = [];
   const instances: SendmailInstance[] = [];
   try {
@@ -116,7 +109,7 @@ export async function runSendmailBench(opts: { quick?: boolean; messages?: numbe
     }
   } finally {
     for (const i of instances) await i.stop().catch(() => undefined);
-    for (const child of [themisTcp, themisUnix]) child.kill('SIGTERM');
+    await Promise.all([themisTcp, themisUnix].map((child) => stopChild(child)));
     removeTempDir(sockDir);
   }
   const unix = rows.find((r) => r.target === 'themis unix');

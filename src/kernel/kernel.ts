@@ -388,27 +388,20 @@ export class Kernel {
     const state = stateOf(s);
     state.sync(s, stage, event, this.matcher);
     if (state.matched.bypass) return Decisions.continue;
-    const entries = this.entriesOf(state);
-    const taps = this.taps.get(stage) ?? NO_TAPS;
-    const from = entries.length;
-    const next = (i: number): Decision | Promise<Decision> => {
-      for (; i < taps.length; i++) {
-        const pending = this.invoke(taps[i], stage, state, event, entries);
-        if (pending !== undefined) {
-          const at = i + 1;
-          return pending.then(() => next(at));
-        }
-      }
-      for (let k = from; k < entries.length; k++) {
-        const e = entries[k];
-        if (e.action === 'continue') continue;
-        const err = new ThemisError('THEMIS_ERR_HOOK_LISTENER_VERDICT', { plugin: e.plugin, hook: stage, action: e.action });
-        this.log.warn({ code: err.code, plugin: e.plugin, hook: stage, action: e.action }, err.message);
-      }
-      return Decisions.continue;
-    };
-    return next(0);
+    return this.runTaps(state, stage, event, 0, this.entriesOf(state), undefined, true);
   }
+
+  /** The end of a listened stage: nothing applies; a verdict other than `continue` is logged. */
+  private ignoreListenerVerdicts(stage: StageHookName, entries: readonly TraceEntry[], from: number): Decision {
+    for (let k = from; k < entries.length; k++) {
+      const e = entries[k];
+      if (e.action === 'continue') continue;
+      const err = new ThemisError('THEMIS_ERR_HOOK_LISTENER_VERDICT', { plugin: e.plugin, hook: stage, action: e.action });
+      this.log.warn({ code: err.code, plugin: e.plugin, hook: stage, action: e.action }, err.message);
+    }
+    return Decisions.continue;
+  }
+
 
   /**
    * Runs one stage's hooks in order and turns the merged verdict into the milter answer. Stays
@@ -433,12 +426,14 @@ export class Kernel {
     return state.message?.trace ?? state.trace;
   }
 
-  private runTaps(state: ConnectionState, stage: StageHookName, event: unknown, first: number, entries: TraceEntry[], from = entries.length): Decision | Promise<Decision> {
+  /** Runs the stage's taps from `first` on; `listening`: the stage is not answered, no verdict applies. */
+  private runTaps(state: ConnectionState, stage: StageHookName, event: unknown, first: number, entries: TraceEntry[], from = entries.length, listening = false): Decision | Promise<Decision> {
     const taps = this.taps.get(stage) ?? NO_TAPS;
     for (let i = first; i < taps.length; i++) {
       const pending = this.invoke(taps[i], stage, state, event, entries);
-      if (pending !== undefined) return pending.then(() => this.runTaps(state, stage, event, i + 1, entries, from));
+      if (pending !== undefined) return pending.then(() => this.runTaps(state, stage, event, i + 1, entries, from, listening));
     }
+    if (listening) return this.ignoreListenerVerdicts(stage, entries, from);
     const winnerIndex = pickWinner(entries, from);
     if (winnerIndex < 0) return Decisions.continue;
     return this.apply(state, stage, entries[winnerIndex], event);

@@ -8,17 +8,19 @@ import { Command } from './constants.ts';
 import { readStrings, type StringEncoding } from './codec.ts';
 
 /** Bucket order follows the SMTP timeline (not the SMFIM numbering, where EOM=5 precedes EOH=6). */
-const enum_ = { CONNECT: 0, HELO: 1, MAIL: 2, RCPT: 3, DATA: 4, EOH: 5, EOM: 6, COMMAND: 7 } as const;
-const BUCKETS = 8;
+const enum_ = { CONNECT: 0, HELO: 1, MAIL: 2, RCPT: 3, DATA: 4, EOH: 5, EOM: 6 } as const;
+const BUCKETS = 7;
 
 /** A MACRO packet that is ignored, as libmilter ignores it. */
 const DROPPED = -1;
 
 /**
  * Which bucket a MACRO packet for the given command byte fills. Postfix also sends `D L` before each
- * header and `D B` before each body chunk (with the EOH and EOM lists); libmilter drops those (its
- * st_macros stores only C, H, M, R, T, N and E), and so does the engine, so that handlers see the same
- * macros as under libmilter (test/milter/libmilter-macros.test.ts). `D N` and `D E` carry the same lists.
+ * header, `D B` before each body chunk (with the EOH and EOM lists) and `D U` before each unknown
+ * command (milter_unknown_command_macros); libmilter drops those (its st_macros stores only C, H, M,
+ * R, T, N and E), and so does the engine, so that handlers see the same macros as under libmilter
+ * (test/milter/libmilter-macros.test.ts). `D N` and `D E` carry the same lists. A `D U` kept would also
+ * outlive its command when UNKNOWN is switched off (Sendmail sends the macros anyway).
  */
 function bucketOf(command: number): number {
   switch (command) {
@@ -29,9 +31,7 @@ function bucketOf(command: number): number {
     case Command.DATA: return enum_.DATA;
     case Command.EOH: return enum_.EOH;
     case Command.BODYEOB: return enum_.EOM;
-    case Command.HEADER:
-    case Command.BODY: return DROPPED;
-    default: return enum_.COMMAND; // e.g. `D U`: lives only until that command has been handled
+    default: return DROPPED; // `D L`, `D B`, `D U`
   }
 }
 
@@ -106,11 +106,6 @@ export class MacroStore implements MacroReader {
     const bucket = bucketOf(command);
     if (bucket === DROPPED || bucket > enum_.RCPT) return;
     for (let i = bucket + 1; i < BUCKETS; i++) this.buckets[i] = null;
-  }
-
-  /** Drops the macros that belong to one command only (after that command was handled). */
-  endCommand(): void {
-    this.buckets[enum_.COMMAND] = null;
   }
 
   /** Forgets everything (QUIT_NC starts a new connection on the same socket). */

@@ -542,12 +542,10 @@ export class MilterConnection implements MilterSession {
         this.requireConnected(code);
         const command = readStrings(buf, enc, start, end)[0] ?? '';
         this.run('unknown', B_UNKNOWN, this.app.unknown, { command });
-        this.macros.endCommand();
         return;
       }
       case Command.ABORT:
         this.endMessage(true);
-        this.macros.endCommand();
         return;
       case Command.QUIT_NC:
         this.endMessage(true);

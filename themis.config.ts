@@ -41,4 +41,5 @@ export default defineConfig({
   ],
   // hookTimeout: 10_000,   // deadline of each plugin hook, in ms
   // onError: 'tempfail',   // verdict of a failing plugin that sets no onError of its own
+  // mta: 'postfix',        // 'sendmail' behind Sendmail: DATA is then not answered (README, "Hooking Themis into Sendmail")
 });

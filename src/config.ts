@@ -64,6 +64,15 @@ export interface ThemisConfig {
   outboundNetworks?: string[];
   /** Deadline of each hook call, in ms (default 10,000). */
   hookTimeout?: number;
+  /**
+   * The MTA in front of Themis, which shapes the milter negotiation (default `'postfix'`). `'postfix'`
+   * always asks for DATA and answers it: Postfix flushes its milter writes at DATA before handing the
+   * connection to cleanup, and a flush with nothing to answer waits ~40 ms for a delayed ACK.
+   * `'sendmail'` leaves DATA off unless a plugin taps it: Sendmail writes every packet on its own, so
+   * an answered DATA behind its unanswered macro packets waits for that ACK over TCP instead (measured
+   * in bench/README.md, "Sendmail end to end"). Over a UNIX socket neither waits.
+   */
+  mta?: 'postfix' | 'sendmail';
   /** Verdict of a plugin whose hook fails, unless the plugin sets its own (default tempfail). */
   onError?: 'accept' | 'tempfail' | 'reject';
 }
@@ -98,6 +107,7 @@ const Schema = z.strictObject({
   plugins: z.array(z.unknown()).default([]),
   policies: z.array(z.looseObject({ name: z.string().min(1) })).default([]),
   hookTimeout: z.number().int().positive().optional(),
+  mta: z.enum(['postfix', 'sendmail']).optional(),
   groups: z.record(z.string(), z.array(z.string())).optional(),
   pools: z.record(z.string(), z.strictObject({ servers: z.array(z.string().min(1)).min(1), fallbackToGlobal: z.boolean().optional() })).optional(),
   outboundNetworks: z.array(z.string()).optional(),
@@ -132,6 +142,8 @@ export interface LoadedConfig {
   policies: PolicyInput[];
   /** Deadline of each hook call, in ms. */
   hookTimeout: number | undefined;
+  /** The MTA the negotiation is shaped for ({@link ThemisConfig.mta}), default applied. */
+  mta: 'postfix' | 'sendmail';
   /** Groups, pools and outbound networks for policy matching. */
   policySettings: PolicySettings;
   /** Default verdict of failing plugins. */
@@ -199,8 +211,8 @@ export function configHash(bytes: Uint8Array): string {
 }
 
 /** The kernel settings a configuration gives (none without one): what every command builds its kernel from. */
-export function kernelOptionsOf(config: LoadedConfig | undefined): Pick<KernelOptions, 'plugins' | 'policies' | 'policySettings' | 'hookTimeout' | 'onError'> {
-  return { plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings, hookTimeout: config?.hookTimeout, onError: config?.onError };
+export function kernelOptionsOf(config: LoadedConfig | undefined): Pick<KernelOptions, 'plugins' | 'policies' | 'policySettings' | 'hookTimeout' | 'onError' | 'mta'> {
+  return { plugins: config?.plugins ?? [], policies: config?.policies ?? [], policySettings: config?.policySettings, hookTimeout: config?.hookTimeout, onError: config?.onError, mta: config?.mta };
 }
 
 /** One problem found in a configuration. */
@@ -285,6 +297,7 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
     plugins,
     policies: c.policies as PolicyInput[],
     hookTimeout: c.hookTimeout,
+    mta: c.mta ?? 'postfix',
     onError: c.onError,
     policySettings: { groups: c.groups, pools: c.pools, outboundNetworks: c.outboundNetworks },
   };

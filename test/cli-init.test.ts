@@ -80,6 +80,7 @@ describe('themis init', () => {
       "match: { direction: 'inbound'",
       '// hookTimeout: 10_000,',
       "// onError: 'tempfail',",
+      "// mta: 'postfix',",
     ]) assert.ok(STARTER_CONFIG.includes(line), `template has ${line}`);
   });
 

@@ -85,5 +85,9 @@ export default defineConfig({
   // What a failing plugin decides when it sets nothing itself: 'tempfail' asks the client to retry
   // later (nothing is lost), 'accept' lets mail through unchecked, 'reject' refuses it for good.
   // onError: 'tempfail',
+
+  // The MTA in front of Themis: 'postfix' (default) or 'sendmail'. It shapes the milter negotiation:
+  // Postfix needs DATA answered, Sendmail over TCP is faster without (README, "Hooking Themis into Sendmail").
+  // mta: 'postfix',
 });
 `;

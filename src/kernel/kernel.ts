@@ -85,6 +85,11 @@ export interface KernelOptions {
   hookTimeout?: number;
   /** Default `onError` for plugins that set none (default tempfail). */
   onError?: 'accept' | 'tempfail' | 'reject';
+  /**
+   * The MTA the negotiation is shaped for (default `'postfix'`): `'postfix'` always answers DATA,
+   * `'sendmail'` leaves it off unless a plugin taps it (see ThemisConfig.mta for why).
+   */
+  mta?: 'postfix' | 'sendmail';
   /** Called with every message's decision trace (tests, monitoring). */
   onDecision?: (trace: DecisionTrace) => void;
 }
@@ -143,6 +148,7 @@ export class Kernel {
   private readonly taps = new Map<StageHookName, LoadedPlugin[]>();
   private readonly log: KernelLogger;
   private readonly hookTimeout: number;
+  private readonly mta: 'postfix' | 'sendmail';
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
   private readonly matcher: PolicyMatcher;
   private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
@@ -158,6 +164,7 @@ export class Kernel {
     this.ownsStore = ownsStore;
     this.log = log;
     this.hookTimeout = options.hookTimeout ?? 10_000;
+    this.mta = options.mta ?? 'postfix';
     this.onDecision = options.onDecision;
     this.matcher = matcher;
     this.hookErrors = metrics.errors;
@@ -356,7 +363,8 @@ export class Kernel {
       }
     }
     const app: MilterApplication = {
-      negotiation: { stages, noReply, actions, macros },
+      // answerData: Postfix must get an answered DATA, Sendmail over TCP is slowed by one (ThemisConfig.mta).
+      negotiation: { stages, noReply, actions, macros, answerData: this.mta !== 'sendmail' },
       endOfMessage: (s, m) => this.endOfMessage(s, m),
       abort: (s) => this.abortMessage(stateOf(s), 'aborted'),
       close: (s) => this.close(s),

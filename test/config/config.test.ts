@@ -78,13 +78,14 @@ describe('configuration validation', () => {
   it('reports every problem at once, each with its path, what was expected and what was found', async (t) => {
     const dir = tempDir(t);
     const file = join(dir, 'themis.config.json');
-    writeFileSync(file, JSON.stringify({ listen: 8440, hookTimeout: -1, workers: 0, plugins: [{ plugin: TAG, priority: 'high' }], store: { type: 'redis', url: 42 }, colour: 'blue' }));
+    writeFileSync(file, JSON.stringify({ listen: 8440, hookTimeout: -1, mta: 'exim', workers: 0, plugins: [{ plugin: TAG, priority: 'high' }], store: { type: 'redis', url: 42 }, colour: 'blue' }));
     await assert.rejects(loadConfig(file), (err: unknown) => {
       assert.ok(isThemisError(err, 'THEMIS_ERR_CONFIG_INVALID'));
       const problems = (err.details.problems as { path: string; message: string }[]).map((p) => `${p.path}: ${p.message}`);
       const find = (path: string) => problems.find((p) => p.startsWith(`${path}:`)) ?? assert.fail(`no problem at ${path} in ${problems.join(' | ')}`);
       assert.match(find('listen'), /expected string.*found 8440/);
       assert.match(find('hookTimeout'), /found -1/);
+      assert.match(find('mta'), /postfix.*sendmail.*found "exim"/);
       assert.match(find('workers'), /found 0/);
       assert.match(find('plugins[0].priority'), /expected number.*found "high"/);
       assert.match(find('store.url'), /found 42/);

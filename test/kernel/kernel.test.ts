@@ -150,6 +150,29 @@ describe('negotiation follows the taps', () => {
     await client.quit();
     await server.close();
   });
+
+  it("mta: DATA is answered for Postfix (the default); for 'sendmail' it is off unless a plugin taps it", async () => {
+    const env = { plugins: [{ plugin: plugin('env', { rcptTo: () => undefined }) }] };
+    for (const [mta, dataOff] of [[undefined, false], ['postfix', false], ['sendmail', true]] as const) {
+      const k = await Kernel.create({ ...env, mta });
+      assert.equal((k.application.negotiation as { answerData?: boolean }).answerData, !dataOff, `answerData for mta ${mta}`);
+      const server = createMilterServer(k.application);
+      await server.listen('inet:0@127.0.0.1');
+      const client = await MilterClient.connect(`inet:${server.port}@127.0.0.1`);
+      try {
+        assert.equal((client.negotiated.protocol & Protocol.NODATA) !== 0, dataOff, `NODATA for mta ${mta}`);
+        assert.equal(client.negotiated.protocol & Protocol.NR_DATA, 0, 'never DATA without a reply');
+        const r = await client.sendMessage({ from: 'a@x', to: ['b@y'], body: 'hello' });
+        assert.equal(r.reply.action, 'accept');
+      } finally {
+        await client.quit();
+        await server.close();
+      }
+    }
+    // A plugin that taps DATA gets it answered whatever the MTA.
+    const tapped = await Kernel.create({ plugins: [{ plugin: plugin('data', { data: () => undefined }) }], mta: 'sendmail' });
+    assert.ok((tapped.application.negotiation as { stages: string[] }).stages.includes('data'));
+  });
 });
 
 describe('sessions, messages, notes and modifications', () => {

@@ -3,8 +3,11 @@
  * Postfix with no milter and with the C libmilter null milter.
  *
  * It starts its own throwaway Postfix (test/helpers/postfix.ts) with one smtpd service per target, each
- * on its own loopback port with its own `smtpd_milters` (master.cf `-o`), and every transport set to
- * `discard:` so that delivery costs next to nothing. Then, targets interleaved over several rounds:
+ * on its own loopback port with its own `smtpd_milters` (master.cf `-o`). Postfix delivers every message
+ * with its smtp client to a local sink, Postfix's own `smtp-sink` on a loopback port, as a relay passes
+ * mail on (`--delivery discard`: every transport is `discard:`, and delivery costs next to nothing — the
+ * harshest ratio, since the milter's share of the work is then largest). Then, targets interleaved over
+ * several rounds:
  * - `smtp-source` sends M messages over 20 parallel sessions, several messages per connection (`-d`),
  *   then one message per connection; msg/s is messages accepted by smtpd (queued, from the Postfix log)
  *   per wall second of the smtp-source run;
@@ -23,7 +26,7 @@
  * latency ≤ 1 ms; 0 deferred or rejected messages and no milter warnings in every row; Themis logged one
  * decision per message (the milter really was in the path) and nothing at warn level.
  *
- * Usage: node bench/postfix.ts [--quick] [--rounds N] [--messages N] [--targets a,b] [--json [PATH]]
+ * Usage: node bench/postfix.ts [--quick] [--rounds N] [--messages N] [--targets a,b] [--delivery sink|discard] [--json [PATH]]
  * Exit status: 0 every check passed or was skipped, 1 a check failed or it could not run, 2 bad usage,
  * 130 interrupted.
  * @module
@@ -46,6 +49,7 @@ const REPO = fileURLToPath(new URL('..', import.meta.url));
 const THEMIS_BIN = join(REPO, 'bin', 'themis.js');
 const DEFAULT_JSON = join(REPO, 'bench', 'results', 'postfix.json');
 const SMTP_SOURCE = '/usr/sbin/smtp-source';
+const SMTP_SINK = '/usr/sbin/smtp-sink';
 
 // ---------------------------------------------------------------------------------------------
 // What is measured
@@ -141,6 +145,11 @@ export interface PostfixBenchOptions {
   messages?: number;
   /** Target ids to run (see {@link POSTFIX_TARGET_IDS}); `none` is always added. Default: all. */
   targets?: string[];
+  /**
+   * Where Postfix delivers: `sink` (default) with its smtp client to Postfix's `smtp-sink` on a loopback
+   * port, as a relay passes mail on; `discard` to the discard transport (delivery costs next to nothing).
+   */
+  delivery?: 'sink' | 'discard';
   /** Progress lines (default: stdout). */
   print?: (line: string) => void;
 }
@@ -149,7 +158,7 @@ export interface PostfixBenchOptions {
 export interface LogCounts {
   /** Messages queued (qmgr `from=` lines): accepted by smtpd, or by pickup for sendmail. */
   accepted: number;
-  /** `status=sent` (discard transport) deliveries. */
+  /** `status=sent` deliveries (to the sink, or by the discard transport). */
   delivered: number;
   deferred: number;
   bounced: number;
@@ -187,7 +196,7 @@ export interface SmtpRun {
   milter_cpu_ms_per_msg?: number;
   /** CPU time of every Postfix process (the master's process group, reaped children included) per accepted message, ms. */
   postfix_cpu_ms_per_msg: number;
-  /** CPU time of smtp-source per accepted message, ms. */
+  /** CPU time of smtp-source (and of smtp-sink, when Postfix delivers to it) per accepted message, ms. */
   client_cpu_ms_per_msg: number;
   /** CPU time of the whole host (/proc/stat: every process, also what else runs on the box) per accepted message, ms. */
   host_cpu_ms_per_msg: number;
@@ -305,6 +314,8 @@ export interface PostfixBenchResult {
   started: string;
   elapsed_s: number;
   quick: boolean;
+  /** Where Postfix delivered ({@link PostfixBenchOptions.delivery}). */
+  delivery: 'sink' | 'discard';
   plan: PostfixBenchPlan;
   host: { cpus: number; model: string | undefined; kernel: string; node: string; postfix: string; loadavg_end: number[] };
   /** How each target was run (command line, milter spec as Postfix sees it). */
@@ -562,8 +573,8 @@ interface Instance {
 }
 
 /**
- * main.cf for throughput: everything is discarded at delivery, and Postfix's load-test settings. The
- * helper already sets `smtpd_error_sleep_time = 0`, `in_flow_delay = 0`, no client connection limit,
+ * main.cf for throughput: Postfix's load-test settings, and everything discarded at delivery (the sink
+ * mode replaces the four transports, see {@link mainCfFor}). The helper already sets `smtpd_error_sleep_time = 0`, `in_flow_delay = 0`, no client connection limit,
  * `smtpd_peername_lookup = no`, `milter_protocol = 6` and the milter macros.
  */
 const BENCH_MAIN_CF: Record<string, string> = {
@@ -580,6 +591,13 @@ const BENCH_MAIN_CF: Record<string, string> = {
   default_process_limit: '200',
   myhostname: MTA_NAME,
 };
+
+/** main.cf for a delivery mode: `sink` sends every message with Postfix's smtp client to 127.0.0.1:`sinkPort`. */
+function mainCfFor(delivery: 'sink' | 'discard', sinkPort: number | undefined): Record<string, string> {
+  if (delivery === 'discard' || sinkPort === undefined) return BENCH_MAIN_CF;
+  const smtp = `smtp:[127.0.0.1]:${sinkPort}`;
+  return { ...BENCH_MAIN_CF, default_transport: smtp, relay_transport: smtp, local_transport: smtp, virtual_transport: smtp };
+}
 
 /**
  * Starts a Postfix through the test helper. Its queue goes to /dev/shm when there is one: the
@@ -1092,6 +1110,7 @@ function makeChecks(rows: PostfixRow[], smRows: SendmailRow[], runs: SmtpRun[], 
  */
 export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<PostfixBenchResult> {
   const plan: PostfixBenchPlan = { ...(opts.quick ? QUICK : FULL) };
+  const delivery = opts.delivery ?? 'sink';
   if (opts.rounds) plan.rounds = opts.rounds;
   if (opts.messages) plan.messages = opts.messages;
   const print = opts.print ?? ((line: string) => process.stdout.write(line + '\n'));
@@ -1121,6 +1140,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
   const sendmail: SendmailRun[] = [];
   const services = new Map<string, { port: number; milter: string }>();
   let postfixVersion = '?';
+  let sink: ChildProcess | undefined;
   try {
     postfixVersion = execFileSync('/usr/sbin/postconf', ['-d', '-h', 'mail_version'], { encoding: 'utf8' }).trim();
     print(`Postfix end to end — ${started.toISOString()}${opts.quick ? '  [--quick: smoke run, not for figures]' : ''}`);
@@ -1175,7 +1195,21 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
     // One Postfix, one smtpd service per target (each with its own smtpd_milters). A service's
     // milter setting is fixed when its processes start, so no reload ever has to reach a running
     // smtpd; the services are added by one reload before any traffic, and each is probed.
-    const smtp = await startInstance({ extraMainCf: BENCH_MAIN_CF });
+    // The sink: Postfix's smtp-sink (C, one process, nothing written), as the next hop of a relay.
+    let sinkPort: number | undefined;
+    if (delivery === 'sink') {
+      if (!isExecutable(SMTP_SINK)) throw new Error(`postfix bench: ${SMTP_SINK} is missing (Debian package "postfix"); --delivery discard does without`);
+      sinkPort = await freePort();
+      const started = track(spawn(SMTP_SINK, ['-u', 'postfix', '-h', 'sink.example.test', `127.0.0.1:${sinkPort}`, '256'], { stdio: 'ignore' }));
+      sink = started;
+      const deadline = Date.now() + 10_000;
+      while (!(await canConnect({ port: sinkPort }))) {
+        if (started.exitCode !== null || Date.now() > deadline) throw new Error(`postfix bench: smtp-sink did not listen on 127.0.0.1:${sinkPort}`);
+        await sleep(50);
+      }
+    }
+    const mainCf = mainCfFor(delivery, sinkPort);
+    const smtp = await startInstance({ extraMainCf: mainCf });
     instances.push(smtp);
     for (const d of defs) services.set(d.id, { port: await freePort(), milter: d.kind === 'none' ? '' : milters.get(d.id)!.spec });
     const masterCf = join(smtp.pf.configDir, 'master.cf');
@@ -1191,7 +1225,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
         await sleep(100);
       }
     }
-    print(`postfix: ${smtp.pf.dir} (queue on ${smtp.spool.startsWith('/dev/shm') ? 'tmpfs' : 'disk'}), discard transport, ${services.size} smtpd services:`);
+    print(`postfix: ${smtp.pf.dir} (queue on ${smtp.spool.startsWith('/dev/shm') ? 'tmpfs' : 'disk'}), ${delivery === 'sink' ? `delivery with the smtp client to smtp-sink on 127.0.0.1:${sinkPort}` : 'discard transport'}, ${services.size} smtpd services:`);
     for (const d of defs) {
       const m = milters.get(d.id);
       print(`  ${d.id.padEnd(10)} 127.0.0.1:${services.get(d.id)!.port}  smtpd_milters = ${services.get(d.id)!.milter || '(none)'}${m ? `   ← ${m.command.replace(REPO, '')}` : ''}`);
@@ -1201,8 +1235,8 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
     // without a milter and one with the repository's configuration.
     const sm = new Map<string, Instance>();
     if (plan.sendmailMessages > 0 && milters.has('repo')) {
-      sm.set('none', await startInstance({ extraMainCf: BENCH_MAIN_CF }));
-      sm.set('repo', await startInstance({ milter: milters.get('repo')!.spec, extraMainCf: BENCH_MAIN_CF }));
+      sm.set('none', await startInstance({ extraMainCf: mainCf }));
+      sm.set('repo', await startInstance({ milter: milters.get('repo')!.spec, extraMainCf: mainCf }));
       instances.push(...sm.values());
     } else if (plan.sendmailMessages > 0) skipped.sendmail = 'the repo target is not run';
 
@@ -1240,7 +1274,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
       const cpu0 = milterCpu();
       const host0 = hostCpuMs();
       const pf0 = groupCpuMs(smtp.masterPid);
-      const client0 = reapedChildrenCpuMs();
+      const client0 = reapedChildrenCpuMs() + (sink ? processCpuMs(sink.pid) : 0);
       const calls0 = d.redis ? await redisCalls(redis?.port) : undefined;
       const { seconds, errors: clientErrors } = await runSmtpSource(services.get(d.id)!.port, plan, messages, mode);
       const host1 = hostCpuMs();
@@ -1249,7 +1283,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
       // After the queue drained: delivery is part of what a message costs Postfix.
       const cpu1 = milterCpu();
       const pf1 = groupCpuMs(smtp.masterPid);
-      const client1 = reapedChildrenCpuMs();
+      const client1 = reapedChildrenCpuMs() + (sink ? processCpuMs(sink.pid) : 0);
       const tc = themisCounts(d.id, tFrom);
       const n = Math.max(1, log.accepted);
       return {
@@ -1347,6 +1381,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
     for (const inst of instances) await inst.pf.stop().catch((err: unknown) => errors.push(`postfix stop: ${(err as Error).message}`));
     await redis?.stop();
     await dns?.close();
+    if (sink) await stopChild(sink);
     removeTempDir(dir);
   }
 
@@ -1356,6 +1391,7 @@ export async function runPostfixBench(opts: PostfixBenchOptions = {}): Promise<P
     started: started.toISOString(),
     elapsed_s: Math.round((performance.now() - t0) / 1000),
     quick: !!opts.quick,
+    delivery,
     plan,
     host: { cpus: cpus().length, model: cpus()[0]?.model, kernel: release(), node: process.version, postfix: postfixVersion, loadavg_end: loadavg() },
     targets: defs.map((d) => ({ id: d.id, label: d.label, kind: d.kind, milter: services.get(d.id)?.milter ?? '', command: milters.get(d.id)?.command })),
@@ -1493,6 +1529,8 @@ const USAGE = `Usage: node bench/postfix.ts [options]
   --rounds N         rounds of interleaved runs (default ${FULL.rounds})
   --messages N       messages per smtp-source run (default ${FULL.messages}; --quick ${QUICK.messages})
   --targets LIST     comma list of ${POSTFIX_TARGET_IDS.join(', ')} (none is always run)
+  --delivery MODE    sink (default): Postfix delivers with its smtp client to smtp-sink on a loopback port;
+                     discard: to the discard transport (delivery costs next to nothing)
   --json [PATH]      also write the result as JSON (default ${DEFAULT_JSON.replace(REPO, '')})
   --help
 Needs root, Debian's postfix (smtp-source, sendmail), swaks; redis-server for the "all" target; the C
@@ -1519,6 +1557,10 @@ async function main(argv: string[]): Promise<number> {
     } else if (a === '--targets') {
       opts.targets = value().split(',').map((s) => s.trim()).filter(Boolean);
       for (const t of opts.targets) if (!POSTFIX_TARGET_IDS.includes(t)) usage(`unknown target ${JSON.stringify(t)}`);
+    } else if (a === '--delivery') {
+      const v = value();
+      if (v !== 'sink' && v !== 'discard') usage('--delivery must be sink or discard');
+      opts.delivery = v;
     } else if (a === '--json') {
       const next = argv[i + 1];
       json = next !== undefined && !next.startsWith('--') ? resolve(argv[++i]) : DEFAULT_JSON;

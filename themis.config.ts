@@ -1,10 +1,12 @@
 // The configuration `npm start` runs with, and the documented example.
 // Plugins are loaded by package name, by path relative to this file, or as imported objects; each
 // policy field is owned by the plugin that claims it. The built-in ratelimit, spf, headers and monitor
-// plugins are in plugins/, with predict. As shipped this file loads no
-// plugin — its examples are commented — so Themis accepts every message, negotiating no stage at all. `themis config check` validates this file; `themis init`
-// writes a fuller commented starter.
-import { defineConfig } from 'themis';
+// plugins are in plugins/, with predict. As shipped this file demonstrates them without refusing
+// legitimate mail: the monitor's dashboard on the status endpoint (http://127.0.0.1:8441/dashboard, which
+// the start line names), SPF results as headers only, a rate limit far above any real sender, and a
+// header rule that only adds a header. `themis init` writes the same, with more commented guidance;
+// `themis config check` validates this file. The commented lines are further examples.
+import { defineConfig } from 'themis-milter';
 
 export default defineConfig({
   // listen: 'inet:8440@127.0.0.1',   // the default; --listen and THEMIS_LISTEN override it
@@ -14,10 +16,10 @@ export default defineConfig({
   // reload: { watch: true, resync: true }, // reload on file change and on `themis config resync`
   // http: { listen: 'inet:8441@127.0.0.1', token: '…16+ characters…' }, // status, /metrics, the dashboard; false disables it
   plugins: [
-    // 'themis-plugin-ratelimit',                     // built in: the `ratelimit` policy field
-    // 'themis-plugin-spf',                           // built in: the `spf` policy field
-    // 'themis-plugin-headers',                       // built in: the `headers` policy field
-    // 'themis-plugin-monitor',                       // built in: dashboard at /dashboard, /api/*, themis stats
+    'themis-plugin-monitor',                          // built in: dashboard at /dashboard, /api/*, themis stats
+    'themis-plugin-spf',                              // built in: the `spf` policy field
+    'themis-plugin-ratelimit',                        // built in: the `ratelimit` policy field
+    'themis-plugin-headers',                          // built in: the `headers` policy field
     // 'themis-plugin-predict',                       // built in: the `predict` policy field (learned rates, new recipients)
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
@@ -27,12 +29,19 @@ export default defineConfig({
   // outboundNetworks: ['10.0.0.0/8'],
   policies: [
     // Evaluated by ascending priority (ties by name); `match` absent = everything.
+    // SPF of mail from outside, as headers only (Received-SPF; X-Themis-SPF on fail and softfail): nothing is refused.
+    { name: 'spf-tag', match: { direction: 'inbound' }, spf: { mailFrom: { fail: 'tag', softfail: 'tag' }, helo: { fail: 'tag', softfail: 'tag' } } },
+    // A backstop far above any real sender: past 1,000 messages a minute from one sender (or SASL login), "450 try later".
+    { name: 'sender-rate', ratelimit: { windows: '1000/1m', by: 'sender+' } },
+    // What a spam scanner in front flagged gets a header naming the policy that saw it; nothing else changes.
+    { name: 'scanned', headers: [{ name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true }, then: [{ add: 'X-Themis-Policy', value: '{policy}' }] }] },
+    // Stricter examples:
     // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
     // { name: 'spf-in', match: { direction: 'inbound' }, spf: { mailFrom: { fail: 'reject' } } },
     // Stolen accounts, as measured by `npm run eval:predict`: new recipients (colleagues excluded), and a rate backstop.
     // { name: 'submission-new', match: { direction: 'outbound' }, predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], factor: 2, action: 'tempfail', shadow: true } },
     // { name: 'submission', match: { direction: 'outbound' }, predict: { timeframes: [1, 5, 10, 60], factor: 2.5, action: 'tempfail', shadow: true } },
-    // { name: 'scanned', match: { direction: 'inbound' }, headers: [
+    // { name: 'scanned-strict', match: { direction: 'inbound' }, headers: [
     //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
     //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] },
     //   { name: 'virus', if: { header: 'X-Virus', equals: 'infected' }, verdict: { action: 'quarantine' } }] },

@@ -47,9 +47,10 @@ export interface ThemisConfig {
    * The status endpoint (`GET /status`, `/metrics`, `/healthz`, and plugin routes such as the monitor's
    * dashboard): `listen` is a socket spec, or false (default `inet:8441@127.0.0.1`; `--http`/`THEMIS_HTTP`
    * win); `token` is a bearer token (16 characters or more) that every path but `/healthz` then
-   * requires (`--http-token`/`THEMIS_HTTP_TOKEN` win).
+   * requires (`--http-token`/`THEMIS_HTTP_TOKEN` win). `http: false` disables the endpoint, as
+   * `http: { listen: false }` does (`--http` or `THEMIS_HTTP` can still turn it on).
    */
-  http?: { listen?: string | false; token?: string };
+  http?: false | { listen?: string | false; token?: string };
   /** Processes serving one listening socket (`node:cluster`); needs a shared store. Default 1; `--workers` wins. */
   workers?: number;
   /** Plugins, in load order. */
@@ -101,7 +102,12 @@ const Schema = z.strictObject({
   store: storeConfigSchema.optional(),
   log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(), pretty: z.boolean().optional() }).optional(),
   reload: z.strictObject({ watch: z.boolean().optional(), resync: z.boolean().optional(), pollInterval: z.number().int().min(100).optional() }).optional(),
-  http: z.strictObject({ listen: z.union([z.string().min(1), z.literal(false)]).optional(), token: z.string().min(16, 'expected a bearer token of 16 characters or more').optional() }).optional(),
+  http: z
+    .union([z.literal(false), z.strictObject({ listen: z.union([z.string().min(1), z.literal(false)]).optional(), token: z.string().min(16, 'expected a bearer token of 16 characters or more').optional() })], {
+      // Anything but false or an object (true, 'off', a port…) is one problem, saying what is allowed.
+      error: (issue) => (issue.input === null || typeof issue.input !== 'object' || Array.isArray(issue.input) ? 'expected false (no status endpoint) or an object { listen, token }' : undefined),
+    })
+    .optional(),
   workers: z.number().int().min(1).max(256).optional(),
   // Entries are checked one by one below: a union's error would hide which field of an entry is wrong.
   plugins: z.array(z.unknown()).default([]),
@@ -291,8 +297,8 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
     store: (c.store as StoreConfig | undefined) ?? { type: 'memory' },
     log: c.log ?? {},
     reload: { watch: c.reload?.watch ?? true, resync: c.reload?.resync ?? true, pollInterval: c.reload?.pollInterval ?? 5_000 },
-    http: c.http?.listen,
-    httpToken: c.http?.token,
+    http: c.http === false ? false : c.http?.listen,
+    httpToken: c.http === false ? undefined : c.http?.token,
     workers: c.workers,
     plugins,
     policies: c.policies as PolicyInput[],

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { THEMIS_BIN, freePort, startThemis } from './helpers/themis.ts';
+import { NO_PLUGIN_CONFIG, THEMIS_BIN, freePort, startThemis } from './helpers/themis.ts';
 
 const TAG = fileURLToPath(new URL('./fixtures/plugins/tag.ts', import.meta.url));
 const run = (args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string) => spawnSync(process.execPath, [THEMIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000, cwd });
@@ -129,7 +129,7 @@ describe('themis start: reload, status, signals, workers', () => {
   });
 
   it('a second signal exits at once, without waiting for open connections', async (t) => {
-    const themis = await startThemis(['--drain-timeout', '60000']);
+    const themis = await startThemis(['--config', NO_PLUGIN_CONFIG, '--drain-timeout', '60000']);
     t.after(() => themis.stop());
     // An open MTA connection keeps the first stop draining.
     const { connect } = await import('node:net');

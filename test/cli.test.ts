@@ -3,8 +3,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { endpointUrl } from '../src/cli/http.ts';
+import { findConfig, loadConfig } from '../src/config.ts';
 import { MilterClient } from '../src/milter/index.ts';
-import { THEMIS_BIN, freePort, startThemis } from './helpers/themis.ts';
+import { NO_PLUGIN_CONFIG, THEMIS_BIN, freePort, startThemis } from './helpers/themis.ts';
 import { postfixAvailable, postfixUnavailableReason, startPostfix } from './helpers/postfix.ts';
 
 const run = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnSync(process.execPath, [THEMIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
@@ -26,27 +29,27 @@ describe('themis command line', () => {
   });
 
   it('a bad --listen spec exits 1 with a coded error naming the spec', () => {
-    const r = run(['start', '--listen', 'inet:notaport@127.0.0.1']);
+    const r = run(['start', '--config', NO_PLUGIN_CONFIG, '--listen', 'inet:notaport@127.0.0.1']);
     assert.equal(r.status, 1);
     assert.match(r.stdout, /THEMIS_ERR_MILTER_LISTEN_SPEC/);
     assert.match(r.stdout, /inet:notaport@127\.0\.0\.1/);
   });
 
   it('a busy port exits 1 and says so', async () => {
-    const first = await startThemis();
-    const r = run(['start', '--listen', `inet:${first.port}@127.0.0.1`]);
+    const first = await startThemis(['--config', NO_PLUGIN_CONFIG]);
+    const r = run(['start', '--config', NO_PLUGIN_CONFIG, '--listen', `inet:${first.port}@127.0.0.1`, '--http', 'off']);
     assert.equal(r.status, 1);
     assert.match(r.stdout, /EADDRINUSE/);
     assert.equal(await first.stop(), 0);
   });
 
   it('start serves MTA connections and SIGTERM stops it with exit 0', async (t) => {
-    const themis = await startThemis();
+    const themis = await startThemis(['--config', NO_PLUGIN_CONFIG]);
     t.after(() => themis.stop());
     const client = await MilterClient.connect(`inet:${themis.port}@127.0.0.1`);
     const r = await client.sendMessage({ connect: { hostname: 'h', address: '192.0.2.1' }, helo: 'h', from: 'a@example.org', to: ['b@example.test', 'c@example.test'], headers: [['Subject', 'x']], body: 'hi\r\n' });
     assert.equal(r.reply.action, 'accept');
-    // The repository's themis.config.ts loads no plugin: no stage is asked for, not even RCPT.
+    // A configuration with no plugin: no stage is asked for, not even RCPT.
     assert.deepEqual(r.recipients.map((x) => x?.action), [undefined, undefined]);
     assert.equal(client.negotiated.protocol & 0x3f, 0x3f, 'CONNECT, HELO, MAIL, RCPT, BODY and headers switched off');
     await client.quit();
@@ -67,7 +70,7 @@ describe('themis command line', () => {
   it('THEMIS_LISTEN chooses the socket when --listen is absent', async () => {
     const port = await freePort();
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [THEMIS_BIN, 'start'], { env: { ...process.env, THEMIS_LISTEN: `inet:${port}@127.0.0.1` }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [THEMIS_BIN, 'start', '--config', NO_PLUGIN_CONFIG, '--http', 'off'], { env: { ...process.env, THEMIS_LISTEN: `inet:${port}@127.0.0.1` }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const deadline = Date.now() + 15_000;
@@ -81,7 +84,7 @@ describe('themis command line', () => {
   });
 
   it('SIGTERM lets an open SMTP session finish within the drain timeout', async () => {
-    const themis = await startThemis(['--drain-timeout', '5000']);
+    const themis = await startThemis(['--config', NO_PLUGIN_CONFIG, '--drain-timeout', '5000']);
     const client = await MilterClient.connect(`inet:${themis.port}@127.0.0.1`);
     await client.connect('h');
     const stopping = themis.stop();
@@ -90,6 +93,65 @@ describe('themis command line', () => {
     assert.equal(r.reply.action, 'accept', 'the session in flight is still served while draining');
     await client.quit();
     assert.equal(await stopping, 0);
+  });
+});
+
+describe('npm start in the checkout: the repository\'s themis.config.ts', () => {
+  const REPO_CONFIG = fileURLToPath(new URL('../themis.config.ts', import.meta.url));
+  const startLine = (out: string) => out.split('\n').map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return undefined; } }).find((l) => typeof l?.msg === 'string' && l.msg.startsWith('themis started'));
+
+  it('is found in the checkout, on the default sockets with the in-memory store, and passes config check', async () => {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    assert.equal(findConfig(undefined, root), REPO_CONFIG);
+    const c = await loadConfig(REPO_CONFIG);
+    assert.equal(c.listen, undefined, 'inet:8440@127.0.0.1, the default');
+    assert.equal(c.http, undefined, 'inet:8441@127.0.0.1, the default');
+    assert.deepEqual(c.store, { type: 'memory' });
+    const r = run(['config', 'check', '--config', REPO_CONFIG]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /4 plugin\(s\) \(monitor, spf, ratelimit, headers\), 3 policies, memory store/);
+  });
+
+  it('page URLs: the bound address, a wildcard as loopback, IPv6 in brackets, a UNIX socket named', () => {
+    assert.equal(endpointUrl('inet:8441@127.0.0.1', '/dashboard'), 'http://127.0.0.1:8441/dashboard');
+    assert.equal(endpointUrl('inet:8441@0.0.0.0', '/dashboard'), 'http://127.0.0.1:8441/dashboard');
+    assert.equal(endpointUrl('inet6:8441@[::1]', '/dashboard'), 'http://[::1]:8441/dashboard');
+    assert.equal(endpointUrl('inet6:8441@[::]', '/dashboard'), 'http://[::1]:8441/dashboard');
+    assert.equal(endpointUrl('unix:/run/themis/http.sock', '/dashboard'), '/dashboard on unix:/run/themis/http.sock');
+  });
+
+  // No mail goes through it here: its SPF policy would query the system's DNS.
+  it('demonstrates the built-in plugins, and the start line says where the dashboard is', async (t) => {
+    const themis = await startThemis(['--config', REPO_CONFIG], {}, { http: true });
+    t.after(() => themis.stop());
+    const port = /^inet:(\d+)@127\.0\.0\.1$/.exec(themis.http!)![1];
+    const url = `http://127.0.0.1:${port}/dashboard`;
+    const line = startLine(themis.output());
+    assert.ok(line, themis.output());
+    assert.equal(line.msg, `themis started; monitor dashboard at ${url}`);
+    assert.deepEqual(line.pages, { dashboard: url });
+    assert.deepEqual(line.plugins, ['monitor', 'spf', 'ratelimit', 'headers']);
+    const res = await fetch(url);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+    assert.equal(await themis.stop(), 0);
+  });
+
+  it('with a token the start line says to add it, never what it is; with the endpoint off, that there is no dashboard', async (t) => {
+    const token = 'a-secret-token-of-32-characters!';
+    const a = await startThemis(['--config', REPO_CONFIG, '--http-token', token], {}, { http: true });
+    t.after(() => a.stop());
+    const line = startLine(a.output())!;
+    assert.match(String(line.msg), /^themis started; monitor dashboard at http:\/\/127\.0\.0\.1:\d+\/dashboard \(open it once with \?token=…\)$/);
+    assert.ok(!a.output().includes(token), 'the token is not logged');
+    assert.equal(await a.stop(), 0);
+    const b = await startThemis(['--config', REPO_CONFIG]);
+    t.after(() => b.stop());
+    const off = startLine(b.output())!;
+    assert.equal(off.msg, 'themis started; no monitor dashboard: the status endpoint is off');
+    assert.equal(off.http, false);
+    assert.equal(off.pages, undefined);
+    assert.equal(await b.stop(), 0);
   });
 });
 
@@ -151,7 +213,7 @@ describe('themis check', () => {
 
 describe('themis start behind a real Postfix', { skip: postfixAvailable() ? false : `postfix not available: ${postfixUnavailableReason()}` }, () => {
   it('Postfix delivers through the daemon; no milter errors in its log', async () => {
-    const themis = await startThemis();
+    const themis = await startThemis(['--config', NO_PLUGIN_CONFIG]);
     const pf = await startPostfix({ milter: `inet:127.0.0.1:${themis.port}`, milterDefaultAction: 'tempfail' });
     try {
       const r = await pf.swaks(['--from', 'a@example.org', '--to', 'rcpt@example.test', '--header', 'Subject: via themis start']);

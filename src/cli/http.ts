@@ -116,6 +116,17 @@ export async function startStatusServer(spec: string, source: StatusSource, onEr
   };
 }
 
+/**
+ * Where a person opens a path of a status endpoint: `http://127.0.0.1:8441/dashboard` (a wildcard
+ * address as loopback, `http://[::1]:8441/…` for IPv6); over a UNIX socket, `/dashboard on unix:/path`.
+ */
+export function endpointUrl(address: string, path: string): string {
+  const spec = parseSocketSpec(address);
+  if (spec.kind === 'unix') return `${path} on ${address}`;
+  const host = spec.host === '0.0.0.0' ? '127.0.0.1' : spec.host === '::' ? '::1' : spec.host;
+  return `http://${spec.family === 6 || host.includes(':') ? `[${host}]` : host}:${spec.port}${path}`;
+}
+
 /** Reads a JSON document from a status endpoint (what `themis status` does), with the bearer token when one is set. */
 export async function fetchStatus(spec: string, path = '/status', timeoutMs = 5_000, token?: string): Promise<unknown> {
   const parsed = parseSocketSpec(spec);

@@ -1,7 +1,10 @@
 /**
  * The starter configuration `themis init` writes: every section Themis knows, each with why it is
- * there; only what a first start needs is left uncommented (a loopback socket, the in-memory store,
- * no plugin, no policy — Themis then accepts every message and asks Postfix for no stage).
+ * there. Left uncommented is what a first start needs and what shows the built-in plugins at work
+ * without refusing legitimate mail — the same as the repository's themis.config.ts (what `npm start`
+ * runs): a loopback socket, the in-memory store, the monitor's dashboard on the status endpoint, SPF
+ * results as headers only, a rate limit far above any real sender, and a header rule that only adds a
+ * header.
  * @module
  */
 
@@ -9,7 +12,7 @@
 export const STARTER_CONFIG = `// Themis configuration, written by \`themis init\`.
 // Check it with \`themis config check\`; run with \`themis start\` (or the systemd unit).
 // Everything commented out below is optional: uncomment what you need.
-import { defineConfig } from 'themis';
+import { defineConfig } from 'themis-milter';
 
 export default defineConfig({
   // The socket Postfix connects to (libmilter syntax: inet:PORT@HOST, inet6:PORT@[ADDR], unix:/path).
@@ -36,13 +39,20 @@ export default defineConfig({
   // Postfix never loses its milter while you change a policy.
   // reload: { watch: true },
 
+  // The status endpoint: /status (themis status), /metrics (Prometheus), /healthz, and the pages of
+  // plugins, such as the monitor's dashboard — http://127.0.0.1:8441/dashboard, which the start line
+  // names. Loopback by default; a token (16+ characters) is then required everywhere but /healthz
+  // (THEMIS_HTTP_TOKEN keeps it out of this file). false disables the endpoint.
+  // http: { listen: 'inet:8441@127.0.0.1', token: '…16+ characters…' },
+  // http: false,
+
   // Plugins, in load order: by npm package name, or by path relative to this file. With none,
-  // Themis accepts every message.
+  // Themis accepts every message. The four below show what Themis does without refusing good mail.
   plugins: [
-    // 'themis-plugin-ratelimit',   // the \`ratelimit\` policy field: limits per sender, login, IP…
-    // 'themis-plugin-spf',         // the \`spf\` policy field: SPF checks and their verdicts
-    // 'themis-plugin-headers',     // the \`headers\` policy field: header rules
-    // 'themis-plugin-monitor',     // a dashboard on the status endpoint (/dashboard), /api/*, themis stats
+    'themis-plugin-monitor',        // a dashboard on the status endpoint (/dashboard), /api/*, themis stats
+    'themis-plugin-spf',            // the \`spf\` policy field: SPF checks and their verdicts
+    'themis-plugin-ratelimit',      // the \`ratelimit\` policy field: limits per sender, login, IP…
+    'themis-plugin-headers',        // the \`headers\` policy field: header rules
     // 'themis-plugin-predict',     // the \`predict\` policy field: each sender's learned rate, new recipients
     // 'themis-plugin-recipient-allowlist',
     // { plugin: './plugins/local.ts', options: {}, priority: 10, onError: 'tempfail' },
@@ -62,14 +72,22 @@ export default defineConfig({
   // Which rules apply to which mail. Evaluated by ascending priority (ties by name); \`match\`
   // absent = everything; each other field belongs to the plugin that claims it.
   policies: [
+    // SPF of mail from outside, as headers only (Received-SPF; X-Themis-SPF on fail and softfail):
+    // nothing is refused. Once the headers look right, make a fail a refusal: mailFrom: { fail: 'reject' }.
+    { name: 'spf-tag', match: { direction: 'inbound' }, spf: { mailFrom: { fail: 'tag', softfail: 'tag' }, helo: { fail: 'tag', softfail: 'tag' } } },
+    // A backstop far above any real sender: past 1,000 messages a minute from one sender (or SASL
+    // login), "450 try later". Watch the dashboard, then tighten it.
+    { name: 'sender-rate', ratelimit: { windows: '1000/1m', by: 'sender+' } },
+    // What a spam scanner in front flagged gets a header naming the policy that saw it; nothing else changes.
+    { name: 'scanned', headers: [{ name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true }, then: [{ add: 'X-Themis-Policy', value: '{policy}' }] }] },
     // Trusted senders skip every check:
     // { name: 'trusted', priority: 1, type: 'bypass', match: { source: 'vip' } },
     // Mail your users send (authenticated, or from outboundNetworks):
     // { name: 'outbound', priority: 5, match: { direction: 'outbound' }, ratelimit: { /* … */ } },
     // Mail arriving for your domains; stopHere ends evaluation when it matches:
     // { name: 'inbound', priority: 5, match: { direction: 'inbound', destination: 'internal' }, stopHere: true },
-    // React to what a spam scanner wrote (themis-plugin-headers):
-    // { name: 'scanned', priority: 6, match: { direction: 'inbound' }, headers: [
+    // React harder to what a spam scanner wrote (themis-plugin-headers):
+    // { name: 'scanned-strict', priority: 6, match: { direction: 'inbound' }, headers: [
     //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
     //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] }] },
     // Stolen accounts (themis-plugin-predict): a sender suddenly mailing addresses it never wrote to;

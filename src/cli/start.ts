@@ -14,9 +14,9 @@ import type { Registry } from 'prom-client';
 import { DEFAULT_LISTEN, createMilterServer, isMilterError, parseSocketSpec, removeStaleSocket, type MilterLogger, type MilterServer } from '../milter/index.ts';
 import { acceptAllApplication } from './accept-all.ts';
 import { createLogger } from './logger.ts';
-import { DEFAULT_HTTP, startStatusServer, type StatusServer, type StatusSource } from './http.ts';
+import { DEFAULT_HTTP, endpointUrl, startStatusServer, type StatusServer, type StatusSource } from './http.ts';
 import type { LoadedConfig } from '../config.ts';
-import type { HttpRequest, HttpResponse, KernelLogger, RuntimeManager } from '../kernel/index.ts';
+import { pagesOf, type HttpRequest, type HttpResponse, type KernelLogger, type PluginPage, type RuntimeManager } from '../kernel/index.ts';
 import type { Store, StoreConfig } from '../store/index.ts';
 import { envConfigPath, envRedisUrl, envRedisPassword } from './env.ts';
 
@@ -357,7 +357,8 @@ async function runServer(ctx: ServerContext): Promise<number> {
 
   const cur = manager?.current.info;
   const mode = manager ? { config: file ?? null, hash: cur?.hash, plugins: cur?.plugins, policies: cur?.policies, store: ctx.storeConfig.type } : { engineOnly: true };
-  logger.info({ listen: server.address, http: statusServer?.address ?? false, version: packageVersion(), node: process.version, ...mode }, cluster.isWorker ? 'worker started' : manager ? 'themis started' : 'themis started (engine only, accept-all application)');
+  const shown = cluster.isWorker ? { fields: {}, words: '' } : pagesShown(manager?.current.kernel.pages() ?? [], statusServer, ctx.httpToken);
+  logger.info({ listen: server.address, http: statusServer?.address ?? false, ...shown.fields, version: packageVersion(), node: process.version, ...mode }, cluster.isWorker ? 'worker started' : manager ? `themis started${shown.words}` : 'themis started (engine only, accept-all application)');
   if (cluster.isWorker) process.send?.({ themis: 'listening', address: server.address });
 
   return new Promise<number>((resolve) => {
@@ -476,6 +477,24 @@ async function startReloadTriggers({ manager, file, config, store, logger }: Tri
     });
   }
   return () => stoppers.forEach((s) => s());
+}
+
+/**
+ * What the start line says of the plugins' pages for a browser (the monitor's dashboard): a `pages`
+ * field, page name → URL (`plugin/name` when two plugins use one name), and words for the message.
+ * With the status endpoint off, the pages are not served, and the line says so.
+ */
+function pagesShown(pages: readonly PluginPage[], statusServer: StatusServer | undefined, token: string | undefined): { fields: { pages?: Record<string, string> }; words: string } {
+  if (pages.length === 0) return { fields: {}, words: '' };
+  if (!statusServer) return { fields: {}, words: `; no ${pages.map((p) => `${p.plugin} ${p.name}`).join(', ')}: the status endpoint is off` };
+  const fields: Record<string, string> = {};
+  const words: string[] = [];
+  for (const p of pages) {
+    const url = endpointUrl(statusServer.address, p.path);
+    fields[pages.filter((o) => o.name === p.name).length > 1 ? `${p.plugin}/${p.name}` : p.name] = url;
+    words.push(`${p.plugin} ${p.name} at ${url}`);
+  }
+  return { fields: { pages: fields }, words: `; ${words.join(', ')}${token === undefined ? '' : ' (open it once with ?token=…)'}` };
 }
 
 interface PrimaryContext {
@@ -598,7 +617,9 @@ async function runPrimary(ctx: PrimaryContext): Promise<number> {
     logger.info({ workers: live.size }, 'SIGHUP: reloading every worker');
     for (const w of live.values()) w.process.kill('SIGHUP');
   });
-  logger.info({ listen: address, http: statusServer?.address ?? false, workers, version: packageVersion(), node: process.version, config: ctx.file ?? null, hash: ctx.config?.hash }, 'themis started');
+  // The workers set the plugins up; their pages are declared by the definitions the primary loaded too.
+  const shown = pagesShown(pagesOf((ctx.config?.plugins ?? []).map((e) => e.plugin)), statusServer, ctx.httpToken);
+  logger.info({ listen: address, http: statusServer?.address ?? false, ...shown.fields, workers, version: packageVersion(), node: process.version, config: ctx.file ?? null, hash: ctx.config?.hash }, `themis started${shown.words}`);
 
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {

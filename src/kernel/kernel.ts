@@ -248,6 +248,9 @@ export class Kernel {
         if (!known.includes(name)) throw new ThemisError('THEMIS_ERR_PLUGIN_UNKNOWN_HOOK', { plugin: def.name, hook: name, known: known.join(', ') });
         if (typeof fn !== 'function') throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: `hook ${name} is not a function` });
       }
+      for (const [page, path] of Object.entries(def.pages ?? {})) {
+        if (routes.get(path)?.plugin !== p) throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: `page ${page} is ${path}, a route the plugin does not serve` });
+      }
       p.hooks = hooks ?? {};
       loaded.push(p);
     }
@@ -271,6 +274,11 @@ export class Kernel {
   /** The paths plugins serve on the status endpoint, sorted. */
   routePaths(): string[] {
     return [...this.routes.keys()].sort();
+  }
+
+  /** The pages for a browser plugins declare ({@link PluginDefinition.pages}), in load order. */
+  pages(): PluginPage[] {
+    return pagesOf(this.plugins.map((p) => p.def));
   }
 
   /**
@@ -681,6 +689,25 @@ function checkDefinition(def: PluginDefinition<unknown, unknown>): void {
   if (typeof def.version !== 'string') fail('has no version');
   if (typeof def.kernel !== 'string' || semver.validRange(def.kernel) === null) fail(`kernel range ${JSON.stringify(def.kernel)} is not a semver range`);
   if (typeof def.setup !== 'function') fail('has no setup() function');
+  if (def.pages !== undefined) {
+    if (def.pages === null || typeof def.pages !== 'object' || Array.isArray(def.pages)) fail('pages is not an object of page names and paths');
+    for (const [page, path] of Object.entries(def.pages)) if (typeof path !== 'string' || !/^\/[\w./-]*$/.test(path)) fail(`page ${page} is ${JSON.stringify(path)}, not a path such as /dashboard`);
+  }
+}
+
+/** A page for a browser a plugin serves on the status endpoint. */
+export interface PluginPage {
+  /** The plugin serving it. */
+  plugin: string;
+  /** Its name (`dashboard`). */
+  name: string;
+  /** Its path (`/dashboard`). */
+  path: string;
+}
+
+/** The pages plugin definitions declare, in their order: what a daemon can list before (or without) setting them up. */
+export function pagesOf(defs: readonly Pick<PluginDefinition<unknown, unknown>, 'name' | 'pages'>[]): PluginPage[] {
+  return defs.flatMap((d) => Object.entries(d.pages ?? {}).map(([name, path]) => ({ plugin: d.name, name, path })));
 }
 
 function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, LoadedPlugin>, problems: ThemisError[]): void {

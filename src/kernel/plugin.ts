@@ -296,6 +296,12 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown> {
   readonly listens?: readonly ObservableStage[];
   /** Macros the plugin needs beyond Postfix's defaults, per stage. */
   readonly macros?: Partial<Record<MacroListStage, readonly string[]>>;
+  /**
+   * Pages for a browser among the routes `setup` serves ({@link PluginHttp.get}), by name
+   * (`{ dashboard: '/dashboard' }`). The daemon's start line says where each one is; the kernel checks
+   * that every page is a route the plugin serves.
+   */
+  readonly pages?: Readonly<Record<string, string>>;
   /** Builds the hooks; runs once per load (and again on reload). */
   setup(ctx: PluginContext<TOptions>): PluginHooks<TClaim> | Promise<PluginHooks<TClaim>>;
   /**

@@ -3,13 +3,14 @@
 // was found — and hashed so the daemon can say which configuration it serves.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { CONFIG_FILES, findConfig, loadConfig } from '../../src/config.ts';
 import { Kernel, isThemisError } from '../../src/kernel/index.ts';
+import { startThemis } from '../helpers/themis.ts';
 
 const TAG = fileURLToPath(new URL('../fixtures/plugins/tag.ts', import.meta.url));
 
@@ -155,5 +156,74 @@ describe('configuration validation', () => {
       assert.match(err.message, /THEMIS_ERR_POLICY_FIELD: policies\[0\]\.match\.source \(x\)/);
       return true;
     });
+  });
+});
+
+/** The TCP ports a process listens on (Linux: its socket inodes matched against /proc/net/tcp{,6}). */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    if (!existsSync(table)) continue;
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is f[1] (HEXIP:HEXPORT), st is f[3] (0A = LISTEN), inode is f[9].
+      if (f[3] === '0A' && inodes.has(f[9])) ports.push(parseInt(f[1].split(':')[1], 16));
+    }
+  }
+  return ports;
+}
+
+describe('http: false', () => {
+  it('is accepted and means no status endpoint, as http: { listen: false } does', async (t) => {
+    const dir = tempDir(t);
+    const off = join(dir, 'off.ts');
+    writeFileSync(off, `export default { http: false };\n`);
+    const c = await loadConfig(off);
+    assert.equal(c.http, false);
+    assert.equal(c.httpToken, undefined);
+    const listenOff = join(dir, 'listen-off.json');
+    writeFileSync(listenOff, JSON.stringify({ http: { listen: false, token: 'a-token-of-16-chars' } }));
+    const d = await loadConfig(listenOff);
+    assert.equal(d.http, false);
+    assert.equal(d.httpToken, 'a-token-of-16-chars');
+    const on = join(dir, 'on.yaml');
+    writeFileSync(on, 'http:\n  listen: inet:1@127.0.0.1\n');
+    assert.equal((await loadConfig(on)).http, 'inet:1@127.0.0.1');
+  });
+
+  it('true or a string is one problem saying what is allowed', async (t) => {
+    const dir = tempDir(t);
+    for (const value of [true, 'off']) {
+      const file = join(dir, 'c.json');
+      writeFileSync(file, JSON.stringify({ http: value }));
+      await assert.rejects(loadConfig(file), (err: unknown) => {
+        assert.ok(isThemisError(err, 'THEMIS_ERR_CONFIG'));
+        assert.equal(err.message, `configuration ${file}: http: expected false (no status endpoint) or an object { listen, token }; found ${JSON.stringify(value)}`);
+        return true;
+      });
+    }
+  });
+
+  it('themis start with it serves milter on its socket and no status endpoint at all', { skip: !existsSync('/proc/self/fd') && 'needs /proc' }, async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'themis.config.ts');
+    writeFileSync(file, `export default { http: false };\n`);
+    // No --http and no THEMIS_HTTP: the configuration alone decides.
+    const themis = await startThemis(['--config', file], { THEMIS_HTTP: undefined, THEMIS_HTTP_TOKEN: undefined }, { http: 'config' });
+    t.after(() => themis.stop());
+    const started = themis.output().split('\n').map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return undefined; } }).find((l) => l?.msg === 'themis started');
+    assert.ok(started, themis.output());
+    assert.equal(started.http, false);
+    assert.deepEqual(listeningPorts(themis.child.pid!), [themis.port], 'the milter socket is its only listening socket');
+    assert.equal(await themis.stop(), 0);
   });
 });

@@ -9,6 +9,13 @@ import { fileURLToPath } from 'node:url';
 /** Path of the `themis` bin. */
 export const THEMIS_BIN = fileURLToPath(new URL('../../bin/themis.js', import.meta.url));
 
+/**
+ * A configuration with no plugin and no policy (test/fixtures/none.config.ts), for a daemon that needs
+ * none: the repository's themis.config.ts, found in the working directory otherwise, loads plugins
+ * (SPF would query the system's DNS).
+ */
+export const NO_PLUGIN_CONFIG = fileURLToPath(new URL('../fixtures/none.config.ts', import.meta.url));
+
 /** A running `themis start`. */
 export interface ThemisProcess {
   port: number;
@@ -40,12 +47,13 @@ process.once('exit', () => {
 
 /**
  * Starts `themis start --listen inet:PORT@127.0.0.1 …args` and waits until it listens. The status
- * endpoint is off unless `http` is set (then on a free port), so that daemons never fight over 8441.
+ * endpoint is off unless `http` is set (then on a free port), so that daemons never fight over 8441;
+ * `http: 'config'` passes no `--http` at all, leaving the endpoint to the configuration.
  */
-export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = {}, options: { http?: boolean; ready?: string } = {}): Promise<ThemisProcess> {
+export async function startThemis(args: string[] = [], env: NodeJS.ProcessEnv = {}, options: { http?: boolean | 'config'; ready?: string } = {}): Promise<ThemisProcess> {
   const port = await freePort();
-  const http = options.http ? `inet:${await freePort()}@127.0.0.1` : undefined;
-  const httpArgs = args.includes('--http') ? [] : ['--http', http ?? 'off'];
+  const http = options.http === true ? `inet:${await freePort()}@127.0.0.1` : undefined;
+  const httpArgs = args.includes('--http') || options.http === 'config' ? [] : ['--http', http ?? 'off'];
   const child = spawn(process.execPath, [THEMIS_BIN, 'start', '--listen', `inet:${port}@127.0.0.1`, ...httpArgs, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));

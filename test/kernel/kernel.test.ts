@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { Kernel, ThemisError, definePlugin, type PluginHooks, type Verdict } from '../../src/index.ts';
+import { Kernel, ThemisError, definePlugin, pagesOf, type PluginHooks, type Verdict } from '../../src/index.ts';
 import { Protocol, Action, createMilterServer, MilterClient } from '../../src/milter/index.ts';
 import { createTestKernel } from '../../src/testing/index.ts';
 
@@ -313,6 +313,20 @@ describe('observers and routes', () => {
     await assert.rejects(createTestKernel({ plugins: [taking('a', '/x'), taking('b', '/x')] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_ROUTE')(e) && /already served by plugin a/.test((e as Error).message));
     await assert.rejects(createTestKernel({ plugins: [taking('a', '/metrics')] }), code('THEMIS_ERR_PLUGIN_ROUTE'));
     await assert.rejects(createTestKernel({ plugins: [taking('a', 'no-slash')] }), code('THEMIS_ERR_PLUGIN_ROUTE'));
+  });
+
+  it('a plugin declares which of its routes are pages for a browser; each must be one it serves', async () => {
+    const serving = (name: string, pages: Record<string, string> | undefined, paths: string[]) =>
+      definePlugin({ name, version: '1.0.0', kernel: '^1', pages, setup: ({ http }) => (paths.forEach((p) => http.get(p, () => ({ type: 'text/html', body: p }))), {}) });
+    const t = await createTestKernel({ plugins: [serving('plain', undefined, ['/api/x']), serving('ui', { dashboard: '/ui', help: '/ui/help' }, ['/ui', '/ui/help', '/ui/app.js'])] });
+    assert.deepEqual(t.kernel.pages(), [{ plugin: 'ui', name: 'dashboard', path: '/ui' }, { plugin: 'ui', name: 'help', path: '/ui/help' }]);
+    await t.close();
+    // Declared statically: known without setting the plugin up (the cluster primary's start line).
+    assert.deepEqual(pagesOf([{ name: 'ui', pages: { dashboard: '/ui' } }, { name: 'plain' }]), [{ plugin: 'ui', name: 'dashboard', path: '/ui' }]);
+    await assert.rejects(createTestKernel({ plugins: [serving('ui', { dashboard: '/ui' }, ['/other'])] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_INVALID')(e) && /page dashboard is \/ui, a route the plugin does not serve/.test((e as Error).message));
+    // Another plugin's route is not this plugin's page.
+    await assert.rejects(createTestKernel({ plugins: [serving('a', undefined, ['/ui']), serving('b', { dashboard: '/ui' }, [])] }), code('THEMIS_ERR_PLUGIN_INVALID'));
+    await assert.rejects(createTestKernel({ plugins: [serving('ui', { dashboard: 'ui' }, ['/ui'])] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_INVALID')(e) && /not a path such as \/dashboard/.test((e as Error).message));
   });
 });
 

@@ -6,7 +6,7 @@
  * @module
  */
 import { readFile } from 'node:fs/promises';
-import { definePlugin, type HttpResponse } from 'themis';
+import { definePlugin, type HttpResponse } from 'themis-milter';
 import { z } from 'zod';
 import { BLOCKED_SEPARATOR, MonitorApi, overReasonKey } from './api.ts';
 import { Recorder } from './recorder.ts';
@@ -79,6 +79,8 @@ export default definePlugin<unknown, MonitorOptions>({
   // The envelope and the headers are read from the trace's message, streamed without replies.
   observes: ['connect', 'mailFrom', 'rcptTo', 'header'],
   commands: { stats: statsCommand },
+  // The start line of the daemon says where it is.
+  pages: { dashboard: '/dashboard' },
   setup({ store, metrics, options, http, log }) {
     // The counters are read from the recorder's totals when Prometheus scrapes: per message, the
     // monitor only updates two maps (a labelled inc() per field would cost more than the rest).

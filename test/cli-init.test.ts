@@ -10,6 +10,8 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { init } from '../src/cli/init.ts';
 import { STARTER_CONFIG } from '../src/cli/init-template.ts';
+import { kernelOptionsOf, loadConfig, type LoadedConfig } from '../src/config.ts';
+import { Kernel } from '../src/kernel/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'themis-init-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -38,33 +40,54 @@ describe('themis init', () => {
     assert.equal(r.stderr, '');
     assert.equal(readFileSync(file, 'utf8'), STARTER_CONFIG);
     assert.ok(r.stdout.includes(file), 'names the file it wrote');
-    for (const step of ['themis config check', 'themis start', 'npm link themis', 'smtpd_milters = inet:127.0.0.1:8440', 'non_smtpd_milters', 'milter_protocol = 6', 'postfix reload']) {
+    for (const step of ['themis config check', 'themis start', "resolves to itself", 'smtpd_milters = inet:127.0.0.1:8440', 'non_smtpd_milters', 'milter_protocol = 6', 'postfix reload']) {
       assert.ok(r.stdout.includes(step), `next steps mention ${step}`);
     }
   });
 
-  it('the file is a module Node 24 imports, exporting listen, no plugin and no policy', async () => {
+  it('the file is a module Node 24 imports: listen, the memory store, and the demonstration of the built-in plugins', async () => {
     const file = join(dir, 'importable.config.ts');
     assert.equal((await run(['--path', file])).code, 0);
-    // Inside the repository, where 'themis' resolves (node_modules/themis links to the root).
+    // Inside the repository, where 'themis-milter' resolves (node_modules/themis-milter links to the root).
     const copy = fileURLToPath(new URL(`fixtures/.init-${process.pid}-${randomBytes(4).toString('hex')}.config.ts`, import.meta.url));
     copyFileSync(file, copy);
     let config: Record<string, unknown>;
+    let loaded: LoadedConfig;
     try {
       config = ((await import(pathToFileURL(copy).href)) as { default: Record<string, unknown> }).default;
+      loaded = await loadConfig(copy);
     } finally {
       unlinkSync(copy);
     }
     assert.equal(config.listen, 'inet:8440@127.0.0.1');
-    assert.deepEqual(config.plugins, []);
-    assert.deepEqual(config.policies, []);
+    assert.deepEqual(config.plugins, ['themis-plugin-monitor', 'themis-plugin-spf', 'themis-plugin-ratelimit', 'themis-plugin-headers']);
     assert.deepEqual(config.store, { type: 'memory' });
     // Everything else is a commented example.
     assert.deepEqual(Object.keys(config).sort(), ['listen', 'plugins', 'policies', 'store']);
+    // It passes \`themis config check\`: the plugins load and claim every policy field.
+    const kernel = await Kernel.create(kernelOptionsOf(loaded));
+    try {
+      assert.deepEqual(kernel.pages(), [{ plugin: 'monitor', name: 'dashboard', path: '/dashboard' }]);
+    } finally {
+      await kernel.shutdown();
+    }
+    // What \`themis init\` offers is what \`npm start\` runs: the repository's themis.config.ts.
+    const repo = await loadConfig(fileURLToPath(new URL('../themis.config.ts', import.meta.url)));
+    assert.deepEqual(repo.plugins.map((p) => p.plugin.name), loaded.plugins.map((p) => p.plugin.name));
+    assert.deepEqual(repo.policies, loaded.policies);
+  });
+
+  it('the demonstration refuses no legitimate mail: SPF tags, the rate limit is far above any real sender, header rules only add', () => {
+    const policies = STARTER_CONFIG.split('\n').filter((l) => /^ {4}\{ name: /.test(l));
+    assert.deepEqual(policies.map((l) => /name: '([^']+)'/.exec(l)?.[1]), ['spf-tag', 'sender-rate', 'scanned']);
+    for (const l of policies) assert.doesNotMatch(l, /'reject'|'tempfail'|'quarantine'|'hold'|verdict|change:|delete:/, l);
+    assert.ok(policies[0].includes("mailFrom: { fail: 'tag', softfail: 'tag' }"));
+    assert.ok(policies[1].includes("windows: '1000/1m'"));
+    assert.match(STARTER_CONFIG, /http:\/\/127\.0\.0\.1:8441\/dashboard/);
   });
 
   it('the template documents every section, with the commented examples', () => {
-    assert.match(STARTER_CONFIG, /^import \{ defineConfig \} from 'themis';$/m);
+    assert.match(STARTER_CONFIG, /^import \{ defineConfig \} from 'themis-milter';$/m);
     assert.match(STARTER_CONFIG, /^export default defineConfig\(\{$/m);
     for (const line of [
       "// store: { type: 'redis', url: 'redis://127.0.0.1:6379', keyPrefix: 'themis:' },",
@@ -72,6 +95,10 @@ describe('themis init', () => {
       "cluster: { nodes: ['10.0.0.1:7000'] }",
       "// log: { level: 'info' },",
       '// reload: { watch: true },',
+      "// http: { listen: 'inet:8441@127.0.0.1', token: '…16+ characters…' },",
+      '// http: false,',
+      "// 'themis-plugin-predict',",
+      "// { name: 'scanned-strict', priority: 6, match: { direction: 'inbound' }, headers: [",
       '// groups: {',
       '// pools: {',
       '// outboundNetworks: [',

@@ -2,7 +2,7 @@
 // policies (with jail into the ratelimit policy, as its README recommends, in shadow mode), on a Redis
 // store. bench/postfix.ts starts a throwaway redis-server and passes --redis-url, which overrides the
 // url below; SPF asks the run's loopback DNS server.
-import { defineConfig } from 'themis';
+import { defineConfig } from 'themis-milter';
 import { HIGH_LIMIT, MTA_NAME, SENDER_DOMAIN, dnsServer } from './mail.ts';
 
 export default defineConfig({

@@ -1,7 +1,7 @@
 // bench/postfix.ts, target "headers": the headers plugin alone with the rules of its README (the
 // original's --actionheaders example): evaluated on every message at end of headers; the benchmark's
 // mail carries neither header, so nothing is changed.
-import { defineConfig } from 'themis';
+import { defineConfig } from 'themis-milter';
 
 export default defineConfig({
   plugins: ['themis-plugin-headers'],

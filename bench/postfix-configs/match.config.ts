@@ -1,7 +1,7 @@
 // bench/postfix.ts, target "match": policies that match on the source (sender, domain, client network)
 // and on the destination (recipients), through groups, with negations. The benchmark's mail matches
 // the first two; the third would refuse it (limit 0) if the matching were wrong.
-import { defineConfig } from 'themis';
+import { defineConfig } from 'themis-milter';
 import { HIGH_LIMIT, SENDER_DOMAIN } from './mail.ts';
 
 export default defineConfig({

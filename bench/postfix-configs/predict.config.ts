@@ -2,7 +2,7 @@
 // recommendation (new recipients, colleagues excluded, plus a recipient-rate backstop). Without
 // ratelimit, the action is `tag` rather than `jail` (jail needs a ratelimit policy); the subject is the
 // sender, since the benchmark's mail is not authenticated (by: 'saslUser' would skip every message).
-import { defineConfig } from 'themis';
+import { defineConfig } from 'themis-milter';
 import { SENDER_DOMAIN } from './mail.ts';
 
 export default defineConfig({

@@ -2,7 +2,7 @@
  * The configurations the evaluation tries, and loading the plugins they name.
  * @module
  */
-import type { PluginDefinition } from 'themis';
+import type { PluginDefinition } from 'themis-milter';
 import reference from './reference.ts';
 import type { DetectorSpec } from './run-plugin.ts';
 

@@ -9,7 +9,7 @@
  * @module
  */
 import { z } from 'zod';
-import { definePlugin } from 'themis';
+import { definePlugin } from 'themis-milter';
 
 export const REFERENCE_NAME = 'predict-reference';
 

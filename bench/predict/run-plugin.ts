@@ -6,8 +6,8 @@
  * per event, whether it was flagged, and whether the MTA was told anything but a plain accept.
  * @module
  */
-import { definePlugin, MemoryStore, type DecisionTrace, type KernelLogger, type PluginDefinition } from 'themis';
-import { createTestKernel } from 'themis/testing';
+import { definePlugin, MemoryStore, type DecisionTrace, type KernelLogger, type PluginDefinition } from 'themis-milter';
+import { createTestKernel } from 'themis-milter/testing';
 import { recipientAddresses, type Traffic } from './traffic.ts';
 
 /** One configuration of a detector: a policy field and plugin options. */

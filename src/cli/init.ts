@@ -63,13 +63,13 @@ export async function init(args: string[]): Promise<number> {
   const dir = dirname(file);
   const configArg = file === resolve('themis.config.ts') ? '' : ` --config ${file}`;
   process.stdout.write(`${existed ? 'Replaced' : 'Wrote'} ${file}: a starter configuration (loopback socket inet:8440@127.0.0.1,
-in-memory store, no plugin, no policy: every message is accepted until you add some).
+in-memory store; its comments say what each section does).
 
 Next steps:
   1. Edit it: uncomment the sections you need (plugins, groups, policies; Redis for several MTAs).
-     It imports 'themis', so Node must find the themis package from ${dir}:
-     install it there with npm — from a checkout: \`npm link\` in the checkout, then
-     \`npm link themis\` in ${dir} (the npm registry's "themis" is an unrelated package).
+     It imports 'themis-milter', which the themis command resolves to itself wherever the file is.
+     The plugins it names must be installed in ${dir} (npm install themis-plugin-…)
+     or beside Themis itself (the same global install, or the .deb, which carries the built-in ones).
   2. Check it:   themis config check${configArg}
   3. Run it:     themis start${configArg}
   4. Hook it into Postfix (main.cf), then \`postfix reload\`:

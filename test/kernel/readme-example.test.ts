@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { z } from 'zod';
-import { definePlugin } from 'themis';
-import { createTestKernel } from 'themis/testing';
+import { definePlugin } from 'themis-milter';
+import { createTestKernel } from 'themis-milter/testing';
 
 const plugin = definePlugin({
   name: 'max-recipients',

@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from 'zod';
-import { definePlugin } from 'themis';
+import { definePlugin } from 'themis-milter';
 
 /** The policy field this plugin claims: `allowlist: { recipients: [...], action?, reply? }`. */
 export const AllowlistClaim = z.object({

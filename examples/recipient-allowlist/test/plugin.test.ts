@@ -1,8 +1,8 @@
 // The example plugin's own tests: written only against `themis/testing` and the public types.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createTestKernel } from 'themis/testing';
-import { isThemisError } from 'themis';
+import { createTestKernel } from 'themis-milter/testing';
+import { isThemisError } from 'themis-milter';
 import allowlist from '../src/index.ts';
 
 const policies = [{ name: 'inbound', allowlist: { recipients: ['@example.net', 'boss@example.com'] } }];

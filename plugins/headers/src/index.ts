@@ -6,7 +6,7 @@
  * most once per message.
  * @module
  */
-import { SEVERITY, definePlugin, resolveReply, type HookContext, type PluginMessage, type Verdict } from 'themis';
+import { SEVERITY, definePlugin, resolveReply, type HookContext, type PluginMessage, type Verdict } from 'themis-milter';
 import type { z } from 'zod';
 import { decodeWords, encodeWords, fold, sanitise, unfold } from './encoding.ts';
 import { describeCondition, headersField, headersOptions, type Action, type Captures, type Condition, type HeadersOptions, type HeadersPolicy, type Rule, type RuleVerdictAction } from './schema.ts';

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { RE2JS } from 're2js';
-import { NetworkList, parseNetwork, replyConfigSchema } from 'themis';
+import { NetworkList, parseNetwork, replyConfigSchema } from 'themis-milter';
 import { HEADER_NAME } from './encoding.ts';
 import { parseTemplate, type Template } from './template.ts';
 

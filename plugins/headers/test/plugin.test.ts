@@ -3,8 +3,8 @@
 // (load-time refusal of bad patterns and injections, escaping of computed values, the time budget).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { definePlugin, isThemisError, type PolicyInput } from 'themis';
-import { createTestKernel, type TestConnectionMessage, type TestResult } from 'themis/testing';
+import { definePlugin, isThemisError, type PolicyInput } from 'themis-milter';
+import { createTestKernel, type TestConnectionMessage, type TestResult } from 'themis-milter/testing';
 import headers, { decodeWords } from '../src/index.ts';
 import tag from '../../../test/fixtures/plugins/tag.ts';
 

@@ -3,7 +3,7 @@
 // ratelimit from counting a policy's messages.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createTestKernel } from 'themis/testing';
+import { createTestKernel } from 'themis-milter/testing';
 import ratelimit from 'themis-plugin-ratelimit';
 import spf from 'themis-plugin-spf';
 import { startDnsServer, type DnsServer } from '../../../test/helpers/dns.ts';

@@ -4,7 +4,7 @@
  * `/api/history`, `/api/top`).
  * @module
  */
-import type { Store } from 'themis';
+import type { Store } from 'themis-milter';
 import { TOP_KINDS, keys, type TopKind } from './recorder.ts';
 
 /** Counts per outcome (`accepted`, `rejected`, `tempfailed`, `discarded`, `quarantined`, `aborted`); zeros left out. */

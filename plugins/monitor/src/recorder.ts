@@ -5,7 +5,7 @@
  * retried. Memory is bounded: top-N candidates are trimmed to `keep` per list between flushes.
  * @module
  */
-import type { Store } from 'themis';
+import type { Store } from 'themis-milter';
 
 /** Top-N lists the monitor keeps. */
 export const TOP_KINDS = ['senders', 'senderIps', 'subjects', 'blocked', 'overRate'] as const;

@@ -4,7 +4,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
-import type { PluginCommand } from 'themis';
+import type { PluginCommand } from 'themis-milter';
 import type { StatsAnswer, TopAnswer } from './api.ts';
 
 const USAGE = `Usage: themis stats [--minutes N] [--top N] [--json] [--watch [SECONDS]] [--http SPEC] [--http-token TOKEN] [--config PATH]

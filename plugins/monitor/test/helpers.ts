@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startThemis, type ThemisProcess } from '../../../test/helpers/themis.ts';
 import { request } from 'node:http';
-import { MilterClient } from 'themis/milter';
+import { MilterClient } from 'themis-milter/milter';
 
 /** The bearer token the test daemons require. */
 export const TOKEN = 'test-token-0123456789abcdef';

@@ -2,8 +2,8 @@
 // nothing lost), the in-memory bound of the top lists, connection-level refusals, and its routes.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MemoryStore, definePlugin } from 'themis';
-import { createTestKernel } from 'themis/testing';
+import { MemoryStore, definePlugin } from 'themis-milter';
+import { createTestKernel } from 'themis-milter/testing';
 import monitor, { Recorder } from '../src/index.ts';
 
 /** A memory store whose writes fail while `down` is true. */

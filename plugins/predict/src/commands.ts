@@ -4,7 +4,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
-import type { PluginCommand } from 'themis';
+import type { PluginCommand } from 'themis-milter';
 import { decide, explain } from './estimate.ts';
 import type { PredictOptions, PredictPolicy } from './schema.ts';
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type ProfileRequest, type Verdict } from 'themis';
+import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type ProfileRequest, type Verdict } from 'themis-milter';
 import { subjectKey, subjectValues } from 'themis-plugin-ratelimit';
 import type { z } from 'zod';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';

@@ -3,7 +3,7 @@
  * @module
  */
 import { z } from 'zod';
-import { replyConfigSchema } from 'themis';
+import { replyConfigSchema } from 'themis-milter';
 import { parseSubject, type SubjectSpec } from 'themis-plugin-ratelimit';
 
 /** Timeframes by default: 1, 5 and 10 minutes, as the original intended. */

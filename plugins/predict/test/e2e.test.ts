@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
-import { RedisStore } from 'themis';
+import { RedisStore } from 'themis-milter';
 import { postfixAvailable, postfixUnavailableReason } from '../../../test/helpers/postfix.ts';
 import { redisAvailable, startRedis } from '../../../test/helpers/redis.ts';
 import { saslUnavailableReason, startSaslPostfix } from '../../../test/helpers/sasl.ts';

@@ -3,9 +3,9 @@
 // tag, tempfail, hold, jail (ratelimit's penalty block) — while shadow mode never changes a verdict.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MemoryStore, RedisStore, type PolicyInput, type Store } from 'themis';
+import { MemoryStore, RedisStore, type PolicyInput, type Store } from 'themis-milter';
 import { redisAvailable, startRedis } from '../../../test/helpers/redis.ts';
-import { createTestKernel, type TestResult } from 'themis/testing';
+import { createTestKernel, type TestResult } from 'themis-milter/testing';
 import ratelimit from 'themis-plugin-ratelimit';
 import predict, { type PredictNote } from '../src/index.ts';
 import { predictCommand } from '../src/commands.ts';

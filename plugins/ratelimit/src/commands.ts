@@ -6,7 +6,7 @@
  */
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import type { AppliedPolicy, PluginCommand, PluginCommandContext, RateInspection } from 'themis';
+import type { AppliedPolicy, PluginCommand, PluginCommandContext, RateInspection } from 'themis-milter';
 import { formatDuration, parseDuration, type RatelimitPolicy } from './schema.ts';
 import { networkOf, subjectKey } from './subjects.ts';
 

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from 'zod';
-import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis';
+import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis-milter';
 import { limitsCommand } from './commands.ts';
 import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
 import { subjectKey, subjectValues, type SubjectFacts, type SubjectValue } from './subjects.ts';

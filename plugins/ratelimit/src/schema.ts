@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from 'zod';
-import { replyConfigSchema, type ReplyConfig } from 'themis';
+import { replyConfigSchema, type ReplyConfig } from 'themis-milter';
 import { parseSubject, type SubjectSpec } from './subjects.ts';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };

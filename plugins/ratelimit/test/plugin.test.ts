@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { MemoryStore, RedisStore, definePlugin, isThemisError } from 'themis';
-import { createTestKernel, type TestConnectionMessage } from 'themis/testing';
+import { MemoryStore, RedisStore, definePlugin, isThemisError } from 'themis-milter';
+import { createTestKernel, type TestConnectionMessage } from 'themis-milter/testing';
 import ratelimit, { subjectKey, parseSubject } from '../src/index.ts';
 
 const msg = (from: string, rcpt: string[] = ['r@example.net'], extra: Partial<TestConnectionMessage> = {}): TestConnectionMessage => ({ client: { address: '192.0.2.10' }, from, rcpt, ...extra });

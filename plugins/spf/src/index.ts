@@ -7,7 +7,7 @@
  * @module
  */
 import { z } from 'zod';
-import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchema, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis';
+import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchema, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis-milter';
 import { checkSpf, type SpfCheckResult, type SpfResultName, type SpfResolver } from './check.ts';
 import { createResolver } from './resolver.ts';
 

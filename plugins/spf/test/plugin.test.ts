@@ -3,7 +3,7 @@
 // per message whatever the number of policies, temperror from a DNS server that never answers.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createTestKernel, type TestConnectionMessage, type TestResult } from 'themis/testing';
+import { createTestKernel, type TestConnectionMessage, type TestResult } from 'themis-milter/testing';
 import spf from '../src/index.ts';
 import { startDnsServer } from '../../../test/helpers/dns.ts';
 

@@ -185,11 +185,36 @@ export class Kernel {
     this.application = this.buildApplication();
   }
 
-  /** Loads and sets up every plugin, validates options and policies; throws a coded error for the first problem. */
+  /**
+   * Loads and sets up every plugin, validates options and policies; throws a coded error for the first
+   * problem. A failure leaves nothing behind: the plugins already set up are shut down (their
+   * `shutdown` hooks, in reverse order) and a store the kernel created is closed, so a refused
+   * configuration or reload leaks no timer, socket or subscription.
+   */
   static async create(options: KernelOptions): Promise<Kernel> {
     const log = options.logger ?? silent;
-    const registry = options.registry ?? new Registry();
     const store = options.store ?? new MemoryStore();
+    const setUp: LoadedPlugin[] = [];
+    try {
+      return await Kernel.build(options, log, store, setUp);
+    } catch (err) {
+      for (const p of setUp.reverse()) {
+        const fn = p.hooks.shutdown;
+        if (!fn) continue;
+        try {
+          await fn.call(p.hooks);
+        } catch (e) {
+          p.log.error({ code: 'THEMIS_ERR_HOOK_FAILED', hook: 'shutdown', err: e }, `plugin ${p.name} failed in shutdown after a failed load`);
+        }
+      }
+      if (options.store === undefined) await store.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** {@link create}'s work; every plugin whose `setup` returned is added to `setUp` at once. */
+  private static async build(options: KernelOptions, log: KernelLogger, store: Store, setUp: LoadedPlugin[]): Promise<Kernel> {
+    const registry = options.registry ?? new Registry();
     const seen = new Set<string>();
     const claims = new Map<string, LoadedPlugin>();
     const loaded: LoadedPlugin[] = [];
@@ -239,6 +264,8 @@ export class Kernel {
           },
         };
         hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http });
+        p.hooks = hooks ?? {};
+        setUp.push(p);
       } catch (err) {
         if (err instanceof ThemisError && err.code === 'THEMIS_ERR_PLUGIN_ROUTE') throw err;
         throw new ThemisError('THEMIS_ERR_PLUGIN_SETUP', { plugin: def.name, reason: err instanceof Error ? err.message : String(err) }, { cause: err });
@@ -323,7 +350,8 @@ export class Kernel {
   }
 
   private async lifecycle(name: 'ready' | 'reload' | 'shutdown'): Promise<void> {
-    for (const p of this.plugins) {
+    // Shut down in reverse load order: a plugin goes after those loaded after it (which may use it).
+    for (const p of name === 'shutdown' ? [...this.plugins].reverse() : this.plugins) {
       const fn = p.hooks[name];
       if (!fn) continue;
       try {

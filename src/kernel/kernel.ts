@@ -7,9 +7,9 @@
 import { AsyncSeriesHook } from 'tapable';
 import { Registry, Counter, Gauge, Histogram } from 'prom-client';
 import semver from 'semver';
-import { Action, Decisions, type Decision, type EnvelopeEvent, type HeaderEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type SmtpReply, type Stage } from '../milter/index.ts';
+import { Action, CodedError, Decisions, type Decision, type EnvelopeEvent, type HeaderEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type SmtpReply, type Stage } from '../milter/index.ts';
 import { MemoryStore, type Store } from '../store/store.ts';
-import { ThemisError, formatConfigPath } from './errors.ts';
+import { ThemisError, errorRegistry, formatConfigPath, pluginErrors, registerPluginErrors, type RegisteredError } from './errors.ts';
 import { sharedMetric } from './metrics.ts';
 import { pickWinner, type TraceEntry } from './merge.ts';
 import { PolicyMatcher, type MatchResult, type PolicyDefinition, type PolicySettings } from './policy.ts';
@@ -139,6 +139,8 @@ export class Kernel {
   readonly registry: Registry;
   /** The store plugins share. */
   readonly store: Store;
+  /** The one error registry of this kernel: every core code and every code its plugins declare, by code. */
+  readonly errors: ReadonlyMap<string, RegisteredError>;
   /** True when the kernel made its store (and so closes it); a store passed in belongs to the caller. */
   private readonly ownsStore: boolean;
   private readonly plugins: LoadedPlugin[];
@@ -157,8 +159,9 @@ export class Kernel {
   /** Plugins with a `decision` hook: the kernel builds every message's trace for them. */
   private readonly observers: LoadedPlugin[];
 
-  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, ownsStore: boolean, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher, routes: Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>) {
+  private constructor(plugins: LoadedPlugin[], options: KernelOptions, registry: Registry, store: Store, ownsStore: boolean, log: KernelLogger, metrics: { errors: Counter<'plugin' | 'hook' | 'kind'> }, matcher: PolicyMatcher, routes: Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>, errors: ReadonlyMap<string, RegisteredError>) {
     this.plugins = plugins;
+    this.errors = errors;
     this.registry = registry;
     this.store = store;
     this.ownsStore = ownsStore;
@@ -219,6 +222,7 @@ export class Kernel {
     const claims = new Map<string, LoadedPlugin>();
     const loaded: LoadedPlugin[] = [];
     const routes = new Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>();
+    const errors = new Map(errorRegistry());
     let order = 0;
     for (const entry of options.plugins) {
       const def = entry.plugin;
@@ -226,6 +230,7 @@ export class Kernel {
       if (seen.has(def.name)) throw new ThemisError('THEMIS_ERR_PLUGIN_DUPLICATE', { plugin: def.name });
       seen.add(def.name);
       if (!semver.satisfies(KERNEL_VERSION, def.kernel)) throw new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: def.name, range: def.kernel, version: KERNEL_VERSION });
+      registerPluginErrors(errors, def);
       let pluginOptions: unknown = entry.options;
       if (def.options) {
         const parsed = def.options.safeParse(entry.options ?? {});
@@ -263,7 +268,7 @@ export class Kernel {
             routes.set(path, { plugin: p, handler });
           },
         };
-        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http });
+        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http, error: pluginErrors(def.name, def.errors) });
         p.hooks = hooks ?? {};
         setUp.push(p);
       } catch (err) {
@@ -295,7 +300,7 @@ export class Kernel {
       errors: sharedMetric(registry, Counter, { name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const }),
     };
     hookTiming(registry).add(loaded);
-    return new Kernel(loaded, options, registry, store, options.store === undefined, log, metrics, matcher, routes);
+    return new Kernel(loaded, options, registry, store, options.store === undefined, log, metrics, matcher, routes, errors);
   }
 
   /** The paths plugins serve on the status endpoint, sorted. */
@@ -703,7 +708,9 @@ export class Kernel {
   private hookFailed(p: LoadedPlugin, hook: string, err: unknown, kind: 'error' | 'timeout'): void {
     this.hookErrors.inc({ plugin: p.name, hook, kind });
     const e = err instanceof ThemisError ? err : new ThemisError('THEMIS_ERR_HOOK_FAILED', { plugin: p.name, hook, reason: err instanceof Error ? err.message : String(err), fallback: p.onError }, { cause: err });
-    p.log.error({ code: e.code, hook, err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, e.message);
+    // A coded error (a plugin's own, `ctx.error`, or a store's) keeps its code in the log line as `cause`.
+    const cause = err instanceof CodedError && err !== e ? { cause: err.code as string } : {};
+    p.log.error({ code: e.code, hook, ...cause, err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, e.message);
   }
 }
 

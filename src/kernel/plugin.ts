@@ -9,6 +9,7 @@ import type { Counter, CounterConfiguration, Gauge, GaugeConfiguration, Histogra
 import type { ConnectEvent, EnvelopeEvent, HeaderEvent, MacroListStage, MacroReader, MessageModifier, SmtpReply } from '../milter/index.ts';
 import type { Store } from '../store/store.ts';
 import type { TraceEntry } from './merge.ts';
+import type { PluginError } from './errors.ts';
 
 /** What a verdict asks for. `continue` is "no objection"; the others decide. */
 export type VerdictAction = 'continue' | 'accept' | 'reject' | 'tempfail' | 'discard' | 'quarantine';
@@ -242,7 +243,7 @@ export interface MetricsFactory {
 }
 
 /** What `setup` receives: nothing of the kernel's internals. */
-export interface PluginContext<TOptions> {
+export interface PluginContext<TOptions, TCode extends string = string> {
   /** The plugin's name. */
   readonly name: string;
   /** A pino child logger bound to the plugin. */
@@ -255,6 +256,12 @@ export interface PluginContext<TOptions> {
   readonly options: TOptions;
   /** HTTP routes on the status endpoint (dashboards, JSON APIs). */
   readonly http: PluginHttp;
+  /**
+   * Makes a {@link PluginError} of one of the codes the plugin declares in `errors`: its message is that
+   * code's template filled from `details`. Throw it, or log it (`log.warn({ code: e.code, ...e.details }, e.message)`).
+   * A code the plugin does not declare throws `THEMIS_ERR_PLUGIN_UNDECLARED_ERROR`.
+   */
+  error(code: TCode, details?: Record<string, unknown>, options?: ErrorOptions): PluginError<TCode>;
 }
 
 /** Stages a plugin can observe without answering. */
@@ -264,7 +271,7 @@ export type ObservableStage = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data
 export type ModificationKind = 'headers' | 'sender' | 'recipients' | 'body';
 
 /** A plugin. Make one with {@link definePlugin}. */
-export interface PluginDefinition<TClaim = unknown, TOptions = unknown> {
+export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode extends string = string> {
   /** Unique name (`ratelimit`, `greylist`). */
   readonly name: string;
   /** The plugin's own version. */
@@ -302,8 +309,17 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown> {
    * that every page is a route the plugin serves.
    */
   readonly pages?: Readonly<Record<string, string>>;
+  /**
+   * The plugin's error codes → message templates (`{name}` placeholders come from the error's details):
+   * every code it throws or logs. Each is `THEMIS_<NAME>_<WORD>`, NAME being the plugin's name
+   * upper-cased with `_` for anything but letters and digits (`headers` → `THEMIS_HEADERS_BUDGET`,
+   * `recipient-allowlist` → `THEMIS_RECIPIENT_ALLOWLIST_…`), and no core or other plugin's code; checked
+   * at load (`THEMIS_ERR_PLUGIN_INVALID`). They join the one error registry (`kernel.errors`,
+   * {@link errorRegistry}) and the error reference; `ctx.error(code, details)` makes them.
+   */
+  readonly errors?: Readonly<Record<TCode, string>>;
   /** Builds the hooks; runs once per load (and again on reload). */
-  setup(ctx: PluginContext<TOptions>): PluginHooks<TClaim> | Promise<PluginHooks<TClaim>>;
+  setup(ctx: PluginContext<TOptions, TCode>): PluginHooks<TClaim> | Promise<PluginHooks<TClaim>>;
   /**
    * Commands the plugin adds to the `themis` command line, by name (`limits` → `themis limits …`).
    * They run in the administrator's shell against the configured store, not inside the daemon.
@@ -345,8 +361,10 @@ export interface PluginCommandContext<TClaim = unknown, TOptions = unknown> {
 
 /**
  * Defines a plugin with full typing: the claim and options types flow from the zod schemas into
- * every hook's `ctx.policies[i].config` and into `setup`'s `ctx.options`.
+ * every hook's `ctx.policies[i].config` and into `setup`'s `ctx.options`, and the codes of `errors`
+ * into `ctx.error` (only a declared code compiles; give them as the third type argument when you give
+ * the first two: `definePlugin<Policy, Options, keyof typeof ERRORS>`).
  */
-export function definePlugin<TClaim = unknown, TOptions = unknown>(plugin: PluginDefinition<TClaim, TOptions>): PluginDefinition<TClaim, TOptions> {
+export function definePlugin<TClaim = unknown, TOptions = unknown, TCode extends string = string>(plugin: PluginDefinition<TClaim, TOptions, TCode>): PluginDefinition<TClaim, TOptions, TCode> {
   return plugin;
 }

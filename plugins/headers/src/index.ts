@@ -24,6 +24,15 @@ export interface HeadersNote {
   verdict: RuleVerdictAction | undefined;
 }
 
+/** The plugin's error codes (its part of the one error registry, and of docs/errors.md). */
+export const HEADERS_ERRORS = {
+  THEMIS_HEADERS_BUDGET: 'header matching ran past its time budget ({spentMs} ms of {budgetMs} ms); the remaining {skipped} rule(s) were skipped',
+  THEMIS_HEADERS_WORD_CUT: 'header {header} had a word longer than a line can hold; it was cut to stay under 998 characters',
+} as const;
+
+/** A code of the headers plugin. */
+export type HeadersErrorCode = keyof typeof HEADERS_ERRORS;
+
 const DEFAULT_REPLIES = {
   reject: { code: 550, enhanced: '5.7.1', text: 'Message refused by policy {policy}' },
   tempfail: { code: 451, enhanced: '4.7.1', text: 'Message deferred by policy {policy}' },
@@ -51,7 +60,7 @@ interface Finding {
   what: string[];
 }
 
-export default definePlugin<HeadersPolicy, HeadersOptions>({
+export default definePlugin<HeadersPolicy, HeadersOptions, HeadersErrorCode>({
   name: 'headers',
   version: '1.0.0',
   kernel: '^1',
@@ -62,7 +71,8 @@ export default definePlugin<HeadersPolicy, HeadersOptions>({
   priority: -10,
   modifies: ['headers'],
   observes: ['connect', 'helo', 'mailFrom', 'rcptTo', 'header'],
-  setup({ options, metrics, log }) {
+  errors: HEADERS_ERRORS,
+  setup({ options, metrics, log, error }) {
     const applied = metrics.counter({ name: 'rules_applied_total', help: 'Header rules that applied, per policy and rule', labelNames: ['policy', 'rule'] });
     const actionsDone = metrics.counter({ name: 'actions_total', help: 'Header changes requested, per kind (add, insert, change, delete, set) and outcome (done, duplicate, conflict, absent)', labelNames: ['action', 'outcome'] });
     const budgetExceeded = metrics.counter({ name: 'budget_exceeded_total', help: 'Messages whose matching ran past matchBudgetMs (their remaining rules were skipped)' });
@@ -196,7 +206,10 @@ export default definePlugin<HeadersPolicy, HeadersOptions>({
     /** Renders a template into a header value that cannot inject, is 7-bit, and is folded. */
     const headerValue = (name: string, t: Template, lookup: (name: string, path: readonly string[]) => string | undefined, policy: string, rule: string): string => {
       const { value, truncated } = fold(name, encodeWords(sanitise(renderTemplate(t, lookup))));
-      if (truncated) log.warn({ policy, rule, header: name }, `header ${name} had a word longer than a line can hold; it was cut to stay under 998 characters`);
+      if (truncated) {
+        const e = error('THEMIS_HEADERS_WORD_CUT', { header: name });
+        log.warn({ code: e.code, policy, rule, header: name }, e.message);
+      }
       return value;
     };
 
@@ -385,7 +398,8 @@ export default definePlugin<HeadersPolicy, HeadersOptions>({
         if (!w.budgetLogged) {
           w.budgetLogged = true;
           budgetExceeded.inc();
-          ctx.log.warn({ code: 'THEMIS_HEADERS_BUDGET', spentMs: Math.round(w.spentMs), budgetMs: options.matchBudgetMs, skipped, queueId: message.queueId }, 'header matching ran past its time budget; the remaining rules were skipped');
+          const e = error('THEMIS_HEADERS_BUDGET', { spentMs: Math.round(w.spentMs), budgetMs: options.matchBudgetMs, skipped });
+          ctx.log.warn({ code: e.code, ...e.details, queueId: message.queueId }, e.message);
         }
       }
       if (verdict) {

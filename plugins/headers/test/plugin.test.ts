@@ -96,11 +96,18 @@ describe('headers: conditions on headers', () => {
   });
 
   it('past the per-message match budget the remaining rules are skipped, logged in the trace and counted', async () => {
-    const t = await createTestKernel({ plugins: [{ plugin: headers, options: { matchBudgetMs: 0 } }], policies: rules({ name: 'one', if: { header: 'Subject', regex: '.' }, then: [{ add: 'X-One', value: '1' }] }, { name: 'two', then: [{ add: 'X-Two', value: '2' }] }, { name: 'three', then: [{ add: 'X-Three', value: '3' }] }) });
+    const warnings: { fields: Record<string, unknown>; message?: string }[] = [];
+    const logger = { debug() {}, info() {}, error() {}, warn: (fields: object, message?: string) => warnings.push({ fields: fields as Record<string, unknown>, message }), child: () => logger };
+    const t = await createTestKernel({ logger, plugins: [{ plugin: headers, options: { matchBudgetMs: 0 } }], policies: rules({ name: 'one', if: { header: 'Subject', regex: '.' }, then: [{ add: 'X-One', value: '1' }] }, { name: 'two', then: [{ add: 'X-Two', value: '2' }] }, { name: 'three', then: [{ add: 'X-Three', value: '3' }] }) });
     const r = await t.message(base);
     assert.deepEqual(mods(r), ['addHeader X-One: 1']);
     assert.match(traceOf(r), /match budget of 0 ms spent: 2 rules skipped/);
     assert.match(await t.kernel.registry.getSingleMetricAsString('themis_plugin_headers_budget_exceeded_total'), / 1$/m);
+    // The warning carries the plugin's registered code, its message built from the code's template.
+    assert.equal(warnings.length, 1);
+    assert.equal(warnings[0].fields.code, 'THEMIS_HEADERS_BUDGET');
+    assert.equal(t.kernel.errors.get('THEMIS_HEADERS_BUDGET')?.owner, 'headers');
+    assert.match(warnings[0].message!, /^header matching ran past its time budget \(\d+ ms of 0 ms\); the remaining 2 rule\(s\) were skipped$/);
     await t.close();
   });
 });

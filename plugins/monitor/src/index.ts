@@ -71,7 +71,15 @@ function windowOf(query: Readonly<Record<string, string>>, maxMinutes: number): 
 
 const json = (body: unknown, status = 200): HttpResponse => ({ status, type: 'application/json', body: `${JSON.stringify(body)}\n` });
 
-export default definePlugin<unknown, MonitorOptions>({
+/** The plugin's error codes (its part of the one error registry, and of docs/errors.md). */
+export const MONITOR_ERRORS = {
+  THEMIS_MONITOR_STORE_WRITE: 'monitor: could not write to the store ({reason}); counts are kept and retried',
+} as const;
+
+/** A code of the monitor plugin. */
+export type MonitorErrorCode = keyof typeof MONITOR_ERRORS;
+
+export default definePlugin<unknown, MonitorOptions, MonitorErrorCode>({
   name: 'monitor',
   version: '1.0.0',
   kernel: '^1',
@@ -79,9 +87,10 @@ export default definePlugin<unknown, MonitorOptions>({
   // The envelope and the headers are read from the trace's message, streamed without replies.
   observes: ['connect', 'mailFrom', 'rcptTo', 'header'],
   commands: { stats: statsCommand },
+  errors: MONITOR_ERRORS,
   // The start line of the daemon says where it is.
   pages: { dashboard: '/dashboard' },
-  setup({ store, metrics, options, http, log }) {
+  setup({ store, metrics, options, http, log, error }) {
     // The counters are read from the recorder's totals when Prometheus scrapes: per message, the
     // monitor only updates two maps (a labelled inc() per field would cost more than the rest).
     const reported = new Map<string, number>();
@@ -129,7 +138,8 @@ export default definePlugin<unknown, MonitorOptions>({
         storeErrors.inc();
         if (Date.now() - lastStoreLog < 60_000) return;
         lastStoreLog = Date.now();
-        log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'monitor: could not write to the store; counts are kept and retried');
+        const e = error('THEMIS_MONITOR_STORE_WRITE', { reason: (err as Error).message }, { cause: err });
+        log.warn({ code: e.code, cause: (err as { code?: string }).code, err: (err as Error).message }, e.message);
       },
     });
     const api = new MonitorApi(store, options.keyPrefix, options.topKeep);

@@ -95,7 +95,16 @@ export function boundSettings(c: PredictPolicy, minutes: number): BoundSettings 
   return { estimator: c.estimator, k: c.k, factor: c.factor, floor: c.floors[minutes], minHistory: c.minHistory, prior: c.prior };
 }
 
-export default definePlugin<PredictPolicy, PredictOptions>({
+/** The plugin's error codes (its part of the one error registry, and of docs/errors.md). */
+export const PREDICT_ERRORS = {
+  THEMIS_PREDICT_STORE_FAILED: 'predict: the store did not answer ({reason}); the message passes unjudged',
+  THEMIS_PREDICT_JAIL_FAILED: 'predict: could not jail the subject in the store ({reason}); this message is still refused',
+} as const;
+
+/** A code of the predict plugin. */
+export type PredictErrorCode = keyof typeof PREDICT_ERRORS;
+
+export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
   name: 'predict',
   version: '1.0.0',
   kernel: '^1',
@@ -106,7 +115,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
   modifies: ['headers'],
   observes: ['connect', 'mailFrom', 'rcptTo'],
   commands: { predict: predictCommand },
-  setup({ store, options, metrics, log }) {
+  errors: PREDICT_ERRORS,
+  setup({ store, options, metrics, log, error }) {
     const decisions = metrics.counter({ name: 'decisions_total', help: 'Predict decisions per policy: learning, normal, over, over_shadow', labelNames: ['policy', 'outcome'] });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Messages the store could not learn from (the message passes)' });
     const clock = options.now;
@@ -135,7 +145,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
         for (const key of memories.keys()) fresh.set(key, answers[i++]);
       } catch (err) {
         storeErrors.inc();
-        log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'predict: the store did not answer; the message passes unjudged');
+        const e = error('THEMIS_PREDICT_STORE_FAILED', { reason: (err as Error).message }, { cause: err });
+        log.warn({ code: e.code, cause: (err as { code?: string }).code, err: (err as Error).message }, e.message);
         return undefined;
       }
 
@@ -164,7 +175,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
         results = await store.profileUpdate(requests);
       } catch (err) {
         storeErrors.inc();
-        log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'predict: the store did not answer; the message passes unjudged');
+        const e = error('THEMIS_PREDICT_STORE_FAILED', { reason: (err as Error).message }, { cause: err });
+        log.warn({ code: e.code, cause: (err as { code?: string }).code, err: (err as Error).message }, e.message);
         return undefined;
       }
 
@@ -212,7 +224,8 @@ export default definePlugin<PredictPolicy, PredictOptions>({
             await store.rateAdmin(subjectKey(policy, c.spec, act.value), { jailMs: c.jail.minutes * 60_000, label: act.value });
           } catch (err) {
             storeErrors.inc();
-            log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'predict: could not jail the subject in the store; this message is still refused');
+            const e = error('THEMIS_PREDICT_JAIL_FAILED', { reason: (err as Error).message }, { cause: err });
+            log.warn({ code: e.code, cause: (err as { code?: string }).code, err: (err as Error).message }, e.message);
           }
           return { action: 'tempfail', reason: `${reason} (jailed ${c.jail.minutes} min in ratelimit policy ${policy})`, reply: resolveReply(c.reply, REPLY, values) };
         }

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from 'zod';
-import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis-milter';
+import { definePlugin, fillTemplate, pluginErrors, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis-milter';
 import { limitsCommand } from './commands.ts';
 import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
 import { subjectKey, subjectValues, type SubjectFacts, type SubjectValue } from './subjects.ts';
@@ -87,12 +87,27 @@ const STORE_FAILED_REPLY = { code: 451, enhanced: '4.3.0', text: 'Temporary rate
 /** Fills `{wait}`, `{limit}`, `{window}`, `{policy}`, `{subject}`, `{cost}` in a reply text (the kernel's `fillTemplate`). */
 export const renderReply = fillTemplate;
 
+/** The plugin's error codes (its part of the one error registry, and of docs/errors.md). */
+export const RATELIMIT_ERRORS = {
+  THEMIS_RATELIMIT_STORE_TIMEOUT: 'the store did not answer the rate-limit request within {ms} ms (storeTimeout)',
+  THEMIS_RATELIMIT_STORE_FAILED: 'rate-limit store failed ({reason}); applying onStoreError',
+  THEMIS_RATELIMIT_REFUND_FAILED: 'rate-limit refund failed ({reason}); the message stays counted',
+} as const;
+
+/** A code of the ratelimit plugin. */
+export type RatelimitErrorCode = keyof typeof RATELIMIT_ERRORS;
+
+const ratelimitError = pluginErrors('ratelimit', RATELIMIT_ERRORS);
+
+/** The code a failed store call carries (a store's `THEMIS_ERR_STORE_*`, or the plugin's timeout), if any. */
+const codeOf = (err: unknown): string | undefined => (err as { code?: string } | undefined)?.code;
+
 function refusalOf(action: 'reject' | 'tempfail' | 'quarantine', r: { code: number; enhanced: string; text: string }, reason: string): Verdict {
   if (action === 'quarantine') return { action, reason };
   return { action: r.code >= 500 ? 'reject' : 'tempfail', reply: r, reason };
 }
 
-export default definePlugin<RatelimitPolicy, RatelimitOptions>({
+export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCode>({
   name: 'ratelimit',
   version: '1.0.0',
   kernel: '^1',
@@ -103,7 +118,8 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
   // The envelope is read at end of message: the MTA streams it without waiting for answers.
   observes: ['connect', 'mailFrom', 'rcptTo'],
   commands: { limits: limitsCommand },
-  setup({ store, metrics, log, options }) {
+  errors: RATELIMIT_ERRORS,
+  setup({ store, metrics, log, options, error }) {
     const decisions = metrics.counter({ name: 'decisions_total', help: 'Rate-limit decisions per policy and outcome (allowed, denied, jailed, blocked, bypassed, monitored)', labelNames: ['policy', 'outcome'] });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Decisions the store could not make in time (onStoreError applied)', labelNames: ['policy'] });
     const refunds = metrics.counter({ name: 'refunds_total', help: 'Reservations given back (leaky accounting: the message was not accepted after all)' });
@@ -131,7 +147,8 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
         refunds.inc(list.length);
       } catch (err) {
         // A refund that fails errs on the safe side: the message counts, as with strict accounting.
-        log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'rate-limit refund failed; the message stays counted');
+        const e = error('THEMIS_RATELIMIT_REFUND_FAILED', { reason: (err as Error).message }, { cause: err });
+        log.warn({ code: e.code, cause: codeOf(err), err: (err as Error).message }, e.message);
       }
     };
 
@@ -173,7 +190,8 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions>({
         for (const p of new Set(asked.map((a) => a.policy.name))) storeErrors.inc({ policy: p });
         if (now - lastStoreLog > 10_000) {
           lastStoreLog = now;
-          log.warn({ code: (err as { code?: string }).code ?? 'THEMIS_ERR_STORE_TIMEOUT', err: (err as Error).message }, 'rate-limit store failed; applying onStoreError');
+          const e = error('THEMIS_RATELIMIT_STORE_FAILED', { reason: (err as Error).message }, { cause: err });
+          log.warn({ code: e.code, cause: codeOf(err), err: (err as Error).message }, e.message);
         }
         const strict = asked.some((a) => a.policy.config.onStoreError === 'tempfail');
         return { refusal: strict ? { policy: asked[0].policy.name, verdict: { action: 'tempfail', reply: STORE_FAILED_REPLY, reason: 'rate-limit store unavailable' } as Verdict } : undefined, reservations, allowed, storeFailed: true };
@@ -300,7 +318,7 @@ function minRemaining(r: RateResult): number {
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${ms} ms`), { code: 'THEMIS_ERR_STORE_TIMEOUT' })), ms);
+    const timer = setTimeout(() => reject(ratelimitError('THEMIS_RATELIMIT_STORE_TIMEOUT', { ms })), ms);
     promise.then(
       (v) => {
         clearTimeout(timer);

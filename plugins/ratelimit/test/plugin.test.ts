@@ -179,6 +179,22 @@ describe('ratelimit plugin', () => {
     }
   });
 
+  it('a store that does not answer within storeTimeout: a coded PluginError, logged under the plugin\'s registered code', async () => {
+    class Hanging extends MemoryStore {
+      override rateLimit(): ReturnType<MemoryStore['rateLimit']> {
+        return new Promise(() => undefined);
+      }
+    }
+    const warnings: Record<string, unknown>[] = [];
+    const logger = { debug() {}, info() {}, error() {}, warn: (fields: object, message?: string) => warnings.push({ ...fields, message }), child: () => logger };
+    const t = await createTestKernel({ logger, store: new Hanging(), plugins: [{ plugin: ratelimit, options: { storeTimeout: 20 } }], policies: [{ name: 'p', ratelimit: { windows: '1/1m', by: 'sender' } }] });
+    const r = await t.message(msg('a@example.org'));
+    assert.equal(r.decision.action, 'accept');
+    assert.deepEqual(warnings, [{ code: 'THEMIS_RATELIMIT_STORE_FAILED', cause: 'THEMIS_RATELIMIT_STORE_TIMEOUT', err: 'the store did not answer the rate-limit request within 20 ms (storeTimeout)', message: 'rate-limit store failed (the store did not answer the rate-limit request within 20 ms (storeTimeout)); applying onStoreError' }]);
+    for (const code of ['THEMIS_RATELIMIT_STORE_FAILED', 'THEMIS_RATELIMIT_STORE_TIMEOUT', 'THEMIS_RATELIMIT_REFUND_FAILED']) assert.equal(t.kernel.errors.get(code)?.owner, 'ratelimit');
+    await t.close();
+  });
+
   it('configuration errors name the policy and the path inside the field', async () => {
     const bad = async (field: unknown, pattern: RegExp) =>
       assert.rejects(createTestKernel({ plugins: [ratelimit], policies: [{ name: 'x', ratelimit: field }] }), (e: unknown) => {

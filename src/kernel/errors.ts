@@ -38,6 +38,7 @@ export const KERNEL_ERRORS = {
   THEMIS_ERR_HOOK_LISTENER_VERDICT: 'plugin {plugin} listens to {hook} (it is not answered) but returned {action}; ignored',
   THEMIS_ERR_MODIFICATION: 'plugin {plugin}: {reason}',
   THEMIS_ERR_PLUGIN_UNDECLARED_ERROR: 'plugin {plugin} raised {code}, which is not among the error codes it declares ({declared})',
+  THEMIS_ERR_PLUGIN_DEPENDENCY: 'plugin {plugin}: {reason}',
   THEMIS_ERR_NODE_VERSION: 'Themis needs Node.js {needs} or later (24 LTS recommended); this is Node.js {found} ({execPath})',
   THEMIS_ERR_NOT_BUILT: '{entry} is missing: this copy of Themis was not built (npm run build)',
 } as const;

@@ -26,6 +26,7 @@ import {
   type MetricsFactory,
   type ModificationKind,
   type Notes,
+  type PluginContext,
   type PluginDefinition,
   type PluginHooks,
   type PluginLogger,
@@ -224,9 +225,10 @@ export class Kernel {
     const routes = new Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>();
     const errors = new Map(errorRegistry());
     let order = 0;
-    for (const entry of options.plugins) {
+    const apis = new Map<string, object>();
+    const loadedNames = new Set(options.plugins.map((e) => e.plugin?.name));
+    for (const entry of dependencyOrder(options.plugins)) {
       const def = entry.plugin;
-      checkDefinition(def);
       if (seen.has(def.name)) throw new ThemisError('THEMIS_ERR_PLUGIN_DUPLICATE', { plugin: def.name });
       seen.add(def.name);
       if (!semver.satisfies(KERNEL_VERSION, def.kernel)) throw new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: def.name, range: def.kernel, version: KERNEL_VERSION });
@@ -268,11 +270,28 @@ export class Kernel {
             routes.set(path, { plugin: p, handler });
           },
         };
-        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http, error: pluginErrors(def.name, def.errors) });
+        let exposed = false;
+        const expose = (api: object) => {
+          if (exposed || api === null || typeof api !== 'object') throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: exposed ? 'expose() was called twice' : 'expose() needs an object' });
+          exposed = true;
+          apis.set(def.name, api);
+        };
+        const use = ((name: string, opts?: { optional: true }) => {
+          const optional = Object.hasOwn(def.optionalDependencies ?? {}, name);
+          if (!Object.hasOwn(def.dependencies ?? {}, name) && !optional) throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: def.name, reason: `uses plugin ${name} without naming it in dependencies` });
+          if (optional && !loadedNames.has(name)) {
+            if (opts?.optional) return undefined;
+            throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: def.name, reason: `optional dependency ${name} is not loaded (use(name, { optional: true }) returns undefined then)` });
+          }
+          const api = apis.get(name);
+          if (!api) throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: def.name, reason: `plugin ${name} exposes no API` });
+          return api;
+        }) as PluginContext<unknown>['use'];
+        hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http, error: pluginErrors(def.name, def.errors), expose, use });
         p.hooks = hooks ?? {};
         setUp.push(p);
       } catch (err) {
-        if (err instanceof ThemisError && err.code === 'THEMIS_ERR_PLUGIN_ROUTE') throw err;
+        if (err instanceof ThemisError && (err.code === 'THEMIS_ERR_PLUGIN_ROUTE' || err.code === 'THEMIS_ERR_PLUGIN_DEPENDENCY')) throw err;
         throw new ThemisError('THEMIS_ERR_PLUGIN_SETUP', { plugin: def.name, reason: err instanceof Error ? err.message : String(err) }, { cause: err });
       }
       const known = [...STAGE_HOOKS, ...OBSERVER_HOOKS, ...LIFECYCLE_HOOKS] as string[];
@@ -714,6 +733,46 @@ export class Kernel {
   }
 }
 
+/**
+ * The plugins in the order they are set up: each after the plugins it depends on, otherwise in the
+ * configuration's order. Checks every definition first, then that each dependency is loaded, in a
+ * version its range accepts, and that there is no cycle (`THEMIS_ERR_PLUGIN_DEPENDENCY`).
+ */
+function dependencyOrder(entries: readonly PluginEntry[]): PluginEntry[] {
+  const byName = new Map<string, PluginEntry>();
+  for (const e of entries) {
+    checkDefinition(e.plugin);
+    if (byName.has(e.plugin.name)) throw new ThemisError('THEMIS_ERR_PLUGIN_DUPLICATE', { plugin: e.plugin.name });
+    byName.set(e.plugin.name, e);
+  }
+  for (const e of entries) {
+    const optional = e.plugin.optionalDependencies ?? {};
+    for (const [name, range] of [...Object.entries(e.plugin.dependencies ?? {}), ...Object.entries(optional)]) {
+      const dep = byName.get(name);
+      if (!dep && Object.hasOwn(optional, name)) continue;
+      if (!dep) throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: e.plugin.name, reason: `needs plugin ${name} ${range}, which is not loaded (add it to plugins)` });
+      if (semver.validRange(range) === null) throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: e.plugin.name, reason: `dependency ${name}: ${JSON.stringify(range)} is not a semver range` });
+      if (!semver.satisfies(dep.plugin.version, range)) throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: e.plugin.name, reason: `needs plugin ${name} ${range}, but ${dep.plugin.version} is loaded` });
+    }
+  }
+  const out: PluginEntry[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (e: PluginEntry, path: string[]): void => {
+    const name = e.plugin.name;
+    if (state.get(name) === 'done') return;
+    if (state.get(name) === 'visiting') throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: name, reason: `dependency cycle: ${[...path, name].join(' → ')}` });
+    state.set(name, 'visiting');
+    for (const dep of [...Object.keys(e.plugin.dependencies ?? {}), ...Object.keys(e.plugin.optionalDependencies ?? {})]) {
+      const d = byName.get(dep);
+      if (d) visit(d, [...path, name]);
+    }
+    state.set(name, 'done');
+    out.push(e);
+  };
+  for (const e of entries) visit(e, []);
+  return out;
+}
+
 function checkDefinition(def: PluginDefinition<unknown, unknown>): void {
   const name = typeof def?.name === 'string' && def.name !== '' ? def.name : '(unnamed)';
   const fail = (reason: string): never => {
@@ -724,6 +783,12 @@ function checkDefinition(def: PluginDefinition<unknown, unknown>): void {
   if (typeof def.version !== 'string') fail('has no version');
   if (typeof def.kernel !== 'string' || semver.validRange(def.kernel) === null) fail(`kernel range ${JSON.stringify(def.kernel)} is not a semver range`);
   if (typeof def.setup !== 'function') fail('has no setup() function');
+  for (const field of ['dependencies', 'optionalDependencies'] as const) {
+    const deps = def[field];
+    if (deps === undefined) continue;
+    if (deps === null || typeof deps !== 'object' || Array.isArray(deps)) fail(`${field} is not an object of plugin names and version ranges`);
+    for (const [name, range] of Object.entries(deps)) if (typeof range !== 'string') fail(`${field}: ${name} has no version range`);
+  }
   if (def.pages !== undefined) {
     if (def.pages === null || typeof def.pages !== 'object' || Array.isArray(def.pages)) fail('pages is not an object of page names and paths');
     for (const [page, path] of Object.entries(def.pages)) if (typeof path !== 'string' || !/^\/[\w./-]*$/.test(path)) fail(`page ${page} is ${JSON.stringify(path)}, not a path such as /dashboard`);

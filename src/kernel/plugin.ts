@@ -262,6 +262,20 @@ export interface PluginContext<TOptions, TCode extends string = string> {
    * A code the plugin does not declare throws `THEMIS_ERR_PLUGIN_UNDECLARED_ERROR`.
    */
   error(code: TCode, details?: Record<string, unknown>, options?: ErrorOptions): PluginError<TCode>;
+  /**
+   * Offers an API to the plugins that depend on this one ({@link PluginDefinition.dependencies}): what
+   * they get from {@link use}. Call it once, from `setup`. Export the API's type from the plugin's
+   * package so that dependents import it as a type only (`import type { RatelimitApi } from …`).
+   */
+  expose(api: object): void;
+  /**
+   * The API a plugin this one depends on exposed (it was set up first). Throws
+   * `THEMIS_ERR_PLUGIN_DEPENDENCY` for a plugin not named in `dependencies` (or `optionalDependencies`),
+   * or one that exposes nothing.
+   */
+  use<TApi extends object>(plugin: string): TApi;
+  /** The API of an optional dependency ({@link PluginDefinition.optionalDependencies}), undefined when it is not loaded. */
+  use<TApi extends object>(plugin: string, options: { optional: true }): TApi | undefined;
 }
 
 /** Stages a plugin can observe without answering. */
@@ -284,6 +298,14 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
   readonly options?: z.ZodType<TOptions>;
   /** Default priority: higher runs earlier and wins verdict merges (default 0). */
   readonly priority?: number;
+  /**
+   * Plugins this one needs, by name, with a semver range of their `version` (`{ ratelimit: '^1.0.0' }`).
+   * Checked at load (`THEMIS_ERR_PLUGIN_DEPENDENCY`: missing, wrong version, or a cycle); each is set up
+   * before this one, which reaches its API through `use()`.
+   */
+  readonly dependencies?: Readonly<Record<string, string>>;
+  /** Plugins this one uses when they are loaded (same form as {@link dependencies}): checked and set up first when present. */
+  readonly optionalDependencies?: Readonly<Record<string, string>>;
   /** Verdict when a hook throws, rejects or misses its deadline (default from the kernel: tempfail). */
   readonly onError?: 'accept' | 'tempfail' | 'reject';
   /** Modifications the plugin may request at end of message. */

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type ProfileRequest, type Verdict } from 'themis-milter';
-import { subjectKey, subjectValues } from 'themis-plugin-ratelimit';
+import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
 import type { z } from 'zod';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
@@ -110,13 +110,16 @@ export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
   kernel: '^1',
   claims: { field: 'predict', schema: predictField as unknown as z.ZodType<PredictPolicy> },
   options: predictOptions as unknown as z.ZodType<PredictOptions>,
+  // The jail action puts subjects in ratelimit's penalty block, through ratelimit's API.
+  optionalDependencies: { ratelimit: '^1.0.0' },
   // Before ratelimit (50): a tempfail here and ratelimit's leaky accounting gives back what it counted.
   priority: 55,
   modifies: ['headers'],
   observes: ['connect', 'mailFrom', 'rcptTo'],
   commands: { predict: predictCommand },
   errors: PREDICT_ERRORS,
-  setup({ store, options, metrics, log, error }) {
+  setup({ store, options, metrics, log, error, use }) {
+    const ratelimit = use<RatelimitApi>('ratelimit', { optional: true });
     const decisions = metrics.counter({ name: 'decisions_total', help: 'Predict decisions per policy: learning, normal, over, over_shadow', labelNames: ['policy', 'outcome'] });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Messages the store could not learn from (the message passes)' });
     const clock = options.now;
@@ -221,7 +224,8 @@ export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
           // The subject goes to ratelimit's penalty block: refused there until it ends, whatever this plugin learns meanwhile.
           const policy = c.jail.policy ?? act.policy.name;
           try {
-            await store.rateAdmin(subjectKey(policy, c.spec, act.value), { jailMs: c.jail.minutes * 60_000, label: act.value });
+            if (!ratelimit) throw new Error('the ratelimit plugin is not loaded: load it to jail subjects');
+            await ratelimit.jail({ policy, subject: c.spec, value: act.value, ms: c.jail.minutes * 60_000, label: act.value });
           } catch (err) {
             storeErrors.inc();
             const e = error('THEMIS_PREDICT_JAIL_FAILED', { reason: (err as Error).message }, { cause: err });

@@ -105,6 +105,31 @@ describe('predict plugin', () => {
     await s.t.close();
   });
 
+  it('jail without the ratelimit plugin loaded: the message is still refused, and the missing plugin is logged with a code', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = { child: () => logger, info: () => undefined, debug: () => undefined, error: () => undefined, warn: (o: Record<string, unknown>, msg: string) => void lines.push({ ...o, msg }), isLevelEnabled: () => false };
+    const clock = { now: START };
+    const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }], policies: [{ name: 'submission', predict: { action: 'jail', jail: { minutes: 30 } } }], store: new MemoryStore({ testClock: true }), logger: logger as never });
+    const send = (recipients: number) => t.message({ from: 'alice@example.com', auth: 'alice@example.com', rcpt: Array.from({ length: recipients }, (_, i) => `r${i}@example.net`), client: { address: '192.0.2.7' } });
+    for (let day = 0; day < 14; day++) {
+      for (let i = 0; i < 6; i++) {
+        clock.now += 10 * MINUTE;
+        await send(2);
+      }
+      clock.now += 23 * 60 * MINUTE;
+    }
+    let refused: TestResult | undefined;
+    for (let i = 0; i < 8 && !refused; i++) {
+      const r = await send(30);
+      if (r.decision.action === 'tempfail') refused = r;
+    }
+    assert.ok(refused, 'the burst is refused');
+    const line = lines.find((l) => l.code === 'THEMIS_PREDICT_JAIL_FAILED');
+    assert.ok(line, `a THEMIS_PREDICT_JAIL_FAILED line among ${JSON.stringify(lines)}`);
+    assert.match(String(line.msg), /the ratelimit plugin is not loaded/);
+    await t.close();
+  });
+
   it('no action before enough history: a brand-new sender’s first burst only teaches', async () => {
     const s = await setup({ action: 'tempfail' });
     const results = await s.burst('new@example.com');

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { definePlugin, fillTemplate, pluginErrors, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis-milter';
 import { limitsCommand } from './commands.ts';
 import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
-import { subjectKey, subjectValues, type SubjectFacts, type SubjectValue } from './subjects.ts';
+import { subjectKey, subjectValues, type SubjectFacts, type SubjectSpec, type SubjectValue } from './subjects.ts';
 
 export { parseDuration, formatDuration, ratelimitField, DEFAULT_SLOTS, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
 export { parseSubject, subjectValues, subjectKey, networkOf, NULL_SENDER, type SubjectSpec, type SubjectFacts, type SubjectValue } from './subjects.ts';
@@ -97,6 +97,20 @@ export const RATELIMIT_ERRORS = {
 /** A code of the ratelimit plugin. */
 export type RatelimitErrorCode = keyof typeof RATELIMIT_ERRORS;
 
+/**
+ * What the ratelimit plugin offers the plugins that depend on it (`dependencies: { ratelimit: '^1.0.0' }`,
+ * then `use<RatelimitApi>('ratelimit')` in their setup). Import it as a type only.
+ */
+export interface RatelimitApi {
+  /**
+   * Puts a subject in a policy's penalty block: refused by that policy for `ms`, whatever is counted
+   * meanwhile (a longer block already set stands). `subject` is how the policy counts (`by`, see
+   * {@link parseSubject}) and `value` the subject's value (`alice@example.org`); `label` is what
+   * `themis limits` shows for it.
+   */
+  jail(request: { policy: string; subject: SubjectSpec; value: string; ms: number; label?: string }): Promise<void>;
+}
+
 const ratelimitError = pluginErrors('ratelimit', RATELIMIT_ERRORS);
 
 /** The code a failed store call carries (a store's `THEMIS_ERR_STORE_*`, or the plugin's timeout), if any. */
@@ -119,7 +133,13 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCod
   observes: ['connect', 'mailFrom', 'rcptTo'],
   commands: { limits: limitsCommand },
   errors: RATELIMIT_ERRORS,
-  setup({ store, metrics, log, options, error }) {
+  setup({ store, metrics, log, options, error, expose }) {
+    const api: RatelimitApi = {
+      async jail({ policy, subject, value, ms, label }) {
+        await store.rateAdmin(subjectKey(policy, subject, value), { jailMs: ms, label: label ?? value });
+      },
+    };
+    expose(api);
     const decisions = metrics.counter({ name: 'decisions_total', help: 'Rate-limit decisions per policy and outcome (allowed, denied, jailed, blocked, bypassed, monitored)', labelNames: ['policy', 'outcome'] });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Decisions the store could not make in time (onStoreError applied)', labelNames: ['policy'] });
     const refunds = metrics.counter({ name: 'refunds_total', help: 'Reservations given back (leaky accounting: the message was not accepted after all)' });

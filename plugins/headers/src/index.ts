@@ -7,7 +7,6 @@
  * @module
  */
 import { SEVERITY, definePlugin, resolveReply, type HookContext, type PluginMessage, type Verdict } from 'themis-milter';
-import type { z } from 'zod';
 import { decodeWords, encodeWords, fold, sanitise, unfold } from './encoding.ts';
 import { describeCondition, headersField, headersOptions, type Action, type Captures, type Condition, type HeadersOptions, type HeadersPolicy, type Rule, type RuleVerdictAction } from './schema.ts';
 import { noteText, notePath, renderTemplate, rfc5322Date, type Template } from './template.ts';
@@ -64,8 +63,8 @@ export default definePlugin<HeadersPolicy, HeadersOptions, HeadersErrorCode>({
   name: 'headers',
   version: '1.0.0',
   kernel: '^1',
-  claims: { field: 'headers', schema: headersField as unknown as z.ZodType<HeadersPolicy> },
-  options: headersOptions as unknown as z.ZodType<HeadersOptions>,
+  claims: { field: 'headers', schema: headersField },
+  options: headersOptions,
   // Runs after the plugins that decide at end of message (spf 40, ratelimit 50), so rules can read
   // their notes; its end-of-headers rules still run before all of them decide.
   priority: -10,

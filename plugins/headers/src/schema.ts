@@ -244,7 +244,8 @@ function compileCondition(input: ConditionInput, path: (string | number)[], prob
   }
   if ('not' in c) return { kind: 'not', of: compileCondition(c.not as ConditionInput, [...path, 'not'], problems) };
   const allowed = 'envelope' in c ? (c.envelope === 'clientIp' ? (['regex', 'glob', 'equals', 'oneOf', 'present', 'cidr'] as const) : (['regex', 'glob', 'equals', 'oneOf', 'present'] as const)) : 'note' in c ? (['regex', 'glob', 'equals', 'oneOf', 'present', 'numeric'] as const) : (['regex', 'glob', 'equals', 'oneOf', 'present'] as const);
-  const test = compileMatcher(c as unknown as MatcherInput, allowed);
+  // Here input is a header, envelope or note condition (the all/any/not forms returned above): its matcher keys.
+  const test = compileMatcher(input as MatcherInput, allowed);
   const failed = 'problem' in test;
   if (failed) problems.push({ path: [...path, ...(test.key ? [test.key] : [])], message: test.problem });
   const t: ValueTest = failed ? { describe: 'invalid', test: () => false } : test;

@@ -83,7 +83,7 @@ export default definePlugin<unknown, MonitorOptions, MonitorErrorCode>({
   name: 'monitor',
   version: '1.0.0',
   kernel: '^1',
-  options: monitorOptions as unknown as z.ZodType<MonitorOptions>,
+  options: monitorOptions,
   // The envelope and the headers are read from the trace's message, streamed without replies.
   observes: ['connect', 'mailFrom', 'rcptTo', 'header'],
   commands: { stats: statsCommand },

@@ -7,7 +7,6 @@
 import { createHash } from 'node:crypto';
 import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type ProfileRequest, type Verdict } from 'themis-milter';
 import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
-import type { z } from 'zod';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
 import { predictCommand } from './commands.ts';
@@ -108,8 +107,8 @@ export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
   name: 'predict',
   version: '1.0.0',
   kernel: '^1',
-  claims: { field: 'predict', schema: predictField as unknown as z.ZodType<PredictPolicy> },
-  options: predictOptions as unknown as z.ZodType<PredictOptions>,
+  claims: { field: 'predict', schema: predictField },
+  options: predictOptions,
   // The jail action puts subjects in ratelimit's penalty block, through ratelimit's API.
   optionalDependencies: { ratelimit: '^1.0.0' },
   // Before ratelimit (50): a tempfail here and ratelimit's leaky accounting gives back what it counted.

@@ -125,8 +125,8 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCod
   name: 'ratelimit',
   version: '1.0.0',
   kernel: '^1',
-  claims: { field: 'ratelimit', schema: ratelimitField as unknown as z.ZodType<RatelimitPolicy> },
-  options: ratelimitOptions as unknown as z.ZodType<RatelimitOptions>,
+  claims: { field: 'ratelimit', schema: ratelimitField },
+  options: ratelimitOptions,
   priority: 50,
   modifies: ['headers'],
   // The envelope is read at end of message: the MTA streams it without waiting for answers.

@@ -129,7 +129,8 @@ export const ratelimitField = z
     }
     const overrides: Record<string, { bypass: boolean; block: boolean; windows: ResolvedWindow[] | undefined }> = {};
     for (const [value, o] of Object.entries(c.overrides)) overrides[value.toLowerCase()] = { bypass: o.bypass ?? false, block: o.block ?? false, windows: o.windows ? norm(o.windows) : undefined };
-    return { ...c, windows: norm(c.windows), overrides };
+    // jail is always present in the result (undefined: no penalty block), as RatelimitPolicy says.
+    return { ...c, jail: c.jail, windows: norm(c.windows), overrides };
   });
 
 /** A window, normalized. */

@@ -371,3 +371,41 @@ describe('tmscli, translated, against a real redis-server', { skip }, () => {
     });
   });
 });
+
+describe('policy flags that plugins add to themis policy add|set', { skip }, () => {
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'themis-policy-flags-'));
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the help lists each loaded plugin flag with its plugin; a plugin flag edits that plugin field', async () => {
+    const file = configFile({ plugins: ['themis-plugin-ratelimit', 'themis-plugin-recipient-allowlist'] });
+    const help = await ok(file, 'policy', 'add', '--help');
+    assert.match(help.stdout, /Policy flags of the configuration's plugins:/);
+    assert.match(help.stdout, /--ratelimit WINDOWS\s+the ratelimit field: windows such as 100\/1m,1000\/1h \(ratelimit\)/);
+    assert.match(help.stdout, /--allow LIST\s+the allowlist field: recipients or @domains, comma-separated \(recipient-allowlist\)/);
+    await ok(file, 'policy', 'add', 'inbound', '--allow', '@example.net, postmaster@example.com', '--ratelimit', '100/1m', '--count-rcpt');
+    const p = await getPolicy(file, 'inbound');
+    assert.deepEqual(p.allowlist, { recipients: ['@example.net', 'postmaster@example.com'] });
+    assert.deepEqual(p.ratelimit, { windows: '100/1m', cost: 'recipient' });
+    await ok(file, 'policy', 'set', 'inbound', '--allow', '@example.org');
+    assert.deepEqual((await getPolicy(file, 'inbound')).allowlist, { recipients: ['@example.org'] }, 'set edits the field, keeping what it does not change');
+  });
+
+  it('a plugin flag whose plugin is not loaded is unknown (exit 2); an invalid value is refused as a daemon would (exit 1, nothing written)', async () => {
+    const file = configFile({ plugins: ['themis-plugin-ratelimit'] });
+    const unknown = await themis(file, 'policy', 'add', 'x', '--allow', '@example.net');
+    assert.equal(unknown.code, 2, unknown.stderr);
+    assert.match(unknown.stderr, /Unknown option '--allow'/);
+    const bad = await themis(file, 'policy', 'add', 'x', '--ratelimit', 'lots', '--yes');
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /ratelimit/);
+    const none = await themis(file, 'policy', 'get', 'x', '--json');
+    assert.notEqual(none.code, 0, 'nothing was written');
+  });
+});
+

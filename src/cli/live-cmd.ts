@@ -10,6 +10,8 @@ import { createInterface } from 'node:readline/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { LoadedConfig } from '../config.ts';
 import type { PolicyInput } from '../kernel/kernel.ts';
+import { ThemisError } from '../kernel/errors.ts';
+import type { PolicyFlag } from '../kernel/plugin.ts';
 import type { PoolDefinition } from '../kernel/policy.ts';
 import { mergeLive, readAudit, readLive, writeLive, type LiveItems, type LiveKind } from '../live.ts';
 import type { Store } from '../store/store.ts';
@@ -44,12 +46,6 @@ Policy flags:
   --stop-here            later policies are not evaluated once this one matched
   --disabled / --enabled
   --description TEXT
-  --ratelimit WINDOWS    the ratelimit field: windows such as 100/1m,1000/1h
-  --jail-by SUBJECT      ratelimit subject (sender+, saslUser, clientIp, …)
-  --jail-action A        block, hold or monitor
-  --jail DURATION        penalty block after a refusal (e.g. 10m)
-  --count-rcpt           count recipients, not messages
-  --reply TEXT           the refusal's text
   --field NAME=JSON      any plugin field as JSON (repeat), e.g. --field 'spf={"mailFrom":{"fail":"reject"}}'
   --yes                  replace a live policy of that name without asking (add), delete without asking
 ${STORE_FLAGS}
@@ -97,12 +93,6 @@ const POLICY_FLAGS: NonNullable<ParseArgsConfig['options']> = {
   disabled: { type: 'boolean' },
   enabled: { type: 'boolean' },
   description: { type: 'string' },
-  ratelimit: { type: 'string' },
-  'jail-by': { type: 'string' },
-  'jail-action': { type: 'string' },
-  jail: { type: 'string' },
-  'count-rcpt': { type: 'boolean' },
-  reply: { type: 'string' },
   field: { type: 'string', multiple: true },
   unset: { type: 'string', multiple: true },
   limit: { type: 'string' },
@@ -120,6 +110,8 @@ class UsageError extends Error {}
 /** What every live command works on: the configuration, and the store it names. */
 interface Context {
   config: LoadedConfig;
+  /** The flags the configuration's plugins add (PluginDefinition.policyFlags). */
+  pluginFlags: PluginFlags;
   store: Store;
   values: Record<string, unknown>;
   positionals: string[];
@@ -128,29 +120,46 @@ interface Context {
 }
 
 async function open(name: string, usage: string, args: string[], io: CommandIO): Promise<Context | number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options: { ...COMMON, ...POLICY_FLAGS }, allowPositionals: true, strict: true });
-  } catch (err) {
-    io.err(`themis ${name}: ${(err as Error).message}\n\n${usage}`);
-    return 2;
-  }
-  if (parsed.values.help) {
-    io.out(usage);
-    return 0;
-  }
+  // First pass, loose: only --config and --help matter before the configuration names the plugins,
+  // whose flags the second, strict pass then knows.
+  const loose = parseArgs({ args, options: { ...COMMON, ...POLICY_FLAGS }, allowPositionals: true, strict: false });
   const { findConfig, loadConfig } = await import('../config.ts');
   const { createStore } = await import('../store/index.ts');
-  const file = findConfig((parsed.values.config as string | undefined) ?? envConfigPath());
+  const file = findConfig((typeof loose.values.config === 'string' ? loose.values.config : undefined) ?? envConfigPath());
+  let config: LoadedConfig | undefined;
+  let loadError: unknown;
+  if (file) {
+    try {
+      config = await loadConfig(file);
+    } catch (err) {
+      loadError = err;
+    }
+  }
+  let pluginFlags: PluginFlags;
+  try {
+    pluginFlags = pluginFlagsOf(config);
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const fullUsage = usage + pluginFlagsUsage(pluginFlags);
+  if (loose.values.help) {
+    io.out(fullUsage);
+    return 0;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...COMMON, ...POLICY_FLAGS, ...Object.fromEntries([...pluginFlags].map(([flag, f]) => [flag, { type: f.flag.type }])) }, allowPositionals: true, strict: true });
+  } catch (err) {
+    io.err(`themis ${name}: ${(err as Error).message}\n\n${fullUsage}`);
+    return 2;
+  }
   if (!file) {
     io.err(`themis ${name}: no configuration file found; give one with --config (it names the store the daemons share)\n`);
     return 1;
   }
-  let config: LoadedConfig;
-  try {
-    config = await loadConfig(file);
-  } catch (err) {
-    io.err(`themis ${name}: ${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}\n`);
+  if (!config) {
+    io.err(`themis ${name}: ${(loadError as { code?: string }).code ?? 'error'}: ${(loadError as Error).message}\n`);
     return 1;
   }
   const storeConfig = commandStoreConfig(config.store, { url: parsed.values['redis-url'] as string | undefined, password: parsed.values['redis-password'] as string | undefined });
@@ -158,7 +167,7 @@ async function open(name: string, usage: string, args: string[], io: CommandIO):
     io.err(`themis ${name}: the configuration uses the in-memory store, which no daemon shares with this command: live policies need Redis (store: { type: 'redis', url: … }, or --redis-url); edit ${file} instead\n`);
     return 1;
   }
-  return { config, store: createStore(storeConfig), values: parsed.values, positionals: parsed.positionals, io, command: `themis ${name} ${redact(args).join(' ')}`.trim() };
+  return { config, pluginFlags, store: createStore(storeConfig), values: parsed.values, positionals: parsed.positionals, io, command: `themis ${name} ${redact(args).join(' ')}`.trim() };
 }
 
 /** Runs a live command with its store, closing it afterwards; coded errors exit 1, usage errors 2. */
@@ -223,8 +232,37 @@ async function change(c: Context, live: LiveItems, kind: LiveKind, name: string,
 
 const PLUGIN_FIELD = /^([A-Za-z_][\w-]*)=([\s\S]*)$/;
 
+/** The flags plugins add to `themis policy add|set`: flag name → the flag, its plugin and the field it edits. */
+type PluginFlags = Map<string, { flag: PolicyFlag; plugin: string; field: string }>;
+
+/** The configuration's plugins' policy flags; a clash with a core flag or another plugin's is a coded error. */
+function pluginFlagsOf(config: LoadedConfig | undefined): PluginFlags {
+  const out: PluginFlags = new Map();
+  for (const entry of config?.plugins ?? []) {
+    const def = entry.plugin;
+    for (const [flag, f] of Object.entries(def.policyFlags ?? {})) {
+      const taken = Object.hasOwn(POLICY_FLAGS, flag) || Object.hasOwn(COMMON, flag) ? 'a core flag' : out.has(flag) ? `plugin ${out.get(flag)!.plugin}'s` : undefined;
+      if (taken) throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: `policy flag --${flag} is already ${taken}` });
+      if (!def.claims) throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: 'policyFlags edit the policy field the plugin claims, but it claims none' });
+      out.set(flag, { flag: f, plugin: def.name, field: def.claims.field });
+    }
+  }
+  return out;
+}
+
+/** The plugins' flags, for the usage text. */
+function pluginFlagsUsage(flags: PluginFlags): string {
+  if (flags.size === 0) return '';
+  let text = '\nPolicy flags of the configuration\'s plugins:\n';
+  for (const [flag, f] of flags) {
+    const left = `  --${flag}${f.flag.type === 'string' ? ` ${f.flag.valueName ?? 'VALUE'}` : ''}`;
+    text += `${left.padEnd(25)}${f.flag.help} (${f.plugin})\n`;
+  }
+  return text;
+}
+
 /** Applies the policy flags to a policy (a new one, or a copy of the current one). */
-function applyFlags(policy: PolicyInput, v: Record<string, unknown>): PolicyInput {
+function applyFlags(policy: PolicyInput, v: Record<string, unknown>, pluginFlags: PluginFlags): PolicyInput {
   const p: PolicyInput = structuredClone(policy);
   const match = { ...(p.match ?? {}) };
   if (v.priority !== undefined) {
@@ -242,16 +280,17 @@ function applyFlags(policy: PolicyInput, v: Record<string, unknown>): PolicyInpu
   if (v.disabled) p.enabled = false;
   if (v.enabled) p.enabled = true;
   if (v.description !== undefined) p.description = v.description;
-  const rl = ['ratelimit', 'jail-by', 'jail-action', 'jail', 'count-rcpt', 'reply'].some((k) => v[k] !== undefined);
-  if (rl) {
-    const r = { ...((p.ratelimit as Record<string, unknown> | undefined) ?? {}) };
-    if (v.ratelimit !== undefined) r.windows = v.ratelimit;
-    if (v['jail-by'] !== undefined) r.by = v['jail-by'];
-    if (v['jail-action'] !== undefined) r.action = v['jail-action'];
-    if (v.jail !== undefined) r.jail = v.jail;
-    if (v['count-rcpt']) r.cost = 'recipient';
-    if (v.reply !== undefined) r.reply = { ...((r.reply as object | undefined) ?? {}), text: v.reply };
-    p.ratelimit = r;
+  for (const [flag, f] of pluginFlags) {
+    const value = v[flag];
+    if (value === undefined || value === false) continue;
+    const current = p[f.field];
+    const field = current !== null && typeof current === 'object' && !Array.isArray(current) ? { ...(current as Record<string, unknown>) } : {};
+    try {
+      f.flag.apply(field, value as string | true);
+    } catch (err) {
+      throw new UsageError(`--${flag}: ${(err as Error).message}`);
+    }
+    p[f.field] = field;
   }
   for (const f of (v.field as string[] | undefined) ?? []) {
     const m = PLUGIN_FIELD.exec(f);
@@ -312,7 +351,7 @@ export async function livePolicyCommand(sub: string, args: string[], io: Command
     }
     if (sub === 'add') {
       if (current && !(await confirm(c, `live policy ${name} exists: replace it?`))) return 1;
-      return change(c, live, 'policy', name, applyFlags({ name }, c.values));
+      return change(c, live, 'policy', name, applyFlags({ name }, c.values, c.pluginFlags));
     }
     // set: change the given fields of the live policy, or of a copy of the file's.
     const base = current ?? inFile;
@@ -320,7 +359,7 @@ export async function livePolicyCommand(sub: string, args: string[], io: Command
       c.io.err(`themis policy set: no policy ${name}; create it with themis policy add\n`);
       return 1;
     }
-    return change(c, live, 'policy', name, applyFlags(base, c.values));
+    return change(c, live, 'policy', name, applyFlags(base, c.values, c.pluginFlags));
   });
 }
 

@@ -789,6 +789,14 @@ function checkDefinition(def: PluginDefinition<unknown, unknown>): void {
     if (deps === null || typeof deps !== 'object' || Array.isArray(deps)) fail(`${field} is not an object of plugin names and version ranges`);
     for (const [name, range] of Object.entries(deps)) if (typeof range !== 'string') fail(`${field}: ${name} has no version range`);
   }
+  if (def.policyFlags !== undefined) {
+    if (def.policyFlags === null || typeof def.policyFlags !== 'object' || Array.isArray(def.policyFlags)) fail('policyFlags is not an object of flag names and flags');
+    if (Object.keys(def.policyFlags).length > 0 && !def.claims) fail('policyFlags edit the policy field the plugin claims, but it claims none');
+    for (const [flag, f] of Object.entries(def.policyFlags)) {
+      if (!/^[a-z][a-z0-9-]*$/.test(flag)) fail(`policy flag ${JSON.stringify(flag)} is not a flag name (lower-case letters, digits and -, without the dashes in front)`);
+      if (f === null || typeof f !== 'object' || (f.type !== 'string' && f.type !== 'boolean') || typeof f.help !== 'string' || typeof f.apply !== 'function') fail(`policy flag ${flag} needs a type ('string' or 'boolean'), a help text and an apply function`);
+    }
+  }
   if (def.pages !== undefined) {
     if (def.pages === null || typeof def.pages !== 'object' || Array.isArray(def.pages)) fail('pages is not an object of page names and paths');
     for (const [page, path] of Object.entries(def.pages)) if (typeof path !== 'string' || !/^\/[\w./-]*$/.test(path)) fail(`page ${page} is ${JSON.stringify(path)}, not a path such as /dashboard`);

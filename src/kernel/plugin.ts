@@ -284,6 +284,24 @@ export type ObservableStage = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data
 /** Modifications a plugin may request; the kernel negotiates the matching actions with the MTA. */
 export type ModificationKind = 'headers' | 'sender' | 'recipients' | 'body';
 
+/**
+ * A flag a plugin adds to `themis policy add|set`, editing its own policy field
+ * ({@link PluginDefinition.policyFlags}). ratelimit's `--ratelimit 100/1m` is one.
+ */
+export interface PolicyFlag {
+  /** `string` takes a value (`--ratelimit 100/1m`); `boolean` takes none (`--count-rcpt`). */
+  readonly type: 'string' | 'boolean';
+  /** What it sets, for the command's help (`windows of the ratelimit field, such as 100/1m,1000/1h`). */
+  readonly help: string;
+  /** The value's name in the help (`WINDOWS`); string flags only (default `VALUE`). */
+  readonly valueName?: string;
+  /**
+   * Sets the flag's value on the plugin's field of the policy being edited: `field` is a copy of it
+   * (`{}` when the policy has none yet). The whole policy is then validated as a daemon would load it.
+   */
+  apply(field: Record<string, unknown>, value: string | true): void;
+}
+
 /** A plugin. Make one with {@link definePlugin}. */
 export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode extends string = string> {
   /** Unique name (`ratelimit`, `greylist`). */
@@ -304,6 +322,12 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
    * before this one, which reaches its API through `use()`.
    */
   readonly dependencies?: Readonly<Record<string, string>>;
+  /**
+   * Flags this plugin adds to `themis policy add|set`, by name without the dashes (`{ 'jail-by': … }`):
+   * each edits the field this plugin claims. A name that clashes with a core flag or another plugin's
+   * is refused when the command starts.
+   */
+  readonly policyFlags?: Readonly<Record<string, PolicyFlag>>;
   /** Plugins this one uses when they are loaded (same form as {@link dependencies}): checked and set up first when present. */
   readonly optionalDependencies?: Readonly<Record<string, string>>;
   /** Verdict when a hook throws, rejects or misses its deadline (default from the kernel: tempfail). */

@@ -41,6 +41,10 @@ export default definePlugin({
   version: '1.0.0',
   kernel: '^1',
   claims: { field: 'allowlist', schema: AllowlistClaim },
+  // `themis policy add|set NAME --allow @example.net,postmaster@example.com`: the recipients of the field.
+  policyFlags: {
+    allow: { type: 'string', valueName: 'LIST', help: 'the allowlist field: recipients or @domains, comma-separated', apply: (field, value) => void (field.recipients = String(value).split(',').map((x) => x.trim()).filter(Boolean)) },
+  },
   options: AllowlistOptions,
   priority: 50,
   // A lookup in memory cannot fail for outside reasons; if it ever throws, let the mail through.

@@ -132,6 +132,15 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCod
   // The envelope is read at end of message: the MTA streams it without waiting for answers.
   observes: ['connect', 'mailFrom', 'rcptTo'],
   commands: { limits: limitsCommand },
+  // `themis policy add|set` flags, as the original Themis's tmscli had them (README, "themis policy").
+  policyFlags: {
+    ratelimit: { type: 'string', valueName: 'WINDOWS', help: 'the ratelimit field: windows such as 100/1m,1000/1h', apply: (f, v) => void (f.windows = v) },
+    'jail-by': { type: 'string', valueName: 'SUBJECT', help: 'ratelimit subject (sender+, saslUser, clientIp, …)', apply: (f, v) => void (f.by = v) },
+    'jail-action': { type: 'string', valueName: 'A', help: 'block, hold or monitor', apply: (f, v) => void (f.action = v) },
+    jail: { type: 'string', valueName: 'DURATION', help: 'penalty block after a refusal (e.g. 10m)', apply: (f, v) => void (f.jail = v) },
+    'count-rcpt': { type: 'boolean', help: 'count recipients, not messages', apply: (f) => void (f.cost = 'recipient') },
+    reply: { type: 'string', valueName: 'TEXT', help: "the refusal's text", apply: (f, v) => void (f.reply = { ...((f.reply as object | undefined) ?? {}), text: v }) },
+  },
   errors: RATELIMIT_ERRORS,
   setup({ store, metrics, log, options, error, expose }) {
     const api: RatelimitApi = {

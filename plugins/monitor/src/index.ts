@@ -7,6 +7,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { definePlugin, type HttpResponse } from 'themis-milter';
+// The notes of other plugins, typed by their packages (type-only: nothing of them is loaded with this
+// plugin; a note is still checked before use, as a plugin may be absent or older).
+import type { PredictNote } from 'themis-plugin-predict';
+import type { RatelimitNote } from 'themis-plugin-ratelimit';
 import { z } from 'zod';
 import { BLOCKED_SEPARATOR, MonitorApi, overReasonKey } from './api.ts';
 import { Recorder } from './recorder.ts';
@@ -32,27 +36,6 @@ export const monitorOptions = z.strictObject({
 
 /** The plugin options, validated. */
 export type MonitorOptions = z.infer<typeof monitorOptions>;
-
-/** The predict plugin's note, read by shape (no import of another plugin). */
-interface PredictNoteShape {
-  subject: string;
-  over: boolean;
-  shadow: boolean;
-  policy: string;
-  /** What is counted, in words (`recipients`, `new recipients`); absent from older notes. */
-  unit?: string;
-  timeframes: { minutes: number; count: number; bound: number | null }[];
-}
-
-/** The ratelimit plugin's refusal, as its note publishes it (read by shape: no import of another plugin). */
-interface RefusalNote {
-  policy: string;
-  by: string;
-  subject: string;
-  outcome: string;
-  limit: string;
-  retryAfterMs: number;
-}
 
 const ASSETS: Readonly<Record<string, string>> = {
   '/dashboard': 'index.html',
@@ -211,7 +194,7 @@ export default definePlugin<unknown, MonitorOptions, MonitorErrorCode>({
           const subject = message.headers.find((h) => h.name.toLowerCase() === 'subject')?.value.replace(/\s+/g, ' ').trim();
           if (subject) recorder.rank('subjects', subject.slice(0, 200));
         }
-        const predicted = message.notes.of<PredictNoteShape>('predict');
+        const predicted = message.notes.of<PredictNote>('predict');
         if (predicted?.over && typeof predicted.subject === 'string' && Array.isArray(predicted.timeframes)) {
           const over = predicted.timeframes.filter((t) => t.bound !== null && t.count > t.bound);
           const worst = over.reduce((w, t) => (t.count / t.bound! > w.count / w.bound! ? t : w), over[0] ?? predicted.timeframes[0]);
@@ -225,7 +208,7 @@ export default definePlugin<unknown, MonitorOptions, MonitorErrorCode>({
           store.set(overReasonKey(options.keyPrefix, member), reason, longest * 60_000 + 60_000).catch(() => undefined);
           recorder.rank('overRate', `${predicted.policy} ${predicted.subject}`);
         }
-        const refused = message.notes.of<{ refused?: RefusalNote }>('ratelimit')?.refused;
+        const refused = message.notes.of<RatelimitNote>('ratelimit')?.refused;
         if (refused && typeof refused.subject === 'string') {
           const member = [refused.policy, `${refused.by}:${refused.subject}`, refused.outcome === 'blocked' ? '' : refused.limit].join(BLOCKED_SEPARATOR);
           recorder.rank('blocked', member);

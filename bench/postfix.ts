@@ -34,7 +34,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { chmod, chown } from 'node:fs/promises';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,7 @@ import { redisAvailable, startRedis, type RedisServer } from '../test/helpers/re
 import { MTA_NAME, RECIPIENT, SENDER, SENDER_DOMAIN } from './postfix-configs/mail.ts';
 import { canConnect, findOrBuildC, isExecutable, killAll, removeTempDir, stopChild, track, trackTempDir } from './baselines.ts';
 import { freePort } from '../test/helpers/process.ts';
+import { SmtpConversation } from '../test/helpers/smtp.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const THEMIS_BIN = join(REPO, 'bin', 'themis.js');
@@ -782,74 +783,8 @@ function runSmtpSource(port: number, plan: PostfixBenchPlan, messages: number, m
   });
 }
 
-/** A line-oriented SMTP session, just enough for timing replies. */
-class SmtpSession {
-  private buffer = '';
-  private readonly lines: string[] = [];
-  private wake: (() => void) | undefined;
-  private closed = false;
-  private readonly socket: Socket;
-
-  private constructor(socket: Socket) {
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.setEncoding('latin1');
-    socket.on('data', (d: string) => {
-      this.buffer += d;
-      let i: number;
-      while ((i = this.buffer.indexOf('\r\n')) >= 0) {
-        this.lines.push(this.buffer.slice(0, i));
-        this.buffer = this.buffer.slice(i + 2);
-      }
-      this.wake?.();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    socket.on('error', () => {});
-  }
-
-  static open(port: number): Promise<SmtpSession> {
-    return new Promise((res, rej) => {
-      const s = netConnect({ host: '127.0.0.1', port });
-      s.once('connect', () => res(new SmtpSession(s)));
-      s.once('error', rej);
-    });
-  }
-
-  /** The next complete reply's code (multi-line replies read whole). */
-  async reply(timeoutMs = 60_000): Promise<{ code: number; text: string }> {
-    const deadline = Date.now() + timeoutMs;
-    const text: string[] = [];
-    for (;;) {
-      while (this.lines.length === 0) {
-        if (this.closed) throw new Error(`connection closed (partial reply ${JSON.stringify(text)})`);
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error('SMTP reply timed out');
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, left);
-          this.wake = () => {
-            clearTimeout(t);
-            this.wake = undefined;
-            r();
-          };
-        });
-      }
-      const line = this.lines.shift()!;
-      text.push(line);
-      if (line.length < 4 || line[3] !== '-') return { code: Number(line.slice(0, 3)), text: text.join('\n') };
-    }
-  }
-
-  write(data: string): void {
-    this.socket.write(data);
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
+/** How long the latency client waits for one SMTP reply (a saturated box can be slow). */
+const REPLY_TIMEOUT_MS = 60_000;
 
 /** p50, p90, p99 and max of `xs`. */
 export function percentiles(xs: number[]): Percentiles {
@@ -875,12 +810,11 @@ interface Timed {
 }
 
 /** Opens an SMTP session for timing: greeting and EHLO read. */
-async function openTimed(port: number): Promise<SmtpSession> {
-  const s = await SmtpSession.open(port);
+async function openTimed(port: number): Promise<SmtpConversation> {
+  const { smtp: s, greeting } = await SmtpConversation.open(port, REPLY_TIMEOUT_MS);
   try {
-    if ((await s.reply()).code !== 220) throw new Error(`127.0.0.1:${port}: no 220 greeting`);
-    s.write(`EHLO client.${SENDER_DOMAIN}\r\n`);
-    if ((await s.reply()).code !== 250) throw new Error(`127.0.0.1:${port}: EHLO refused`);
+    if (greeting.code !== 220) throw new Error(`127.0.0.1:${port}: no 220 greeting`);
+    if ((await s.command(`EHLO client.${SENDER_DOMAIN}`, REPLY_TIMEOUT_MS)).code !== 250) throw new Error(`127.0.0.1:${port}: EHLO refused`);
     return s;
   } catch (err) {
     s.close();
@@ -893,25 +827,22 @@ async function openTimed(port: number): Promise<SmtpSession> {
  * expected one (the transaction is then reset). Each command is written once, whole, with Nagle off on
  * this side, so what is timed is Postfix (and its milter), not this client.
  */
-async function timeOne(s: SmtpSession, i: number, bodyBytes: number): Promise<Timed | undefined> {
+async function timeOne(s: SmtpConversation, i: number, bodyBytes: number): Promise<Timed | undefined> {
+  const cmd = (line: string) => s.command(line, REPLY_TIMEOUT_MS);
   const reset = async () => {
-    s.write('RSET\r\n');
-    await s.reply();
+    await cmd('RSET');
     return undefined;
   };
   const t0 = performance.now();
-  s.write(`MAIL FROM:<${SENDER}>\r\n`);
-  const m = await s.reply();
+  const m = await cmd(`MAIL FROM:<${SENDER}>`);
   const t1 = performance.now();
   if (m.code !== 250) return reset();
-  s.write(`RCPT TO:<${RECIPIENT}>\r\n`);
-  if ((await s.reply()).code !== 250) return reset();
-  s.write('DATA\r\n');
-  if ((await s.reply()).code !== 354) return reset();
+  if ((await cmd(`RCPT TO:<${RECIPIENT}>`)).code !== 250) return reset();
+  if ((await cmd('DATA')).code !== 354) return reset();
   const body = latencyMessage(i, bodyBytes);
   const t2 = performance.now();
-  s.write(`${body}\r\n.\r\n`);
-  const e = await s.reply();
+  // The message and its final dot in one write, as smtp-source sends it.
+  const e = await cmd(`${body}\r\n.`);
   const t3 = performance.now();
   if (e.code !== 250) return undefined;
   return { mail: t1 - t0, eod: t3 - t2, transaction: t3 - t0 };
@@ -934,10 +865,10 @@ export async function latencyPaired(refPort: number, port: number, n: number, bo
   const ref: Samples = { mail: [], eod: [], transaction: [], errors: 0 };
   const target: Samples = { mail: [], eod: [], transaction: [], errors: 0 };
   const a = await openTimed(refPort);
-  let b: SmtpSession | undefined;
+  let b: SmtpConversation | undefined;
   try {
     b = await openTimed(port);
-    const one = async (s: SmtpSession, into: Samples, i: number) => {
+    const one = async (s: SmtpConversation, into: Samples, i: number) => {
       const t = await timeOne(s, i, bodyBytes);
       if (!t) into.errors++;
       else {
@@ -955,10 +886,7 @@ export async function latencyPaired(refPort: number, port: number, n: number, bo
         await one(a, ref, i);
       }
     }
-    for (const s of [a, b]) {
-      s.write('QUIT\r\n');
-      await s.reply(5000).catch(() => undefined);
-    }
+    for (const s of [a, b]) await s.quit(5000);
   } finally {
     a.close();
     b?.close();

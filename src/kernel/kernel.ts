@@ -219,18 +219,17 @@ export class Kernel {
   /** {@link create}'s work; every plugin whose `setup` returned is added to `setUp` at once. */
   private static async build(options: KernelOptions, log: KernelLogger, store: Store, setUp: LoadedPlugin[]): Promise<Kernel> {
     const registry = options.registry ?? new Registry();
-    const seen = new Set<string>();
     const claims = new Map<string, LoadedPlugin>();
     const loaded: LoadedPlugin[] = [];
     const routes = new Map<string, { plugin: LoadedPlugin; handler: HttpRouteHandler }>();
     const errors = new Map(errorRegistry());
     let order = 0;
     const apis = new Map<string, object>();
-    const loadedNames = new Set(options.plugins.map((e) => e.plugin?.name));
-    for (const entry of dependencyOrder(options.plugins)) {
+    // Checks every definition, refuses duplicates and orders plugins after their dependencies.
+    const ordered = dependencyOrder(options.plugins);
+    const loadedNames = new Set(ordered.map((e) => e.plugin.name));
+    for (const entry of ordered) {
       const def = entry.plugin;
-      if (seen.has(def.name)) throw new ThemisError('THEMIS_ERR_PLUGIN_DUPLICATE', { plugin: def.name });
-      seen.add(def.name);
       if (!semver.satisfies(KERNEL_VERSION, def.kernel)) throw new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: def.name, range: def.kernel, version: KERNEL_VERSION });
       registerPluginErrors(errors, def);
       let pluginOptions: unknown = entry.options;
@@ -302,7 +301,6 @@ export class Kernel {
       for (const [page, path] of Object.entries(def.pages ?? {})) {
         if (routes.get(path)?.plugin !== p) throw new ThemisError('THEMIS_ERR_PLUGIN_INVALID', { plugin: def.name, reason: `page ${page} is ${path}, a route the plugin does not serve` });
       }
-      p.hooks = hooks ?? {};
       loaded.push(p);
     }
     const problems: ThemisError[] = [];

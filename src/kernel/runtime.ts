@@ -110,7 +110,7 @@ export class RuntimeManager {
   /** Builds the first runtime and runs its plugins' `ready` hooks; throws when the configuration is invalid. */
   async start(): Promise<Runtime> {
     const built = await this.options.build();
-    await readyOrShutDown(built.kernel);
+    await built.kernel.ready();
     this.runtime = { kernel: built.kernel, info: { ...built.info, generation: 1 } };
     this.publishInfo();
     return this.runtime;
@@ -148,7 +148,7 @@ export class RuntimeManager {
     let built: RuntimeBuild;
     try {
       built = await this.options.build();
-      await readyOrShutDown(built.kernel);
+      await built.kernel.ready();
     } catch (err) {
       const error = err as Error;
       this.reloads.inc({ trigger, result: 'refused' });
@@ -209,18 +209,5 @@ export class RuntimeManager {
     const all = [...this.retiring, ...(this.runtime ? [this.runtime] : [])];
     this.retiring.clear();
     for (const r of all) await r.kernel.shutdown();
-  }
-}
-
-/**
- * Runs a new kernel's `ready` hooks; when one fails, shuts the kernel down (its plugins' timers,
- * sockets and subscriptions) before the error goes on: a refused runtime leaves nothing running.
- */
-async function readyOrShutDown(kernel: Kernel): Promise<void> {
-  try {
-    await kernel.ready();
-  } catch (err) {
-    await kernel.shutdown().catch(() => undefined);
-    throw err;
   }
 }

@@ -20,6 +20,8 @@ export class SmtpConversation {
 
   private constructor(socket: Socket) {
     this.socket = socket;
+    // Each command goes out in one write, at once: what is timed is the server, not this client.
+    socket.setNoDelay(true);
     socket.setEncoding('latin1');
     socket.on('data', (d: string) => {
       this.buffer += d;
@@ -38,14 +40,14 @@ export class SmtpConversation {
   }
 
   /** Connects to 127.0.0.1:port and reads the greeting. */
-  static async open(port: number): Promise<{ smtp: SmtpConversation; greeting: SmtpResponse }> {
+  static async open(port: number, timeoutMs?: number): Promise<{ smtp: SmtpConversation; greeting: SmtpResponse }> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect({ host: '127.0.0.1', port });
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });
     const smtp = new SmtpConversation(socket);
-    return { smtp, greeting: await smtp.read() };
+    return { smtp, greeting: await smtp.read(timeoutMs) };
   }
 
   /** Reads one (possibly multi-line) reply. */
@@ -71,9 +73,9 @@ export class SmtpConversation {
   }
 
   /** Sends a command line and reads the reply. */
-  async command(line: string): Promise<SmtpResponse> {
+  async command(line: string, timeoutMs?: number): Promise<SmtpResponse> {
     this.socket.write(`${line}\r\n`);
-    return this.read();
+    return this.read(timeoutMs);
   }
 
   /** MAIL, RCPT…, DATA and the message; returns every reply in order. */
@@ -89,10 +91,15 @@ export class SmtpConversation {
     return replies;
   }
 
+  /** Drops the connection without QUIT. */
+  close(): void {
+    this.socket.destroy();
+  }
+
   /** QUIT and close. */
-  async quit(): Promise<void> {
+  async quit(timeoutMs?: number): Promise<void> {
     try {
-      await this.command('QUIT');
+      await this.command('QUIT', timeoutMs);
     } catch {
       // already closed
     }

@@ -13,7 +13,8 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { RedisStore, type RateRequest } from '../src/store/index.ts';
+import { RedisStore } from '../src/store/index.ts';
+import { rateLimit, type RateRequest } from '../plugins/ratelimit/src/store/index.ts';
 import { redisAvailable, startRedis } from '../test/helpers/redis.ts';
 
 const quick = process.argv.includes('--quick');
@@ -87,13 +88,13 @@ async function main(): Promise<number> {
       { key: `rl:bench:clientIp/24/64:${i % 50}`, cost: 1, windows },
     ];
     // Warm-up: scripts loaded, connections and JIT warm.
-    for (let i = 0; i < 2_000; i++) await store.rateLimit(requestsFor(i));
+    for (let i = 0; i < 2_000; i++) await rateLimit(store, requestsFor(i));
 
     // One round trip per decision: count client writes and script calls over sequential decisions.
     const M = 1_000;
     cli('CONFIG', 'RESETSTAT');
     proxy.reset();
-    for (let i = 0; i < M; i++) await store.rateLimit(requestsFor(i));
+    for (let i = 0; i < M; i++) await rateLimit(store, requestsFor(i));
     const writesPerDecision = proxy.writes() / M;
     const stats = cli('INFO', 'commandstats');
     const calls = Object.fromEntries([...stats.matchAll(/cmdstat_(\w+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
@@ -107,7 +108,7 @@ async function main(): Promise<number> {
     // Throughput is measured on a direct connection: the counting proxy runs in this process and would halve it.
     const direct = new RedisStore({ url: `redis://127.0.0.1:${port}`, commandTimeout: 5_000 });
     await direct.connect();
-    for (let i = 0; i < 2_000; i++) await direct.rateLimit(requestsFor(i));
+    for (let i = 0; i < 2_000; i++) await rateLimit(direct, requestsFor(i));
     const rows: { inFlight: number; decisions: number; perSecond: number; p50: number; p99: number; nodeUs: number; redisUs: number }[] = [];
     for (const inFlight of [1, 50]) {
       const latencies: number[] = [];
@@ -120,7 +121,7 @@ async function main(): Promise<number> {
           while (next < DECISIONS) {
             const i = next++;
             const s = performance.now();
-            await direct.rateLimit(requestsFor(i));
+            await rateLimit(direct, requestsFor(i));
             latencies.push(performance.now() - s);
           }
         }),

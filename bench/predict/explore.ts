@@ -16,8 +16,8 @@ import { parseArgs } from 'node:util';
 import { decide } from '../../plugins/predict/src/estimate.ts';
 import { boundSettings, messageAmount, profileRequest, recipientHash, RECIPIENT_HASH_WIDTH } from '../../plugins/predict/src/index.ts';
 import { predictField, predictOptions, type PredictPolicy } from '../../plugins/predict/src/schema.ts';
-import { profileCompute } from '../../src/store/profile.ts';
-import { seenCompute } from '../../src/store/seen.ts';
+import { profileCompute } from '../../plugins/predict/src/store/profile.ts';
+import { seenCompute } from '../../plugins/predict/src/store/seen.ts';
 import { buildIndex, evaluate } from './metrics.ts';
 import { MINUTE, generateTraffic, recipientAddresses } from './traffic.ts';
 

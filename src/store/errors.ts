@@ -17,8 +17,7 @@ export const STORE_ERRORS = {
   THEMIS_ERR_STORE_COMMAND: 'redis store {target}: {command} failed: {reason}',
   THEMIS_ERR_STORE_CLOSED: 'the store is closed',
   THEMIS_ERR_STORE_SUBSCRIBER: 'store subscriber for {channel} failed: {reason}',
-  THEMIS_ERR_STORE_RATE_REQUEST: 'invalid rate-limit request: {reason}',
-  THEMIS_ERR_STORE_WRONGTYPE: 'store {command}: the key holds another kind of value (a string, a hash — a rate-limit subject or a profile —, counters or a ranking)',
+  THEMIS_ERR_STORE_WRONGTYPE: 'store {command}: the key holds another kind of value (a string, a hash, counters or a ranking)',
   THEMIS_ERR_STORE_ARGUMENT: 'store {command}: invalid argument: {reason}',
 } as const;
 

@@ -10,8 +10,8 @@ export * from './store.ts';
 export * from './config.ts';
 export * from './errors.ts';
 export * from './redis.ts';
-export { SEEN_MAX_KEEP, SEEN_MAX_WIDTH, type SeenAddOptions, type SeenAddResult } from './seen.ts';
-export { RATE_ADMIN_TTL_MS, RATE_MAX_SLOTS, rateSlotWidth } from './ratelimit.ts';
+export { defineAtomicOperation, invalidAtomicArgument, parseStoredList, replyText } from './atomic.ts';
+export type { AtomicArgument, AtomicCall, AtomicHashKey, AtomicKey, AtomicKeyExpiry, AtomicKeyType, AtomicOperation, AtomicOperationDefinition, AtomicStringKey } from './atomic.ts';
 
 /** Wiring of {@link createStore}. */
 export interface CreateStoreOptions {

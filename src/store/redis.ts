@@ -17,27 +17,8 @@ import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { REDIS_DEFAULTS, parseHostPort, parseStoreConfig, type HostPort, type RedisStoreConfig } from './config.ts';
 import { StoreError } from './errors.ts';
-import { validateProfileRequest } from './profile.ts';
-import { SEEN_ADD_LUA, parseSeenReply, validateSeenAdd, type SeenAddOptions, type SeenAddResult } from './seen.ts';
-import { PROFILE_SCRIPTS, PROFILE_UPDATE_SCRIPT, parseProfileReply, profileUpdateArgs, profileUpdateCall, type ProfileScripts } from './profile-lua.ts';
-import { validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows } from './ratelimit.ts';
-import {
-  RATE_LIMIT_SCRIPT,
-  RATE_REFUND_SCRIPT,
-  RATE_SCRIPTS,
-  parseRateInspectReply,
-  parseRateLimitReply,
-  rateAdminArgs,
-  rateCallAsEval,
-  rateInspectArgs,
-  rateLimitArgs,
-  rateLimitCall,
-  rateRefundArgs,
-  rateRefundCall,
-  type RateScriptText,
-  type RateScripts,
-} from './ratelimit-lua.ts';
-import { validateCounterAdd, validateRankAdd, validateRankLimit, type ProfileRequest, type ProfileResult, type RankAddOptions, type RateAdminChange, type RateInspection, type RateRequest, type RateReservation, type RateResult, type RateWindow, type Store } from './store.ts';
+import { asEvalCall, evalshaCall, scriptText, type AtomicArgument, type AtomicCall, type AtomicKeyType, type AtomicOperation, type ScriptText } from './atomic.ts';
+import { validateCounterAdd, validateRankAdd, validateRankLimit, type RankAddOptions, type Store } from './store.ts';
 
 /** The logger the store reports connection trouble to: the subset of pino's API it uses. */
 export interface StoreLogger {
@@ -65,7 +46,7 @@ export interface RedisStoreOptions {
   /** Longest pause between two reconnection attempts, ms (default 2000). */
   maxReconnectDelay?: number;
   /**
-   * Honour the `now` of rate-limit and profile requests and rate inspections instead of Redis' `TIME` (tests drive the
+   * Honour the `now` of atomic operation calls instead of Redis' `TIME` (tests drive the
    * clock without sleeping). Never in production: every daemon must count on the server's one clock.
    */
   testClock?: boolean;
@@ -201,18 +182,6 @@ export function ioredisOptions(config: RedisStoreConfig, hooks: IoredisOptionsHo
   return { mode: 'standalone', options, target: `${tls ? 'rediss' : 'redis'}://${hostPortText({ host, port })}/${db ?? 0}` };
 }
 
-/** The scripts the store defines on its connections. */
-interface Scripts {
-  /** INCRBY, then PEXPIRE when a TTL is given: one round trip, atomic. */
-  themisIncrement(key: string, by: number, ttlMs: number): Promise<number>;
-  /** {@link COUNTER_ADD_LUA}: the TTL (0: none), then field, amount, field, amount… */
-  themisCounterAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
-  /** {@link RANK_ADD_LUA}: keep, the TTL (0: none), the mode, then member, amount, member, amount… */
-  themisRankAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
-  /** {@link SEEN_ADD_LUA}: width, keep, the TTL, inspect (1/0), then the members. */
-  themisSeenAdd(key: string, ...args: (string | number)[]): Promise<unknown>;
-}
-
 const INCREMENT_LUA = `local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
@@ -244,6 +213,11 @@ redis.call('ZREMRANGEBYRANK', k, 0, -(tonumber(ARGV[1]) + 1))
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
 return 0`;
+
+/** The store's own scripts, sent as atomic operations are (one code path): EVALSHA, EVAL after NOSCRIPT. */
+const INCREMENT = scriptText('INCRBY', INCREMENT_LUA);
+const COUNTER_ADD = scriptText('COUNTERADD', COUNTER_ADD_LUA);
+const RANK_ADD = scriptText('RANKADD', RANK_ADD_LUA);
 
 /** An HGETALL reply (ioredis: an object of strings) as counters. */
 function parseCounters(reply: unknown): Record<string, number> {
@@ -317,7 +291,7 @@ class LogLimiter {
 type SendCommandArgs = Parameters<Redis['sendCommand']>;
 
 /**
- * Script calls sent in one socket write and settled together: the rate limiter's hot path on a
+ * Script calls sent in one socket write and settled together: atomic operations' path (the rate limiter's hot path) on a
  * standalone or Sentinel connection. ioredis' `sendCommand(command, stream)` (what its `Pipeline`
  * uses) queues each call for its reply; this object stands in for the command, with the members
  * ioredis uses (`name`, `args`, `isTraced`, `setReplyContext`, `setTimeout`, `toWritable`, `resolve`,
@@ -676,13 +650,6 @@ export class RedisStore implements Store {
     this.connectTimeout = valid.connectTimeout ?? REDIS_DEFAULTS.connectTimeout;
     this.owner = owner(this.target, options);
     const client = this.setup.mode === 'cluster' ? new Cluster(this.setup.nodes, this.setup.options) : new Redis(this.setup.options);
-    client.defineCommand('themisIncrement', { numberOfKeys: 1, lua: INCREMENT_LUA });
-    client.defineCommand('themisCounterAdd', { numberOfKeys: 1, lua: COUNTER_ADD_LUA });
-    client.defineCommand('themisRankAdd', { numberOfKeys: 1, lua: RANK_ADD_LUA });
-    client.defineCommand('themisSeenAdd', { numberOfKeys: 1, lua: SEEN_ADD_LUA });
-    // Sent as EVALSHA; ioredis sends the script itself (EVAL) the first time on each connection and
-    // again after NOSCRIPT (a restarted or failed-over server lost its script cache).
-    for (const [name, lua] of Object.entries({ ...RATE_SCRIPTS, ...PROFILE_SCRIPTS })) client.defineCommand(name, { numberOfKeys: 1, lua });
     this.testClock = options.testClock ?? false;
     this.deadlines = new Deadlines(this.commandTimeout, (batch) => new StoreError('THEMIS_ERR_STORE_TIMEOUT', { target: this.target, command: batch.command, ms: this.commandTimeout }));
     this.main = new Connection(client, 'commands', this.owner);
@@ -725,7 +692,7 @@ export class RedisStore implements Store {
    */
   async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
     const ttl = ttlMs && ttlMs > 0 ? Math.ceil(ttlMs) : 0;
-    return this.run('INCRBY', (c) => (c as unknown as Scripts).themisIncrement(this.keyPrefix + key, by, ttl));
+    return Number(await this.evalOne(INCREMENT, key, [by, ttl]));
   }
 
   /** HINCRBY of every non-zero field and the expiry in one script call on the one key (Cluster-safe). */
@@ -734,7 +701,7 @@ export class RedisStore implements Store {
     if (add.fields.length === 0) return;
     const args: (string | number)[] = [add.ttlMs];
     for (const [field, amount] of add.fields) args.push(field, amount);
-    await this.run('COUNTERADD', (c) => (c as unknown as Scripts).themisCounterAdd(this.keyPrefix + key, ...args));
+    await this.evalOne(COUNTER_ADD, key, args);
   }
 
   /** HGETALL of every key: one pipeline (standalone, Sentinel), or all sent together (Cluster). */
@@ -750,7 +717,7 @@ export class RedisStore implements Store {
     if (add.members.length === 0) return;
     const args: (string | number)[] = [add.keep, add.ttlMs, add.mode];
     for (const [member, amount] of add.members) args.push(member, String(amount));
-    await this.run('RANKADD', (c) => (c as unknown as Scripts).themisRankAdd(this.keyPrefix + key, ...args));
+    await this.evalOne(RANK_ADD, key, args);
   }
 
   /** ZREVRANGE 0 limit-1 WITHSCORES of every key, sent as {@link RedisStore.counterRead} sends its reads. */
@@ -760,14 +727,6 @@ export class RedisStore implements Store {
     if (limit === 0) return keys.map(() => []);
     const replies = await this.reads('RANKREAD', keys, (c, k) => c.zrevrange(k, 0, limit - 1, 'WITHSCORES'));
     return replies.map(parseRanking);
-  }
-
-  /** {@link SEEN_ADD_LUA}: the lookups, the appends, the trim and the expiry in one script call on the one key (Cluster-safe). */
-  async seenAdd(key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult> {
-    const width = validateSeenAdd(members, options);
-    if (members.length === 0) return { fresh: [], size: 0 };
-    const reply = await this.run('SEENADD', (c) => (c as unknown as Scripts).themisSeenAdd(this.keyPrefix + key, width, options.keep, Math.ceil(options.ttlMs), options.inspect ? 1 : 0, ...members));
-    return parseSeenReply(reply);
   }
 
   async publish(channel: string, message: string): Promise<void> {
@@ -812,105 +771,56 @@ export class RedisStore implements Store {
     };
   }
 
+  /** SET NX (PX when `ttlMs` is positive): one round trip. */
+  async setIfAbsent(key: string, value: string, ttlMs?: number): Promise<boolean> {
+    const k = this.keyPrefix + key;
+    const reply = await this.run('SETNX', (c) => (ttlMs && ttlMs > 0 ? c.set(k, value, 'PX', Math.ceil(ttlMs), 'NX') : c.set(k, value, 'NX')));
+    return reply === 'OK';
+  }
+
   /**
-   * Decides every request, each with one script call on its one key. Standalone and Sentinel: all
-   * calls in one socket write, one network round trip (EVALSHA; EVAL after NOSCRIPT, one more round
-   * trip). Cluster: one call per request, all sent at once (ioredis pipelines only within one node's
-   * slots; splitting them per node would save little), so one round trip per node involved. Rejects
-   * (as a whole) when Redis fails or does not answer within `commandTimeout`; the caller applies its
-   * store-error policy.
-   * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST` for an invalid request, and the connection errors.
+   * Runs the operation's script once per call on its one key. Standalone and Sentinel: all calls in
+   * one socket write, one network round trip (EVALSHA; EVAL after NOSCRIPT, one more round trip).
+   * Cluster: one EVALSHA per call through ioredis, all sent at once (ioredis pipelines only within one
+   * node's slots; splitting them per node would save little), so one round trip per node involved.
+   * Rejects (as a whole) when Redis fails or does not answer within `commandTimeout`.
    */
-  async rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]> {
-    const n = requests.length;
-    for (let i = 0; i < n; i++) validateRateRequest(requests[i]);
+  async atomic<Args, Result, Type extends AtomicKeyType>(op: AtomicOperation<Args, Result, Type>, calls: readonly AtomicCall<Args>[]): Promise<Result[]> {
+    const n = calls.length;
+    if (op.validate) for (let i = 0; i < n; i++) op.validate(calls[i].args, i);
     if (n === 0) return [];
     let replies: unknown[];
     if (this.main.client instanceof Cluster) {
-      replies = await this.batch(
-        'RATELIMIT',
-        requests.map((r) => ({ key: r.key, args: rateLimitArgs(r, this.testClock ? r.now : undefined) })),
-        'themisRateLimit',
-      );
+      replies = await this.run(op.name, (c) => Promise.all(calls.map((call) => this.clusterEval(c as Cluster, op, call.key, op.encode(call.args, this.testClock ? call.now : undefined)))));
     } else {
-      const calls = new Array<string>(n);
-      for (let i = 0; i < n; i++) calls[i] = rateLimitCall(this.keyPrefix + requests[i].key, requests[i], this.testClock ? requests[i].now : undefined);
-      replies = await this.scripts('RATELIMIT', calls, RATE_LIMIT_SCRIPT);
+      const wire = new Array<string>(n);
+      for (let i = 0; i < n; i++) wire[i] = evalshaCall(op, this.keyPrefix + calls[i].key, op.encode(calls[i].args, this.testClock ? calls[i].now : undefined));
+      replies = await this.scripts(op, wire);
     }
-    const results = new Array<RateResult>(n);
-    for (let i = 0; i < n; i++) results[i] = parseRateLimitReply(requests[i], replies[i]);
+    const results = new Array<Result>(n);
+    try {
+      for (let i = 0; i < n; i++) results[i] = op.decode(replies[i], calls[i].args);
+    } catch (err) {
+      throw new StoreError('THEMIS_ERR_STORE_COMMAND', { target: this.target, command: op.name, reason: (err as Error).message }, { cause: err });
+    }
     return results;
   }
 
-  /** Undoes reservations, one script call each, batched as {@link RedisStore.rateLimit}. */
-  async rateRefund(reservations: readonly RateReservation[]): Promise<void> {
-    for (const r of reservations) validateRateReservation(r);
-    const todo = reservations.filter((r) => r.cost > 0 && r.windows.length > 0);
-    if (todo.length === 0) return;
-    if (this.main.client instanceof Cluster) {
-      await this.batch(
-        'RATEREFUND',
-        todo.map((r) => ({ key: r.key, args: rateRefundArgs(r) })),
-        'themisRateRefund',
-      );
-    } else {
-      await this.scripts(
-        'RATEREFUND',
-        todo.map((r) => rateRefundCall(this.keyPrefix + r.key, r)),
-        RATE_REFUND_SCRIPT,
-      );
+  /** One call of one of the store's own scripts, sent as {@link RedisStore.atomic} sends a batch of one. */
+  private async evalOne(script: ScriptText, key: string, args: readonly AtomicArgument[]): Promise<unknown> {
+    if (this.main.client instanceof Cluster) return this.run(script.name, (c) => this.clusterEval(c as Cluster, script, key, args));
+    return (await this.scripts(script, [evalshaCall(script, this.keyPrefix + key, args)]))[0];
+  }
+
+  /** One EVALSHA on a Cluster (the key without the prefix), sent again as EVAL when the node has not cached the script. */
+  private async clusterEval(c: Cluster, script: ScriptText, key: string, args: readonly AtomicArgument[]): Promise<unknown> {
+    const k = this.keyPrefix + key;
+    try {
+      return await c.evalsha(script.sha, 1, k, ...args);
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return c.eval(script.lua, 1, k, ...args);
     }
-  }
-
-  /** A subject's usage and flags, read in one read-only script (`now` honoured with `testClock` only). */
-  async rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection> {
-    validateRateWindows(windows, false);
-    const args = rateInspectArgs(windows, this.testClock ? now : undefined);
-    const reply = await this.run('RATEINSPECT', (c) => (c as unknown as RateScripts).themisRateInspect(this.keyPrefix + key, ...args));
-    return parseRateInspectReply(reply);
-  }
-
-  /**
-   * Applies an administrator's change in one script. Afterwards a subject with a flag or override
-   * never expires; one without keeps its expiry, or gets `RATE_ADMIN_TTL_MS` (one day, or the remaining
-   * penalty block) when it had none.
-   */
-  async rateAdmin(key: string, change: RateAdminChange): Promise<void> {
-    validateRateAdminChange(change);
-    const args = rateAdminArgs(change);
-    await this.run('RATEADMIN', (c) => (c as unknown as RateScripts).themisRateAdmin(this.keyPrefix + key, ...args));
-  }
-
-  /**
-   * Updates each subject's profile with one script call on its one key ({@link PROFILE_UPDATE_SCRIPT},
-   * `now` honoured with `testClock` only), batched as {@link RedisStore.rateLimit}: standalone and
-   * Sentinel, every call in one socket write (one round trip; EVAL after NOSCRIPT); Cluster, all sent
-   * at once. Every request is validated before anything is sent. Rejects as a whole on the first error.
-   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` for an invalid request, `THEMIS_ERR_STORE_WRONGTYPE`,
-   * and the connection errors.
-   */
-  async profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]> {
-    const n = requests.length;
-    for (let i = 0; i < n; i++) validateProfileRequest(requests[i], i);
-    if (n === 0) return [];
-    const now = (r: ProfileRequest) => (this.testClock ? r.now : undefined);
-    let replies: unknown[];
-    if (this.main.client instanceof Cluster) {
-      replies = await this.batch(
-        'PROFILEUPDATE',
-        requests.map((r) => ({ key: r.key, args: profileUpdateArgs(r, now(r)) })),
-        'themisProfileUpdate',
-      );
-    } else {
-      replies = await this.scripts(
-        'PROFILEUPDATE',
-        requests.map((r) => profileUpdateCall(this.keyPrefix + r.key, r, now(r))),
-        PROFILE_UPDATE_SCRIPT,
-      );
-    }
-    const results = new Array<ProfileResult>(n);
-    for (let i = 0; i < n; i++) results[i] = parseProfileReply(requests[i], replies[i]);
-    return results;
   }
 
   /**
@@ -1005,7 +915,8 @@ export class RedisStore implements Store {
    * `commandTimeout`. Calls answered NOSCRIPT (a restarted or failed-over server lost its script cache)
    * are sent again as EVAL, which caches the script anew. The first failure rejects the whole.
    */
-  private async scripts(command: string, calls: string[], script: RateScriptText): Promise<unknown[]> {
+  private async scripts(op: ScriptText, calls: string[]): Promise<unknown[]> {
+    const command = op.name;
     if (this.closing) throw new StoreError('THEMIS_ERR_STORE_CLOSED');
     try {
       if (this.main.state !== 'ready') await this.main.whenReady(this.commandTimeout, true);
@@ -1014,7 +925,7 @@ export class RedisStore implements Store {
       let missing: number[] | undefined;
       for (let i = 0; i < replies.length; i++) if (replies[i] instanceof Error) (missing ??= []).push(i);
       if (missing) {
-        const again = await new ScriptBatch(client, 'eval', command, missing.map((i) => rateCallAsEval(calls[i], script)), this.deadlines).send();
+        const again = await new ScriptBatch(client, 'eval', command, missing.map((i) => asEvalCall(op, calls[i])), this.deadlines).send();
         missing.forEach((at, k) => {
           if (again[k] instanceof Error) throw again[k];
           replies[at] = again[k];
@@ -1024,15 +935,6 @@ export class RedisStore implements Store {
     } catch (err) {
       throw this.wrap(command, err);
     }
-  }
-
-  /**
-   * One script call per item through ioredis: parallel calls on a Cluster (keys of different slots
-   * cannot share an ioredis pipeline), each with the command timeout and the whole bounded by it too;
-   * the first failure rejects the whole.
-   */
-  private async batch(command: string, items: { key: string; args: string[] }[], script: keyof RateScripts | keyof ProfileScripts): Promise<unknown[]> {
-    return this.run(command, (c) => Promise.all(items.map((it) => (c as unknown as RateScripts & ProfileScripts)[script](this.keyPrefix + it.key, ...it.args))));
   }
 
   /**

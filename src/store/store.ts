@@ -1,180 +1,13 @@
 /**
  * The store plugins share: the in-memory implementation serves one process; the Redis one
- * (`redis.ts`) serves a pool. Only what plugins need today is here; atomic operations
- * such as multi-window counters are added as methods, implemented natively by each store.
+ * (`redis.ts`) serves a pool. It offers general primitives (strings with expiry, set-if-absent,
+ * counters, rankings, publish/subscribe, scan); what a plugin needs done atomically beyond them it
+ * defines as an atomic one-key operation (`atomic.ts`: a Lua script and its in-memory twin), run by
+ * {@link Store.atomic} — the core holds no plugin's algorithm.
  * @module
  */
 import { StoreError } from './errors.ts';
-import { profileCompute, profileTtl, validateProfileRequest } from './profile.ts';
-import { seenCompute, validateSeenAdd, type SeenAddOptions, type SeenAddResult } from './seen.ts';
-import { rateAdminHash, rateDecide, rateInspectHash, rateRefundHash, validateRateAdminChange, validateRateRequest, validateRateReservation, validateRateWindows, type RateExpiry, type RateHash } from './ratelimit.ts';
-
-/** One window of a rate limit: at most `limit` units in any `windowMs` interval. */
-export interface RateWindow {
-  /** Length of the window, ms (> 0). */
-  windowMs: number;
-  /**
-   * Slots of the ring the window is counted in (N, 1..1000). Usage is kept per slot of
-   * g = ⌈windowMs / N⌉ ms, and a decision counts the current slot and the N before it, the oldest
-   * whole: every unit admitted in the last N·g ≥ `windowMs` ms. So the limit is never exceeded in any
-   * interval of `windowMs`; in exchange a request is denied only when the units admitted in the last
-   * (N + 1)·g ms plus its cost exceed the limit — under-admission of at most one slot's traffic (and
-   * under N ms of rounding when N does not divide `windowMs`).
-   */
-  slots: number;
-  /** Most units admitted in any interval of `windowMs` (≥ 0; 0 always denies). */
-  limit: number;
-}
-
-/** One subject's rate-limit decision. */
-export interface RateRequest {
-  /** The subject's key (namespaced by the caller, prefixed by the store). Callers hash addresses out of it. */
-  key: string;
-  /** Units to add when every window has room (integer ≥ 0; 0 only checks). */
-  cost: number;
-  /** The windows, all checked and all counted together: all or nothing. */
-  windows: readonly RateWindow[];
-  /** On a denial, keep the subject denied this long (a penalty block), ms. */
-  jailMs?: number;
-  /** Stored once with the subject (not in the key name) so admin tools can show who it is. */
-  label?: string;
-  /** The clock, ms since the epoch: honoured only by stores created with `testClock: true`; otherwise the store's own clock (Redis: `TIME`). */
-  now?: number;
-}
-
-/** Usage of one window after a decision. */
-export interface RateWindowState {
-  /** Units counted in the window (including this decision's cost when allowed). */
-  used: number;
-  /** The effective limit (an administrator's per-subject override, or the request's). */
-  limit: number;
-  /** `max(0, limit - used)`. */
-  remaining: number;
-  /** Time until the oldest counted unit leaves the window, ms (0 when empty). */
-  resetMs: number;
-}
-
-/** What a {@link Store.rateRefund} needs to undo an allowed decision exactly. */
-export interface RateReservation {
-  /** The subject's key. */
-  key: string;
-  /** Units that were added. */
-  cost: number;
-  /** The windows as they were requested. */
-  windows: readonly RateWindow[];
-  /** For each window, the slot epoch the cost went into. */
-  epochs: readonly number[];
-}
-
-/** The outcome of one {@link RateRequest}. */
-export interface RateResult {
-  /**
-   * `allowed` (counted), `denied` (a window is full: nothing counted), `jailed` (still in a penalty
-   * block), `blocked` (an administrator blocked the subject), `bypassed` (an administrator exempted it:
-   * nothing counted).
-   */
-  outcome: 'allowed' | 'denied' | 'jailed' | 'blocked' | 'bypassed';
-  /** Index of the window that denied, else -1. */
-  failing: number;
-  /**
-   * When a denied or jailed subject may try again, ms; -1 when the cost exceeds the limit (never). 0
-   * otherwise. For a denial: the time until every full window has room for this cost (if nothing else
-   * is counted meanwhile), and at least the penalty block when one was set.
-   */
-  retryAfterMs: number;
-  /** Every window's usage after the decision (empty for blocked and bypassed). */
-  windows: RateWindowState[];
-  /** Present when allowed with a cost > 0: hand it to {@link Store.rateRefund} to undo. */
-  reservation?: RateReservation;
-}
-
-/** A subject's state, for admin tools. */
-export interface RateInspection {
-  /** The label stored with it. */
-  label: string | undefined;
-  /** Usage per window (as with a cost-0 request). */
-  windows: RateWindowState[];
-  /** Remaining penalty block, ms (0 when not jailed). */
-  jailedForMs: number;
-  /** Blocked by an administrator. */
-  blocked: boolean;
-  /** Exempted by an administrator. */
-  bypass: boolean;
-  /** Per-subject limit overrides by window length (ms → limit). */
-  limits: Record<number, number> | undefined;
-  /** False when the store has nothing for this key. */
-  exists: boolean;
-}
-
-/** An administrator's change to a subject. Fields left out are left as they are. */
-export interface RateAdminChange {
-  /** Forget the usage and the penalty block (flags and overrides stay). */
-  reset?: boolean;
-  /** End the penalty block only. */
-  unjail?: boolean;
-  /**
-   * Put the subject in a penalty block for this many ms from now (a longer block already running is
-   * kept): how another plugin (predict) hands a subject to the rate limiter. Applied after `unjail`.
-   */
-  jailMs?: number;
-  /** Block (true) or unblock (false) the subject until changed again. */
-  block?: boolean;
-  /** Exempt the subject (true) or not (false). */
-  bypass?: boolean;
-  /** Per-subject limits by window length (ms → limit); null removes them. */
-  limits?: Record<number, number> | null;
-  /** Label to store if none is. */
-  label?: string;
-}
-
-/**
- * One subject's rate-profile update, or inspection ({@link Store.profileUpdate}): the subject's
- * traffic is counted per minute, and per timeframe of T minutes the counts of its active (non-empty)
- * T-minute buckets are learned as an exponentially weighted mean and variance, and a short history.
- */
-export interface ProfileRequest {
-  /** One store key (a hash) per subject, e.g. `predict:saslUser:alice` (namespaced by the caller, prefixed by the store). */
-  key: string;
-  /** Units added to the current minute (an integer ≥ 0, e.g. a message's recipients); 0 counts nothing but still learns closed buckets. */
-  amount: number;
-  /** Window lengths, minutes: ascending, distinct integers 1..1440, e.g. `[1, 5, 10]`. */
-  timeframes: readonly number[];
-  /** EWMA span in buckets (≥ 1): alpha = 2 / (span + 1), or 1/n while that is larger (the first buckets weigh equally). */
-  span: number;
-  /** How many of the last learned bucket counts are kept per timeframe (1..200), for a median/MAD. */
-  keep: number;
-  /** Learning clip (0 = never): once n ≥ `clipAfter`, a bucket is learned as at most mean + clipK·√variance, so the burst to flag does not teach that bursts are normal. */
-  clipK: number;
-  /** Clip only once this many buckets were learned (an integer ≥ 0; with 0 or 1 the profile can hardly grow: use a few). */
-  clipAfter: number;
-  /** The key's expiry, ms (> 0, rounded up), set again by every call that is not an inspection. */
-  ttlMs: number;
-  /** The clock, ms since the epoch: honoured only by stores created with `testClock: true`; otherwise the store's own clock (Redis: `TIME`). */
-  now?: number;
-  /** Compute and return what the call would, but write nothing (no bucket learned for good, no amount counted, the expiry untouched). */
-  inspect?: boolean;
-}
-
-/** One timeframe of a subject's profile after a {@link ProfileRequest}. */
-export interface ProfileTimeframe {
-  /** T, minutes. */
-  minutes: number;
-  /** The sliding count: the sum of the minutes (M − T, M], this call's amount included (M: the current minute). */
-  count: number;
-  /** Active buckets learned so far. */
-  n: number;
-  /** Exponentially weighted mean of the active buckets' counts. */
-  mean: number;
-  /** Exponentially weighted variance of the active buckets' counts. */
-  variance: number;
-  /** The last `keep` learned counts (clipped as learned), oldest first. */
-  history: number[];
-}
-
-/** The outcome of one {@link ProfileRequest}: one entry per requested timeframe, in their order. */
-export interface ProfileResult {
-  timeframes: ProfileTimeframe[];
-}
+import type { AtomicCall, AtomicHashKey, AtomicKey, AtomicKeyType, AtomicOperation, AtomicStringKey } from './atomic.ts';
 
 /** A key/value store with expiry. Keys are namespaced by the caller. */
 export interface Store {
@@ -193,7 +26,7 @@ export interface Store {
    * is 0 are skipped; when none is left nothing is done (no round trip, the expiry is left alone).
    * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when an amount is not a safe integer or `ttlMs` is
    * not finite (nothing is counted), `THEMIS_ERR_STORE_WRONGTYPE` when the key holds a string or a
-   * ranking (in memory, a rate-limit subject too; in Redis that is a hash as well: keep them apart by
+   * ranking (in memory, an atomic operation's hash too; in Redis that is a hash as well: keep them apart by
    * namespace).
    */
   counterAdd(key: string, fields: Readonly<Record<string, number>>, ttlMs?: number): Promise<void>;
@@ -232,38 +65,22 @@ export interface Store {
   /** Subscribes to `channel`; resolves once subscribed, with a function that unsubscribes. */
   subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>;
   /**
-   * Rate-limit decisions for several subjects in one round trip (Redis: one pipeline, one script call
-   * per subject on one key). Each subject is decided on its own (all windows or none); callers that
-   * need all subjects or none refund the allowed ones when another was denied.
+   * Runs an atomic one-key operation a plugin defined ({@link defineAtomicOperation}) for each call,
+   * in one round trip: standalone and Sentinel, every call in one socket write (EVALSHA; EVAL after
+   * NOSCRIPT); Cluster, all sent at once. Each call is atomic; they run in order (a key may appear
+   * twice). Every call is validated, and (in memory) every key's type checked, before anything runs.
+   * An empty batch does nothing. Results come in the order of `calls`.
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` from the operation's `validate` (nothing is run),
+   * `THEMIS_ERR_STORE_WRONGTYPE` when a key holds another kind of value (in memory nothing is run; in
+   * Redis the other calls may have been applied), the connection errors, and
+   * `THEMIS_ERR_STORE_COMMAND` for a script error or a reply `decode` refused.
    */
-  rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]>;
-  /** Undoes allowed decisions exactly (a slot that has rolled over since is left alone), in one round trip. */
-  rateRefund(reservations: readonly RateReservation[]): Promise<void>;
-  /** A subject's usage and flags, counting nothing. */
-  rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection>;
-  /** Applies an administrator's change to a subject (flags persist until changed; usage expires as usual). */
-  rateAdmin(key: string, change: RateAdminChange): Promise<void>;
+  atomic<Args, Result, Type extends AtomicKeyType>(op: AtomicOperation<Args, Result, Type>, calls: readonly AtomicCall<Args>[]): Promise<Result[]>;
   /**
-   * Updates (or, with `inspect`, reads) each subject's rate profile, in one round trip (Redis: one
-   * script call per request on its one key, all sent together: one pipeline on a standalone or Sentinel
-   * connection; Cluster-safe). Each request is atomic; they run in order (a key may appear twice).
-   * The algorithm and the storage are described in `profile.ts`; memory and Redis compute the same
-   * doubles. An empty batch does nothing.
-   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when a request is invalid (checked first: nothing is
-   * written), `THEMIS_ERR_STORE_WRONGTYPE` when a key holds a string, counters or a ranking (a profile is
-   * a hash, as a rate-limit subject is: keep them apart by namespace). Such an error rejects the
-   * whole call; in memory nothing is written then, in Redis the other requests may have been applied.
+   * Sets a key only when it does not exist (Redis `SET NX`, with `PX` when `ttlMs` is positive);
+   * resolves true when it was set, false when the key existed (left unchanged).
    */
-  profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]>;
-  /**
-   * Remembers `members` in a bounded memory of the most recently seen (one string on one key: see
-   * `seen.ts`) and tells which were new to it, atomically, in one round trip (Redis: one script call,
-   * Cluster-safe). Used to tell a subject's usual correspondents from addresses it never wrote to.
-   * Memory and Redis give the same answers. With no members nothing is read or written (size 0).
-   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when a member or an option is invalid (nothing is
-   * changed), `THEMIS_ERR_STORE_WRONGTYPE` when the key holds something else than a string.
-   */
-  seenAdd(key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult>;
+  setIfAbsent(key: string, value: string, ttlMs?: number): Promise<boolean>;
   /** Keys (without the store's prefix) that start with `prefix`, for admin listings. */
   scanKeys(prefix: string): AsyncIterable<string>;
   /** Releases connections and timers. */
@@ -381,8 +198,8 @@ class Ranking {
 }
 
 interface Entry {
-  /** A string, a hash (a rate-limit subject's or a profile's), counters or a ranking: one key space, as in Redis. */
-  value: string | RateHash | Counters | Ranking;
+  /** A string, a hash (an atomic operation's), counters or a ranking: one key space, as in Redis. */
+  value: string | Map<string, string> | Counters | Ranking;
   /** Date.now() at which the key expires; 0 for never. */
   expires: number;
 }
@@ -391,16 +208,15 @@ interface Entry {
 export interface MemoryStoreOptions {
   /** How often expired keys nobody reads again are dropped, ms (default 60,000). */
   sweepIntervalMs?: number;
-  /** Honour the `now` of rate-limit and profile requests and rate inspections instead of `Date.now()` (tests). Expiry always follows the real clock, as in Redis. */
+  /** Honour the `now` of atomic operation calls instead of `Date.now()` (tests). Expiry always follows the real clock, as in Redis. */
   testClock?: boolean;
 }
 
 const wrongType = (command: string) => new StoreError('THEMIS_ERR_STORE_WRONGTYPE', { command });
 
 /**
- * The embedded in-memory store (the default): one process, nothing persisted. Rate limits run the
- * algorithm of `ratelimit.ts`, the one the Redis store's scripts mirror; each decision is atomic
- * because it runs synchronously.
+ * The embedded in-memory store (the default): one process, nothing persisted. Atomic operations run
+ * their in-memory twin, synchronously, so atomically.
  */
 export class MemoryStore implements Store {
   private readonly data = new Map<string, Entry>();
@@ -427,7 +243,7 @@ export class MemoryStore implements Store {
     return e;
   }
 
-  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject, counters or a ranking. */
+  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a hash, counters or a ranking. */
   async get(key: string): Promise<string | undefined> {
     const value = this.live(key)?.value;
     if (value !== undefined && typeof value !== 'string') throw wrongType('GET');
@@ -442,7 +258,7 @@ export class MemoryStore implements Store {
     return this.live(key) !== undefined && this.data.delete(key);
   }
 
-  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a rate-limit subject, counters or a ranking. */
+  /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a hash, counters or a ranking. */
   async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
     const e = this.live(key);
     if (e !== undefined && typeof e.value !== 'string') throw wrongType('INCRBY');
@@ -487,19 +303,6 @@ export class MemoryStore implements Store {
     return found.map((e) => (e ? e.value.top(limit) : []));
   }
 
-  /** Runs {@link seenCompute} synchronously, so atomically (all arguments checked first). */
-  async seenAdd(key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult> {
-    const width = validateSeenAdd(members, options);
-    if (members.length === 0) return { fresh: [], size: 0 };
-    const e = this.live(key);
-    if (e !== undefined && typeof e.value !== 'string') throw wrongType('SEENADD');
-    const stored = e?.value as string | undefined;
-    if (members.length === 0) return { fresh: [], size: 0 };
-    const { text, result } = seenCompute(stored, members, options.keep, width);
-    if (!options.inspect) this.data.set(key, { value: text, expires: Date.now() + Math.ceil(options.ttlMs) });
-    return result;
-  }
-
   async publish(channel: string, message: string): Promise<void> {
     const subscribers = this.channels.get(channel);
     if (!subscribers) return;
@@ -526,61 +329,28 @@ export class MemoryStore implements Store {
     };
   }
 
-  /** Decides each request in turn (see `rateDecide` in `ratelimit.ts`). */
-  async rateLimit(requests: readonly RateRequest[]): Promise<RateResult[]> {
-    for (const r of requests) validateRateRequest(r);
-    return requests.map((r) => {
-      const entry = this.hashEntry(r.key, 'RATELIMIT');
-      const hash = entry?.value ?? new Map<string, string>();
-      const { result, expiry } = rateDecide(hash, r, this.clock(r.now));
-      this.store(r.key, hash, entry?.expires ?? 0, expiry);
-      return result;
-    });
-  }
-
-  /** Undoes reservations (all validated first, so a bad one changes nothing). */
-  async rateRefund(reservations: readonly RateReservation[]): Promise<void> {
-    for (const r of reservations) validateRateReservation(r);
-    for (const r of reservations) {
-      // A subject that expired meanwhile is not brought back.
-      const entry = this.hashEntry(r.key, 'RATEREFUND');
-      if (entry) rateRefundHash(entry.value, r);
-    }
-  }
-
-  async rateInspect(key: string, windows: readonly RateWindow[], now?: number): Promise<RateInspection> {
-    validateRateWindows(windows, false);
-    return rateInspectHash(this.hashEntry(key, 'RATEINSPECT')?.value, windows, this.clock(now));
-  }
-
-  /** Applies an administrator's change on the real clock (the penalty block's remaining time sets the expiry). */
-  async rateAdmin(key: string, change: RateAdminChange): Promise<void> {
-    validateRateAdminChange(change);
-    const entry = this.hashEntry(key, 'RATEADMIN');
-    const hash = entry?.value ?? new Map<string, string>();
-    const pttl = entry === undefined || entry.expires === 0 ? -1 : entry.expires - Date.now();
-    const expiry = rateAdminHash(hash, change, Date.now(), pttl);
-    this.store(key, hash, entry?.expires ?? 0, expiry);
+  /** Sets the key unless it holds something (of any kind) that has not expired. */
+  async setIfAbsent(key: string, value: string, ttlMs?: number): Promise<boolean> {
+    if (this.live(key) !== undefined) return false;
+    this.data.set(key, { value, expires: ttlMs && ttlMs > 0 ? Date.now() + Math.ceil(ttlMs) : 0 });
+    return true;
   }
 
   /**
-   * Runs each request in turn (see `profileCompute` in `profile.ts`): every request is validated and
-   * every key's kind checked first, so an error writes nothing. A profile is stored as the same kind of
-   * hash as a rate-limit subject (both are hashes in Redis).
+   * Runs the operation's twin for each call in turn, synchronously: every call validated and every
+   * key's type checked first, so an error runs nothing.
    */
-  async profileUpdate(requests: readonly ProfileRequest[]): Promise<ProfileResult[]> {
-    for (let i = 0; i < requests.length; i++) validateProfileRequest(requests[i], i);
-    for (const r of requests) this.hashEntry(r.key, 'PROFILEUPDATE');
-    return requests.map((r) => {
-      const entry = this.hashEntry(r.key, 'PROFILEUPDATE');
-      const { result, fields } = profileCompute(entry?.value, r, this.clock(r.now));
-      if (!r.inspect) {
-        const hash = entry?.value ?? new Map<string, string>();
-        for (const [field, value] of fields) hash.set(field, value);
-        this.data.set(r.key, { value: hash, expires: Date.now() + profileTtl(r) });
-      }
-      return result;
-    });
+  async atomic<Args, Result, Type extends AtomicKeyType>(op: AtomicOperation<Args, Result, Type>, calls: readonly AtomicCall<Args>[]): Promise<Result[]> {
+    if (op.validate) for (let i = 0; i < calls.length; i++) op.validate(calls[i].args, i);
+    for (const c of calls) this.atomicEntry(c.key, op);
+    const out = new Array<Result>(calls.length);
+    for (let i = 0; i < calls.length; i++) {
+      const c = calls[i];
+      const view = new MemoryKeyView(this.data, c.key, this.atomicEntry(c.key, op));
+      out[i] = op.memory(view as unknown as AtomicKey<Type>, c.args, this.clock(c.now));
+      view.commit();
+    }
+    return out;
   }
 
   /** Keys starting with `prefix`, from a snapshot: keys set while the caller iterates are not visited, as with a SCAN that has passed them. */
@@ -606,26 +376,78 @@ export class MemoryStore implements Store {
     return { value: e.value, expires: e.expires };
   }
 
-  /** The live rate-limit hash at `key`, if any; a string there is an error, as in Redis. */
-  private hashEntry(key: string, command: string): { value: RateHash; expires: number } | undefined {
+  /** The live entry at `key` for an operation, if any; another kind of value there is an error, as in Redis. */
+  private atomicEntry(key: string, op: AtomicOperation<unknown, unknown>): Entry | undefined {
     const e = this.live(key);
     if (e === undefined) return undefined;
-    if (!(e.value instanceof Map)) throw wrongType(command);
-    return { value: e.value, expires: e.expires };
-  }
-
-  /** Stores a hash after an operation with its new expiry; an empty hash is deleted, as Redis does. */
-  private store(key: string, hash: RateHash, expires: number, expiry: RateExpiry): void {
-    if (hash.size === 0) {
-      this.data.delete(key);
-      return;
-    }
-    const at = expiry.action === 'persist' ? 0 : expiry.action === 'expire' ? Date.now() + expiry.ms : expires;
-    this.data.set(key, { value: hash, expires: at });
+    if (op.type === 'hash' ? !(e.value instanceof Map) : typeof e.value !== 'string') throw wrongType(op.name);
+    return e;
   }
 
   private sweep(): void {
     const now = Date.now();
     for (const [k, e] of this.data) if (e.expires !== 0 && e.expires <= now) this.data.delete(k);
+  }
+}
+
+/**
+ * One key as an atomic operation's twin sees it, over the memory store's map: reads and writes go to
+ * a working copy (the entry's own hash, or the string), committed after the twin ran the way Redis
+ * leaves a key: an emptied hash or a deleted string is removed, the expiry is what the twin set.
+ */
+class MemoryKeyView implements AtomicHashKey, AtomicStringKey {
+  readonly fields: Map<string, string>;
+  private text: string | undefined;
+  private expires: number;
+  private readonly data: Map<string, Entry>;
+  private readonly key: string;
+
+  constructor(data: Map<string, Entry>, key: string, entry: Entry | undefined) {
+    this.data = data;
+    this.key = key;
+    this.fields = entry?.value instanceof Map ? entry.value : new Map();
+    this.text = typeof entry?.value === 'string' ? entry.value : undefined;
+    this.expires = entry?.expires ?? 0;
+  }
+
+  get exists(): boolean {
+    return this.fields.size > 0 || this.text !== undefined;
+  }
+
+  pttl(): number {
+    if (!this.exists) return -2;
+    return this.expires === 0 ? -1 : Math.max(0, this.expires - Date.now());
+  }
+
+  pexpire(ms: number): void {
+    if (!this.exists) return;
+    if (ms <= 0) return this.del();
+    this.expires = Date.now() + Math.ceil(ms);
+  }
+
+  persist(): void {
+    this.expires = 0;
+  }
+
+  del(): void {
+    this.fields.clear();
+    this.text = undefined;
+    this.expires = 0;
+  }
+
+  get(): string | undefined {
+    return this.text;
+  }
+
+  set(value: string): void {
+    this.text = value;
+    this.expires = 0;
+  }
+
+  /** Stores what the twin left. */
+  commit(): void {
+    if (this.text !== undefined) this.data.set(this.key, { value: this.text, expires: this.expires });
+    else if (this.fields.size > 0) this.data.set(this.key, { value: this.fields, expires: this.expires });
+    else this.data.delete(this.key);
   }
 }

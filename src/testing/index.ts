@@ -4,8 +4,15 @@
  * the verdict per stage, the modifications and the decision trace. The kernel code is the one that
  * runs in production; only the MTA is simulated — in the order Postfix sends events, asking only for
  * the stages the plugins tap, with Postfix's macros — and the store is in memory.
+ *
+ * For a plugin's store work: `atomicOperationContract(op, { scenarios })` proves an atomic operation's
+ * in-memory twin equal to its Lua script on a real redis-server and a real Cluster, `storeContract`
+ * is the suite every store implementation passes, and `startRedis`/`startRedisCluster` run throwaway
+ * servers on loopback.
  * @module
  */
+export { atomicOperationContract, storeContract, prng, type AtomicContractOptions } from './store-contract.ts';
+export { startRedis, startRedisCluster, redisAvailable, redisCliAvailable, eventually, freePort, type RedisServer, type RedisClusterServers, type StartRedisOptions } from './redis.ts';
 import {
   MacroStore,
   createMessageModifier,

@@ -3,8 +3,8 @@
  * on a random loopback port, and stops it with SIGTERM.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../src/testing/redis.ts';
 
 /** Path of the `themis` bin. */
 export const THEMIS_BIN = fileURLToPath(new URL('../../bin/themis.js', import.meta.url));
@@ -29,16 +29,7 @@ export interface ThemisProcess {
 }
 
 /** A free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
+export { freePort };
 
 const running = new Set<ChildProcess>();
 process.once('exit', () => {

@@ -8,7 +8,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { RedisStore, StoreError, ioredisOptions, reconnectDelay, type StoreErrorCode, type StoreLogger } from '../../src/store/index.ts';
 import { eventually, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
 import { freePort } from '../helpers/themis.ts';
-import { storeContract } from './contract.ts';
+import { storeContract } from '../../src/testing/store-contract.ts';
 
 /**
  * Every store a test opens, closed after the file even when a test fails midway: an open store keeps

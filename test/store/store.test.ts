@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryStore } from '../../src/store/index.ts';
-import { storeContract } from './contract.ts';
+import { storeContract } from '../../src/testing/store-contract.ts';
 
 describe('MemoryStore: the store contract', () => {
   storeContract(() => new MemoryStore());

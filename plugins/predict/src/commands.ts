@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import type { PluginCommand } from 'themis-milter';
 import { decide, explain } from './estimate.ts';
+import { profileUpdate } from './store/index.ts';
 import type { PredictOptions, PredictPolicy } from './schema.ts';
 
 const USAGE = `Usage: themis predict show <subject> [--policy NAME] [--json]
@@ -63,7 +64,7 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
     }
     const report = [];
     for (const p of policies) {
-      const [result] = await ctx.store.profileUpdate([profileRequest(ctx.options, p.config, value, 0, undefined, true)]);
+      const [result] = await profileUpdate(ctx.store, [profileRequest(ctx.options, p.config, value, 0, undefined, true)]);
       const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
       // How many recipients the subject's memory holds (new recipients only).
       const memory = p.config.count === 'newRecipients' ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;

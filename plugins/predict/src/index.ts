@@ -5,12 +5,14 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type ProfileRequest, type Verdict } from 'themis-milter';
+import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis-milter';
+import { profileUpdate, seenAdd, type ProfileRequest } from './store/index.ts';
 import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
 import { predictCommand } from './commands.ts';
 
+export * from './store/index.ts';
 export { decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
 export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions, type Prior } from './schema.ts';
 
@@ -137,7 +139,7 @@ export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
       for (const key of memoryKeys) {
         if (key === undefined || memories.has(key)) continue;
         hashes ??= recipients.map(recipientHash);
-        memories.set(key, store.seenAdd(key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.fresh));
+        memories.set(key, seenAdd(store, key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.fresh));
       }
       const fresh = new Map<string, boolean[]>();
       try {
@@ -174,7 +176,7 @@ export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
       if (requests.length === 0) return undefined;
       let results;
       try {
-        results = await store.profileUpdate(requests);
+        results = await profileUpdate(store, requests);
       } catch (err) {
         storeErrors.inc();
         const e = error('THEMIS_PREDICT_STORE_FAILED', { reason: (err as Error).message }, { cause: err });

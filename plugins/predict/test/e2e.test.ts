@@ -15,7 +15,7 @@ import { postfixAvailable, postfixUnavailableReason } from '../../../test/helper
 import { redisAvailable, startRedis } from '../../../test/helpers/redis.ts';
 import { saslUnavailableReason, startSaslPostfix } from '../../../test/helpers/sasl.ts';
 import { startThemis } from '../../../test/helpers/themis.ts';
-import { predictField, predictOptions, profileRequest, recipientHash, recipientMemoryKey } from '../src/index.ts';
+import { predictField, predictOptions, profileRequest, profileUpdate, recipientHash, recipientMemoryKey, seenAdd } from '../src/index.ts';
 
 const skip = !postfixAvailable() ? `postfix not available: ${postfixUnavailableReason()}` : !redisAvailable() ? 'redis-server not installed' : saslUnavailableReason() ? `SASL not available: ${saslUnavailableReason()}` : false;
 
@@ -29,7 +29,7 @@ describe('predict through a real Postfix', { skip }, () => {
     const c = predictField.parse(field);
     const o = predictOptions.parse({});
     const start = Date.now() - 122 * 60_000;
-    for (let m = 0; m < 120; m++) await seeder.profileUpdate([profileRequest(o, c, 'alice@example.test', 3, start + m * 60_000)]);
+    for (let m = 0; m < 120; m++) await profileUpdate(seeder, [profileRequest(o, c, 'alice@example.test', 3, start + m * 60_000)]);
     await seeder.close();
 
     const dir = mkdtempSync(join(tmpdir(), 'themis-predict-'));
@@ -77,9 +77,9 @@ describe('predict through a real Postfix', { skip }, () => {
     const seeder = new RedisStore({ url: redis.url }, { testClock: true });
     const o = predictOptions.parse({});
     const start = Date.now() - 122 * 60_000;
-    await seeder.seenAdd(recipientMemoryKey(o.keyPrefix, cn, 'bob@example.test'), contacts.map(recipientHash), { keep: o.recipientMemory, ttlMs: 86_400_000 });
+    await seenAdd(seeder, recipientMemoryKey(o.keyPrefix, cn, 'bob@example.test'), contacts.map(recipientHash), { keep: o.recipientMemory, ttlMs: 86_400_000 });
     for (let m = 0; m < 120; m++) {
-      await seeder.profileUpdate([profileRequest(o, cn, 'bob@example.test', m % 8 === 0 ? 1 : 0, start + m * 60_000), profileRequest(o, cr, 'bob@example.test', 8, start + m * 60_000)]);
+      await profileUpdate(seeder, [profileRequest(o, cn, 'bob@example.test', m % 8 === 0 ? 1 : 0, start + m * 60_000), profileRequest(o, cr, 'bob@example.test', 8, start + m * 60_000)]);
     }
     await seeder.close();
 

@@ -6,7 +6,8 @@
  */
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import type { AppliedPolicy, PluginCommand, PluginCommandContext, RateInspection } from 'themis-milter';
+import type { AppliedPolicy, PluginCommand, PluginCommandContext } from 'themis-milter';
+import { rateAdmin, rateInspect, type RateInspection } from './store/index.ts';
 import { formatDuration, parseDuration, type RatelimitPolicy } from './schema.ts';
 import { networkOf, subjectKey } from './subjects.ts';
 
@@ -120,7 +121,7 @@ export const limitsCommand: PluginCommand<RatelimitPolicy, unknown> = {
         const policyName = decodeURIComponent(key.split(':')[1] ?? '');
         const policy = policies.find((p) => p.name === policyName && key.startsWith(`rl:${encodeURIComponent(p.name)}:${p.config.by.name}:`));
         if (!policy) continue;
-        const i = await ctx.store.rateInspect(key, policy.config.windows);
+        const i = await rateInspect(ctx.store, key, policy.config.windows);
         if (!i.exists) continue;
         if (values.blocked && !i.blocked && i.jailedForMs <= 0) continue;
         const label = i.label ?? '';
@@ -137,19 +138,19 @@ export const limitsCommand: PluginCommand<RatelimitPolicy, unknown> = {
       const value = valueFor(policy, subject!);
       const key = subjectKey(policy.name, policy.config.by, value);
       const label = `${policy.name} ${policy.config.by.name} ${value}`;
-      if (command === 'reset') await ctx.store.rateAdmin(key, { reset: true });
-      if (command === 'unblock') await ctx.store.rateAdmin(key, { unjail: true, block: false });
-      if (command === 'block') await ctx.store.rateAdmin(key, { block: onOff === 'on', label });
-      if (command === 'bypass') await ctx.store.rateAdmin(key, { bypass: onOff === 'on', label });
+      if (command === 'reset') await rateAdmin(ctx.store, key, { reset: true });
+      if (command === 'unblock') await rateAdmin(ctx.store, key, { unjail: true, block: false });
+      if (command === 'block') await rateAdmin(ctx.store, key, { block: onOff === 'on', label });
+      if (command === 'bypass') await rateAdmin(ctx.store, key, { bypass: onOff === 'on', label });
       if (command === 'limit') {
         const unknown = limitsChange ? Object.keys(limitsChange).map(Number).filter((ms) => !policy.config.windows.some((w) => w.windowMs === ms)) : [];
         if (unknown.length > 0) {
           ctx.err(`themis limits: policy ${policy.name} has no window of ${unknown.map(formatDuration).join(', ')} (its windows: ${policy.config.windows.map((w) => formatDuration(w.windowMs)).join(', ')})\n`);
           return 1;
         }
-        await ctx.store.rateAdmin(key, { limits: limitsChange, label });
+        await rateAdmin(ctx.store, key, { limits: limitsChange, label });
       }
-      out.push(describe(policy, value, await ctx.store.rateInspect(key, policy.config.windows)));
+      out.push(describe(policy, value, await rateInspect(ctx.store, key, policy.config.windows)));
     }
     if (values.json) ctx.out(`${JSON.stringify(out, null, 2)}\n`);
     else ctx.out(`${out.map(printable).join('\n')}\n`);

@@ -6,12 +6,14 @@
  * @module
  */
 import { z } from 'zod';
-import { definePlugin, fillTemplate, pluginErrors, resolveReply, type AppliedPolicy, type HookContext, type RateRequest, type RateResult, type RateReservation, type Verdict } from 'themis-milter';
+import { definePlugin, fillTemplate, pluginErrors, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis-milter';
+import { rateAdmin, rateLimit, rateRefund, type RateRequest, type RateResult, type RateReservation } from './store/index.ts';
 import { limitsCommand } from './commands.ts';
 import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
 import { subjectKey, subjectValues, type SubjectFacts, type SubjectSpec, type SubjectValue } from './subjects.ts';
 
 export { parseDuration, formatDuration, ratelimitField, DEFAULT_SLOTS, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
+export * from './store/index.ts';
 export { parseSubject, subjectValues, subjectKey, networkOf, NULL_SENDER, type SubjectSpec, type SubjectFacts, type SubjectValue } from './subjects.ts';
 
 /** Plugin-level options. */
@@ -145,7 +147,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCod
   setup({ store, metrics, log, options, error, expose }) {
     const api: RatelimitApi = {
       async jail({ policy, subject, value, ms, label }) {
-        await store.rateAdmin(subjectKey(policy, subject, value), { jailMs: ms, label: label ?? value });
+        await rateAdmin(store, subjectKey(policy, subject, value), { jailMs: ms, label: label ?? value });
       },
     };
     expose(api);
@@ -172,7 +174,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCod
       if (reservations.length === 0) return;
       const list = reservations.splice(0);
       try {
-        await store.rateRefund(list);
+        await rateRefund(store, list);
         refunds.inc(list.length);
       } catch (err) {
         // A refund that fails errs on the safe side: the message counts, as with strict accounting.
@@ -213,7 +215,7 @@ export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCod
       if (requests.length === 0 || refusal) return { refusal, reservations, allowed, storeFailed: false };
       let results: RateResult[];
       try {
-        results = await withTimeout(store.rateLimit(requests), options.storeTimeout);
+        results = await withTimeout(rateLimit(store, requests), options.storeTimeout);
       } catch (err) {
         const now = Date.now();
         for (const p of new Set(asked.map((a) => a.policy.name))) storeErrors.inc({ policy: p });

@@ -6,11 +6,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
-import { MemoryStore, RedisStore, StoreError, type ProfileRequest, type ProfileResult, type Store } from '../../src/store/index.ts';
-import { profileCompute, validateProfileRequest } from '../../src/store/profile.ts';
-import { PROFILE_UPDATE_LUA, parseProfileReply, profileUpdateArgs, profileUpdateCall } from '../../src/store/profile-lua.ts';
-import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
-import { assertSameProfile, prng, profileContract, randomProfileConfig } from './contract.ts';
+import { MemoryStore, RedisStore, StoreError, type Store } from 'themis-milter';
+import { prng } from 'themis-milter/testing';
+import { profileUpdate, type ProfileRequest, type ProfileResult } from '../src/store/index.ts';
+import { profileCompute, validateProfileRequest } from '../src/store/profile.ts';
+import { PROFILE_UPDATE_LUA, parseProfileReply, profileUpdateArgs } from '../src/store/profile-lua.ts';
+import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../../../test/helpers/redis.ts';
+import { assertSameProfile, profileContract, randomProfileConfig } from './store-contract.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
 const skipCluster = skipRedis || (redisCliAvailable() ? false : 'redis-cli not installed');
@@ -130,7 +132,7 @@ describe('profile algorithm (profile.ts)', () => {
   it('validation names the request and the field', () => {
     assert.throws(
       () => validateProfileRequest({ ...base, amount: 1, keep: 0 }, 3),
-      (e: unknown) => e instanceof StoreError && e.code === 'THEMIS_ERR_STORE_ARGUMENT' && /requests\[3\]\.keep/.test(e.message) && /PROFILEUPDATE/.test(e.message),
+      (e: unknown) => e instanceof StoreError && e.code === 'THEMIS_ERR_STORE_ARGUMENT' && /requests\[3\]\.keep/.test(e.message) && /PREDICT\.PROFILE/.test(e.message),
     );
   });
 
@@ -138,8 +140,6 @@ describe('profile algorithm (profile.ts)', () => {
     const args = profileUpdateArgs({ ...base, amount: 7, span: 2.5, clipK: 1e-7, ttlMs: 1000.2, inspect: true }, 1234.9);
     assert.deepEqual(args, ['1234', '7', '2.5', '3', '1e-7', '0', '1001', '1', '2', '1', '5']);
     assert.match(PROFILE_UPDATE_LUA, /local nt = tonumber\(ARGV\[9\]\)/);
-    const call = profileUpdateCall('pfx:k', { ...base, amount: 7 }, undefined);
-    assert.ok(call.startsWith(`*${4 + 11}\r\n$7\r\nevalsha\r\n`));
     const reply = [[1, 4, 2, Buffer.from('0.10000000000000001'), '2.5', Buffer.from('1,2.5')], [5, 9, 0, '0', '0', '']];
     assert.deepEqual(parseProfileReply({ ...base, amount: 0 }, reply).timeframes, [
       { minutes: 1, count: 4, n: 2, mean: 0.1, variance: 2.5, history: [1, 2.5] },
@@ -153,7 +153,7 @@ describe('profiles: MemoryStore', () => {
 
   it('without testClock the real clock decides: now is ignored', async () => {
     const s = new MemoryStore();
-    await s.profileUpdate([{ ...base, amount: 1, now: 0 }]);
+    await profileUpdate(s, [{ ...base, amount: 1, now: 0 }]);
     const hash = (s as unknown as { data: Map<string, { value: Map<string, string> }> }).data.get('k')!.value;
     assert.ok(Math.abs(Number(hash.get('r')!.split(',')[0]) + 4 - Math.floor(Date.now() / 60_000)) <= 1, hash.get('r'));
     await s.close();
@@ -196,7 +196,7 @@ async function sameAsMemory(redis: Store, hgetall: (key: string) => Promise<Reco
           const amount = rng.next() < 0.2 ? 0 : rng.next() < 0.05 ? 100 + rng.int(5000) : 1 + rng.int(9);
           return { key: rng.pick(keys), amount, ...cfg, now: Math.max(0, t - behind) + rng.next(), inspect: rng.next() < 0.1 };
         });
-        const [a, b] = await Promise.all([memory.profileUpdate(requests), redis.profileUpdate(requests)]);
+        const [a, b] = await Promise.all([profileUpdate(memory, requests), profileUpdate(redis, requests)]);
         a.forEach((x, i) => assertSameProfile(b[i], x, `seed ${seed} step ${step} request ${i} ${JSON.stringify(requests[i])}`));
         compared += a.length;
       }
@@ -238,13 +238,13 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
   it('stores the ring and doubles as %.17g; sets PTTL on an update, not on an inspection', async () => {
     const s = await make();
     const cfg = { ...base, timeframes: [1], span: 2, keep: 5, ttlMs: 90_000 };
-    for (const [m, amount] of [[0, 1], [1, 2], [2, 0]]) await s.profileUpdate([{ ...cfg, amount, now: at(m) }]);
+    for (const [m, amount] of [[0, 1], [1, 2], [2, 0]]) await profileUpdate(s, [{ ...cfg, amount, now: at(m) }]);
     const key = `${s.keyPrefix}k`;
     assert.deepEqual(await raw.hgetall(key), { r: `${MIN0 + 2},0`, f1: `${MIN0 + 2},2,1.6666666666666665,0.22222222222222224,1,2` });
     const ttl = await raw.pttl(key);
     assert.ok(ttl > 85_000 && ttl <= 90_000, String(ttl));
     await raw.pexpire(key, 5000);
-    await s.profileUpdate([{ ...cfg, amount: 3, now: at(3), inspect: true }]);
+    await profileUpdate(s, [{ ...cfg, amount: 3, now: at(3), inspect: true }]);
     assert.ok((await raw.pttl(key)) <= 5000, 'an inspection leaves the expiry');
     assert.equal(await raw.hget(key, 'r'), `${MIN0 + 2},0`, 'and writes nothing');
   });
@@ -253,7 +253,7 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
     const s = await make();
     const key = `${s.keyPrefix}odd`;
     await raw.hset(key, 'r', 'garbage', 'f1', '1,2', 'f5', `${MIN0 / 5},1,nan,0`, 'other', 'kept');
-    const [r] = await s.profileUpdate([{ ...base, key: 'odd', amount: 2, now: at(1) }]);
+    const [r] = await profileUpdate(s, [{ ...base, key: 'odd', amount: 2, now: at(1) }]);
     assert.deepEqual(r.timeframes, [
       { minutes: 1, count: 2, n: 0, mean: 0, variance: 0, history: [] },
       { minutes: 5, count: 2, n: 0, mean: 0, variance: 0, history: [] },
@@ -264,8 +264,8 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
   it('a batch of three keys: one write on the socket, three EVALSHA and nothing else from the client', async () => {
     const s = await make();
     const requests = ['a', 'b', 'c'].map((key) => ({ ...base, key, amount: 1, now: at(0) }));
-    await s.profileUpdate(requests); // loads the script (NOSCRIPT → EVAL) on a fresh server
-    const { result: results, writes, commands: delta } = await countRoundTrips(s, raw, () => s.profileUpdate(requests));
+    await profileUpdate(s, requests); // loads the script (NOSCRIPT → EVAL) on a fresh server
+    const { result: results, writes, commands: delta } = await countRoundTrips(s, raw, () => profileUpdate(s, requests));
     assert.deepEqual(results.map((r) => r.timeframes[0].count), [2, 2, 2]);
     assert.equal(delta.get('evalsha'), 3);
     const byScripts = new Set(['hmget', 'hset', 'pexpire']);
@@ -275,15 +275,15 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
 
   it('survives a flushed script cache (NOSCRIPT → EVAL)', async () => {
     const s = await make();
-    await s.profileUpdate([{ ...base, amount: 1, now: at(0) }]);
+    await profileUpdate(s, [{ ...base, amount: 1, now: at(0) }]);
     await raw.script('FLUSH');
-    const results = await s.profileUpdate(['k', 'other'].map((key) => ({ ...base, key, amount: 1, now: at(0) })));
+    const results = await profileUpdate(s, ['k', 'other'].map((key) => ({ ...base, key, amount: 1, now: at(0) })));
     assert.deepEqual(results.map((r) => r.timeframes[0].count), [2, 1]);
   });
 
   it("without testClock the server's TIME decides: a request's now is ignored", async () => {
     const s = await make({ testClock: false });
-    await s.profileUpdate([{ ...base, amount: 1, now: 0 }]);
+    await profileUpdate(s, [{ ...base, amount: 1, now: 0 }]);
     const [sec] = await raw.time();
     const start = Number((await raw.hget(`${s.keyPrefix}k`, 'r'))!.split(',')[0]);
     assert.ok(Math.abs(start + 4 - Math.floor(Number(sec) / 60)) <= 1, String(start));
@@ -293,8 +293,8 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
     const s = await make();
     await s.set('str', 'x');
     await assert.rejects(
-      s.profileUpdate([{ ...base, key: 'fine', amount: 1 }, { ...base, key: 'str', amount: 1 }]),
-      (e: unknown) => e instanceof StoreError && e.code === 'THEMIS_ERR_STORE_WRONGTYPE' && /PROFILEUPDATE/.test(e.message),
+      profileUpdate(s, [{ ...base, key: 'fine', amount: 1 }, { ...base, key: 'str', amount: 1 }]),
+      (e: unknown) => e instanceof StoreError && e.code === 'THEMIS_ERR_STORE_WRONGTYPE' && /PREDICT\.PROFILE/.test(e.message),
     );
   });
 });

@@ -1,6 +1,6 @@
 /**
- * Bounded memories of recently seen members ({@link Store.seenAdd}), in TypeScript: what
- * {@link MemoryStore} runs, and the reference the Redis store's script ({@link SEEN_ADD_LUA}) mirrors.
+ * Bounded memories of recently seen members ({@link seenAdd}), in TypeScript: the in-memory twin,
+ * and the reference its script ({@link SEEN_ADD_LUA}) mirrors.
  *
  * **Storage.** One string per key: the members, all of the same width, concatenated from the least
  * to the most recently seen. A member is found only at a multiple of the width, so a match that
@@ -12,14 +12,14 @@
  * in one call is new the first time and known the second.
  * @module
  */
-import { StoreError } from './errors.ts';
+import { invalidAtomicArgument, replyText } from 'themis-milter';
 
 /** Most members a memory keeps. */
 export const SEEN_MAX_KEEP = 10_000;
 /** Widest member, characters. */
 export const SEEN_MAX_WIDTH = 64;
 
-/** Options of {@link Store.seenAdd}. */
+/** Options of {@link seenAdd}. */
 export interface SeenAddOptions {
   /** How many of the most recently seen members the memory keeps (an integer 1..10,000). */
   keep: number;
@@ -29,7 +29,7 @@ export interface SeenAddOptions {
   inspect?: boolean;
 }
 
-/** What {@link Store.seenAdd} tells. */
+/** What {@link seenAdd} tells. */
 export interface SeenAddResult {
   /** Per member, in order: true when the memory did not hold it. */
   fresh: boolean[];
@@ -37,7 +37,7 @@ export interface SeenAddResult {
   size: number;
 }
 
-const invalid = (reason: string) => new StoreError('THEMIS_ERR_STORE_ARGUMENT', { command: 'SEENADD', reason });
+const invalid = (reason: string) => invalidAtomicArgument('PREDICT.SEEN', reason);
 const MEMBER = /^[\x21-\x7e]+$/;
 
 /**
@@ -109,6 +109,6 @@ return {table.concat(flags), #s / w}`;
 /** The script's reply as a result. */
 export function parseSeenReply(reply: unknown): SeenAddResult {
   if (!Array.isArray(reply) || reply.length !== 2) throw new Error(`unexpected reply of the seen script: ${JSON.stringify(reply)}`);
-  const flags = String(reply[0]);
+  const flags = replyText(reply[0]);
   return { fresh: Array.from(flags, (c) => c === '1'), size: Number(reply[1]) };
 }

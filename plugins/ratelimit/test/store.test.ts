@@ -7,9 +7,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
-import { MemoryStore, RedisStore, StoreError, rateSlotWidth, type RateRequest, type RateResult, type RateWindow, type Store, type StoreErrorCode } from '../../src/store/index.ts';
-import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
-import { prng } from './contract.ts';
+import { MemoryStore, RedisStore, StoreError, type Store, type StoreErrorCode } from 'themis-milter';
+import { prng } from 'themis-milter/testing';
+import { rateAdmin, rateInspect, rateLimit, rateRefund, rateSlotWidth, type RateRequest, type RateResult, type RateWindow } from '../src/store/index.ts';
+import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../../../test/helpers/redis.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
 const skipCluster = skipRedis || (redisCliAvailable() ? false : 'redis-cli not installed');
@@ -110,7 +111,7 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
             s.t += r < 0.45 ? s.rng.int(minG * 2) : r < 0.8 ? s.rng.int(Math.ceil(minW / 3)) : r < 0.96 ? s.rng.int(Math.ceil(maxW / 4)) : s.rng.int(maxW * 2);
             return { key: s.key, cost: s.rng.int(6), windows: s.windows, now: s.t };
           });
-          const results = await store.rateLimit(requests);
+          const results = await rateLimit(store, requests);
           subjects.forEach((s, i) => {
             const { cost } = requests[i];
             const t = s.t;
@@ -167,34 +168,34 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
         let t = T0 + rng.int(1e9);
         for (let i = 0; i < 40; i++) {
           t += rng.int(rng.next() < 0.7 ? 1500 : 120_000);
-          await store.rateLimit([{ key, cost: rng.int(3), windows, now: t }]);
+          await rateLimit(store, [{ key, cost: rng.int(3), windows, now: t }]);
         }
         t += rng.int(500);
-        const before = await store.rateInspect(key, windows, t);
+        const before = await rateInspect(store, key, windows, t);
         const cost = 1 + rng.int(3);
-        const [r] = await store.rateLimit([{ key, cost, windows, now: t }]);
+        const [r] = await rateLimit(store, [{ key, cost, windows, now: t }]);
         if (r.outcome !== 'allowed') continue;
         assert.ok(r.reservation);
-        assert.notDeepEqual((await store.rateInspect(key, windows, t)).windows, before.windows);
-        await store.rateRefund([r.reservation]);
-        const after = await store.rateInspect(key, windows, t);
+        assert.notDeepEqual((await rateInspect(store, key, windows, t)).windows, before.windows);
+        await rateRefund(store, [r.reservation]);
+        const after = await rateInspect(store, key, windows, t);
         assert.deepEqual(after.windows, before.windows, `seed ${seed}`);
         // Later in the same slots too: the units are gone, not merely hidden.
-        assert.deepEqual((await store.rateInspect(key, windows, t + 1)).windows.map((w) => w.used), before.windows.map((w) => w.used), `seed ${seed}`);
+        assert.deepEqual((await rateInspect(store, key, windows, t + 1)).windows.map((w) => w.used), before.windows.map((w) => w.used), `seed ${seed}`);
         refunded++;
       }
       // Rolled over: 1 s in 1 slot is a ring of 2 slots; 2 s later the same slot holds a newer epoch.
       const windows = [W(1000, 1, 10)];
-      const [old] = await store.rateLimit([{ key: 'rolled', cost: 3, windows, now: T0 }]);
-      await store.rateLimit([{ key: 'rolled', cost: 2, windows, now: T0 + 2000 }]);
-      await store.rateRefund([old.reservation!]);
-      assert.equal((await store.rateInspect('rolled', windows, T0 + 2000)).windows[0].used, 2);
+      const [old] = await rateLimit(store, [{ key: 'rolled', cost: 3, windows, now: T0 }]);
+      await rateLimit(store, [{ key: 'rolled', cost: 2, windows, now: T0 + 2000 }]);
+      await rateRefund(store, [old.reservation!]);
+      assert.equal((await rateInspect(store, 'rolled', windows, T0 + 2000)).windows[0].used, 2);
       // Refunds never go below zero, and refunding what expired does not bring the subject back.
-      const [r] = await store.rateLimit([{ key: 'twice', cost: 2, windows, now: T0 }]);
-      await store.rateRefund([r.reservation!, r.reservation!]);
-      assert.equal((await store.rateInspect('twice', windows, T0)).windows[0].used, 0);
-      await store.rateRefund([{ key: 'never-seen', cost: 1, windows, epochs: [5] }]);
-      assert.equal((await store.rateInspect('never-seen', windows, T0)).exists, false);
+      const [r] = await rateLimit(store, [{ key: 'twice', cost: 2, windows, now: T0 }]);
+      await rateRefund(store, [r.reservation!, r.reservation!]);
+      assert.equal((await rateInspect(store, 'twice', windows, T0)).windows[0].used, 0);
+      await rateRefund(store, [{ key: 'never-seen', cost: 1, windows, epochs: [5] }]);
+      assert.equal((await rateInspect(store, 'never-seen', windows, T0)).exists, false);
       assert.ok(refunded >= 20, `${refunded} of 25 random states reserved and refunded`);
     } finally {
       await store.close();
@@ -206,7 +207,7 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     try {
       const windows = [W(10_000, 10, 3)]; // g = 1 s, 11 slots counted
       const t0 = 1_000_000_000_500; // epoch E = 1_000_000_000 for g = 1000
-      const at = (dt: number, cost = 1, key = 'r') => store.rateLimit([{ key, cost, windows, now: t0 + dt }]).then((r) => r[0]);
+      const at = (dt: number, cost = 1, key = 'r') => rateLimit(store, [{ key, cost, windows, now: t0 + dt }]).then((r) => r[0]);
       await at(0);
       await at(2000);
       await at(4000);
@@ -219,17 +220,17 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
 
       // Two windows full: the later retry wins, and failing names the first.
       const two = [W(10_000, 10, 2), W(60_000, 6, 2)];
-      await store.rateLimit([{ key: 'two', cost: 2, windows: two, now: t0 }]);
-      const [x] = await store.rateLimit([{ key: 'two', cost: 1, windows: two, now: t0 + 100 }]);
+      await rateLimit(store, [{ key: 'two', cost: 2, windows: two, now: t0 }]);
+      const [x] = await rateLimit(store, [{ key: 'two', cost: 1, windows: two, now: t0 + 100 }]);
       assert.equal(x.failing, 0);
       assert.equal(x.retryAfterMs, (Math.floor(t0 / 10_000) + 7) * 10_000 - (t0 + 100), 'the 1-minute window frees later than the 10-second one');
 
       // limit 0 always denies a cost; cost 0 is allowed, counts and writes nothing.
-      const [zero] = await store.rateLimit([{ key: 'zero', cost: 1, windows: [W(60_000, 6, 0)], now: t0 }]);
+      const [zero] = await rateLimit(store, [{ key: 'zero', cost: 1, windows: [W(60_000, 6, 0)], now: t0 }]);
       assert.deepEqual([zero.outcome, zero.retryAfterMs], ['denied', -1]);
-      const [free] = await store.rateLimit([{ key: 'free', cost: 0, windows, now: t0, label: 'x' }]);
+      const [free] = await rateLimit(store, [{ key: 'free', cost: 0, windows, now: t0, label: 'x' }]);
       assert.deepEqual(free, { outcome: 'allowed', failing: -1, retryAfterMs: 0, windows: [{ used: 0, limit: 3, remaining: 3, resetMs: 0 }] });
-      assert.equal((await store.rateInspect('free', windows, t0)).exists, false);
+      assert.equal((await rateInspect(store, 'free', windows, t0)).exists, false);
       assert.equal(await h.pttl(store, 'free'), -2);
     } finally {
       await store.close();
@@ -241,9 +242,9 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     try {
       const windows = [W(60_000, 6, 2)];
       const t0 = T0;
-      const ask = (dt: number, cost = 1, jailMs = 0) => store.rateLimit([{ key: 'j', cost, windows, now: t0 + dt, jailMs, label: 'alice@example.com' }]).then((r) => r[0]);
-      assert.equal((await store.rateLimit([{ key: 'nothing', cost: 1, windows: [W(60_000, 6, 0)], now: t0, label: 'l' }]))[0].outcome, 'denied');
-      assert.equal((await store.rateInspect('nothing', windows, t0)).exists, false, 'a denial without jail creates nothing');
+      const ask = (dt: number, cost = 1, jailMs = 0) => rateLimit(store, [{ key: 'j', cost, windows, now: t0 + dt, jailMs, label: 'alice@example.com' }]).then((r) => r[0]);
+      assert.equal((await rateLimit(store, [{ key: 'nothing', cost: 1, windows: [W(60_000, 6, 0)], now: t0, label: 'l' }]))[0].outcome, 'denied');
+      assert.equal((await rateInspect(store, 'nothing', windows, t0)).exists, false, 'a denial without jail creates nothing');
 
       assert.equal((await ask(0, 2)).outcome, 'allowed');
       const ttlBefore = await h.pttl(store, 'j');
@@ -257,7 +258,7 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
       const jailed = await ask(71_000, 1, 300_000);
       assert.deepEqual([jailed.outcome, jailed.failing, jailed.retryAfterMs], ['jailed', -1, 230_000]);
       assert.deepEqual(jailed.windows.map((w) => w.used), [0], 'the usage is reported; the slots have left');
-      const seen = await store.rateInspect('j', windows, t0 + 71_000);
+      const seen = await rateInspect(store, 'j', windows, t0 + 71_000);
       assert.equal(seen.jailedForMs, 230_000);
       assert.equal(seen.label, 'alice@example.com');
       assert.equal((await ask(301_000, 1, 300_000)).outcome, 'allowed', 'the jail is over');
@@ -266,15 +267,15 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
       const over = await ask(400_000, 5, 10_000);
       assert.deepEqual([over.outcome, over.retryAfterMs], ['denied', -1]);
       assert.equal((await ask(400_001)).outcome, 'jailed');
-      await store.rateAdmin('j', { unjail: true });
+      await rateAdmin(store, 'j', { unjail: true });
       assert.equal((await ask(400_002)).outcome, 'allowed');
       // cost 0 only checks: allowed when full, denied only when already over (a lowered limit), never jailed.
       assert.equal((await ask(400_003)).outcome, 'allowed');
       assert.equal((await ask(400_004, 0, 10_000)).outcome, 'allowed');
-      await store.rateAdmin('j', { limits: { 60_000: 1 } });
+      await rateAdmin(store, 'j', { limits: { 60_000: 1 } });
       const check = await ask(400_005, 0, 10_000);
       assert.deepEqual([check.outcome, check.failing, check.reservation], ['denied', 0, undefined]);
-      assert.equal((await store.rateInspect('j', windows, t0 + 400_006)).jailedForMs, 0);
+      assert.equal((await rateInspect(store, 'j', windows, t0 + 400_006)).jailedForMs, 0);
     } finally {
       await store.close();
     }
@@ -284,17 +285,17 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     const store = await h.make();
     try {
       const windows = [W(60_000, 6, 100)];
-      await store.rateAdmin('jm', { jailMs: 120_000, label: 'mallory@example.com' });
-      const seen = await store.rateInspect('jm', windows);
+      await rateAdmin(store, 'jm', { jailMs: 120_000, label: 'mallory@example.com' });
+      const seen = await rateInspect(store, 'jm', windows);
       assert.ok(seen.jailedForMs > 110_000 && seen.jailedForMs <= 120_000, String(seen.jailedForMs));
       assert.equal(seen.label, 'mallory@example.com');
-      assert.equal((await store.rateLimit([{ key: 'jm', cost: 1, windows }]))[0].outcome, 'jailed');
-      await store.rateAdmin('jm', { jailMs: 1_000 });
-      assert.ok((await store.rateInspect('jm', windows)).jailedForMs > 110_000, 'the longer block is kept');
-      await store.rateAdmin('jm', { unjail: true, jailMs: 5_000 });
-      const again = await store.rateInspect('jm', windows);
+      assert.equal((await rateLimit(store, [{ key: 'jm', cost: 1, windows }]))[0].outcome, 'jailed');
+      await rateAdmin(store, 'jm', { jailMs: 1_000 });
+      assert.ok((await rateInspect(store, 'jm', windows)).jailedForMs > 110_000, 'the longer block is kept');
+      await rateAdmin(store, 'jm', { unjail: true, jailMs: 5_000 });
+      const again = await rateInspect(store, 'jm', windows);
       assert.ok(again.jailedForMs > 0 && again.jailedForMs <= 5_000, 'unjail first, then the new block');
-      await assert.rejects(store.rateAdmin('jm', { jailMs: -1 }), /jailMs must be an integer/);
+      await assert.rejects(rateAdmin(store, 'jm', { jailMs: -1 }), /jailMs must be an integer/);
     } finally {
       await store.close();
     }
@@ -304,33 +305,33 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     const store = await h.make();
     try {
       const windows = [W(60_000, 6, 1)];
-      const ask = (key: string, dt = 0) => store.rateLimit([{ key, cost: 1, windows, now: T0 + dt }]).then((r) => r[0]);
+      const ask = (key: string, dt = 0) => rateLimit(store, [{ key, cost: 1, windows, now: T0 + dt }]).then((r) => r[0]);
       assert.equal((await ask('b')).outcome, 'allowed');
-      await store.rateAdmin('b', { block: true, label: 'blocked one' });
+      await rateAdmin(store, 'b', { block: true, label: 'blocked one' });
       assert.deepEqual(await ask('b'), { outcome: 'blocked', failing: -1, retryAfterMs: 0, windows: [] });
       assert.equal(await h.pttl(store, 'b'), -1, 'a block lasts until lifted');
-      let seen = await store.rateInspect('b', windows, T0);
+      let seen = await rateInspect(store, 'b', windows, T0);
       assert.deepEqual([seen.blocked, seen.bypass, seen.label, seen.windows[0].used], [true, false, 'blocked one', 1]);
-      await store.rateAdmin('b', { reset: true });
-      seen = await store.rateInspect('b', windows, T0);
+      await rateAdmin(store, 'b', { reset: true });
+      seen = await rateInspect(store, 'b', windows, T0);
       assert.deepEqual([seen.blocked, seen.label, seen.windows[0].used], [true, 'blocked one', 0], 'reset keeps flags and label');
-      await store.rateAdmin('b', { block: false });
+      await rateAdmin(store, 'b', { block: false });
       const ttl = await h.pttl(store, 'b');
       assert.ok(ttl > 86_000_000 && ttl <= 86_400_000, `unblocked: the default expiry (${ttl})`);
       assert.equal((await ask('b')).outcome, 'allowed');
       assert.ok((await h.pttl(store, 'b')) <= 70_000, 'a count sets the ring expiry again');
 
-      await store.rateAdmin('p', { bypass: true });
+      await rateAdmin(store, 'p', { bypass: true });
       for (let i = 0; i < 3; i++) assert.deepEqual(await ask('p'), { outcome: 'bypassed', failing: -1, retryAfterMs: 0, windows: [] });
       assert.equal(await h.pttl(store, 'p'), -1);
-      assert.equal((await store.rateInspect('p', windows, T0)).windows[0].used, 0, 'nothing counted while bypassed');
-      await store.rateAdmin('p', { bypass: false });
-      assert.equal((await store.rateInspect('p', windows, T0)).exists, false, 'the last flag gone, the subject is gone');
+      assert.equal((await rateInspect(store, 'p', windows, T0)).windows[0].used, 0, 'nothing counted while bypassed');
+      await rateAdmin(store, 'p', { bypass: false });
+      assert.equal((await rateInspect(store, 'p', windows, T0)).exists, false, 'the last flag gone, the subject is gone');
       assert.equal((await ask('p')).outcome, 'allowed');
       assert.equal((await ask('p')).outcome, 'denied');
 
       // Block wins over bypass, both over a jail.
-      await store.rateAdmin('both', { block: true, bypass: true });
+      await rateAdmin(store, 'both', { block: true, bypass: true });
       assert.equal((await ask('both')).outcome, 'blocked');
     } finally {
       await store.close();
@@ -341,22 +342,22 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     const store = await h.make();
     try {
       const windows = [W(60_000, 6, 5), W(3_600_000, 12, 100)];
-      const ask = (dt = 0) => store.rateLimit([{ key: 'o', cost: 1, windows, now: T0 + dt }]).then((r) => r[0]);
-      await store.rateAdmin('o', { limits: { 60_000: 1, 10_000: 0 } });
+      const ask = (dt = 0) => rateLimit(store, [{ key: 'o', cost: 1, windows, now: T0 + dt }]).then((r) => r[0]);
+      await rateAdmin(store, 'o', { limits: { 60_000: 1, 10_000: 0 } });
       assert.equal(await h.pttl(store, 'o'), -1);
       const a = await ask();
       assert.deepEqual(a.windows.map((w) => [w.used, w.limit, w.remaining]), [[1, 1, 0], [1, 100, 99]]);
       assert.equal(await h.pttl(store, 'o'), -1, 'a count keeps an overridden subject');
       const b = await ask(1);
       assert.deepEqual([b.outcome, b.failing], ['denied', 0]);
-      assert.deepEqual((await store.rateInspect('o', windows, T0)).limits, { 10_000: 0, 60_000: 1 });
-      await store.rateAdmin('o', { limits: null });
-      assert.equal((await store.rateInspect('o', windows, T0)).limits, undefined);
+      assert.deepEqual((await rateInspect(store, 'o', windows, T0)).limits, { 10_000: 0, 60_000: 1 });
+      await rateAdmin(store, 'o', { limits: null });
+      assert.equal((await rateInspect(store, 'o', windows, T0)).limits, undefined);
       assert.equal((await ask(2)).outcome, 'allowed');
       assert.ok((await h.pttl(store, 'o')) > 0);
       // Reordering windows, or adding one, keeps each window's counters.
       const reordered = [W(30_000, 3, 50), windows[1], windows[0]];
-      const r = (await store.rateLimit([{ key: 'o', cost: 0, windows: reordered, now: T0 + 3 }]))[0];
+      const r = (await rateLimit(store, [{ key: 'o', cost: 0, windows: reordered, now: T0 + 3 }]))[0];
       assert.deepEqual(r.windows.map((w) => w.used), [0, 2, 2]);
     } finally {
       await store.close();
@@ -367,13 +368,13 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     const store = await h.make();
     try {
       const windows = [W(60_000, 6, 5)];
-      await store.rateLimit([{ key: 'rl:p:abc', cost: 1, windows, now: T0, label: 'p sender alice@example.com' }]);
-      await store.rateLimit([{ key: 'rl:p:abc', cost: 1, windows, now: T0, label: 'p sender bob@example.com' }]);
-      await store.rateAdmin('rl:p:abc', { label: 'admin' });
-      await store.rateAdmin('rl:p:def', { block: true, label: 'p sender carol@example.com' });
-      await store.rateLimit([{ key: 'rl:p:ghi', cost: 1, windows, now: T0, label: 'p sender dave@example.com', jailMs: 1000 }]);
-      assert.equal((await store.rateInspect('rl:p:abc', windows, T0)).label, 'p sender alice@example.com');
-      assert.equal((await store.rateInspect('rl:p:def', windows, T0)).label, 'p sender carol@example.com');
+      await rateLimit(store, [{ key: 'rl:p:abc', cost: 1, windows, now: T0, label: 'p sender alice@example.com' }]);
+      await rateLimit(store, [{ key: 'rl:p:abc', cost: 1, windows, now: T0, label: 'p sender bob@example.com' }]);
+      await rateAdmin(store, 'rl:p:abc', { label: 'admin' });
+      await rateAdmin(store, 'rl:p:def', { block: true, label: 'p sender carol@example.com' });
+      await rateLimit(store, [{ key: 'rl:p:ghi', cost: 1, windows, now: T0, label: 'p sender dave@example.com', jailMs: 1000 }]);
+      assert.equal((await rateInspect(store, 'rl:p:abc', windows, T0)).label, 'p sender alice@example.com');
+      assert.equal((await rateInspect(store, 'rl:p:def', windows, T0)).label, 'p sender carol@example.com');
       const keys = await h.rawKeys(store);
       assert.deepEqual(keys.filter((k) => /example|alice|carol|dave|@/.test(k)), []);
       assert.deepEqual(keys.map((k) => k.replace(/^.*?rl:/, 'rl:')).sort(), ['rl:p:abc', 'rl:p:def', 'rl:p:ghi']);
@@ -387,10 +388,10 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     try {
       const windows = [W(10_000, 10, 3)];
       const t1 = 1_000_000_020_000;
-      await store.rateLimit([{ key: 'back', cost: 3, windows, now: t1 }]);
-      const [r] = await store.rateLimit([{ key: 'back', cost: 1, windows, now: t1 - 60_000 }]);
+      await rateLimit(store, [{ key: 'back', cost: 3, windows, now: t1 }]);
+      const [r] = await rateLimit(store, [{ key: 'back', cost: 1, windows, now: t1 - 60_000 }]);
       assert.deepEqual([r.outcome, r.windows[0].used, r.retryAfterMs], ['denied', 3, 71_000], 'the later slot is the current one');
-      const [ok] = await store.rateLimit([{ key: 'back', cost: 1, windows, now: t1 + 11_000 }]);
+      const [ok] = await rateLimit(store, [{ key: 'back', cost: 1, windows, now: t1 + 11_000 }]);
       assert.equal(ok.outcome, 'allowed');
     } finally {
       await store.close();
@@ -402,16 +403,16 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     try {
       const windows = [W(60_000, 6, 2)];
       const keys = Array.from({ length: 12 }, (_, i) => `multi:${i}`);
-      const first = await store.rateLimit(keys.map((key, i) => ({ key, cost: i % 3, windows, now: T0 })));
+      const first = await rateLimit(store, keys.map((key, i) => ({ key, cost: i % 3, windows, now: T0 })));
       assert.deepEqual(first.map((r) => r.outcome), keys.map(() => 'allowed'));
       assert.deepEqual(first.map((r) => r.windows[0].used), keys.map((_, i) => i % 3));
-      const again = await store.rateLimit(keys.map((key) => ({ key, cost: 1, windows, now: T0 })));
+      const again = await rateLimit(store, keys.map((key) => ({ key, cost: 1, windows, now: T0 })));
       assert.deepEqual(again.map((r) => r.outcome), keys.map((_, i) => (i % 3 === 2 ? 'denied' : 'allowed')));
-      const same = await store.rateLimit([0, 1, 2].map(() => ({ key: 'same', cost: 1, windows, now: T0 })));
+      const same = await rateLimit(store, [0, 1, 2].map(() => ({ key: 'same', cost: 1, windows, now: T0 })));
       assert.deepEqual(same.map((r) => r.outcome), ['allowed', 'allowed', 'denied']);
-      await store.rateRefund(same.flatMap((r) => (r.reservation ? [r.reservation] : [])));
-      assert.equal((await store.rateInspect('same', windows, T0)).windows[0].used, 0);
-      assert.deepEqual(await store.rateLimit([]), []);
+      await rateRefund(store, same.flatMap((r) => (r.reservation ? [r.reservation] : [])));
+      assert.equal((await rateInspect(store, 'same', windows, T0)).windows[0].used, 0);
+      assert.deepEqual(await rateLimit(store, []), []);
     } finally {
       await store.close();
     }
@@ -432,13 +433,13 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
         { ...ok, windows: [W(1000, 2, 1), W(1000, 2, 5)] },
         { ...ok, jailMs: -5 },
       ])
-        await assert.rejects(store.rateLimit([ok, bad as RateRequest]), code('THEMIS_ERR_STORE_RATE_REQUEST'), JSON.stringify(bad));
-      await assert.rejects(store.rateAdmin('v', { limits: { 0: 1 } }), code('THEMIS_ERR_STORE_RATE_REQUEST'));
-      await assert.rejects(store.rateRefund([{ key: 'v', cost: 1, windows: ok.windows, epochs: [] }]), code('THEMIS_ERR_STORE_RATE_REQUEST'));
-      assert.equal((await store.rateInspect('v', ok.windows, T0)).exists, false, 'nothing of a rejected batch ran');
+        await assert.rejects(rateLimit(store, [ok, bad as RateRequest]), code('THEMIS_ERR_STORE_ARGUMENT'), JSON.stringify(bad));
+      await assert.rejects(rateAdmin(store, 'v', { limits: { 0: 1 } }), code('THEMIS_ERR_STORE_ARGUMENT'));
+      await assert.rejects(rateRefund(store, [{ key: 'v', cost: 1, windows: ok.windows, epochs: [] }]), code('THEMIS_ERR_STORE_ARGUMENT'));
+      assert.equal((await rateInspect(store, 'v', ok.windows, T0)).exists, false, 'nothing of a rejected batch ran');
       await store.set('text', 'x');
-      await assert.rejects(store.rateLimit([{ ...ok, key: 'text' }]), code('THEMIS_ERR_STORE_WRONGTYPE'));
-      await store.rateLimit([{ ...ok, key: 'hash', now: T0 }]);
+      await assert.rejects(rateLimit(store, [{ ...ok, key: 'text' }]), code('THEMIS_ERR_STORE_WRONGTYPE'));
+      await rateLimit(store, [{ ...ok, key: 'hash', now: T0 }]);
       await assert.rejects(store.get('hash'), code('THEMIS_ERR_STORE_WRONGTYPE'));
       assert.equal(await store.delete('hash'), true, 'delete removes a subject');
     } finally {
@@ -451,7 +452,7 @@ function rateContract(h: Harness, runs: { subjects: number; batch: number; steps
     try {
       const windows = [W(60_000, 6, 5)];
       const made = Array.from({ length: 60 }, (_, i) => `rl:pol:${i}`);
-      await store.rateLimit(made.map((key) => ({ key, cost: 1, windows, now: Date.now() })));
+      await rateLimit(store, made.map((key) => ({ key, cost: 1, windows, now: Date.now() })));
       await store.set('rl:other:1', 'x');
       await store.set('rl:po*', 'x');
       await store.set('rl:pol?x', 'x');
@@ -496,7 +497,7 @@ describe('rate limits: MemoryStore', () => {
 
   it('without testClock the real clock decides; the old constructor argument still sets the sweep', async () => {
     const s = new MemoryStore(1000);
-    const [r] = await s.rateLimit([{ key: 'k', cost: 1, windows: [{ windowMs: 60_000, slots: 6, limit: 5 }], now: 0 }]);
+    const [r] = await rateLimit(s, [{ key: 'k', cost: 1, windows: [{ windowMs: 60_000, slots: 6, limit: 5 }], now: 0 }]);
     assert.ok(Math.abs(r.reservation!.epochs[0] - Math.floor(Date.now() / 10_000)) <= 1, 'now is ignored');
     await s.close();
   });
@@ -548,8 +549,8 @@ describe('rate limits: RedisStore against redis-server', { skip: skipRedis }, ()
     const s = (await h.make()) as RedisStore;
     const windows = [{ windowMs: 60_000, slots: 6, limit: 5 }];
     const requests = ['a', 'b', 'c'].map((key) => ({ key, cost: 1, windows }));
-    await s.rateLimit(requests); // loads the script on this connection (EVAL once)
-    const { result: results, writes, commands: delta } = await countRoundTrips(s, raw, () => s.rateLimit(requests));
+    await rateLimit(s, requests); // loads the script on this connection (EVAL once)
+    const { result: results, writes, commands: delta } = await countRoundTrips(s, raw, () => rateLimit(s, requests));
     assert.deepEqual(results.map((r) => r.windows[0].used), [2, 2, 2]);
     assert.equal(delta.get('evalsha'), 3);
     // commandstats also counts what the scripts call; anything else would have come from the client.
@@ -566,17 +567,17 @@ describe('rate limits: RedisStore against redis-server', { skip: skipRedis }, ()
     h.opened.add(a).add(b);
     await Promise.all([a.connect(), b.connect()]);
     const windows = [{ windowMs: 3_600_000, slots: 12, limit: 20 }, { windowMs: 60_000, slots: 12, limit: 1000 }];
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).rateLimit([{ key: 'hot', cost: 1, windows }]).then((r) => r[0])));
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => rateLimit(i % 2 ? a : b, [{ key: 'hot', cost: 1, windows }]).then((r) => r[0])));
     assert.equal(results.filter((r) => r.outcome === 'allowed').length, 20);
     assert.equal(results.filter((r) => r.outcome === 'denied').length, 30);
     assert.deepEqual(new Set(results.filter((r) => r.outcome === 'allowed').map((r) => r.windows[0].used)).size, 20, 'each admission saw its own count');
-    assert.equal((await a.rateInspect('hot', windows)).windows[0].used, 20);
+    assert.equal((await rateInspect(a, 'hot', windows)).windows[0].used, 20);
     await Promise.all([a.close(), b.close()]);
   });
 
   it("without testClock the server's TIME decides: a request's now is ignored", async () => {
     const s = (await h.make({ testClock: false })) as RedisStore;
-    const [r] = await s.rateLimit([{ key: 't', cost: 1, windows: [{ windowMs: 60_000, slots: 6, limit: 5 }], now: 0 }]);
+    const [r] = await rateLimit(s, [{ key: 't', cost: 1, windows: [{ windowMs: 60_000, slots: 6, limit: 5 }], now: 0 }]);
     const [sec] = await raw.time();
     assert.ok(Math.abs(r.reservation!.epochs[0] - Math.floor((Number(sec) * 1000) / 10_000)) <= 1, `epoch ${r.reservation!.epochs[0]}`);
     assert.ok((await raw.pttl(`${s.keyPrefix}t`)) > 60_000);
@@ -586,17 +587,17 @@ describe('rate limits: RedisStore against redis-server', { skip: skipRedis }, ()
   it('survives a flushed script cache (NOSCRIPT → EVAL), in a pipeline too', async () => {
     const s = (await h.make()) as RedisStore;
     const windows = [{ windowMs: 60_000, slots: 6, limit: 5 }];
-    await s.rateLimit([{ key: 'x', cost: 1, windows, now: 1e12 }]);
+    await rateLimit(s, [{ key: 'x', cost: 1, windows, now: 1e12 }]);
     await raw.script('FLUSH');
-    const results = await s.rateLimit(['x', 'y'].map((key) => ({ key, cost: 1, windows, now: 1e12 })));
+    const results = await rateLimit(s, ['x', 'y'].map((key) => ({ key, cost: 1, windows, now: 1e12 })));
     assert.deepEqual(results.map((r) => r.windows[0].used), [2, 1]);
     await raw.script('FLUSH');
-    await s.rateRefund(results.map((r) => r.reservation!));
+    await rateRefund(s, results.map((r) => r.reservation!));
     await raw.script('FLUSH');
-    assert.equal((await s.rateInspect('x', windows, 1e12)).windows[0].used, 1);
+    assert.equal((await rateInspect(s, 'x', windows, 1e12)).windows[0].used, 1);
     await raw.script('FLUSH');
-    await s.rateAdmin('x', { block: true });
-    assert.equal((await s.rateLimit([{ key: 'x', cost: 1, windows }]))[0].outcome, 'blocked');
+    await rateAdmin(s, 'x', { block: true });
+    assert.equal((await rateLimit(s, [{ key: 'x', cost: 1, windows }]))[0].outcome, 'blocked');
     await s.close();
   });
 
@@ -606,17 +607,17 @@ describe('rate limits: RedisStore against redis-server', { skip: skipRedis }, ()
     h.opened.add(s);
     try {
       await s.connect();
-      await s.rateLimit([{ key: 'k', cost: 1, windows: [{ windowMs: 1000, slots: 1, limit: 1 }] }]);
+      await rateLimit(s, [{ key: 'k', cost: 1, windows: [{ windowMs: 1000, slots: 1, limit: 1 }] }]);
       hung.pause();
       const t = Date.now();
       await assert.rejects(
-        s.rateLimit(['a', 'b'].map((key) => ({ key, cost: 1, windows: [{ windowMs: 1000, slots: 1, limit: 1 }] }))),
+        rateLimit(s, ['a', 'b'].map((key) => ({ key, cost: 1, windows: [{ windowMs: 1000, slots: 1, limit: 1 }] }))),
         (e: unknown) => e instanceof StoreError && e.code === 'THEMIS_ERR_STORE_TIMEOUT' && /RATELIMIT/.test(e.message),
       );
       assert.ok(Date.now() - t < 800, `${Date.now() - t} ms`);
       hung.resume();
       await hung.kill();
-      await assert.rejects(s.rateLimit([{ key: 'k', cost: 1, windows: [{ windowMs: 1000, slots: 1, limit: 1 }] }]), (e: unknown) => e instanceof StoreError && ['THEMIS_ERR_STORE_UNAVAILABLE', 'THEMIS_ERR_STORE_TIMEOUT'].includes(e.code));
+      await assert.rejects(rateLimit(s, [{ key: 'k', cost: 1, windows: [{ windowMs: 1000, slots: 1, limit: 1 }] }]), (e: unknown) => e instanceof StoreError && ['THEMIS_ERR_STORE_UNAVAILABLE', 'THEMIS_ERR_STORE_TIMEOUT'].includes(e.code));
     } finally {
       hung.resume();
       await s.close();
@@ -649,7 +650,7 @@ describe('rate limits: RedisStore on a Redis Cluster (3 masters)', { skip: skipC
     const s = (await h.make()) as RedisStore;
     const windows = [{ windowMs: 60_000, slots: 6, limit: 3 }];
     const keys = Array.from({ length: 30 }, (_, i) => `spread:${i}`);
-    const results: RateResult[] = await s.rateLimit(keys.map((key) => ({ key, cost: 1, windows })));
+    const results: RateResult[] = await rateLimit(s, keys.map((key) => ({ key, cost: 1, windows })));
     assert.ok(results.every((r) => r.outcome === 'allowed'));
     const perNode = await Promise.all(raw.nodes('master').map((node) => node.keys(`${s.keyPrefix}spread:*`)));
     assert.ok(perNode.filter((k) => k.length > 0).length >= 2, `keys on several masters: ${perNode.map((k) => k.length).join(',')}`);
@@ -658,7 +659,7 @@ describe('rate limits: RedisStore on a Redis Cluster (3 masters)', { skip: skipC
     h.opened.add(c);
     await c.connect(5000);
     const hot = [{ windowMs: 3_600_000, slots: 12, limit: 20 }];
-    const all = await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? b : c).rateLimit([{ key: 'hot', cost: 1, windows: hot }]).then((r) => r[0])));
+    const all = await Promise.all(Array.from({ length: 50 }, (_, i) => rateLimit(i % 2 ? b : c, [{ key: 'hot', cost: 1, windows: hot }]).then((r) => r[0])));
     assert.equal(all.filter((r) => r.outcome === 'allowed').length, 20);
     await Promise.all([s.close(), b.close(), c.close()]);
   });

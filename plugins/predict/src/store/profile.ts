@@ -1,12 +1,11 @@
 /**
- * Per-subject online rate profiles ({@link Store.profileUpdate}), in TypeScript: what
- * {@link MemoryStore} runs, and the reference the Redis store's Lua script (`profile-lua.ts`) mirrors
+ * Per-subject online rate profiles ({@link profileUpdate}), in TypeScript: the in-memory twin of
+ * the profile operation, and the reference the Redis store's Lua script (`profile-lua.ts`) mirrors
  * step for step. Both must compute identically, to the last bit of every double: the arithmetic is
  * the same IEEE operations in the same order (`+ − × ÷` and `sqrt` are correctly rounded in both), and
  * every stored double is written so it reads back exactly (`String(x)` here, `%.17g` in Lua).
  *
- * **Storage.** One hash per subject (in memory, the same kind of `Map` as a rate-limit subject, as
- * both are hashes in Redis). `M = ⌊now / 60 000⌋` is the current minute, `W` the longest timeframe.
+ * **Storage.** One hash per subject . `M = ⌊now / 60 000⌋` is the current minute, `W` the longest timeframe.
  * - `r`, the minute ring: `"start,c0,c1,…,c(W−1)"`, the counts of minutes start … start + W − 1.
  * - `f<T>` per timeframe T: `"bucket,n,mean,variance,h1,h2,…"`: the open bucket (`⌊minute / T⌋` of
  *   the latest call), the number of active buckets learned, their EW mean and variance, and the last
@@ -25,9 +24,8 @@
  * ending at that minute; a timeframe whose bucket would go back changes nothing.
  * @module
  */
-import { StoreError } from './errors.ts';
-import { parseStoredList } from './ratelimit.ts';
-import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './store.ts';
+import { invalidAtomicArgument, parseStoredList } from 'themis-milter';
+import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './types.ts';
 
 /** Length of a bucket's unit, ms: timeframes are counted in whole minutes. */
 export const PROFILE_MINUTE_MS = 60_000;
@@ -41,7 +39,7 @@ const MAX_TIME = 8.64e15;
 /** A profile's hash: field → value. */
 export type ProfileHash = ReadonlyMap<string, string>;
 
-const invalid = (reason: string) => new StoreError('THEMIS_ERR_STORE_ARGUMENT', { command: 'PROFILEUPDATE', reason });
+const invalid = (reason: string) => invalidAtomicArgument('PREDICT.PROFILE', reason);
 const isNumber = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
 
 /**

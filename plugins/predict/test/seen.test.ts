@@ -4,10 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { MemoryStore, RedisStore } from '../../src/store/index.ts';
-import { seenCompute } from '../../src/store/seen.ts';
-import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis.ts';
-import { prng } from './contract.ts';
+import { MemoryStore, RedisStore } from 'themis-milter';
+import { prng } from 'themis-milter/testing';
+import { seenAdd } from '../src/store/index.ts';
+import { seenCompute } from '../src/store/seen.ts';
+import { redisAvailable, startRedis, type RedisServer } from '../../../test/helpers/redis.ts';
 
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
 
@@ -45,7 +46,7 @@ describe('recipient memories: RedisStore against redis-server', { skip: skipRedi
       const width = key === 'k5' ? 1 + r.int(3) : 2; // k5 changes width now and then: both start again
       const members = Array.from({ length: r.int(6) }, () => Array.from({ length: width }, () => alphabet[r.int(6)]).join(''));
       const options = { keep: 1 + r.int(12), ttlMs: 60_000, inspect: r.next() < 0.1 };
-      const [a, b] = await Promise.all([memory.seenAdd(key, members, options), redis.seenAdd(key, members, options)]);
+      const [a, b] = await Promise.all([seenAdd(memory, key, members, options), seenAdd(redis, key, members, options)]);
       assert.deepEqual(b, a, `step ${step}: ${key} ${JSON.stringify(members)} ${JSON.stringify(options)}`);
       assert.equal(await redis.get(key), await memory.get(key), `step ${step}: stored text`);
       calls++;

@@ -1,6 +1,6 @@
 /**
- * The multi-window rate-limit algorithm, in TypeScript: what {@link MemoryStore} runs, and the
- * reference the Redis store's Lua scripts (`ratelimit-lua.ts`) mirror line for line. Both must decide
+ * The multi-window rate-limit algorithm, in TypeScript: the in-memory twin of the rate limiter's
+ * atomic operations (`operations.ts`), and the reference their Lua scripts (`lua.ts`) mirror line for line. Both must decide
  * identically; the property tests run the same sequences against both.
  *
  * **Storage.** One hash per subject. A window of `windowMs` W counted in `slots` N is one field
@@ -21,8 +21,8 @@
  * beyond the window.
  * @module
  */
-import { StoreError } from './errors.ts';
-import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, RateWindowState } from './store.ts';
+import { invalidAtomicArgument, parseStoredList } from 'themis-milter';
+import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, RateWindowState } from './types.ts';
 
 /** Most slots one window may have: a decision reads and writes every slot, inside one Redis script that blocks the server while it runs. */
 export const RATE_MAX_SLOTS = 1000;
@@ -65,7 +65,7 @@ const LIMITS = '!limits';
 const JAIL = '!jail';
 const LABEL = 'v';
 
-const invalid = (reason: string) => new StoreError('THEMIS_ERR_STORE_RATE_REQUEST', { reason });
+const invalid = (reason: string) => invalidAtomicArgument('RATELIMIT', reason);
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 
 /**
@@ -89,7 +89,7 @@ export function sameRateWindows(windows: readonly RateWindow[], values: readonly
  * `limit` an integer ≥ 0, no two windows of the same length and slots (they would share counters).
  * `atLeastOne` for decisions: a decision without a window would count nowhere. An array found valid
  * before and unchanged since is not checked again.
- * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST`.
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
  */
 export function validateRateWindows(windows: readonly RateWindow[], atLeastOne: boolean): void {
   if (!Array.isArray(windows)) throw invalid('windows must be an array');
@@ -113,7 +113,7 @@ export function validateRateWindows(windows: readonly RateWindow[], atLeastOne: 
 
 /**
  * Checks a decision request (key, integer cost ≥ 0, windows, jail ≥ 0, label, `now` when given).
- * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST`.
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
  */
 export function validateRateRequest(r: RateRequest): void {
   if (typeof r?.key !== 'string') throw invalid('key must be a string');
@@ -126,7 +126,7 @@ export function validateRateRequest(r: RateRequest): void {
 
 /**
  * Checks a reservation (as {@link validateRateRequest}, plus one integer epoch per window).
- * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST`.
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
  */
 export function validateRateReservation(r: RateReservation): void {
   if (typeof r?.key !== 'string') throw invalid('key must be a string');
@@ -138,7 +138,7 @@ export function validateRateReservation(r: RateReservation): void {
 /**
  * Checks an administrator's change: booleans, limits by window length (positive integer ms → integer
  * ≥ 0) or null, a string label.
- * @throws StoreError `THEMIS_ERR_STORE_RATE_REQUEST`.
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
  */
 export function validateRateAdminChange(change: RateAdminChange): void {
   for (const k of ['reset', 'unjail', 'block', 'bypass'] as const) if (change[k] !== undefined && typeof change[k] !== 'boolean') throw invalid(`${k} must be a boolean`);
@@ -199,20 +199,6 @@ function parseRing(text: string | undefined, slots: number): number[] | undefine
   return ring !== undefined && ring.length === slots + 2 && typeof ring[0] === 'number' ? (ring as number[]) : undefined;
 }
 
-/**
- * A comma-separated list as a store script reads it (`cjson.decode('[' .. text .. ']')`), or undefined
- * when absent or unreadable: the memory store and the Lua scripts must agree on what is corrupt.
- * @internal
- */
-export function parseStoredList(text: string | undefined): unknown[] | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const list: unknown = JSON.parse(`[${text}]`);
-    return Array.isArray(list) ? list : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 function view(hash: RateHash | undefined, w: RateWindow, overrides: Record<number, number> | undefined, now: number): View {
   const n = w.slots;

@@ -1,8 +1,7 @@
 /**
- * The Redis side of the rate profiles ({@link Store.profileUpdate}): one Lua script on one key
+ * The Redis side of the rate profiles ({@link profileUpdate}): one Lua script on one key
  * (`numkeys = 1`, so any Cluster node runs it without hash tags), mirroring `profile.ts` step for step,
- * and the encoding of its arguments (as ioredis arguments for a Cluster, as RESP for the batch sent by
- * hand on a standalone or Sentinel connection) and of its reply.
+ * and the encoding of its arguments and of its reply.
  *
  * Doubles (mean, variance, the learned counts once clipped) are written with `%.17g`, which reads back
  * as the same double, and sent back as such text (a Lua number in a reply would be cut to an integer);
@@ -13,9 +12,9 @@
  * replaces it.
  * @module
  */
-import { createHash } from 'node:crypto';
+import { replyText } from 'themis-milter';
 import { parseProfileHistory, profileTtl } from './profile.ts';
-import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './store.ts';
+import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './types.ts';
 
 /**
  * KEYS: the subject. ARGV: now ('' = TIME), amount, span, keep, clipK, clipAfter, ttlMs, inspect
@@ -187,23 +186,6 @@ end
 return out
 `;
 
-/** The ioredis command the script is defined as (one key). */
-export interface ProfileScripts {
-  /** {@link PROFILE_UPDATE_LUA}. */
-  themisProfileUpdate(key: string, ...args: (string | number)[]): Promise<unknown>;
-}
-
-/** The script by command name, for `defineCommand`. */
-export const PROFILE_SCRIPTS: Record<keyof ProfileScripts, string> = {
-  themisProfileUpdate: PROFILE_UPDATE_LUA,
-};
-
-/** {@link PROFILE_UPDATE_LUA} as the store sends it by hand (EVALSHA; EVAL after NOSCRIPT). */
-export const PROFILE_UPDATE_SCRIPT: { readonly lua: string; readonly sha: string } = {
-  lua: PROFILE_UPDATE_LUA,
-  sha: createHash('sha1').update(PROFILE_UPDATE_LUA).digest('hex'),
-};
-
 /** ARGV of {@link PROFILE_UPDATE_LUA} for a validated request (`now` only when the store honours it). */
 export function profileUpdateArgs(r: ProfileRequest, now: number | undefined): string[] {
   const args = [now === undefined ? '' : String(Math.floor(now)), String(r.amount), String(r.span), String(r.keep), String(r.clipK), String(r.clipAfter), String(profileTtl(r)), r.inspect ? '1' : '0', String(r.timeframes.length)];
@@ -211,26 +193,12 @@ export function profileUpdateArgs(r: ProfileRequest, now: number | undefined): s
   return args;
 }
 
-const bulk = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
-const HEAD = `$7\r\nevalsha\r\n$40\r\n${PROFILE_UPDATE_SCRIPT.sha}\r\n$1\r\n1\r\n`;
-
-/** One EVALSHA of {@link PROFILE_UPDATE_LUA} in RESP, on the (prefixed) `key`: the same call as {@link profileUpdateArgs}. */
-export function profileUpdateCall(key: string, r: ProfileRequest, now: number | undefined): string {
-  const args = profileUpdateArgs(r, now);
-  let out = `*${4 + args.length}\r\n${HEAD}${bulk(key)}`;
-  for (const a of args) out += bulk(a);
-  return out;
-}
-
-/** A reply element as text: ioredis gives bulk strings as Buffers on the hand-sent batch, as strings through its commands. */
-const text = (x: unknown): string => (Buffer.isBuffer(x) ? x.toString('utf8') : String(x));
-
 /** The {@link ProfileResult} of a {@link PROFILE_UPDATE_LUA} reply. */
 export function parseProfileReply(r: ProfileRequest, reply: unknown): ProfileResult {
   if (!Array.isArray(reply) || reply.length !== r.timeframes.length) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
   const timeframes: ProfileTimeframe[] = reply.map((t: unknown) => {
     if (!Array.isArray(t) || t.length !== 6) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
-    return { minutes: Number(t[0]), count: Number(t[1]), n: Number(t[2]), mean: Number(text(t[3])), variance: Number(text(t[4])), history: parseProfileHistory(text(t[5])) };
+    return { minutes: Number(t[0]), count: Number(t[1]), n: Number(t[2]), mean: Number(replyText(t[3])), variance: Number(replyText(t[4])), history: parseProfileHistory(replyText(t[5])) };
   });
   return { timeframes };
 }

@@ -1,9 +1,7 @@
 /**
  * The Redis side of the rate limiter: four Lua scripts, each on one key (`numkeys = 1`, so any
- * Cluster node can run it without hash tags), mirroring `ratelimit.ts` step for step, and the
- * encoding of their arguments and replies: as ioredis arguments, and for the hot path (decisions and
- * refunds on a standalone or Sentinel connection) directly as RESP, the windows' part encoded once per
- * windows array. Arithmetic stays on integers below 2^53, exact in Lua's doubles; numbers are written
+ * Cluster node can run it without hash tags), mirroring `algorithm.ts` step for step, and the
+ * encoding of their arguments and replies. Arithmetic stays on integers below 2^53, exact in Lua's doubles; numbers are written
  * with `%d` because Lua's `tostring` switches to exponent notation past 14 digits. Rings are read
  * with `cjson.decode` (C, one call per ring) and rewritten from their old text, so a decision formats
  * at most two numbers per window whatever its slots.
@@ -12,12 +10,12 @@
  * sent by a store built with `testClock`) replaces it.
  * @module
  */
-import { createHash } from 'node:crypto';
-import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, RateWindowState } from './store.ts';
-import { RATE_ADMIN_TTL_MS, formatRateLimits, parseRateLimits, sameRateWindows } from './ratelimit.ts';
+import { replyText } from 'themis-milter';
+import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, RateWindowState } from './types.ts';
+import { RATE_ADMIN_TTL_MS, formatRateLimits, parseRateLimits } from './algorithm.ts';
 
 /**
- * Helpers every script starts with. Keep in step with `ratelimit.ts`. Every call of a script runs
+ * Helpers every script starts with. Keep in step with `algorithm.ts`. Every call of a script runs
  * this chunk again, so it stays short: a few locals and four small functions.
  */
 const PRELUDE = `
@@ -307,115 +305,17 @@ end
 return 1
 `;
 
-/** The ioredis commands the scripts are defined as (one key each). */
-export interface RateScripts {
-  /** {@link RATE_LIMIT_LUA}. */
-  themisRateLimit(key: string, ...args: (string | number)[]): Promise<unknown>;
-  /** {@link RATE_REFUND_LUA}. */
-  themisRateRefund(key: string, ...args: (string | number)[]): Promise<unknown>;
-  /** {@link RATE_INSPECT_LUA}. */
-  themisRateInspect(key: string, ...args: (string | number)[]): Promise<unknown>;
-  /** {@link RATE_ADMIN_LUA}. */
-  themisRateAdmin(key: string, ...args: (string | number)[]): Promise<unknown>;
-}
-
-/** The scripts by command name, for `defineCommand`. */
-export const RATE_SCRIPTS: Record<keyof RateScripts, string> = {
-  themisRateLimit: RATE_LIMIT_LUA,
-  themisRateRefund: RATE_REFUND_LUA,
-  themisRateInspect: RATE_INSPECT_LUA,
-  themisRateAdmin: RATE_ADMIN_LUA,
-};
-
 const clockArg = (now: number | undefined) => (now === undefined ? '' : String(Math.floor(now)));
 const windowArgs = (windows: readonly RateWindow[], third: (w: RateWindow, i: number) => number) => windows.flatMap((w, i) => [String(w.windowMs), String(w.slots), String(third(w, i))]);
 
-/** ARGV of {@link RATE_LIMIT_LUA} (`now` only when the store honours it), as ioredis sends them (Cluster). */
+/** ARGV of {@link RATE_LIMIT_LUA} (`now` only when the store honours it). */
 export function rateLimitArgs(r: RateRequest, now: number | undefined): string[] {
   return [clockArg(now), String(r.cost), String(r.jailMs ?? 0), r.label ?? '', String(r.windows.length), ...windowArgs(r.windows, (w) => w.limit)];
 }
 
-/** ARGV of {@link RATE_REFUND_LUA}, as ioredis sends them (Cluster). */
+/** ARGV of {@link RATE_REFUND_LUA}. */
 export function rateRefundArgs(r: RateReservation): string[] {
   return [String(r.cost), String(r.windows.length), ...windowArgs(r.windows, (_, i) => r.epochs[i])];
-}
-
-/**
- * A script as the Redis store sends it itself on a standalone or Sentinel connection: EVALSHA, and
- * EVAL with its text after NOSCRIPT.
- */
-export interface RateScriptText {
-  /** The Lua text. */
-  readonly lua: string;
-  /** Its SHA-1, hex. */
-  readonly sha: string;
-}
-
-const scriptText = (lua: string): RateScriptText => ({ lua, sha: createHash('sha1').update(lua).digest('hex') });
-
-/** {@link RATE_LIMIT_LUA} as sent by hand. */
-export const RATE_LIMIT_SCRIPT = scriptText(RATE_LIMIT_LUA);
-/** {@link RATE_REFUND_LUA} as sent by hand. */
-export const RATE_REFUND_SCRIPT = scriptText(RATE_REFUND_LUA);
-
-/** A RESP bulk string of ASCII text (digits). */
-const bulk = (s: string) => `$${s.length}\r\n${s}\r\n`;
-/** A RESP bulk string of any text. */
-const bulkText = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
-/** What follows the argument count of an EVALSHA on one key: the command, the SHA-1, numkeys 1. */
-const evalshaHead = (script: RateScriptText) => `$7\r\nevalsha\r\n$40\r\n${script.sha}\r\n$1\r\n1\r\n`;
-const LIMIT_HEAD = evalshaHead(RATE_LIMIT_SCRIPT);
-const REFUND_HEAD = evalshaHead(RATE_REFUND_SCRIPT);
-
-/** A windows array's arguments in RESP, encoded once per (unchanged) array. */
-interface EncodedWindows {
-  /** windowMs, slots, limit of each window when encoded. */
-  values: number[];
-  /** The window count, then windowMs, slots, limit of each. */
-  limits: string;
-  /** Per window: windowMs, slots. */
-  pairs: string[];
-}
-
-const encodedWindows = new WeakMap<readonly RateWindow[], EncodedWindows>();
-
-/** The RESP of validated windows, from the cache when the array is unchanged. */
-function encodeWindows(windows: readonly RateWindow[]): EncodedWindows {
-  const known = encodedWindows.get(windows);
-  if (known !== undefined && sameRateWindows(windows, known.values)) return known;
-  const pairs = windows.map((w) => bulk(String(w.windowMs)) + bulk(String(w.slots)));
-  const encoded: EncodedWindows = {
-    values: windows.flatMap((w) => [w.windowMs, w.slots, w.limit]),
-    limits: bulk(String(windows.length)) + windows.map((w, i) => pairs[i] + bulk(String(w.limit))).join(''),
-    pairs,
-  };
-  encodedWindows.set(windows, encoded);
-  return encoded;
-}
-
-/**
- * One EVALSHA of {@link RATE_LIMIT_LUA} in RESP, for a validated request on the (prefixed) `key`
- * (`now` only when the store honours it). The same call as {@link rateLimitArgs}.
- */
-export function rateLimitCall(key: string, r: RateRequest, now: number | undefined): string {
-  const w = encodeWindows(r.windows);
-  return `*${9 + 3 * r.windows.length}\r\n${LIMIT_HEAD}${bulkText(key)}${bulk(clockArg(now))}${bulk(String(r.cost))}${bulk(String(r.jailMs ?? 0))}${bulkText(r.label ?? '')}${w.limits}`;
-}
-
-/** One EVALSHA of {@link RATE_REFUND_LUA} in RESP, for a validated reservation on the (prefixed) `key`. */
-export function rateRefundCall(key: string, r: RateReservation): string {
-  const w = encodeWindows(r.windows);
-  let out = `*${6 + 3 * r.windows.length}\r\n${REFUND_HEAD}${bulkText(key)}${bulk(String(r.cost))}${bulk(String(r.windows.length))}`;
-  for (let i = 0; i < r.windows.length; i++) out += w.pairs[i] + bulk(String(r.epochs[i]));
-  return out;
-}
-
-/** The same call as EVAL with the script's text: for a server that answered NOSCRIPT. */
-export function rateCallAsEval(call: string, script: RateScriptText): string {
-  const head = evalshaHead(script);
-  const at = call.indexOf('\r\n') + 2;
-  if (!call.startsWith(head, at)) throw new Error('not an EVALSHA of this script');
-  return `${call.slice(0, at)}$4\r\neval\r\n${bulkText(script.lua)}$1\r\n1\r\n${call.slice(at + head.length)}`;
 }
 
 /** ARGV of {@link RATE_INSPECT_LUA}. */
@@ -464,9 +364,9 @@ export function parseRateInspectReply(reply: unknown): RateInspection {
     const [used, limit, remaining, resetMs] = reply.slice(8 + i * 4, 12 + i * 4).map(Number);
     windows.push({ used, limit, remaining, resetMs });
   }
-  const limitsText = String(reply[6]);
+  const limitsText = replyText(reply[6]);
   return {
-    label: Number(reply[1]) === 1 ? String(reply[2]) : undefined,
+    label: Number(reply[1]) === 1 ? replyText(reply[2]) : undefined,
     windows,
     jailedForMs: Number(reply[3]),
     blocked: Number(reply[4]) === 1,

@@ -68,20 +68,28 @@ return {#s, p}`,
 const append = (key: string, text: string, keep: number, ttlMs: number) => ({ key, args: { text, keep, ttlMs } });
 
 /**
- * Defines the store contract's tests in the current suite (call it inside `describe`); `make` gives a
- * fresh, empty store per test, closed after it.
+ * For a suite of store tests: a function that makes a fresh store with `make`, each closed after the
+ * test that made it (an `afterEach` registered in the current suite).
  */
-export function storeContract(make: () => Promise<Store> | Store): void {
+export function freshStores(make: () => Promise<Store> | Store): () => Promise<Store> {
   let stores: Store[] = [];
-  const fresh = async () => {
-    const s = await make();
-    stores.push(s);
-    return s;
-  };
   afterEach(async () => {
     await Promise.all(stores.map((s) => s.close()));
     stores = [];
   });
+  return async () => {
+    const s = await make();
+    stores.push(s);
+    return s;
+  };
+}
+
+/**
+ * Defines the store contract's tests in the current suite (call it inside `describe`); `make` gives a
+ * fresh, empty store per test, closed after it.
+ */
+export function storeContract(make: () => Promise<Store> | Store): void {
+  const fresh = freshStores(make);
 
   it('get: undefined for an absent key; set then get; overwrite; empty and unicode values', async () => {
     const s = await fresh();

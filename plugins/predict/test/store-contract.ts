@@ -3,10 +3,10 @@
  * and the rate profiles, run against the in-memory store, a real redis-server and a real Cluster.
  */
 import assert from 'node:assert/strict';
-import { afterEach, it } from 'node:test';
+import { it } from 'node:test';
 import { StoreError, defineAtomicOperation, type Store, type StoreErrorCode } from 'themis-milter';
 import { eventually } from '../../../test/helpers/redis.ts';
-import { prng } from 'themis-milter/testing';
+import { freshStores, prng } from 'themis-milter/testing';
 import { profileUpdate, seenAdd, type ProfileRequest, type ProfileResult } from '../src/store/index.ts';
 
 /** Sets one unrelated field (`v`: a rate-limit label, say) in a hash. */
@@ -26,16 +26,7 @@ const code = (c: StoreErrorCode) => (e: unknown) => e instanceof StoreError && e
 
 /** predict's part of the store contract; `make` gives a fresh, empty store per test (real clock). */
 export function predictStoreContract(make: () => Promise<Store> | Store): void {
-  let stores: Store[] = [];
-  const fresh = async () => {
-    const s = await make();
-    stores.push(s);
-    return s;
-  };
-  afterEach(async () => {
-    await Promise.all(stores.map((s) => s.close()));
-    stores = [];
-  });
+  const fresh = freshStores(make);
 
   it('seenAdd: tells which members are new, most recently seen kept, the oldest beyond keep forgotten', async () => {
     const s = await fresh();

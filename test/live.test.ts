@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryStore } from '../src/store/store.ts';
-import { mergeLive, readAudit, readLive, writeLive, hasLive, LIVE_KEYS } from '../src/live.ts';
+import { mergeLive, readAudit, readLive, writeLive, hasLive, LIVE_KEYS } from '../src/live/index.ts';
 import { redact } from '../src/cli/live-cmd.ts';
 
 describe('live policies in the store', () => {

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_HTTP, fetchStatus } from './http.ts';
-import { announceResync } from './start.ts';
+import { announceResync } from '../live/resync.ts';
 import { stdio, type CommandIO } from './io.ts';
 import { envConfigPath } from './env.ts';
 import { commandStoreConfig } from './store-flags.ts';

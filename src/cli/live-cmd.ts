@@ -13,7 +13,7 @@ import type { PolicyInput } from '../kernel/kernel.ts';
 import { ThemisError } from '../kernel/errors.ts';
 import type { PolicyFlag } from '../kernel/plugin.ts';
 import type { PoolDefinition } from '../kernel/policy.ts';
-import { mergeLive, readAudit, readLive, writeLive, type LiveItems, type LiveKind } from '../live.ts';
+import { LIVE_FIELD, announceResync, liveOrigin, mergeLive, readAudit, readLive, writeLive, type LiveItems, type LiveKind } from '../live/index.ts';
 import type { Store } from '../store/store.ts';
 import { envConfigPath } from './env.ts';
 import { commandStoreConfig } from './store-flags.ts';
@@ -217,13 +217,12 @@ async function validate(c: Context, live: LiveItems): Promise<void> {
 
 /** Validates, writes, records and announces one change to `live` (the live items as just read). */
 async function change(c: Context, live: LiveItems, kind: LiveKind, name: string, value: unknown): Promise<number> {
-  const key = kind === 'policy' ? 'policies' : kind === 'group' ? 'groups' : 'pools';
+  const key = LIVE_FIELD[kind];
   const next: LiveItems = { ...live, [key]: { ...live[key] } };
   if (value === null) delete (next[key] as Record<string, unknown>)[name];
   else (next[key] as Record<string, unknown>)[name] = value;
   await validate(c, next);
   const entry = await writeLive(c.store, kind, name, value, c.command);
-  const { announceResync } = await import('./start.ts');
   const version = await announceResync(c.store);
   if (c.values.json) c.io.out(`${JSON.stringify({ ...entry, version }, null, 2)}\n`);
   else c.io.out(`${kind} ${name} ${value === null ? 'deleted' : entry.before === null ? 'added' : 'changed'} (change ${entry.seq}); every daemon sharing the store applies it now (resync ${version})\n`);
@@ -365,12 +364,12 @@ export async function livePolicyCommand(sub: string, args: string[], io: Command
 
 /** Policies that name a group (in any selector) or a pool. */
 function usersOf(kind: 'group' | 'pool', name: string, config: LoadedConfig, live: LiveItems): string[] {
-  const policies = mergeLive({ policies: config.policies, policySettings: config.policySettings }, live).policies ?? [];
+  const merged = mergeLive(config, live);
+  const policies = merged.policies;
   const selectors = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]).map((s) => String(s).replace(/^!/, ''));
   const users = policies.filter((p) => (kind === 'pool' ? p.match?.pool === name : [...selectors(p.match?.source), ...selectors(p.match?.destination)].includes(name))).map((p) => `policy ${p.name}`);
   if (kind === 'group') {
-    const groups = { ...config.policySettings.groups, ...live.groups };
-    for (const [g, members] of Object.entries(groups)) if (g !== name && members.map((m) => m.replace(/^!/, '')).includes(name)) users.push(`group ${g}`);
+    for (const [g, members] of Object.entries(merged.policySettings.groups ?? {})) if (g !== name && members.map((m) => m.replace(/^!/, '')).includes(name)) users.push(`group ${g}`);
   }
   return users;
 }
@@ -383,11 +382,14 @@ export async function liveSetCommand(kind: 'group' | 'pool', sub: string | undef
   }
   return run(kind, LIVE_GROUP_USAGE, [sub, ...args], io, async (c) => {
     const live = await readLive(c.store);
+    const field = LIVE_FIELD[kind];
     const fromFile = kind === 'group' ? c.config.policySettings.groups ?? {} : c.config.policySettings.pools ?? {};
-    const liveSet = (kind === 'group' ? live.groups : live.pools) as Record<string, unknown>;
+    const liveSet = live[field] as Record<string, unknown>;
+    const merged = mergeLive(c.config, live).policySettings;
+    const all = ((kind === 'group' ? merged.groups : merged.pools) ?? {}) as Record<string, unknown>;
+    const source = (n: string) => liveOrigin(live, field, n);
     if (sub === 'list') {
-      const all = { ...fromFile, ...liveSet };
-      const rows = Object.keys(all).sort().map((n) => ({ name: n, source: n in liveSet ? 'live' : 'file', value: all[n] }));
+      const rows = Object.keys(all).sort().map((n) => ({ name: n, source: source(n), value: all[n] }));
       if (c.values.json) c.io.out(`${JSON.stringify(rows, null, 2)}\n`);
       else if (rows.length === 0) c.io.out(`no ${kind}s\n`);
       else for (const r of rows) c.io.out(`${r.name} (${r.source}): ${kind === 'group' ? (r.value as string[]).join(' ') : `${(r.value as PoolDefinition).servers.join(' ')}${(r.value as PoolDefinition).fallbackToGlobal ? ' (fallback to global)' : ''}`}\n`);
@@ -395,21 +397,21 @@ export async function liveSetCommand(kind: 'group' | 'pool', sub: string | undef
     }
     const name = needName(c, `${kind} ${sub}`);
     const items = c.positionals.slice(2);
-    const current = liveSet[name] ?? (fromFile as Record<string, unknown>)[name];
+    const current = Object.hasOwn(all, name) ? all[name] : undefined;
     if (sub === 'get') {
       if (current === undefined) {
         c.io.err(`themis ${kind} get: no ${kind} ${name}\n`);
         return 1;
       }
-      c.io.out(c.values.json ? `${JSON.stringify({ name, source: name in liveSet ? 'live' : 'file', [kind === 'group' ? 'members' : 'pool']: current }, null, 2)}\n` : `${name} (${name in liveSet ? 'live' : 'file'}): ${JSON.stringify(current)}\n`);
+      c.io.out(c.values.json ? `${JSON.stringify({ name, source: source(name), [kind === 'group' ? 'members' : 'pool']: current }, null, 2)}\n` : `${name} (${source(name)}): ${JSON.stringify(current)}\n`);
       return 0;
     }
     if (sub === 'delete') {
-      if (!(name in liveSet)) {
+      if (source(name) !== 'live') {
         c.io.err(`themis ${kind} delete: ${name} is not a live ${kind}${name in fromFile ? ` (it is in ${c.config.file}: edit the file)` : ''}\n`);
         return 1;
       }
-      const rest: LiveItems = { ...live, [kind === 'group' ? 'groups' : 'pools']: Object.fromEntries(Object.entries(liveSet).filter(([n]) => n !== name)) };
+      const rest: LiveItems = { ...live, [field]: Object.fromEntries(Object.entries(liveSet).filter(([n]) => n !== name)) };
       const users = name in fromFile ? [] : usersOf(kind, name, c.config, rest);
       if (users.length > 0) {
         c.io.err(`themis ${kind} delete: ${name} is still used by ${users.join(', ')}: change those first\n`);

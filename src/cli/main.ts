@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { check } from './check.ts';
-import { packageVersion } from './start.ts';
+import { packageVersion } from './version.ts';
 import { envConfigPath } from './env.ts';
 
 const USAGE = `Usage: themis <command> [options]      (themis <command> --help for each)

@@ -56,10 +56,10 @@ export async function runPluginCommand(name: string, argv: string[], io: Command
   // The policies as the daemons apply them: the file's, with the live ones of a shared store merged in.
   let all: { policies: readonly PolicyInput[]; settings: PolicySettings } = { policies: config.policies, settings: config.policySettings };
   if (storeConfig.type !== 'memory') {
-    const { readLive, mergeLive } = await import('../live.ts');
+    const { readLive, mergeLive } = await import('../live/index.ts');
     try {
-      const merged = mergeLive({ policies: config.policies, policySettings: config.policySettings }, await readLive(store));
-      all = { policies: merged.policies ?? [], settings: merged.policySettings ?? {} };
+      const merged = mergeLive(config, await readLive(store));
+      all = { policies: merged.policies, settings: merged.policySettings };
     } catch (err) {
       io.err(`themis ${name}: the store did not answer (${(err as Error).message}); using the file's policies only\n`);
     }

@@ -156,13 +156,13 @@ async function load(command: string, path: string | undefined, io: PolicyCommand
     const { createStore } = await import('../store/index.ts');
     const storeConfig = commandStoreConfig(config.store);
     if (storeConfig.type === 'memory') return loaded;
-    const { readLive, mergeLive, hasLive } = await import('../live.ts');
+    const { readLive, mergeLive, hasLive } = await import('../live/index.ts');
     const store = createStore(storeConfig);
     try {
       const live = await readLive(store);
       if (!hasLive(live)) return loaded;
-      const merged = mergeLive({ policies: config.policies, policySettings: config.policySettings }, live);
-      return { file: config.file, policies: merged.policies ?? [], settings: merged.policySettings ?? {}, live: new Set(Object.keys(live.policies)) };
+      const merged = mergeLive(config, live);
+      return { file: config.file, policies: merged.policies, settings: merged.policySettings, live: new Set(Object.keys(live.policies)) };
     } catch (err) {
       io.err(`${command}: the store did not answer (${(err as Error).message}); showing the file's policies only\n`);
       return loaded;

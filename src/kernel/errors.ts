@@ -21,6 +21,7 @@ export const KERNEL_ERRORS = {
   THEMIS_ERR_HTTP_UNAUTHORIZED: 'status endpoint: {path} needs the bearer token (http.token)',
   THEMIS_ERR_UNHANDLED_REJECTION: 'unhandled promise rejection: {reason}',
   THEMIS_ERR_UNCAUGHT_EXCEPTION: 'uncaught exception: {reason}',
+  THEMIS_ERR_IPC_MESSAGE: 'ignored a malformed message on {channel}: {reason}',
   THEMIS_ERR_RELOAD_REFUSED: 'reload ({trigger}) refused, still serving configuration {hash}: {reason}',
   THEMIS_ERR_PLUGIN_KERNEL_RANGE: 'plugin {plugin} supports kernel {range}, but this kernel is {version}',
   THEMIS_ERR_PLUGIN_UNKNOWN_HOOK: 'plugin {plugin} returned unknown hook {hook} (known hooks: {known})',

@@ -27,6 +27,8 @@ export interface RuntimeInfo {
   plugins: string[];
   /** Number of policies. */
   policies: number;
+  /** How many of them come from the live store (see `src/live/`); absent when the builder does not merge live policies. */
+  livePolicies?: number;
 }
 
 /** A runtime: its kernel and what it was built from. */

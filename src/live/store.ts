@@ -1,15 +1,12 @@
 /**
- * Live policies: policies, groups and pools kept in the store beside the configuration file, edited
- * with `themis policy|group|pool …`, and applied by every daemon sharing the store on its next
- * reload — which the command triggers at once through the store (`config resync`). The file is the
- * versioned baseline; what is live is merged over it: a live item replaces the file's item of the same
- * name. Every change is recorded in an audit log in the store.
+ * The live store: policies, groups and pools kept in the store beside the configuration file (edited
+ * with `themis policy|group|pool …`), read and written here, each change recorded in an audit log.
  * @module
  */
 import { hostname, userInfo } from 'node:os';
-import type { PolicyInput } from './kernel/kernel.ts';
-import type { PoolDefinition, Selector } from './kernel/policy.ts';
-import type { Store } from './store/store.ts';
+import type { PolicyInput } from '../kernel/kernel.ts';
+import type { PoolDefinition, Selector } from '../kernel/policy.ts';
+import type { Store } from '../store/store.ts';
 
 /** What can live in the store. */
 export type LiveKind = 'policy' | 'group' | 'pool';
@@ -44,7 +41,7 @@ export interface AuditEntry {
   after: unknown;
 }
 
-/** Store keys. */
+/** Store keys of the live items and of the audit log (under the store's key prefix). */
 export const LIVE_KEYS = {
   item: (kind: LiveKind, name: string) => `live:${kind}:${name}`,
   prefix: (kind: LiveKind) => `live:${kind}:`,
@@ -52,7 +49,8 @@ export const LIVE_KEYS = {
   audit: (seq: number) => `live:audit:${seq}`,
 };
 
-const FIELD: Record<LiveKind, keyof LiveItems> = { policy: 'policies', group: 'groups', pool: 'pools' };
+/** Which field of {@link LiveItems} holds each kind. */
+export const LIVE_FIELD: Readonly<Record<LiveKind, keyof LiveItems>> = { policy: 'policies', group: 'groups', pool: 'pools' };
 
 /** Reads every live item from the store. */
 export async function readLive(store: Store): Promise<LiveItems> {
@@ -63,7 +61,7 @@ export async function readLive(store: Store): Promise<LiveItems> {
       const text = await store.get(key);
       if (text === undefined) continue;
       try {
-        (out[FIELD[kind]] as Record<string, unknown>)[key.slice(prefix.length)] = JSON.parse(text);
+        (out[LIVE_FIELD[kind]] as Record<string, unknown>)[key.slice(prefix.length)] = JSON.parse(text);
       } catch {
         // A value nobody could have written through the command: skipped, the others still apply.
       }
@@ -77,20 +75,7 @@ export function hasLive(live: LiveItems): boolean {
   return Object.keys(live.policies).length + Object.keys(live.groups).length + Object.keys(live.pools).length > 0;
 }
 
-/**
- * The file's policies, groups and pools with the live ones merged in: a live item replaces the file's
- * item of the same name; the others are added. Priorities then order them as usual.
- */
-export function mergeLive<T extends { policies?: readonly PolicyInput[]; policySettings?: { groups?: Record<string, Selector[]>; pools?: Record<string, PoolDefinition>; outboundNetworks?: Selector[] } }>(base: T, live: LiveItems): T {
-  const names = new Set(Object.keys(live.policies));
-  return {
-    ...base,
-    policies: [...(base.policies ?? []).filter((p) => !names.has(p.name)), ...Object.values(live.policies)],
-    policySettings: { ...base.policySettings, groups: { ...base.policySettings?.groups, ...live.groups }, pools: { ...base.policySettings?.pools, ...live.pools } },
-  };
-}
-
-/** Writes (or, with `value` null, deletes) one live item and records the change; resolves with what was there. */
+/** Writes (or, with `value` null, deletes) one live item and records the change; resolves with the audit entry. */
 export async function writeLive(store: Store, kind: LiveKind, name: string, value: unknown, command: string): Promise<AuditEntry> {
   const key = LIVE_KEYS.item(kind, name);
   const text = await store.get(key);

@@ -1,0 +1,82 @@
+/**
+ * What a daemon tells about itself: the status of a serving process, the cluster's status assembled
+ * from its workers', the status endpoint (started so that failing to listen never stops the mail),
+ * and what the start line says of the plugins' pages.
+ * @module
+ */
+import type { Logger } from 'pino';
+import { endpointUrl, startStatusServer, type StatusServer, type StatusSource } from '../http.ts';
+import type { PluginPage } from '../../kernel/index.ts';
+import { packageVersion } from '../version.ts';
+
+/** Status of one serving process (what `/status` shows, or one entry of `workers` in cluster mode). */
+export interface ProcessStatus {
+  /** Its process id. */
+  pid: number;
+  /** Its worker id in a cluster. */
+  worker: number | undefined;
+  /** Themis's version. */
+  version: string;
+  /** Node's version. */
+  node: string;
+  /** When it started, ISO 8601. */
+  startedAt: string;
+  /** Seconds since. */
+  uptimeSeconds: number;
+  /** The milter socket's address. */
+  listen: string | undefined;
+  /** Open MTA connections. */
+  connections: number;
+  /** The serving runtime's configuration (null with --engine-only). */
+  config: { file: string | null; hash: string; loadedAt: string; generation: number; plugins: string[]; policies: number; retiring: number; lastReloadError: unknown } | null;
+  /** The store and its state. */
+  store: { type: string; status: string };
+}
+
+/** The cluster primary's `/status`: the process's own facts with every worker's status. */
+export function clusterStatus(startedAt: Date, listen: string | undefined, workers: ProcessStatus[]): Record<string, unknown> {
+  const hashes = [...new Set(workers.map((s) => s.config?.hash).filter(Boolean))];
+  return {
+    pid: process.pid,
+    version: packageVersion(),
+    node: process.version,
+    mode: 'cluster',
+    startedAt: startedAt.toISOString(),
+    uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
+    listen,
+    connections: workers.reduce((n, s) => n + (s.connections ?? 0), 0),
+    // One hash when the workers agree; otherwise the hashes, so a half-applied reload shows.
+    config: hashes.length === 1 ? workers[0].config : { hash: 'mixed', hashes },
+    store: workers[0]?.store,
+    workers,
+  };
+}
+
+/** Starts the status endpoint unless disabled; it is secondary, so failing to listen is logged and mail keeps flowing. */
+export async function serveStatus(spec: string | false, logger: Logger, source: StatusSource, token: string | undefined): Promise<StatusServer | undefined> {
+  if (spec === false) return undefined;
+  try {
+    return await startStatusServer(spec, source, (err) => logger.warn({ err }, 'status endpoint error'), { token });
+  } catch (err) {
+    logger.error({ code: 'THEMIS_ERR_HTTP_LISTEN', err }, `status endpoint cannot listen on ${spec}: ${(err as Error).message}; serving mail without it`);
+    return undefined;
+  }
+}
+
+/**
+ * What the start line says of the plugins' pages for a browser (the monitor's dashboard): a `pages`
+ * field, page name → URL (`plugin/name` when two plugins use one name), and words for the message.
+ * With the status endpoint off, the pages are not served, and the line says so.
+ */
+export function pagesShown(pages: readonly PluginPage[], statusServer: StatusServer | undefined, token: string | undefined): { fields: { pages?: Record<string, string> }; words: string } {
+  if (pages.length === 0) return { fields: {}, words: '' };
+  if (!statusServer) return { fields: {}, words: `; no ${pages.map((p) => `${p.plugin} ${p.name}`).join(', ')}: the status endpoint is off` };
+  const fields: Record<string, string> = {};
+  const words: string[] = [];
+  for (const p of pages) {
+    const url = endpointUrl(statusServer.address, p.path);
+    fields[pages.filter((o) => o.name === p.name).length > 1 ? `${p.plugin}/${p.name}` : p.name] = url;
+    words.push(`${p.plugin} ${p.name} at ${url}`);
+  }
+  return { fields: { pages: fields }, words: `; ${words.join(', ')}${token === undefined ? '' : ' (open it once with ?token=…)'}` };
+}

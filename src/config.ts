@@ -15,17 +15,61 @@ import { z } from 'zod';
 import { ThemisError, formatConfigPath } from './kernel/errors.ts';
 import { loadPlugin, type PluginSpec } from './kernel/loader.ts';
 import type { KernelOptions, PluginEntry, PolicyInput } from './kernel/kernel.ts';
-import type { PolicySettings } from './kernel/policy.ts';
+import type { PolicyDefinition, PolicySettings } from './kernel/policy.ts';
 import { storeConfigSchema, type StoreConfig } from './store/config.ts';
 
 /** A plugin in the configuration: a reference alone, or with its settings. */
 export type PluginConfig = PluginSpec | { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' };
 
+/**
+ * What one plugin of the configuration claims, for typing policies: a typed field (a plugin object
+ * whose field name and schema are known), `open` (a package name or path, or a plugin whose field name
+ * is not known to the types: anything goes), or nothing (a plugin that claims no field).
+ */
+type ClaimOfPlugin<P> = P extends string
+  ? { open: true }
+  : P extends { readonly claims?: infer C }
+    ? NonNullable<C> extends { readonly field: infer F extends string; readonly schema: infer S extends z.ZodType }
+      ? 0 extends 1 & F
+        ? { open: true }
+        : string extends F
+          ? { open: true }
+          : [F] extends [never]
+            ? never
+            : { field: F; input: z.input<S> }
+      : never
+    : { open: true };
+
+/** The claims of a list of plugins, one per entry (a union). */
+type ClaimsOf<TPlugins extends readonly PluginConfig[]> = ClaimOfPlugin<TPlugins[number] extends infer E ? (E extends { plugin: infer P } ? P : E) : never>;
+
+/** The typed fields of the claims `C`, each optional and typed by its plugin's schema input. */
+type TypedFields<C> = { [F in Extract<C, { field: string; input: unknown }>['field']]?: Extract<C, { field: F; input: unknown }>['input'] };
+
+/**
+ * A policy of a configuration whose plugins are `TPlugins`: its matching settings and the field each
+ * plugin claims, typed by that plugin's schema (its input type: what the file may write). When every
+ * plugin is an object whose claim the types know, a field no plugin claims does not compile (the
+ * kernel would refuse it at load); a plugin given by name (`'themis-plugin-spf'`), or typed only as
+ * {@link PluginEntry}, lets any other field through, as {@link PolicyInput} does.
+ */
+export type PolicyOf<TPlugins extends readonly PluginConfig[]> = [Extract<ClaimsOf<TPlugins>, { open: true }>] extends [never]
+  ? Flat<PolicyDefinition & TypedFields<ClaimsOf<TPlugins>>>
+  : [Extract<ClaimsOf<TPlugins>, { field: string }>] extends [never]
+    ? PolicyInput
+    : Flat<PolicyDefinition & TypedFields<ClaimsOf<TPlugins>>> & { [field: string]: unknown };
+
+/** One object type of an intersection (what editors show; assignable to {@link PolicyInput}). */
+type Flat<T> = { [K in keyof T]: T[K] };
+
 /** pino's levels. */
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
-/** The configuration. */
-export interface ThemisConfig {
+/**
+ * The configuration. `TPlugins` is the type of its plugin list: {@link defineConfig} infers it, and
+ * types each policy's fields by the plugins that claim them ({@link PolicyOf}).
+ */
+export interface ThemisConfig<TPlugins extends readonly PluginConfig[] = PluginConfig[]> {
   /** Socket to listen on (`inet:PORT@HOST`, `inet6:PORT@[ADDR]`, `unix:/path`); `--listen` and `THEMIS_LISTEN` win. Default `inet:8440@127.0.0.1`. */
   listen?: string;
   /**
@@ -54,9 +98,9 @@ export interface ThemisConfig {
   /** Processes serving one listening socket (`node:cluster`); needs a shared store. Default 1; `--workers` wins. */
   workers?: number;
   /** Plugins, in load order. */
-  plugins?: PluginConfig[];
+  plugins?: TPlugins;
   /** Policies: name, priority, `match` (source, destination, direction, pool), `type`, `stopHere`, and the fields plugins claim. */
-  policies?: PolicyInput[];
+  policies?: NoInfer<PolicyOf<TPlugins>>[];
   /** Named sets of `@domain`, `user@domain`, IPs, CIDRs and `sasl:login` that policies refer to. */
   groups?: PolicySettings['groups'];
   /** Named pools of MTA host names (`{j}`); a policy with `match.pool` applies only there. */
@@ -78,8 +122,13 @@ export interface ThemisConfig {
   onError?: 'accept' | 'tempfail' | 'reject';
 }
 
-/** Gives a configuration object its type (editor completion); returns it unchanged. */
-export function defineConfig(config: ThemisConfig): ThemisConfig {
+/**
+ * Gives a configuration object its type (editor completion); returns it unchanged. The plugin list's
+ * type is inferred: a policy field claimed by a plugin given as an object (`import spf from
+ * 'themis-plugin-spf'`) is checked against that plugin's schema, so a wrongly typed field fails to
+ * compile; plugins given by name are resolved only at load, and leave their fields unchecked until then.
+ */
+export function defineConfig<TPlugins extends readonly PluginConfig[] = PluginConfig[]>(config: ThemisConfig<TPlugins>): ThemisConfig<TPlugins> {
   return config;
 }
 

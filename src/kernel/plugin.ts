@@ -302,8 +302,12 @@ export interface PolicyFlag {
   apply(field: Record<string, unknown>, value: string | true): void;
 }
 
-/** A plugin. Make one with {@link definePlugin}. */
-export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode extends string = string> {
+/**
+ * A plugin. Make one with {@link definePlugin}. `TField` is the name of the policy field it claims
+ * (`never` when it claims none; `string` when unknown) and `TClaimInput` what a configuration may write
+ * there (the input type of the claim's schema): `defineConfig` types each policy's fields from them.
+ */
+export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode extends string = string, TField extends string = string, TClaimInput = unknown> {
   /** Unique name (`ratelimit`, `greylist`). */
   readonly name: string;
   /** The plugin's own version. */
@@ -311,7 +315,7 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
   /** The kernel versions it supports, as a semver range (`^1`); checked at load. */
   readonly kernel: string;
   /** The policy field this plugin owns and the zod schema of its value. */
-  readonly claims?: { readonly field: string; readonly schema: z.ZodType<TClaim> };
+  readonly claims?: { readonly field: TField; readonly schema: z.ZodType<TClaim, TClaimInput> };
   /** Zod schema of the plugin-level options. */
   readonly options?: z.ZodType<TOptions>;
   /** Default priority: higher runs earlier and wins verdict merges (default 0). */
@@ -370,7 +374,7 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
    * Commands the plugin adds to the `themis` command line, by name (`limits` → `themis limits …`).
    * They run in the administrator's shell against the configured store, not inside the daemon.
    */
-  readonly commands?: Readonly<Record<string, PluginCommand<TClaim, TOptions>>>;
+  readonly commands?: Readonly<Record<string, PluginCommand<NoInfer<TClaim>, NoInfer<TOptions>>>>;
 }
 
 /** A command a plugin adds to the `themis` command line. */
@@ -405,12 +409,42 @@ export interface PluginCommandContext<TClaim = unknown, TOptions = unknown> {
   err(text: string): void;
 }
 
+/** Every hook name: stage, observer and lifecycle hooks. */
+export type HookName = keyof StageHooks | keyof ObserverHooks | keyof LifecycleHooks;
+
 /**
- * Defines a plugin with full typing: the claim and options types flow from the zod schemas into
- * every hook's `ctx.policies[i].config` and into `setup`'s `ctx.options`, and the codes of `errors`
- * into `ctx.error` (only a declared code compiles; give them as the third type argument when you give
- * the first two: `definePlugin<Policy, Options, keyof typeof ERRORS>`).
+ * Hooks as `setup` may return them: a name that is no hook (`mailFromm`) is typed `never`, so the
+ * misspelt hook fails to compile. (A returned object literal escapes TypeScript's excess property
+ * check once the function's return type is inferred; this mapped check puts it back.)
  */
-export function definePlugin<TClaim = unknown, TOptions = unknown, TCode extends string = string>(plugin: PluginDefinition<TClaim, TOptions, TCode>): PluginDefinition<TClaim, TOptions, TCode> {
+export type ExactHooks<THooks> = THooks & { readonly [K in Exclude<keyof THooks, HookName>]: never };
+
+/** What {@link definePlugin} takes: a {@link PluginDefinition} whose `setup` returns only known hooks. */
+export type PluginDefinitionInput<TClaim, TOptions, TCode extends string, TField extends string, TClaimInput, THooks extends PluginHooks<TClaim>> = Omit<PluginDefinition<TClaim, TOptions, TCode, TField, TClaimInput>, 'setup'> & {
+  /** Builds the hooks; runs once per load (and again on reload). */
+  setup(ctx: PluginContext<TOptions, TCode>): ExactHooks<THooks> | Promise<ExactHooks<THooks>>;
+};
+
+/**
+ * Defines a plugin with full typing. Give no type arguments: they are inferred. The claim and options
+ * types flow from the zod schemas into every hook's `ctx.policies[i].config` and into `setup`'s
+ * `ctx.options`; the codes of `errors` into `ctx.error` (only a declared code compiles); the claimed
+ * field's name and its schema's input type into `defineConfig`, which then types that field of
+ * every policy; and the hooks `setup` returns are checked by name (a misspelt hook fails to compile).
+ * To check the schemas against declared types, write `schema: field satisfies z.ZodType<Policy>`.
+ *
+ * Explicit type arguments (`definePlugin<Policy, Options, Code>`) still compile, but whatever is not
+ * given falls back to its default: the field's name is then unknown to `defineConfig` (the field is
+ * not type-checked there) and hook names are not checked. Give all five
+ * (`definePlugin<Policy, Options, Code, 'field', z.input<typeof schema>>`) to keep the first.
+ */
+export function definePlugin<
+  TClaim = unknown,
+  TOptions = unknown,
+  TCode extends string = string,
+  TField extends string = unknown extends TClaim ? never : string,
+  TClaimInput = unknown,
+  THooks extends PluginHooks<TClaim> = PluginHooks<TClaim>,
+>(plugin: PluginDefinitionInput<TClaim, TOptions, TCode, TField, TClaimInput, THooks>): PluginDefinition<TClaim, TOptions, TCode, TField, TClaimInput> {
   return plugin;
 }

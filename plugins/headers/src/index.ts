@@ -12,7 +12,7 @@ import { describeCondition, headersField, headersOptions, type Action, type Capt
 import { noteText, notePath, renderTemplate, rfc5322Date, type Template } from './template.ts';
 
 export { decodeWords, encodeWords, fold, sanitise, unfold } from './encoding.ts';
-export { headersField, headersOptions, type HeadersPolicy, type HeadersOptions, type Rule, type Condition, type Action, type ConditionInput } from './schema.ts';
+export { headersField, headersOptions, type HeadersPolicy, type HeadersOptions, type Rule, type Condition, type Action, type ConditionInput, type HeadersInput } from './schema.ts';
 export { PLACEHOLDERS } from './template.ts';
 
 /** What the plugin leaves in the message notes (`ctx.message.notes.of('headers')`), for other plugins. */
@@ -59,7 +59,7 @@ interface Finding {
   what: string[];
 }
 
-export default definePlugin<HeadersPolicy, HeadersOptions, HeadersErrorCode>({
+export default definePlugin({
   name: 'headers',
   version: '1.0.0',
   kernel: '^1',

@@ -366,8 +366,15 @@ export interface HeadersPolicy {
 
 const fieldObject = z.strictObject({ rules: z.array(ruleInput), onlyHeaders: z.union([z.boolean(), z.literal('matched')]).default(false) });
 
-/** A list of rules, or `{ rules, onlyHeaders }`; problems keep the path as the configuration writes it. */
-const fieldInput = z.unknown().transform((input, ctx): z.output<typeof fieldObject> & { listed: boolean } => {
+/** What a configuration may write in the `headers` field: a list of rules, or `{ rules, onlyHeaders }`. */
+export type HeadersInput = z.input<typeof ruleInput>[] | z.input<typeof fieldObject>;
+
+/**
+ * A list of rules, or `{ rules, onlyHeaders }`; problems keep the path as the configuration writes it.
+ * `z.custom` without a check accepts anything, as `z.unknown()` would: it only gives the field its
+ * input type, which `defineConfig` checks a configuration's `headers` fields against.
+ */
+const fieldInput = z.custom<HeadersInput>().transform((input, ctx): z.output<typeof fieldObject> & { listed: boolean } => {
   const listed = Array.isArray(input);
   const parsed = listed ? z.array(ruleInput).safeParse(input, { reportInput: true }) : fieldObject.safeParse(input, { reportInput: true });
   if (!parsed.success) {

@@ -62,7 +62,7 @@ export const MONITOR_ERRORS = {
 /** A code of the monitor plugin. */
 export type MonitorErrorCode = keyof typeof MONITOR_ERRORS;
 
-export default definePlugin<unknown, MonitorOptions, MonitorErrorCode>({
+export default definePlugin({
   name: 'monitor',
   version: '1.0.0',
   kernel: '^1',

@@ -116,7 +116,7 @@ function skipper(config: SpfPolicy) {
   };
 }
 
-export default definePlugin<SpfPolicy, SpfOptions>({
+export default definePlugin({
   name: 'spf',
   version: '1.0.0',
   kernel: '^1',

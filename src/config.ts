@@ -29,7 +29,9 @@ export type PluginConfig = PluginSpec | { plugin: PluginSpec; options?: unknown;
 type ClaimOfPlugin<P> = P extends string
   ? { open: true }
   : P extends { readonly claims?: infer C }
-    ? NonNullable<C> extends { readonly field: infer F extends string; readonly schema: infer S extends z.ZodType }
+    ? unknown extends C
+      ? { open: true }
+      : NonNullable<C> extends { readonly field: infer F extends string; readonly schema: infer S extends z.ZodType }
       ? 0 extends 1 & F
         ? { open: true }
         : string extends F

@@ -31,6 +31,10 @@ import {
 import { silentLogger } from '../milter/logger.ts';
 import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
 import type { PluginDefinition } from '../kernel/plugin.ts';
+import type { PolicyOf } from '../config.ts';
+
+/** A plugin as the harness takes it: a definition, or an entry with options and priority. */
+export type TestPlugin = PluginDefinition<any, any, any, any, any> | PluginEntry;
 
 /** The client side of a test connection. */
 export interface TestClient {
@@ -97,11 +101,11 @@ export interface TestResult {
 }
 
 /** Options of {@link createTestKernel}. */
-export interface TestKernelOptions extends Partial<Omit<KernelOptions, 'plugins' | 'policies'>> {
+export interface TestKernelOptions<TPlugins extends readonly TestPlugin[] = readonly TestPlugin[]> extends Partial<Omit<KernelOptions, 'plugins' | 'policies'>> {
   /** Plugins: definitions, or entries with options and priority. */
-  plugins: readonly (PluginDefinition<any, any> | PluginEntry)[];
-  /** Policies. */
-  policies?: readonly PolicyInput[];
+  plugins: TPlugins;
+  /** Policies, their fields typed by the plugins' schemas as in `defineConfig` ({@link PolicyOf}). */
+  policies?: readonly PolicyOf<TPlugins>[];
   /** Macros sent at connect, like Postfix's `j` (default `{ j: 'mx.test.example' }`). */
   macros?: Record<string, string>;
 }
@@ -135,7 +139,7 @@ let nextId = 1;
 let nextQueueId = 1;
 
 /** Builds a kernel from plugins and policies, with the in-memory store, and returns the harness. */
-export async function createTestKernel(options: TestKernelOptions): Promise<TestKernel> {
+export async function createTestKernel<const TPlugins extends readonly TestPlugin[]>(options: TestKernelOptions<TPlugins>): Promise<TestKernel> {
   const traces: DecisionTrace[] = [];
   const entries = options.plugins.map((p) => ('plugin' in p && typeof (p as PluginEntry).plugin === 'object' ? (p as PluginEntry) : { plugin: p as PluginDefinition<any, any> }));
   const kernel = await Kernel.create({

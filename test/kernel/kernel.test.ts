@@ -3,12 +3,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { Kernel, ThemisError, definePlugin, pagesOf, type PluginHooks, type Verdict } from '../../src/index.ts';
+import { Kernel, ThemisError, definePlugin, pagesOf, type PluginDefinition, type PluginHooks, type Verdict } from '../../src/index.ts';
 import { Protocol, Action, createMilterServer, MilterClient } from '../../src/milter/index.ts';
 import { createTestKernel } from '../../src/testing/index.ts';
 
 /** A plugin whose hooks are given inline. */
-function plugin(name: string, hooks: PluginHooks<any>, extra: Record<string, unknown> = {}) {
+// Typed as a plugin whose claimed field the types do not know: `extra` may claim any.
+function plugin(name: string, hooks: PluginHooks<any>, extra: Record<string, unknown> = {}): PluginDefinition<any, any> {
   return definePlugin({ name, version: '1.0.0', kernel: '^1', setup: () => hooks, ...extra });
 }
 

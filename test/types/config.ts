@@ -10,9 +10,9 @@ import monitor, { type MonitorErrorCode, type MonitorOptions } from 'themis-plug
 import ratelimit, { ratelimitField, type RatelimitErrorCode, type RatelimitOptions, type RatelimitPolicy } from 'themis-plugin-ratelimit';
 import allowlist from 'themis-plugin-recipient-allowlist';
 
-// ratelimit passes explicit type arguments (definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCode>),
-// so its field's name is not in its type; this is the type it has once it lets them be inferred.
-const typedRatelimit = ratelimit as PluginDefinition<RatelimitPolicy, RatelimitOptions, RatelimitErrorCode, 'ratelimit', z.input<typeof ratelimitField>>;
+// ratelimit infers its types as well, windows typed (z.custom) though checked by its transform.
+const typedRatelimit = ratelimit;
+expectTypeOf(ratelimit).toEqualTypeOf<PluginDefinition<RatelimitPolicy, RatelimitOptions, RatelimitErrorCode, 'ratelimit', z.input<typeof ratelimitField>>>();
 
 // The built-in plugins infer their types: the same as the types they declare, plus the field's name
 // and the schema's input (monitor claims no field).
@@ -53,6 +53,10 @@ defineConfig({
     { name: 'b', spf: true },
     // @ts-expect-error -- by names a subject (a string)
     { name: 'c', ratelimit: { windows: '10/1m', by: 5 } },
+    // @ts-expect-error -- windows is the shorthand or a list of windows, not a number
+    { name: 'c2', ratelimit: { windows: 100 } },
+    // @ts-expect-error -- a window's limit is a number
+    { name: 'c3', ratelimit: { windows: [{ limit: '10', per: '1m' }] } },
     // @ts-expect-error -- a header rule's then is a list of actions
     { name: 'd', headers: [{ if: { header: 'X-Spam-Flag', equals: 'YES' }, then: { add: 'X-A', value: '1' } }] },
     // @ts-expect-error -- the policy's own settings are typed as well

@@ -35,4 +35,8 @@ export async function harness(): Promise<void> {
   await createTestKernel({ plugins: [42] });
   // @ts-expect-error -- the client family is one of 4, 6, L, U
   await t.connect({ family: '5' });
+  // @ts-expect-error -- the harness types policies as defineConfig does: 'rejectt' is no SPF action
+  await createTestKernel({ plugins: [spf], policies: [{ name: 'p', spf: { mailFrom: { fail: 'rejectt' } } }] });
+  // @ts-expect-error -- nor may a policy carry a field no listed plugin claims
+  await createTestKernel({ plugins: [spf], policies: [{ name: 'p', headers: [] }] });
 }

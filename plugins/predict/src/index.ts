@@ -105,7 +105,7 @@ export const PREDICT_ERRORS = {
 /** A code of the predict plugin. */
 export type PredictErrorCode = keyof typeof PREDICT_ERRORS;
 
-export default definePlugin<PredictPolicy, PredictOptions, PredictErrorCode>({
+export default definePlugin({
   name: 'predict',
   version: '1.0.0',
   kernel: '^1',

@@ -12,7 +12,7 @@ import { limitsCommand } from './commands.ts';
 import { formatDuration, ratelimitField, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
 import { subjectKey, subjectValues, type SubjectFacts, type SubjectSpec, type SubjectValue } from './subjects.ts';
 
-export { parseDuration, formatDuration, ratelimitField, DEFAULT_SLOTS, type RatelimitPolicy, type ResolvedWindow } from './schema.ts';
+export { parseDuration, formatDuration, ratelimitField, DEFAULT_SLOTS, type RatelimitPolicy, type ResolvedWindow, type WindowsInput } from './schema.ts';
 export * from './store/index.ts';
 export { parseSubject, subjectValues, subjectKey, networkOf, NULL_SENDER, type SubjectSpec, type SubjectFacts, type SubjectValue } from './subjects.ts';
 
@@ -123,7 +123,7 @@ function refusalOf(action: 'reject' | 'tempfail' | 'quarantine', r: { code: numb
   return { action: r.code >= 500 ? 'reject' : 'tempfail', reply: r, reason };
 }
 
-export default definePlugin<RatelimitPolicy, RatelimitOptions, RatelimitErrorCode>({
+export default definePlugin({
   name: 'ratelimit',
   version: '1.0.0',
   kernel: '^1',

@@ -64,8 +64,15 @@ const shorthand = z.string().transform((text, ctx) => {
 
 const windowList = z.array(window).min(1).max(8);
 
-/** A string is the shorthand, anything else the list: chosen by type so that errors point inside the value (a union's would not). */
-const windows = z.unknown().transform((value, ctx) => {
+/** What a user writes for `windows`: the shorthand, or the list of windows. */
+export type WindowsInput = string | z.input<typeof windowList>;
+
+/**
+ * A string is the shorthand, anything else the list: chosen by type so that errors point inside the
+ * value (a union's would not). `z.custom` accepts any value (the transform checks it) and only gives
+ * the configuration its input type.
+ */
+const windows = z.custom<WindowsInput>().transform((value, ctx) => {
   const r = typeof value === 'string' ? shorthand.safeParse(value) : windowList.safeParse(value, { reportInput: true });
   if (r.success) return r.data;
   for (const issue of r.error.issues) ctx.addIssue({ ...issue, code: 'custom', path: issue.path, input: 'input' in issue ? issue.input : value } as never);

@@ -93,7 +93,7 @@ describe('ratelimit plugin', () => {
     const policies = (monitorStops: boolean) => [
       { name: 'a-watch', priority: 1, ratelimit: { windows: '1/1m', by: 'sender', action: 'monitor', monitorStops } },
       { name: 'b-enforce', priority: 2, ratelimit: { windows: '1/1m', by: 'sender' } },
-    ];
+    ] as const;
     const t = await createTestKernel({ plugins: [ratelimit], policies: policies(false) });
     await t.message(msg('a@example.org'));
     const r = await t.message(msg('a@example.org'));
@@ -197,7 +197,7 @@ describe('ratelimit plugin', () => {
 
   it('configuration errors name the policy and the path inside the field', async () => {
     const bad = async (field: unknown, pattern: RegExp) =>
-      assert.rejects(createTestKernel({ plugins: [ratelimit], policies: [{ name: 'x', ratelimit: field }] }), (e: unknown) => {
+      assert.rejects(createTestKernel({ plugins: [ratelimit], policies: [{ name: 'x', ratelimit: field as never }] }), (e: unknown) => {
         assert.ok(isThemisError(e), String(e));
         assert.match(e.message, pattern);
         return true;

@@ -1,5 +1,5 @@
-// The original `tmscli` examples (reference §9.2, and the README's `default`) translated as the README's
-// table "From the original tmscli" says, run against a real redis-server with the `themis` bin; each
+// The original `tmscli` examples (reference §9.2, and the original README's `default`) translated as the table
+// "From tmscli" of docs/guides/migrating.md says, run against a real redis-server with the `themis` bin; each
 // translation is then checked for what the original rule meant (reference §2.3, its bugs fixed) with
 // `themis policy test --json`, and for the ratelimit field it maps to with `themis policy get --json`.
 // Then the behaviour of the live commands themselves: --json, exit codes, refusals, history, export.
@@ -88,7 +88,7 @@ describe('tmscli, translated, against a real redis-server', { skip }, () => {
 
   describe('the original tmscli examples', { concurrency: 4 }, () => {
 
-    it('tmscli -a --policy default Source any Destination any (the README): every message, monitor, sender+, 720 per 500 s', async () => {
+    it('tmscli -a --policy default Source any Destination any (the original README): every message, monitor, sender+, 720 per 500 s', async () => {
       const file = configFile();
       await ok(file, 'policy', 'add', 'default', '--source', 'any', '--destination', 'any', '--ratelimit', '720/500s', '--jail-by', 'sender+', '--jail-action', 'monitor');
       assert.deepEqual(await getPolicy(file, 'default'), { name: 'default', match: { source: 'any', destination: 'any' }, ratelimit: { windows: '720/500s', by: 'sender+', action: 'monitor' } });

@@ -66,9 +66,9 @@ describe('packages installed from their tarballs', { skip, timeout: 240_000 }, (
       const files = await tarList(tgz(name));
       const pkg = JSON.parse(await tarRead(tgz(name), 'package/package.json')) as { name: string; exports?: unknown; bin?: Record<string, string>; types?: string };
       assert.equal(pkg.name, name);
-      const allowed = /^package\/(package\.json|README\.md|LICENSE|dist\/.+|bin\/.+|contrib\/.+|dashboard\/.+)$/;
+      const allowed = /^package\/(package\.json|README\.md|LICENSE|dist\/.+|bin\/.+|contrib\/.+|dashboard\/.+|docs\/.+\.md)$/;
       const stray = files.filter((f) => !allowed.test(f));
-      assert.deepEqual(stray, [], `${name}: files outside dist/, bin/, contrib/, dashboard/, README.md, package.json`);
+      assert.deepEqual(stray, [], `${name}: files outside dist/, bin/, contrib/, dashboard/, docs/*.md, README.md, package.json`);
       const dev = files.filter((f) => /(^|\/)(test|tests|__tests__|bench|fixtures?|src|coverage)\//.test(f) || /\.test\.[cm]?[jt]s$/.test(f) || /\.tsbuildinfo$/.test(f));
       assert.deepEqual(dev, [], `${name}: tests, benchmarks, fixtures or sources in the tarball`);
       const ts = files.filter((f) => /\.[cm]?ts$/.test(f) && !/\.d\.[cm]?ts$/.test(f));
@@ -89,7 +89,8 @@ describe('packages installed from their tarballs', { skip, timeout: 240_000 }, (
       assert.ok(files.includes('package/README.md'), `${name}: README.md`);
     }
     const root = await tarList(tgz(ROOT));
-    for (const f of ['package/bin/themis.js', 'package/dist/cli/main.js', 'package/contrib/systemd/themis.service']) assert.ok(root.includes(f), `${ROOT}: ${f}`);
+    // The README links into docs/: they ship with it, so the links work in the installed package too.
+    for (const f of ['package/bin/themis.js', 'package/dist/cli/main.js', 'package/contrib/systemd/themis.service', 'package/docs/README.md', 'package/docs/errors.md', 'package/docs/reference/store.md']) assert.ok(root.includes(f), `${ROOT}: ${f}`);
     const monitor = await tarList(tgz('themis-plugin-monitor'));
     assert.ok(monitor.includes('package/dashboard/index.html'), 'the monitor dashboard is in its tarball');
   });
@@ -243,7 +244,7 @@ export default defineConfig({
     });
   });
 
-  describe('a third-party plugin made the way the README teaches', () => {
+  describe('a third-party plugin made the way docs/reference/plugin-api.md teaches', () => {
     it('installs from its tarball beside themis-milter alone and loads by package name', { timeout: 120_000 }, async () => {
       const project = join(root, 'third-party');
       await installProject(project, [tgz(ROOT), tgz(EXAMPLE)]);

@@ -65,7 +65,7 @@ const queueIdOf = (r: SmtpResponse): string => {
 const message = (subject: string, extra = '') => `From: <sender@example.org>\r\nTo: <rcpt@example.test>\r\nSubject: ${subject}\r\n${extra}\r\nbody of ${subject}\r\n`;
 
 // The whole suite runs under both negotiation shapes: the default (shaped for Postfix: DATA answered)
-// and mta: 'sendmail' (DATA off, what the README recommends behind Sendmail).
+// and mta: 'sendmail' (DATA off, what docs/guides/sendmail.md recommends behind Sendmail).
 for (const mta of ['postfix', 'sendmail'] as const) describe(`Themis behind a real Sendmail (mta: '${mta}')`, { skip }, () => {
   let dir: string;
   let themis: ThemisProcess;

@@ -1,38 +1,23 @@
-// The plugin and harness usage shown in the README, run as written: documentation that compiles and passes.
+// The plugin of docs/reference/plugin-api.md ("Writing a plugin", the block `ts file=src/index.ts`), read from
+// the page and run as written with the harness usage the page shows: documentation that compiles and passes.
+// (test/docs/samples.test.ts type-checks the page's blocks; this runs the plugin.)
 import assert from 'node:assert/strict';
-import { it } from 'node:test';
-import { z } from 'zod';
-import { definePlugin } from 'themis-milter';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, it } from 'node:test';
+import type { PluginDefinition } from 'themis-milter';
 import { createTestKernel } from 'themis-milter/testing';
+import { ROOT_PATH, codeBlock } from '../docs/blocks.ts';
 
-const plugin = definePlugin({
-  name: 'max-recipients',
-  version: '1.0.0',
-  kernel: '^1',
-  claims: { field: 'maxRecipients', schema: z.number().int().positive() },
-  options: z.object({ header: z.string().default('X-Recipients') }),
-  priority: 10,
-  onError: 'tempfail',
-  modifies: ['headers'],
-  setup({ options, metrics }) {
-    const refused = metrics.counter({ name: 'refused_total', help: 'Recipients refused' });
-    return {
-      rcptTo(ctx) {
-        const max = Math.min(...ctx.policies.map((p) => p.config));
-        if (ctx.message!.recipients.length > max) {
-          refused.inc();
-          return { action: 'tempfail', reply: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' }, reason: `over ${max}` };
-        }
-        return undefined;
-      },
-      endOfMessage(ctx) {
-        ctx.message!.addHeader(options.header, String(ctx.message!.recipients.length));
-      },
-    };
-  },
-});
+// Inside the repository, so that the sample's 'themis-milter' and 'zod' resolve as the sources' do.
+mkdirSync(join(ROOT_PATH, '.tmp'), { recursive: true });
+const dir = mkdtempSync(join(ROOT_PATH, '.tmp', 'plugin-api-example-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+writeFileSync(join(dir, 'index.ts'), codeBlock('docs/reference/plugin-api.md', 'file', 'src/index.ts').text);
+const plugin = ((await import(pathToFileURL(join(dir, 'index.ts')).href)) as { default: PluginDefinition<number, { header: string }> }).default;
 
-it('the README plugin behaves as the README says', async () => {
+it('the plugin API page\'s plugin behaves as the page says', async () => {
   const t = await createTestKernel({ plugins: [plugin], policies: [{ name: 'p', maxRecipients: 2 }] });
   const r = await t.message({ client: { address: '192.0.2.1' }, helo: 'client.example', from: 'a@example.org', rcpt: ['b@example.net', 'c@example.net', 'd@example.net'], auth: 'alice', headers: { Subject: 'hi' }, body: 'hello' });
   assert.deepEqual(r.recipients.map((x) => x.action), ['continue', 'continue', 'tempfail']);

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { THEMIS_ERRORS, errorPrefix, errorRegistry } from '../../src/index.ts';
+import { THEMIS_ERRORS, errorRegistry } from '../../src/index.ts';
+import { errorPrefix } from '../../src/kernel/errors.ts';
 import { BUILT_IN_PLUGINS, REFERENCE_FILE, currentErrorReference } from '../../scripts/error-reference.ts';
 
 const root = new URL('../../', import.meta.url);

@@ -5,7 +5,8 @@ import { describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { z } from 'zod';
 import monitor from 'themis-plugin-monitor';
-import { Kernel, MemoryStore, RuntimeManager, ThemisError, definePlugin, type PluginHooks } from '../../src/index.ts';
+import { Kernel, MemoryStore, ThemisError, definePlugin, type PluginHooks } from '../../src/index.ts';
+import { RuntimeManager } from '../../src/kernel/runtime.ts';
 
 const code = (c: string) => (e: unknown) => e instanceof ThemisError && e.code === c;
 

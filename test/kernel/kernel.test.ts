@@ -333,7 +333,9 @@ describe('observers and routes', () => {
 
 describe('error registry', () => {
   it('one registry holds every engine and kernel code, with no code defined twice', async () => {
-    const { THEMIS_ERRORS, KERNEL_ERRORS, MILTER_ERRORS, STORE_ERRORS } = await import('../../src/index.ts');
+    const { THEMIS_ERRORS, KERNEL_ERRORS } = await import('../../src/kernel/errors.ts');
+    const { MILTER_ERRORS } = await import('../../src/milter/errors.ts');
+    const { STORE_ERRORS } = await import('../../src/store/errors.ts');
     assert.equal(Object.keys(THEMIS_ERRORS).length, Object.keys(KERNEL_ERRORS).length + Object.keys(MILTER_ERRORS).length + Object.keys(STORE_ERRORS).length);
     for (const code of Object.keys(THEMIS_ERRORS)) assert.match(code, /^THEMIS_ERR_[A-Z0-9_]+$/);
     const e = new ThemisError('THEMIS_ERR_PLUGIN_KERNEL_RANGE', { plugin: 'p', range: '^2', version: '1.0.0' });

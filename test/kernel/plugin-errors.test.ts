@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CodedError } from '../../src/milter/index.ts';
 import { createTestKernel } from '../../src/testing/index.ts';
-import { Kernel, PluginError, THEMIS_ERRORS, ThemisError, definePlugin, errorPrefix, errorRegistry, isPluginError, pluginErrors, type PluginContext } from '../../src/index.ts';
+import { Kernel, PluginError, THEMIS_ERRORS, ThemisError, definePlugin, errorRegistry, isPluginError, pluginErrors, type PluginContext } from '../../src/index.ts';
+import { errorPrefix } from '../../src/kernel/errors.ts';
 
 const code = (c: string, pattern?: RegExp) => (e: unknown) => e instanceof ThemisError && e.code === c && (pattern === undefined || pattern.test(e.message));
 

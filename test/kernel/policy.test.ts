@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { PolicyMatcher, ThemisError, isThemisError, definePlugin, type PolicyDefinition } from '../../src/index.ts';
+import { ThemisError, isThemisError, definePlugin, type PolicyDefinition } from '../../src/index.ts';
+import { PolicyMatcher } from '../../src/kernel/policy.ts';
 import { createTestKernel } from '../../src/testing/index.ts';
 
 const groups = {

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { MilterClient } from 'themis-milter';
+import { MilterClient } from 'themis-milter/milter';
 import { postfixAvailable, postfixUnavailableReason, startPostfix } from '../../../test/helpers/postfix.ts';
 import { redisAvailable, startRedis, type RedisServer } from '../../../test/helpers/redis.ts';
 import { THEMIS_BIN, startThemis, type ThemisProcess } from '../../../test/helpers/themis.ts';

@@ -214,6 +214,22 @@ local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
 return 0`;
 
+/**
+ * The indexes of `calls` in waves: a call goes in the wave after the one holding the previous call on
+ * its key, so no wave holds a key twice. One wave (all the indexes) when the keys are distinct.
+ */
+function waves(calls: readonly { key: string }[]): number[][] {
+  if (calls.length === 1) return [[0]];
+  const out: number[][] = [];
+  const before = new Map<string, number>();
+  for (let i = 0; i < calls.length; i++) {
+    const wave = before.get(calls[i].key) ?? 0;
+    before.set(calls[i].key, wave + 1);
+    (out[wave] ??= []).push(i);
+  }
+  return out;
+}
+
 /** The store's own scripts, sent as atomic operations are (one code path): EVALSHA, EVAL after NOSCRIPT. */
 const INCREMENT = scriptText('INCRBY', INCREMENT_LUA);
 const COUNTER_ADD = scriptText('COUNTERADD', COUNTER_ADD_LUA);
@@ -789,13 +805,21 @@ export class RedisStore implements Store {
     const n = calls.length;
     if (op.validate) for (let i = 0; i < n; i++) op.validate(calls[i].args, i);
     if (n === 0) return [];
-    let replies: unknown[];
-    if (this.main.client instanceof Cluster) {
-      replies = await this.run(op.name, (c) => Promise.all(calls.map((call) => this.clusterEval(c as Cluster, op, call.key, op.encode(call.args, this.testClock ? call.now : undefined)))));
-    } else {
-      const wire = new Array<string>(n);
-      for (let i = 0; i < n; i++) wire[i] = evalshaCall(op, this.keyPrefix + calls[i].key, op.encode(calls[i].args, this.testClock ? calls[i].now : undefined));
-      replies = await this.scripts(op, wire);
+    const replies = new Array<unknown>(n);
+    // Calls on one key must run in order. Sent together, a call answered NOSCRIPT (then resent as
+    // EVAL) or redirected by a Cluster would run after a later call on the same key: so a key's
+    // second call goes in a second wave, sent once the first is answered. Distinct keys (every
+    // batch the built-in plugins send) make one wave: one round trip.
+    for (const wave of waves(calls)) {
+      if (this.main.client instanceof Cluster) {
+        const got = await this.run(op.name, (c) => Promise.all(wave.map((i) => this.clusterEval(c as Cluster, op, calls[i].key, op.encode(calls[i].args, this.testClock ? calls[i].now : undefined)))));
+        wave.forEach((at, k) => (replies[at] = got[k]));
+      } else {
+        const wire = new Array<string>(wave.length);
+        for (let k = 0; k < wave.length; k++) wire[k] = evalshaCall(op, this.keyPrefix + calls[wave[k]].key, op.encode(calls[wave[k]].args, this.testClock ? calls[wave[k]].now : undefined));
+        const got = await this.scripts(op, wire);
+        wave.forEach((at, k) => (replies[at] = got[k]));
+      }
     }
     const results = new Array<Result>(n);
     try {

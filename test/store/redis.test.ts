@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Redis, type RedisOptions } from 'ioredis';
-import { RedisStore, StoreError, ioredisOptions, reconnectDelay, type StoreErrorCode, type StoreLogger } from '../../src/store/index.ts';
+import { RedisStore, StoreError, defineAtomicOperation, ioredisOptions, reconnectDelay, type StoreErrorCode, type StoreLogger } from '../../src/store/index.ts';
 import { eventually, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../helpers/redis.ts';
 import { freePort } from '../helpers/themis.ts';
 import { storeContract } from '../../src/testing/store-contract.ts';
@@ -182,6 +182,33 @@ describe('RedisStore against redis-server', { skip }, () => {
       await s.connect();
       return s;
     });
+  });
+
+  it('atomic: calls on one key run in call order even when the server lost its scripts (NOSCRIPT, resent as EVAL)', async () => {
+    const APPEND = defineAtomicOperation({
+      name: 'TEST.APPEND',
+      type: 'string',
+      lua: `return redis.call('APPEND', KEYS[1], ARGV[1])`,
+      encode: (a: string) => [a],
+      decode: (reply) => Number(reply),
+      memory(key, a) {
+        const text = (key.get() ?? '') + a;
+        key.set(text);
+        return text.length;
+      },
+    });
+    const s = store();
+    await s.connect();
+    try {
+      for (let round = 0; round < 10; round++) {
+        await raw.script('FLUSH');
+        const calls = ['a', 'b', 'c', 'd'].flatMap((x) => [{ key: `ord:${round}`, args: x }, { key: `ord:${round}:other`, args: x }]);
+        assert.deepEqual(await s.atomic(APPEND, calls), [1, 1, 2, 2, 3, 3, 4, 4]);
+        assert.equal(await s.get(`ord:${round}`), 'abcd');
+      }
+    } finally {
+      await s.close();
+    }
   });
 
   it('connects in the background: status connecting, then ready; ready and connect() resolve', async () => {

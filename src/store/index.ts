@@ -10,6 +10,7 @@ export * from './store.ts';
 export * from './config.ts';
 export * from './errors.ts';
 export * from './redis.ts';
+export * from './redis-options.ts';
 export { defineAtomicOperation, invalidAtomicArgument, parseStoredList, replyText } from './atomic.ts';
 export type { AtomicArgument, AtomicCall, AtomicHashKey, AtomicKey, AtomicKeyExpiry, AtomicKeyType, AtomicOperation, AtomicOperationDefinition, AtomicStringKey } from './atomic.ts';
 

@@ -5,8 +5,11 @@ import { describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { z } from 'zod';
 import monitor from 'themis-plugin-monitor';
-import { Kernel, MemoryStore, ThemisError, definePlugin, type PluginHooks } from '../../src/index.ts';
+import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
+import { Kernel, MemoryStore, RedisStore, ThemisError, definePlugin, type PluginHooks, type Store } from '../../src/index.ts';
 import { RuntimeManager } from '../../src/kernel/runtime.ts';
+import { redisAvailable, startRedis } from '../helpers/redis.ts';
 
 const code = (c: string) => (e: unknown) => e instanceof ThemisError && e.code === c;
 
@@ -32,6 +35,31 @@ function timed(name: string, events: string[]) {
 
 /** Timers alive in this process (what a leaked interval shows up as). */
 const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+
+/** Every kind of resource alive in this process, counted (timers, TCP servers and sockets…). */
+function resources(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of process.getActiveResourcesInfo()) out[r] = (out[r] ?? 0) + 1;
+  return out;
+}
+
+/** A plugin that holds what plugins hold: a store subscription and a listening socket, released at shutdown. */
+const holder = definePlugin({
+  name: 'holder',
+  version: '1.0.0',
+  kernel: '^1',
+  async setup({ store }) {
+    const unsubscribe = await store.subscribe('holder:events', () => undefined);
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      async shutdown() {
+        await unsubscribe();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+  },
+});
 
 describe('a failed load leaves nothing behind', () => {
   it('a plugin whose setup throws: the ones set up before it are shut down, in reverse order', async () => {
@@ -100,5 +128,38 @@ describe('a failed load leaves nothing behind', () => {
     assert.equal(timers(), serving, 'three refused reloads, no timer more than the serving runtime has');
     await manager.stop();
     await store.close();
+  });
+
+  it('refused reloads on a real Redis leak no timer, socket, listening server or store subscription', { skip: redisAvailable() ? false : 'redis-server not installed' }, async () => {
+    const server = await startRedis();
+    const raw = new Redis(server.url, { maxRetriesPerRequest: 0 });
+    const store: Store = new RedisStore({ url: server.url, keyPrefix: 'cf:' });
+    const registry = new Registry();
+    let valid = true;
+    const manager = new RuntimeManager({
+      registry,
+      logger: { info() {}, warn() {}, error() {}, debug() {}, child() { return this; } } as never,
+      build: async () => ({
+        kernel: await Kernel.create({ plugins: [{ plugin: holder }, { plugin: monitor }], policies: valid ? [] : [{ name: 'bad', nosuchfield: 1 }], store, registry }),
+        info: { file: undefined, hash: valid ? 'a' : 'b', loadedAt: new Date(), plugins: ['holder', 'monitor'], policies: 0 },
+      }),
+    });
+    const subscribers = async () => Number(((await raw.pubsub('NUMSUB', 'cf:holder:events')) as [string, number])[1]);
+    try {
+      await (store as RedisStore).connect();
+      await manager.start();
+      const serving = { resources: resources(), subscribers: await subscribers() };
+      assert.equal(serving.subscribers, 1, 'the serving runtime holds its subscription');
+      valid = false;
+      for (let i = 0; i < 5; i++) assert.equal((await manager.reload('manual')).ok, false, 'the reload is refused');
+      // Unsubscribing is an exchange with Redis: give the last one time to land.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual({ resources: resources(), subscribers: await subscribers() }, serving, 'five refused reloads: the same timers, sockets, servers and subscriptions as the serving runtime');
+    } finally {
+      await manager.stop();
+      await store.close();
+      raw.disconnect();
+      await server.stop();
+    }
   });
 });

@@ -43,13 +43,16 @@ function resources(): Record<string, number> {
   return out;
 }
 
+/** Messages the holder plugins' subscriptions heard: one entry per live subscription per message. */
+const heard: string[] = [];
+
 /** A plugin that holds what plugins hold: a store subscription and a listening socket, released at shutdown. */
 const holder = definePlugin({
   name: 'holder',
   version: '1.0.0',
   kernel: '^1',
   async setup({ store }) {
-    const unsubscribe = await store.subscribe('holder:events', () => undefined);
+    const unsubscribe = await store.subscribe('holder:events', (m) => void heard.push(m));
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return {
@@ -155,6 +158,10 @@ describe('a failed load leaves nothing behind', () => {
       // Unsubscribing is an exchange with Redis: give the last one time to land.
       await new Promise((r) => setTimeout(r, 100));
       assert.deepEqual({ resources: resources(), subscribers: await subscribers() }, serving, 'five refused reloads: the same timers, sockets, servers and subscriptions as the serving runtime');
+      // One message, heard once: by the serving runtime's subscription only, none left by a refused build.
+      await store.publish('holder:events', 'ping');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(heard, ['ping']);
     } finally {
       await manager.stop();
       await store.close();

@@ -135,6 +135,20 @@ export function defineAtomicOperation<Args, Result, Type extends AtomicKeyType>(
   return Object.freeze({ ...definition, sha: createHash('sha1').update(definition.lua).digest('hex') });
 }
 
+/**
+ * Every call of a batch checked before anything runs: the operation's `validate`, then the key.
+ * Shared by the stores.
+ * @internal
+ * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT`.
+ */
+export function checkAtomicCalls<Args>(op: AtomicOperation<Args, unknown>, calls: readonly AtomicCall<Args>[]): void {
+  for (let i = 0; i < calls.length; i++) {
+    const call = calls[i];
+    if (op.validate) op.validate(call?.args, i);
+    if (typeof call?.key !== 'string') throw invalidAtomicArgument(op.name, `calls[${i}].key must be a string`);
+  }
+}
+
 /** The error an operation's `validate` throws for a bad argument. */
 export function invalidAtomicArgument(operation: string, reason: string): StoreError {
   return new StoreError('THEMIS_ERR_STORE_ARGUMENT', { command: operation, reason });

@@ -21,7 +21,7 @@ import { StoreError } from './errors.ts';
 import { Connection, isConnectionError, owner, type Client, type Owner } from './redis-connection.ts';
 import { Deadlines, ScriptBatch } from './redis-batch.ts';
 import { ioredisOptions, type IoredisSetup } from './redis-options.ts';
-import { asEvalCall, evalshaCall, scriptText, type AtomicArgument, type AtomicCall, type AtomicKeyType, type AtomicOperation, type ScriptText } from './atomic.ts';
+import { asEvalCall, checkAtomicCalls, evalshaCall, scriptText, type AtomicArgument, type AtomicCall, type AtomicKeyType, type AtomicOperation, type ScriptText } from './atomic.ts';
 import { validateCounterAdd, validateRankAdd, validateRankLimit, type RankAddOptions, type Store } from './store.ts';
 
 /** The logger the store reports connection trouble to: the subset of pino's API it uses. */
@@ -307,7 +307,7 @@ export class RedisStore implements Store {
    */
   async atomic<Args, Result, Type extends AtomicKeyType>(op: AtomicOperation<Args, Result, Type>, calls: readonly AtomicCall<Args>[]): Promise<Result[]> {
     const n = calls.length;
-    if (op.validate) for (let i = 0; i < n; i++) op.validate(calls[i].args, i);
+    checkAtomicCalls(op, calls);
     if (n === 0) return [];
     const replies = new Array<unknown>(n);
     // Calls on one key must run in order. Sent together, a call answered NOSCRIPT (then resent as

@@ -7,7 +7,7 @@
  * @module
  */
 import { StoreError } from './errors.ts';
-import type { AtomicCall, AtomicHashKey, AtomicKey, AtomicKeyType, AtomicOperation, AtomicStringKey } from './atomic.ts';
+import { checkAtomicCalls, type AtomicCall, type AtomicHashKey, type AtomicKey, type AtomicKeyType, type AtomicOperation, type AtomicStringKey } from './atomic.ts';
 
 /** A key/value store with expiry. Keys are namespaced by the caller. */
 export interface Store {
@@ -341,7 +341,7 @@ export class MemoryStore implements Store {
    * key's type checked first, so an error runs nothing.
    */
   async atomic<Args, Result, Type extends AtomicKeyType>(op: AtomicOperation<Args, Result, Type>, calls: readonly AtomicCall<Args>[]): Promise<Result[]> {
-    if (op.validate) for (let i = 0; i < calls.length; i++) op.validate(calls[i].args, i);
+    checkAtomicCalls(op, calls);
     for (const c of calls) this.atomicEntry(c.key, op);
     const out = new Array<Result>(calls.length);
     for (let i = 0; i < calls.length; i++) {

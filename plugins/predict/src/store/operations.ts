@@ -63,11 +63,11 @@ export const SEEN_ADD = defineAtomicOperation({
  * written), `THEMIS_ERR_STORE_WRONGTYPE` when a key holds something else than a hash.
  */
 export async function profileUpdate(store: Store, requests: readonly ProfileRequest[]): Promise<ProfileResult[]> {
-  // Validated before the calls are built from them (a request that is not an object has no key).
-  for (let i = 0; i < requests.length; i++) validateProfileRequest(requests[i], i);
+  // The store validates every request (PROFILE_UPDATE.validate) before anything is sent; `?.` lets a
+  // request that is not an object reach that check.
   return store.atomic(
     PROFILE_UPDATE,
-    requests.map((r) => ({ key: r.key, args: r, now: r.now })),
+    requests.map((r) => ({ key: r?.key, args: r, now: r?.now })),
   );
 }
 

@@ -12,7 +12,7 @@
  */
 import { replyText } from 'themis-milter';
 import type { RateAdminChange, RateInspection, RateRequest, RateReservation, RateResult, RateWindow, RateWindowState } from './types.ts';
-import { RATE_ADMIN_TTL_MS, formatRateLimits, parseRateLimits } from './algorithm.ts';
+import { RATE_ADMIN_TTL_MS, formatRateLimits, parseRateLimits, sameRateWindows } from './algorithm.ts';
 
 /**
  * Helpers every script starts with. Keep in step with `algorithm.ts`. Every call of a script runs
@@ -308,9 +308,17 @@ return 1
 const clockArg = (now: number | undefined) => (now === undefined ? '' : String(Math.floor(now)));
 const windowArgs = (windows: readonly RateWindow[], third: (w: RateWindow, i: number) => number) => windows.flatMap((w, i) => [String(w.windowMs), String(w.slots), String(third(w, i))]);
 
+/** The windows' part of a decision's ARGV (count, then length, slots, limit of each), made once per unchanged windows array: a policy's windows are the same array for every message. */
+const limitArgs = new WeakMap<readonly RateWindow[], { values: number[]; args: string[] }>();
+
 /** ARGV of {@link RATE_LIMIT_LUA} (`now` only when the store honours it). */
 export function rateLimitArgs(r: RateRequest, now: number | undefined): string[] {
-  return [clockArg(now), String(r.cost), String(r.jailMs ?? 0), r.label ?? '', String(r.windows.length), ...windowArgs(r.windows, (w) => w.limit)];
+  let known = limitArgs.get(r.windows);
+  if (known === undefined || !sameRateWindows(r.windows, known.values)) {
+    known = { values: r.windows.flatMap((w) => [w.windowMs, w.slots, w.limit]), args: [String(r.windows.length), ...windowArgs(r.windows, (w) => w.limit)] };
+    limitArgs.set(r.windows, known);
+  }
+  return [clockArg(now), String(r.cost), String(r.jailMs ?? 0), r.label ?? '', ...known.args];
 }
 
 /** ARGV of {@link RATE_REFUND_LUA}. */

@@ -103,11 +103,11 @@ export const RATE_ADMIN = defineAtomicOperation({
  * store's connection errors.
  */
 export async function rateLimit(store: Store, requests: readonly RateRequest[]): Promise<RateResult[]> {
-  // Validated before the calls are built from them (a request that is not an object has no key).
-  for (const r of requests) validateRateRequest(r);
+  // The store validates every request (RATE_DECIDE.validate) before anything is sent; `?.` lets a
+  // request that is not an object reach that check.
   return store.atomic(
     RATE_DECIDE,
-    requests.map((r) => ({ key: r.key, args: r, now: r.now })),
+    requests.map((r) => ({ key: r?.key, args: r, now: r?.now })),
   );
 }
 

@@ -2,36 +2,55 @@
  * Script calls sent by hand in one socket write ({@link ScriptBatch}) and their deadlines under one
  * timer ({@link Deadlines}): the store's path for every script on a standalone or Sentinel
  * connection, measured faster than ioredis' own pipelines on batches (bench/README.md, "Store
- * pipelining"); it stands in for ioredis' internal command and pipeline objects, which pins ioredis.
+ * pipelining"), on ioredis' public API (its `Command` class, `sendCommand` and pipeline stream type).
  * @module
  */
-import type { Redis } from 'ioredis';
+import { Command, type Redis } from 'ioredis';
 
-/** What `Redis#sendCommand` takes: a command, and the stream it writes to. */
-type SendCommandArgs = Parameters<Redis['sendCommand']>;
+/** The pipeline stream `Redis#sendCommand(command, stream)` takes: ioredis' public signature's own type. */
+type PipelineWriteableStream = Extract<NonNullable<Parameters<Redis['sendCommand']>[1]>, { isPipeline: true }>;
 
 /**
- * Script calls sent in one socket write and settled together: atomic operations' path (the rate limiter's hot path) on a
- * standalone or Sentinel connection. ioredis' `sendCommand(command, stream)` (what its `Pipeline`
- * uses) queues each call for its reply; this object stands in for the command, with the members
- * ioredis uses (`name`, `args`, `isTraced`, `setReplyContext`, `setTimeout`, `toWritable`, `resolve`,
- * `reject`), and for the pipeline's stream (`isPipeline`, `destination`, `write`), once for the whole
- * batch, instead of a `Pipeline` per batch and a `Command`, promises, a reply conversion and a timer per
- * call. Its deadline is the store's one timer ({@link Deadlines}); a reply that comes after it, or after
- * the batch failed, is dropped.
+ * One script call of a batch, as ioredis queues it: a `Command` (ioredis' public class) whose wire
+ * form is the RESP the store built, whose reply goes to its batch (raw: bulk strings stay Buffers),
+ * and which has no timer of its own (the batch has one deadline).
+ */
+class ScriptCall extends Command {
+  private readonly resp: string;
+
+  constructor(batch: ScriptBatch, resp: string) {
+    super(batch.name, []);
+    this.resp = resp;
+    // ioredis calls these with the call's reply, or its error (a reply error, or the connection's).
+    this.resolve = (reply: unknown) => batch.resolve(reply);
+    this.reject = (err: Error) => batch.reject(err);
+  }
+
+  override toWritable(): string {
+    return this.resp;
+  }
+
+  override setTimeout(): void {}
+}
+
+/**
+ * Script calls sent in one socket write and settled together: every script the store sends on a
+ * standalone or Sentinel connection (atomic operations, the rate limiter's hot path among them). Each
+ * call is an ioredis `Command` queued with `Redis#sendCommand(command, stream)` — public API, the way
+ * ioredis' own `Pipeline` queues its commands — and this object is the pipeline stream of that call
+ * (ioredis' public `PipelineWriteableStream`): it gathers the calls' RESP and writes them to the
+ * connection's socket at once, instead of a `Pipeline` per batch, a promise per call and a timer per
+ * call. Its deadline is the store's one timer ({@link Deadlines}); a reply that comes after it, or
+ * after the batch failed, is dropped.
  *
  * Replies arrive in order. A NOSCRIPT error is kept in its place for the store to resend the call as
  * EVAL; any other error (a script's, or the connection's: ioredis rejects queued commands when the
  * connection closes) fails the batch at once.
  */
-export class ScriptBatch {
-  /** For ioredis: the command's name. */
+export class ScriptBatch implements PipelineWriteableStream {
+  /** The Redis command the calls are (`evalsha`, or `eval` after NOSCRIPT). */
   readonly name: string;
-  /** For ioredis: the arguments an error reply reports (none: they hold keys). */
-  readonly args: string[] = [];
-  /** For ioredis: no tracing span per call. */
-  readonly isTraced = true;
-  /** For ioredis: this is also the stream of a pipeline. */
+  /** For ioredis: this is the stream of a pipeline. */
   readonly isPipeline = true;
   /** For ioredis: the connection the stream writes to. */
   readonly destination: { redis: Redis };
@@ -56,7 +75,7 @@ export class ScriptBatch {
   private done!: (replies: unknown[]) => void;
   private failed!: (err: Error) => void;
 
-  constructor(redis: Redis, name: string, command: string, calls: string[], deadlines: Deadlines) {
+  constructor(redis: Redis, name: 'evalsha' | 'eval', command: string, calls: string[], deadlines: Deadlines) {
     this.name = name;
     this.command = command;
     this.destination = { redis };
@@ -73,23 +92,12 @@ export class ScriptBatch {
   send(): Promise<unknown[]> {
     this.deadlines.add(this);
     const redis = this.destination.redis;
-    for (let i = 0; i < this.calls.length && !this.settled; i++) redis.sendCommand(this as unknown as SendCommandArgs[0], this as unknown as SendCommandArgs[1]);
+    for (let i = 0; i < this.calls.length && !this.settled; i++) redis.sendCommand(new ScriptCall(this, this.calls[i]), this);
     return this.promise;
   }
 
-  /** ioredis: the reply context (RESP version); the replies here are integers either way. */
-  setReplyContext(): void {}
-
-  /** ioredis: the per-command timeout; the batch has one deadline instead. */
-  setTimeout(): void {}
-
-  /** ioredis: the next call's RESP. */
-  toWritable(): string {
-    return this.calls[this.written];
-  }
-
   /** ioredis (as the pipeline's stream): one call's RESP; the last one sends them all. */
-  write(data: string): void {
+  write(data: string | Buffer): void {
     this.data += data;
     if (++this.written === this.calls.length) {
       this.destination.redis.stream.write(this.data);
@@ -97,14 +105,14 @@ export class ScriptBatch {
     }
   }
 
-  /** ioredis: the next call's reply. */
+  /** The next call's reply. */
   resolve(reply: unknown): void {
     if (this.settled) return;
     this.replies[this.received] = reply;
     if (++this.received === this.calls.length) this.settle(undefined);
   }
 
-  /** ioredis: the next call's error reply, or the connection's error for every call still queued. */
+  /** The next call's error reply, or the connection's error for every call still queued. */
   reject(err: Error): void {
     if (this.settled) return;
     if (!err.message.startsWith('NOSCRIPT')) return this.settle(err);

@@ -10,6 +10,8 @@ import { describe, it } from 'node:test';
 import { NO_PLUGIN_CONFIG, THEMIS_BIN, freePort, startThemis } from './helpers/themis.ts';
 
 const TAG = fileURLToPath(new URL('./fixtures/plugins/tag.ts', import.meta.url));
+const VERDICT = fileURLToPath(new URL('./fixtures/plugins/verdict.ts', import.meta.url));
+const ALLOWLIST = fileURLToPath(new URL('../examples/recipient-allowlist/src/index.ts', import.meta.url));
 const run = (args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string) => spawnSync(process.execPath, [THEMIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000, cwd });
 
 function tempDir(t: { after(fn: () => void): void }): string {
@@ -187,6 +189,25 @@ describe('themis check with a message file', () => {
     assert.equal(j.reply.action, 'reject');
     assert.deepEqual(j.trace.policies, ['never']);
     assert.equal(j.trace.winner.plugin, 'tag');
+  });
+
+  it('--local prints a plugin mistake with the code the harness fails on (a 550 with a tempfail); recipients refused at RCPT are not "accepted"', (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, 'themis.config.json'), JSON.stringify({ plugins: [VERDICT], policies: [{ name: 'odd', verdict: { action: 'tempfail', reason: 'x', reply: { code: 550, enhanced: '5.7.1', text: 'no' } } }] }));
+    const r = run(['check', '--local', '--from', 'a@example.org', '--to', 'b@example.net'], {}, dir);
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stdout, /decision   tempfail at endOfMessage/);
+    assert.match(r.stdout, /trace      endOfMessage verdict \(0\) → tempfail — x \[THEMIS_ERR_HOOK_BAD_REPLY\]/);
+    assert.match(r.stdout, /mistake    THEMIS_ERR_HOOK_BAD_REPLY: plugin verdict answered endOfMessage with a reply the MTA would refuse \(code 550 does not fit a tempfail \(4xx\)\)/);
+    const j = JSON.parse(run(['check', '--local', '--json', '--from', 'a@example.org', '--to', 'b@example.net'], {}, dir).stdout);
+    assert.deepEqual(j.mistakes.map((m: { code: string }) => m.code), ['THEMIS_ERR_HOOK_BAD_REPLY']);
+
+    writeFileSync(join(dir, 'themis.config.json'), JSON.stringify({ plugins: [ALLOWLIST], policies: [{ name: 'only-org', allowlist: { recipients: ['@example.org'] } }] }));
+    const rcpt = run(['check', '--local', '--from', 'a@example.org', '--to', 'b@example.net'], {}, dir);
+    assert.equal(rcpt.status, 3, rcpt.stderr);
+    assert.match(rcpt.stdout, /decision   reject at rcptTo/);
+    assert.match(rcpt.stdout, /winner     \(none for the message: its recipients were refused one by one at rcptTo, see the trace\)/);
+    assert.doesNotMatch(rcpt.stdout, /none: accepted/);
   });
 
   it('usage errors: a bad client IP, --local with --server, two files', () => {

@@ -143,7 +143,7 @@ export async function check(args: string[]): Promise<number> {
     await local?.stop();
     const refused = result.reply.action === 'reject' || result.reply.action === 'tempfail' || result.reply.action === 'discard';
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ milter: local ? 'local' : spec, config: local?.file ?? undefined, negotiated: client.negotiated, ...result, trace, modifications: result.modifications.map((m) => (m.type === 'replaceBody' ? { type: m.type, bytes: m.data.length } : m)) }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ milter: local ? 'local' : spec, config: local?.file ?? undefined, negotiated: client.negotiated, ...result, trace, ...(local && { mistakes: local.mistakes }), modifications: result.modifications.map((m) => (m.type === 'replaceBody' ? { type: m.type, bytes: m.data.length } : m)) }, null, 2)}\n`);
     } else {
       const n = client.negotiated;
       const out = [
@@ -152,7 +152,8 @@ export async function check(args: string[]): Promise<number> {
         ...result.recipients.map((r, i) => `rcpt       ${tx.to[i] && typeof tx.to[i] !== 'string' ? (tx.to[i] as { address: string }).address : ''} → ${r ? r.action + (r.text ? ` (${r.text})` : '') : 'not asked'}`),
         `decision   ${result.reply.action} at ${result.stage}${result.reply.text ? ` — ${result.reply.text.replaceAll('\r\n', ' / ')}` : ''}`,
         ...result.modifications.map((m) => `modify     ${describe(m)}`),
-        ...(trace ? [`policies   ${trace.policies.join(', ') || '(none)'}`, ...trace.entries.map((e) => `trace      ${e.stage} ${e.plugin} (${e.priority}) → ${e.action}${e.recipient ? ` <${e.recipient}>` : ''}${e.reason ? ` — ${e.reason}` : ''}${e.error ? ` [${e.error}]` : ''}`), `winner     ${trace.winner ? `${trace.winner.plugin} at ${trace.winner.stage}` : '(none: accepted)'}`] : []),
+        ...(trace ? [`policies   ${trace.policies.join(', ') || '(none)'}`, ...trace.entries.map((e) => `trace      ${e.stage} ${e.plugin} (${e.priority}) → ${e.action}${e.recipient ? ` <${e.recipient}>` : ''}${e.reason ? ` — ${e.reason}` : ''}${e.error ? ` [${e.error}]` : ''}`), `winner     ${winnerText(trace, result.stage, refused)}`] : []),
+        ...(local?.mistakes ?? []).map((m) => `mistake    ${m.code}: ${m.message}`),
       ];
       process.stdout.write(`${out.join('\n')}\n`);
     }
@@ -214,9 +215,21 @@ function addressIn(value: string | undefined): string | undefined {
   return bare.includes('@') || bare === '' ? bare : undefined;
 }
 
+/**
+ * The trace's winner in words. Recipients refused at RCPT are each their own decision (the trace
+ * lists them), not the message's: the message then has no winner, but was not accepted either.
+ */
+function winnerText(trace: DecisionTrace, stage: string, refused: boolean): string {
+  if (trace.winner) return `${trace.winner.plugin} at ${trace.winner.stage}`;
+  if (refused && stage === 'rcptTo') return '(none for the message: its recipients were refused one by one at rcptTo, see the trace)';
+  return refused ? `(none in the trace: refused at ${stage})` : '(none: accepted)';
+}
+
 interface LocalKernel {
   spec: string;
   file: string | undefined;
+  /** Plugin mistakes the kernel refused or replaced (the daemon logs them; the harness fails on them). */
+  mistakes: { code: string; message: string }[];
   trace(): Promise<DecisionTrace | undefined>;
   stop(): Promise<void>;
 }
@@ -231,13 +244,15 @@ async function startLocalKernel(configPath: string | undefined): Promise<LocalKe
   let last: DecisionTrace | undefined;
   let seen: () => void = () => undefined;
   const decided = new Promise<void>((resolve) => (seen = resolve));
-  const kernel = await Kernel.create({ ...kernelOptionsOf(config), onDecision: (t) => ((last = t), seen()) });
+  const mistakes: { code: string; message: string }[] = [];
+  const kernel = await Kernel.create({ ...kernelOptionsOf(config), onDecision: (t) => ((last = t), seen()), onPluginMistake: (e) => void mistakes.push({ code: e.code, message: e.message }) });
   await kernel.ready();
   const server = createMilterServer(kernel.application);
   const spec = await server.listen('inet:0@127.0.0.1');
   return {
     spec,
     file,
+    mistakes,
     trace: async () => {
       // The trace is written when the connection ends; wait for it briefly.
       await Promise.race([decided, new Promise((r) => setTimeout(r, 1_000))]);

@@ -14,7 +14,7 @@
  */
 import { AsyncSeriesHook } from 'tapable';
 import type { Counter } from 'prom-client';
-import { Action, CodedError, Decisions, type Decision, type EnvelopeEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
+import { Action, CodedError, Decisions, formatSmtpReply, type Decision, type EnvelopeEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
 import { ThemisError } from './errors.ts';
 import { STAGE_INDEX } from './hook-metrics.ts';
 import type { KernelLogger, KernelOptions } from './kernel.ts';
@@ -50,6 +50,7 @@ export class Dispatcher {
   private readonly hookTimeout: number;
   private readonly mta: 'postfix' | 'sendmail';
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
+  private readonly onPluginMistake: ((error: ThemisError) => void) | undefined;
   private readonly matcher: PolicyMatcher;
   private readonly hookErrors: Counter<'plugin' | 'hook' | 'kind'>;
   /** Plugins with a `decision` hook: the kernel builds every message's trace for them. */
@@ -61,6 +62,7 @@ export class Dispatcher {
     this.hookTimeout = options.hookTimeout ?? 10_000;
     this.mta = options.mta ?? 'postfix';
     this.onDecision = options.onDecision;
+    this.onPluginMistake = options.onPluginMistake;
     this.matcher = matcher;
     this.hookErrors = hookErrors;
     this.observers = plugins.filter((p) => typeof p.hooks.decision === 'function');
@@ -164,6 +166,7 @@ export class Dispatcher {
       if (e.action === 'continue') continue;
       const err = new ThemisError('THEMIS_ERR_HOOK_LISTENER_VERDICT', { plugin: e.plugin, hook: stage, action: e.action });
       this.log.warn({ code: err.code, plugin: e.plugin, hook: stage, action: e.action }, err.message);
+      this.onPluginMistake?.(err);
     }
     return Decisions.continue;
   }
@@ -385,6 +388,20 @@ export class Dispatcher {
         verdict = checkVerdict(p, stage, result);
       } catch (err) {
         failure = err;
+        this.onPluginMistake?.(err as ThemisError);
+      }
+    }
+    if (verdict?.reply !== undefined && (verdict.action === 'reject' || verdict.action === 'tempfail')) {
+      // Checked here, where the plugin and hook are known, with the engine's own check (what Postfix
+      // and Sendmail accept): a reply the MTA would refuse is logged and dropped, the action stands.
+      try {
+        formatSmtpReply(verdict.reply, verdict.action === 'reject' ? 5 : 4);
+      } catch (err) {
+        const e = new ThemisError('THEMIS_ERR_HOOK_BAD_REPLY', { plugin: p.name, hook: stage, action: verdict.action, reason: err instanceof CodedError ? String(err.details.reason ?? err.message) : String(err) }, { cause: err });
+        p.log.error({ code: e.code, hook: stage, cause: err instanceof CodedError ? err.code : undefined }, e.message);
+        this.onPluginMistake?.(e);
+        error = e.code;
+        verdict = { ...verdict, reply: undefined };
       }
     }
     if (failure !== undefined) {

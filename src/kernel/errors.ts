@@ -36,6 +36,7 @@ export const KERNEL_ERRORS = {
   THEMIS_ERR_HOOK_FAILED: 'plugin {plugin} failed in {hook}: {reason}; answering {fallback}',
   THEMIS_ERR_HOOK_TIMEOUT: 'plugin {plugin} did not answer {hook} within {ms} ms; answering {fallback}',
   THEMIS_ERR_HOOK_BAD_VERDICT: 'plugin {plugin} returned an invalid verdict from {hook}: {reason}',
+  THEMIS_ERR_HOOK_BAD_REPLY: 'plugin {plugin} answered {hook} with a reply the MTA would refuse ({reason}): the plain {action} is sent instead',
   THEMIS_ERR_HOOK_LISTENER_VERDICT: 'plugin {plugin} listens to {hook} (it is not answered) but returned {action}; ignored',
   THEMIS_ERR_MODIFICATION: 'plugin {plugin}: {reason}',
   THEMIS_ERR_PLUGIN_UNDECLARED_ERROR: 'plugin {plugin} raised {code}, which is not among the error codes it declares ({declared})',

@@ -10,7 +10,7 @@
 import { Registry } from 'prom-client';
 import type { MilterApplication } from '../milter/index.ts';
 import { MemoryStore, type Store } from '../store/store.ts';
-import type { RegisteredError } from './errors.ts';
+import type { RegisteredError, ThemisError } from './errors.ts';
 import { Dispatcher } from './dispatch.ts';
 import { hookErrorCounter, hookTiming } from './hook-metrics.ts';
 import { setUpPlugins, type LoadedPlugin, type PluginRoute } from './plugin-setup.ts';
@@ -72,6 +72,13 @@ export interface KernelOptions {
   mta?: 'postfix' | 'sendmail';
   /** Called with every message's decision trace (tests, monitoring). */
   onDecision?: (trace: DecisionTrace) => void;
+  /**
+   * Called with every plugin mistake the kernel had to refuse, replace or ignore — an invalid verdict
+   * (`THEMIS_ERR_HOOK_BAD_VERDICT`), a reply the MTA would refuse (`THEMIS_ERR_HOOK_BAD_REPLY`), a
+   * verdict on a stage that is not answered (`THEMIS_ERR_HOOK_LISTENER_VERDICT`) — besides logging it.
+   * The test harness fails the test with it, so a plugin's tests catch what the daemon would only log.
+   */
+  onPluginMistake?: (error: ThemisError) => void;
 }
 
 const silent: KernelLogger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };

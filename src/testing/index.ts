@@ -29,6 +29,7 @@ import {
   type Stage,
 } from '../milter/index.ts';
 import { silentLogger } from '../milter/logger.ts';
+import type { ThemisError } from '../kernel/errors.ts';
 import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
 import type { PluginDefinition } from '../kernel/plugin.ts';
 import type { PolicyOf } from '../config.ts';
@@ -108,6 +109,14 @@ export interface TestKernelOptions<TPlugins extends readonly TestPlugin[] = read
   policies?: readonly PolicyOf<TPlugins>[];
   /** Macros sent at connect, like Postfix's `j` (default `{ j: 'mx.test.example' }`). */
   macros?: Record<string, string>;
+  /**
+   * What a plugin mistake does — a verdict the kernel refuses (`THEMIS_ERR_HOOK_BAD_VERDICT`), a reply
+   * the MTA would refuse (`THEMIS_ERR_HOOK_BAD_REPLY`), a verdict on a stage that is not answered
+   * (`THEMIS_ERR_HOOK_LISTENER_VERDICT`). `'throw'` (default): the connection or message that made it
+   * rejects with that coded error, so a test fails where the daemon would only log it. `'allow'`: the
+   * harness behaves as the daemon does (logs, falls back), for tests of that fallback.
+   */
+  pluginMistakes?: 'throw' | 'allow';
 }
 
 /** A connection on which several messages can be sent. */
@@ -142,6 +151,7 @@ let nextQueueId = 1;
 export async function createTestKernel<const TPlugins extends readonly TestPlugin[]>(options: TestKernelOptions<TPlugins>): Promise<TestKernel> {
   const traces: DecisionTrace[] = [];
   const entries = options.plugins.map((p) => ('plugin' in p && typeof (p as PluginEntry).plugin === 'object' ? (p as PluginEntry) : { plugin: p as PluginDefinition<any, any> }));
+  const mistakes: ThemisError[] = [];
   const kernel = await Kernel.create({
     ...options,
     plugins: entries,
@@ -150,7 +160,18 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
       traces.push(t);
       options.onDecision?.(t);
     },
+    onPluginMistake: (e) => {
+      mistakes.push(e);
+      options.onPluginMistake?.(e);
+    },
   });
+  /** Fails the connection or message that made a plugin mistake with its coded error (unless allowed). */
+  const failOnMistake = () => {
+    if (options.pluginMistakes === 'allow' || mistakes.length === 0) return;
+    const first = mistakes[0];
+    mistakes.length = 0;
+    throw first;
+  };
   await kernel.ready();
   const app = kernel.application;
   const wishes = typeof app.negotiation === 'function' ? app.negotiation(POSTFIX_OFFER) : (app.negotiation ?? {});
@@ -170,11 +191,14 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
       s.macros.enterStage(0x48);
       refused = await step(s, opening, 'helo', (app.helo && (() => app.helo!(s, { hostname: helo }))) || undefined);
     }
+    failOnMistake();
     return {
       opening,
       message: async (m) => {
         if (refused) throw new Error(`the connection was refused at ${opening.at(-1)!.stage}; no message can be sent`);
-        return runMessage(s, m);
+        const result = await runMessage(s, m);
+        failOnMistake();
+        return result;
       },
       close: async () => {
         await app.close?.(s);

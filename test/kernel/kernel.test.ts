@@ -118,11 +118,41 @@ describe('isolation', () => {
     assert.match(metric, /themis_hook_errors_total\{plugin="thrower",hook="mailFrom",kind="error"\} 1/);
   });
 
-  it('an invalid verdict is a plugin error with its own code', async () => {
-    const t = await createTestKernel({ plugins: [{ plugin: plugin('odd', { endOfMessage: () => ({ action: 'maybe' }) as never }), onError: 'tempfail' }] });
+  it('an invalid verdict is a plugin error with its own code; the harness fails the message with it, the daemon falls back to onError', async () => {
+    const odd = { plugin: plugin('odd', { endOfMessage: () => ({ action: 'maybe' }) as never }), onError: 'tempfail' as const };
+    const strict = await createTestKernel({ plugins: [odd] });
+    await assert.rejects(strict.message({ from: 'a@example.org', rcpt: ['b@example.net'] }), code('THEMIS_ERR_HOOK_BAD_VERDICT'));
+    const t = await createTestKernel({ plugins: [odd], pluginMistakes: 'allow' });
     const r = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
     assert.equal(r.decision.action, 'tempfail');
     assert.equal(r.trace!.winner!.error, 'THEMIS_ERR_HOOK_BAD_VERDICT');
+  });
+
+  it('a reply the MTA would refuse (550 with tempfail, 451 with reject, a bad enhanced code) is THEMIS_ERR_HOOK_BAD_REPLY naming the plugin and hook; the daemon sends the plain action', async () => {
+    const replying = (reply: object, action: 'tempfail' | 'reject') => plugin('replier', { rcptTo: () => ({ action, reply }) as never });
+    for (const [reply, action, reason] of [
+      [{ code: 550, text: 'no' }, 'tempfail', /code 550 does not fit a tempfail/],
+      [{ code: 451, text: 'later' }, 'reject', /code 451 does not fit a reject/],
+      [{ code: 450, enhanced: '5.7.1', text: 'x' }, 'tempfail', /does not match the class/],
+      [{ code: '451' }, 'tempfail', /is not 4xx or 5xx/],
+    ] as const) {
+      const strict = await createTestKernel({ plugins: [replying(reply, action)] });
+      await assert.rejects(strict.message({ from: 'a@example.org', rcpt: ['b@example.net'] }), (e: unknown) => {
+        assert.ok(e instanceof ThemisError && e.code === 'THEMIS_ERR_HOOK_BAD_REPLY', String(e));
+        assert.equal(e.details.plugin, 'replier');
+        assert.equal(e.details.hook, 'rcptTo');
+        assert.match(e.message, reason);
+        return true;
+      });
+      const daemon = await createTestKernel({ plugins: [replying(reply, action)], pluginMistakes: 'allow' });
+      const r = await daemon.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+      assert.deepEqual(r.recipients, [{ address: 'b@example.net', action }], 'the action stands, without the reply');
+      assert.equal(r.trace!.entries.find((e) => e.plugin === 'replier')!.error, 'THEMIS_ERR_HOOK_BAD_REPLY');
+    }
+    // A reply that fits is sent as it is.
+    const fine = await createTestKernel({ plugins: [replying({ code: 451, enhanced: '4.7.1', text: 'Greylisted' }, 'tempfail')] });
+    const r = await fine.message({ from: 'a@example.org', rcpt: ['b@example.net'] });
+    assert.deepEqual(r.recipients[0].reply, { code: 451, enhanced: '4.7.1', text: 'Greylisted' });
   });
 });
 
@@ -205,7 +235,9 @@ describe('sessions, messages, notes and modifications', () => {
       },
       endOfMessage: (ctx) => (ctx.message!.notes.get<{ started: boolean }>()?.started ? undefined : { action: 'tempfail', reason: 'mailFrom hook did not run' }),
     }, { listens: ['mailFrom'] });
-    const t = await createTestKernel({ plugins: [early] });
+    await assert.rejects((await createTestKernel({ plugins: [early] })).message({ from: 'liar@example.org', rcpt: ['b@example.net'] }), code('THEMIS_ERR_HOOK_LISTENER_VERDICT'), 'the harness fails a test whose listener answers');
+    ran.length = 0;
+    const t = await createTestKernel({ plugins: [early], pluginMistakes: 'allow' });
     const n = t.kernel.application.negotiation as { stages: string[]; noReply: string[] };
     assert.ok(n.stages.includes('mailFrom') && n.noReply.includes('mailFrom'), 'asked for, without replies');
     const ok = await t.message({ from: 'a@example.org', rcpt: ['b@example.net'] });

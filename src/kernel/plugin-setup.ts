@@ -273,5 +273,7 @@ function validatePolicies(policies: readonly PolicyInput[], claims: Map<string, 
 function policyProblems(problems: ThemisError[]): ThemisError {
   if (problems.length === 1) return problems[0];
   const list = problems.map((p) => `\n  - ${p.code}: ${p.message}`).join('');
-  return new ThemisError('THEMIS_ERR_POLICIES_INVALID', { count: problems.length, list, problems: problems.map((p) => ({ code: p.code, message: p.message })) });
+  // Each problem stays a coded error of its own (the aggregate's cause), so a test can look for one
+  // problem whatever the others (`problemsOf` in themis-milter/testing).
+  return new ThemisError('THEMIS_ERR_POLICIES_INVALID', { count: problems.length, list, problems: problems.map((p) => ({ code: p.code, message: p.message })) }, { cause: new AggregateError(problems, `${problems.length} problems in the policies`) });
 }

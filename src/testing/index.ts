@@ -14,6 +14,7 @@
 export { atomicOperationContract, freshStores, storeContract, prng, type AtomicContractOptions } from './store-contract.ts';
 export { startRedis, startRedisCluster, redisAvailable, redisCliAvailable, eventually, freePort, type RedisServer, type RedisClusterServers, type StartRedisOptions } from './redis.ts';
 import {
+  CodedError,
   MacroStore,
   createMessageModifier,
   decodeModification,
@@ -33,6 +34,18 @@ import type { ThemisError } from '../kernel/errors.ts';
 import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
 import type { PluginDefinition } from '../kernel/plugin.ts';
 import type { PolicyOf } from '../config.ts';
+
+/**
+ * The problems a refused configuration or policy set carries, each with its own code and details:
+ * the aggregate's (`THEMIS_ERR_POLICIES_INVALID`) problems, or the error itself when it is one problem.
+ * A test asserts "this field is refused" with it, whatever else is wrong:
+ * `problemsOf(err).some((p) => p.code === 'THEMIS_ERR_POLICY_FIELD' && p.details.path === 'max')`.
+ */
+export function problemsOf(err: unknown): CodedError<string>[] {
+  if (!(err instanceof CodedError)) return [];
+  if (err.cause instanceof AggregateError) return err.cause.errors.filter((e): e is CodedError<string> => e instanceof CodedError);
+  return [err];
+}
 
 /** A plugin as the harness takes it: a definition, or an entry with options and priority. */
 export type TestPlugin = PluginDefinition<any, any, any, any, any> | PluginEntry;

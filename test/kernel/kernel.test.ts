@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { Kernel, ThemisError, definePlugin, pagesOf, type PluginDefinition, type PluginHooks, type Verdict } from '../../src/index.ts';
 import { Protocol, Action, createMilterServer, MilterClient } from '../../src/milter/index.ts';
-import { createTestKernel } from '../../src/testing/index.ts';
+import { createTestKernel, problemsOf } from '../../src/testing/index.ts';
 
 /** A plugin whose hooks are given inline. */
 // Typed as a plugin whose claimed field the types do not know: `extra` may claim any.
@@ -36,6 +36,17 @@ describe('loading', () => {
     await assert.rejects(Kernel.create({ plugins: [{ plugin: p, options: { window: -1 } }] }), (e: unknown) => code('THEMIS_ERR_PLUGIN_OPTIONS')(e) && /window/.test((e as Error).message));
     await assert.rejects(Kernel.create({ plugins: [{ plugin: p, options: { window: 1 } }], policies: [{ name: 'default', limits: { max: 1.5 } }] }), (e: unknown) => code('THEMIS_ERR_POLICY_FIELD')(e) && /policies\[0\]\.limits\.max/.test((e as Error).message));
     await assert.rejects(Kernel.create({ plugins: [{ plugin: p, options: { window: 1 } }], policies: [{ name: 'default', spf: {} }] }), (e: unknown) => code('THEMIS_ERR_POLICY_UNCLAIMED')(e) && /field spf/.test((e as Error).message));
+  });
+  it('a refused field is found among the problems whatever else is wrong (problemsOf): one problem is itself, several an aggregate of coded errors', async () => {
+    const p = plugin('limits', {}, { claims: { field: 'limits', schema: z.object({ max: z.number().int() }) } });
+    const maxRefused = (e: unknown) => problemsOf(e).some((x) => x.code === 'THEMIS_ERR_POLICY_FIELD' && /limits\.max/.test(x.message));
+    const one = await Kernel.create({ plugins: [{ plugin: p }], policies: [{ name: 'a', limits: { max: 1.5 } }] }).catch((e: unknown) => e);
+    assert.ok(code('THEMIS_ERR_POLICY_FIELD')(one) && maxRefused(one));
+    const three = await Kernel.create({ plugins: [{ plugin: p }], policies: [{ name: 'a', limits: { max: 1.5 } }, { name: 'b', limits: {} }, { name: 'c', spf: {} }] }).catch((e: unknown) => e);
+    assert.ok(code('THEMIS_ERR_POLICIES_INVALID')(three), String(three));
+    assert.ok(maxRefused(three));
+    assert.deepEqual(problemsOf(three).map((x) => x.code).sort(), ['THEMIS_ERR_POLICY_FIELD', 'THEMIS_ERR_POLICY_FIELD', 'THEMIS_ERR_POLICY_UNCLAIMED']);
+    assert.deepEqual(problemsOf(new Error('plain')), []);
   });
   it('prints plugins per stage in run order', async () => {
     const k = await Kernel.create({ plugins: [{ plugin: plugin('low', { rcptTo: () => undefined }), priority: 1 }, { plugin: plugin('high', { rcptTo: () => undefined, connect: () => undefined }), priority: 9 }] });

@@ -23,6 +23,6 @@ describe('public API', () => {
     const milter = await import('themis-milter/milter');
     for (const name of ['MilterClient', 'createMilterServer', 'parseSocketSpec']) assert.equal(typeof (milter as Record<string, unknown>)[name], 'function', name);
     const testing = await import('themis-milter/testing');
-    for (const name of ['createTestKernel', 'problemsOf', 'atomicOperationContract', 'storeContract', 'startRedis', 'startRedisCluster']) assert.equal(typeof (testing as Record<string, unknown>)[name], 'function', name);
+    for (const name of ['createTestKernel', 'problemsOf', 'useTestClock', 'atomicOperationContract', 'storeContract', 'startRedis', 'startRedisCluster']) assert.equal(typeof (testing as Record<string, unknown>)[name], 'function', name);
   });
 });

@@ -11,6 +11,7 @@
  * servers on loopback.
  * @module
  */
+export { useTestClock, type TestClock } from './clock.ts';
 export { atomicOperationContract, freshStores, storeContract, prng, type AtomicContractOptions } from './store-contract.ts';
 export { startRedis, startRedisCluster, redisAvailable, redisCliAvailable, eventually, freePort, type RedisServer, type RedisClusterServers, type StartRedisOptions } from './redis.ts';
 import {

@@ -132,6 +132,17 @@ describe('documentation samples (README.md, docs/**/*.md)', () => {
     count('ts files type-checked', generated.length);
   });
 
+  it('ts file=….test.ts blocks run: each is a node:test file of its page\'s small project', { timeout: 240_000 }, async () => {
+    if (generated.length === 0) generate();
+    const tests = generated.filter((g) => /\.test\.ts$/.test(g.path));
+    assert.ok(tests.length >= 1, 'the docs show at least one test');
+    for (const g of tests) {
+      const r = await run(NODE, ['--conditions=themis-source', '--test', '--test-reporter=dot', g.path], dirname(g.path), 230_000);
+      assert.equal(r.code, 0, `${where(g.block)}: the sample test failed:\n${r.out}`);
+    }
+    console.log(`# documentation samples: ${tests.length} test files run (${tests.map((g) => `${g.block.file}:${g.block.line}`).join(', ')})`);
+  });
+
   it('ts config blocks pass themis config check (with the built-in plugins)', { timeout: 180_000 }, async () => {
     if (generated.length === 0) generate();
     const configs = generated.filter((g) => g.config);

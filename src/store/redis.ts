@@ -315,15 +315,12 @@ export class RedisStore implements Store {
     // second call goes in a second wave, sent once the first is answered. Distinct keys (every
     // batch the built-in plugins send) make one wave: one round trip.
     for (const wave of waves(calls)) {
-      if (this.main.client instanceof Cluster) {
-        const got = await this.run(op.name, (c) => Promise.all(wave.map((i) => this.clusterEval(c as Cluster, op, calls[i].key, op.encode(calls[i].args, this.testClock ? calls[i].now : undefined)))));
-        wave.forEach((at, k) => (replies[at] = got[k]));
-      } else {
-        const wire = new Array<string>(wave.length);
-        for (let k = 0; k < wave.length; k++) wire[k] = evalshaCall(op, this.keyPrefix + calls[wave[k]].key, op.encode(calls[wave[k]].args, this.testClock ? calls[wave[k]].now : undefined));
-        const got = await this.scripts(op, wire);
-        wave.forEach((at, k) => (replies[at] = got[k]));
-      }
+      const got = await this.send(
+        op,
+        wave.map((i) => calls[i].key),
+        wave.map((i) => op.encode(calls[i].args, this.testClock ? calls[i].now : undefined)),
+      );
+      wave.forEach((at, k) => (replies[at] = got[k]));
     }
     const results = new Array<Result>(n);
     try {
@@ -336,8 +333,20 @@ export class RedisStore implements Store {
 
   /** One call of one of the store's own scripts, sent as {@link RedisStore.atomic} sends a batch of one. */
   private async evalOne(script: ScriptText, key: string, args: readonly AtomicArgument[]): Promise<unknown> {
-    if (this.main.client instanceof Cluster) return this.run(script.name, (c) => this.clusterEval(c as Cluster, script, key, args));
-    return (await this.scripts(script, [evalshaCall(script, this.keyPrefix + key, args)]))[0];
+    return (await this.send(script, [key], [args]))[0];
+  }
+
+  /**
+   * Calls of one script, one per key (without the prefix), the replies in order: standalone and
+   * Sentinel, one {@link ScriptBatch} (one socket write); Cluster, one EVALSHA per call through
+   * ioredis, all sent at once.
+   */
+  private send(script: ScriptText, keys: readonly string[], args: readonly (readonly AtomicArgument[])[]): Promise<unknown[]> {
+    if (this.main.client instanceof Cluster) return this.run(script.name, (c) => Promise.all(keys.map((key, k) => this.clusterEval(c as Cluster, script, key, args[k]))));
+    return this.scripts(
+      script,
+      keys.map((key, k) => evalshaCall(script, this.keyPrefix + key, args[k])),
+    );
   }
 
   /** One EVALSHA on a Cluster (the key without the prefix), sent again as EVAL when the node has not cached the script. */

@@ -26,7 +26,8 @@ export interface RunResult {
 export function isolatedEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (/^npm_/i.test(k) || k === 'NODE_OPTIONS' || k === 'NODE_PATH' || k === 'INIT_CWD' || /^THEMIS_/.test(k)) continue;
+    // NODE_TEST_CONTEXT would make a `node --test` run inside report to this test run instead of its output
+    if (/^npm_/i.test(k) || k === 'NODE_OPTIONS' || k === 'NODE_TEST_CONTEXT' || k === 'NODE_PATH' || k === 'INIT_CWD' || /^THEMIS_/.test(k)) continue;
     env[k] = v;
   }
   env.PATH = [dirname(process.execPath), process.env.PATH ?? ''].filter(Boolean).join(delimiter);

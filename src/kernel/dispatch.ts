@@ -105,8 +105,11 @@ export class Dispatcher {
     const stages: Stage[] = [];
     const noReply: (Stage & StageHookName)[] = [];
     const observed = new Set<string>(this.plugins.flatMap((p) => p.def.observes ?? []));
-    // Policies that match on client, sender or recipients need those events, answered or not.
-    if (this.matcher.needsEnvelope) for (const st of ['connect', 'mailFrom', 'rcptTo']) observed.add(st);
+    // Policies that match on client, sender or recipients need those events, answered or not. So do
+    // hooks: every hook's context promises the client, HELO name, sender and recipients, whichever
+    // stage it taps (a plugin tapping only rcptTo reads ctx.session.client). Observed, they cost the MTA
+    // one packet each that it does not wait for.
+    if (this.matcher.needsEnvelope || this.hooks.size > 0) for (const st of ['connect', 'helo', 'mailFrom', 'rcptTo']) observed.add(st);
     // A bypass policy is answered as soon as it matches: MAIL and RCPT then need replies.
     const answered = new Set<string>(this.matcher.hasBypass ? ['mailFrom', 'rcptTo'] : []);
     // Stages whose every tap only listens (PluginDefinition.listens): their hooks run, but nothing
@@ -270,7 +273,10 @@ export class Dispatcher {
       try {
         mod.apply(modifier);
       } catch (err) {
-        this.log.error({ code: 'THEMIS_ERR_MODIFICATION', plugin: mod.plugin, err }, `modification by ${mod.plugin} could not be sent: ${(err as Error).message}`);
+        const e = new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: mod.plugin, reason: `could not be sent: ${(err as Error).message}` }, { cause: err });
+        this.log.error({ code: e.code, plugin: mod.plugin, err }, e.message);
+        // The harness fails the plugin's test where the daemon only logs (createTestKernel's pluginMistakes).
+        this.onPluginMistake?.(e);
       }
     }
     const hold = message.quarantine ?? state.quarantine;
@@ -278,7 +284,9 @@ export class Dispatcher {
       try {
         modifier.quarantine(hold.reason ?? `quarantined by ${hold.plugin}`);
       } catch (err) {
-        this.log.error({ code: 'THEMIS_ERR_MODIFICATION', plugin: hold.plugin, err }, 'quarantine could not be sent');
+        const e = new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: hold.plugin, reason: `quarantine could not be sent: ${(err as Error).message}` }, { cause: err });
+        this.log.error({ code: e.code, plugin: hold.plugin, err }, e.message);
+        this.onPluginMistake?.(e);
       }
     }
     this.finishMessage(state, hold ? 'quarantined' : 'accepted', 'endOfMessage', hold ?? message.trace[pickWinner(message.trace)]);

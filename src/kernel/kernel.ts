@@ -15,7 +15,7 @@ import { Dispatcher } from './dispatch.ts';
 import { hookErrorCounter, hookTiming } from './hook-metrics.ts';
 import { setUpPlugins, type LoadedPlugin, type PluginRoute } from './plugin-setup.ts';
 import type { PolicyDefinition, PolicySettings } from './policy.ts';
-import type { DecisionTrace, HttpRequest, HttpResponse, PluginDefinition, PluginLogger, StageHookName } from './plugin.ts';
+import type { DecisionTrace, HttpRequest, HttpResponse, PluginDefinition, OnErrorVerdict, PluginLogger, StageHookName } from './plugin.ts';
 
 /** The kernel's version, matched against each plugin's `kernel` range. */
 export { KERNEL_VERSION } from './plugin-setup.ts';
@@ -29,7 +29,7 @@ export interface PluginEntry {
   /** Overrides the plugin's default priority. */
   priority?: number;
   /** Overrides the plugin's `onError`. */
-  onError?: 'accept' | 'tempfail' | 'reject';
+  onError?: OnErrorVerdict;
 }
 
 /** A policy: its matching settings ({@link PolicyDefinition}) and one field per plugin that claims it. */
@@ -64,7 +64,7 @@ export interface KernelOptions {
   /** Deadline for each hook call in ms (default 10,000: well below Postfix's 30 s command timeout). */
   hookTimeout?: number;
   /** Default `onError` for plugins that set none (default tempfail). */
-  onError?: 'accept' | 'tempfail' | 'reject';
+  onError?: OnErrorVerdict;
   /**
    * The MTA the negotiation is shaped for (default `'postfix'`): `'postfix'` always answers DATA,
    * `'sendmail'` leaves it off unless a plugin taps it (see ThemisConfig.mta for why).

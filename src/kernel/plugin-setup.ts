@@ -19,6 +19,7 @@ import {
   type AppliedPolicy,
   type HttpRouteHandler,
   type ModificationKind,
+  type OnErrorVerdict,
   type PluginContext,
   type PluginDefinition,
   type PluginHooks,
@@ -37,7 +38,7 @@ export interface LoadedPlugin {
   name: string;
   order: number;
   priority: number;
-  onError: 'accept' | 'tempfail' | 'reject';
+  onError: OnErrorVerdict;
   hooks: PluginHooks<any>;
   log: PluginLogger;
   modifies: ReadonlySet<ModificationKind>;

@@ -55,7 +55,7 @@ export interface RecipientState extends EnvelopeEvent {
 export interface PluginSession {
   /** Process-unique connection number. */
   readonly id: number;
-  /** The CONNECT event (client host name, family, address, port), when a plugin taps `connect` or later stages. */
+  /** The CONNECT event (client host name, family, address, port): known to every hook, whichever stage it taps. */
   readonly client: ConnectEvent | undefined;
   /** The last HELO/EHLO name. */
   readonly helo: string | undefined;
@@ -197,6 +197,16 @@ export type StageHookName = keyof StageHooks;
 
 /** Every stage hook name, in SMTP order. */
 export const STAGE_HOOKS: readonly StageHookName[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage', 'abort', 'close'];
+/**
+ * What a failing hook (one that throws, rejects or misses its deadline) answers in the plugin's place:
+ * - `continue`: no objection — the failing plugin is left out and the others decide (fail open);
+ * - `accept`: accept — at a message stage, RCPT included, that ends filtering of the whole message
+ *   for every plugin, and a higher-priority accept wins over a lower-priority refusal;
+ * - `tempfail`: try again later (the default: nothing is lost, the MTA retries);
+ * - `reject`: refuse (fail closed).
+ */
+export type OnErrorVerdict = 'continue' | 'accept' | 'tempfail' | 'reject';
+
 /** Every lifecycle hook name. */
 export const LIFECYCLE_HOOKS: readonly (keyof LifecycleHooks)[] = ['ready', 'reload', 'shutdown'];
 /** Every observer hook name. */
@@ -334,8 +344,8 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
   readonly policyFlags?: Readonly<Record<string, PolicyFlag>>;
   /** Plugins this one uses when they are loaded (same form as {@link dependencies}): checked and set up first when present. */
   readonly optionalDependencies?: Readonly<Record<string, string>>;
-  /** Verdict when a hook throws, rejects or misses its deadline (default from the kernel: tempfail). */
-  readonly onError?: 'accept' | 'tempfail' | 'reject';
+  /** Verdict when a hook throws, rejects or misses its deadline (default from the kernel: tempfail). See {@link OnErrorVerdict}. */
+  readonly onError?: OnErrorVerdict;
   /** Modifications the plugin may request at end of message. */
   readonly modifies?: readonly ModificationKind[];
   /**

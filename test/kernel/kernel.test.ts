@@ -129,6 +129,20 @@ describe('isolation', () => {
     assert.match(metric, /themis_hook_errors_total\{plugin="thrower",hook="mailFrom",kind="error"\} 1/);
   });
 
+  it("onError 'continue' leaves the failing plugin out: the others decide (an 'accept' would have won over them)", async () => {
+    const failing = plugin('failing', { rcptTo: () => { throw new Error('store down'); } }, { priority: 90 });
+    const refusing = plugin('refusing', { rcptTo: (_c, e) => (e.address.startsWith('no') ? { action: 'reject', reason: 'unknown user' } : undefined) }, { priority: 10 });
+    const open = await createTestKernel({ plugins: [{ plugin: failing, onError: 'continue' }, { plugin: refusing }] });
+    const r = await open.message({ from: 'a@example.org', rcpt: ['no@example.net', 'yes@example.net'] });
+    assert.deepEqual(r.recipients.map((x) => x.action), ['reject', 'continue'], 'the lower-priority refusal stands');
+    assert.equal(r.decision.action, 'accept');
+    assert.ok(r.trace!.entries.some((e) => e.plugin === 'failing' && e.action === 'continue' && e.error === 'THEMIS_ERR_HOOK_FAILED'), 'the failure is in the trace');
+    const accepting = await createTestKernel({ plugins: [{ plugin: failing, onError: 'accept' }, { plugin: refusing }] });
+    const r2 = await accepting.message({ from: 'a@example.org', rcpt: ['no@example.net', 'yes@example.net'] });
+    assert.equal(r2.decision.stage, 'rcptTo', "accept at RCPT ends the message's filtering");
+    assert.equal(r2.decision.action, 'accept');
+  });
+
   it('an invalid verdict is a plugin error with its own code; the harness fails the message with it, the daemon falls back to onError', async () => {
     const odd = { plugin: plugin('odd', { endOfMessage: () => ({ action: 'maybe' }) as never }), onError: 'tempfail' as const };
     const strict = await createTestKernel({ plugins: [odd] });
@@ -170,11 +184,14 @@ describe('isolation', () => {
 describe('negotiation follows the taps', () => {
   it('no body hook: the body is not requested; a body hook asks for it', async () => {
     const without = await Kernel.create({ plugins: [{ plugin: plugin('env', { mailFrom: () => undefined }) }] });
-    const n1 = without.application.negotiation as { stages: string[]; actions: number };
-    assert.deepEqual(n1.stages, ['mailFrom']);
+    const n1 = without.application.negotiation as { stages: string[]; noReply: string[]; actions: number };
+    // The envelope stages are always asked for (every hook's context holds the client, HELO name,
+    // sender and recipients), without replies where nobody taps them.
+    assert.deepEqual(n1.stages, ['connect', 'helo', 'mailFrom', 'rcptTo']);
+    assert.deepEqual(n1.noReply, ['connect', 'helo', 'rcptTo']);
     const withBody = await Kernel.create({ plugins: [{ plugin: plugin('scan', { body: () => undefined }, { modifies: ['headers'], macros: { mailFrom: ['{client_ptr}'] } }) }] });
     const n2 = withBody.application.negotiation as { stages: string[]; actions: number; macros: Record<string, string[]> };
-    assert.deepEqual(n2.stages, ['body']);
+    assert.deepEqual(n2.stages, ['connect', 'helo', 'mailFrom', 'rcptTo', 'body']);
     assert.equal(n2.actions, Action.QUARANTINE | Action.ADDHDRS | Action.CHGHDRS);
     assert.ok(n2.macros.mailFrom.includes('{auth_authen}') && n2.macros.mailFrom.includes('{client_ptr}'), 'Postfix defaults kept, plugin macros added');
   });
@@ -187,7 +204,7 @@ describe('negotiation follows the taps', () => {
     assert.ok(client.negotiated.protocol & Protocol.NOBODY);
     assert.ok(client.negotiated.protocol & Protocol.NOHDRS);
     assert.equal(client.negotiated.protocol & Protocol.NORCPT, 0);
-    const r = await client.sendMessage({ from: 'a@x', to: ['b@y'], body: 'x'.repeat(1000) });
+    const r = await client.sendMessage({ connect: { hostname: 'h' }, helo: 'h', from: 'a@x', to: ['b@y'], body: 'x'.repeat(1000) });
     assert.equal(r.reply.action, 'accept');
     await client.quit();
     await server.close();
@@ -204,7 +221,7 @@ describe('negotiation follows the taps', () => {
       try {
         assert.equal((client.negotiated.protocol & Protocol.NODATA) !== 0, dataOff, `NODATA for mta ${mta}`);
         assert.equal(client.negotiated.protocol & Protocol.NR_DATA, 0, 'never DATA without a reply');
-        const r = await client.sendMessage({ from: 'a@x', to: ['b@y'], body: 'hello' });
+        const r = await client.sendMessage({ connect: { hostname: 'h' }, helo: 'h', from: 'a@x', to: ['b@y'], body: 'hello' });
         assert.equal(r.reply.action, 'accept');
       } finally {
         await client.quit();
@@ -231,7 +248,7 @@ describe('sessions, messages, notes and modifications', () => {
     }, { modifies: ['headers'], observes: ['rcptTo'] });
     const t = await createTestKernel({ plugins: [first, second] });
     const n = t.kernel.application.negotiation as { stages: string[]; noReply: string[] };
-    assert.deepEqual(n.noReply, ['rcptTo'], 'observed, not tapped: asked for without replies');
+    assert.deepEqual(n.noReply, ['connect', 'helo', 'rcptTo'], 'observed, not tapped: asked for without replies');
     const r = await t.message({ from: 'a@mail.example.org', rcpt: ['b@example.net', 'c@example.net'], auth: 'alice', queueId: 'Q1' });
     assert.deepEqual(r.modifications, [{ type: 'addHeader', name: 'X-Score', value: '5 for 2 rcpt, auth=alice, mta=mx.test.example, i=Q1' }]);
   });

@@ -158,7 +158,7 @@ describe('policies through the kernel', () => {
   it('a kernel whose policies match on the envelope asks the MTA for it, without replies', async () => {
     const t = await createTestKernel({ plugins: [counter], policies: [{ name: 'p', match: { source: '@example.com' }, tag: 'x' }] });
     const n = t.kernel.application.negotiation as { stages: string[]; noReply: string[] };
-    assert.deepEqual(n.noReply, ['connect', 'mailFrom', 'rcptTo']);
+    assert.deepEqual(n.noReply, ['connect', 'helo', 'mailFrom', 'rcptTo']);
     const r = await t.message({ from: 'a@example.com', rcpt: ['b@x.example'] });
     assert.deepEqual(r.modifications, [{ type: 'addHeader', name: 'X-Policies', value: 'p=x' }]);
   });

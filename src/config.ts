@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { registerHooks } from 'node:module';
 import { dirname, extname, resolve, basename } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfigSync } from 'cosmiconfig';
@@ -15,11 +16,12 @@ import { z } from 'zod';
 import { ThemisError, formatConfigPath } from './kernel/errors.ts';
 import { loadPlugin, type PluginSpec } from './kernel/loader.ts';
 import type { KernelOptions, PluginEntry, PolicyInput } from './kernel/kernel.ts';
+import type { OnErrorVerdict } from './kernel/plugin.ts';
 import type { PolicyDefinition, PolicySettings } from './kernel/policy.ts';
 import { storeConfigSchema, type StoreConfig } from './store/config.ts';
 
 /** A plugin in the configuration: a reference alone, or with its settings. */
-export type PluginConfig = PluginSpec | { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' };
+export type PluginConfig = PluginSpec | { plugin: PluginSpec; options?: unknown; priority?: number; onError?: OnErrorVerdict };
 
 /**
  * What one plugin of the configuration claims, for typing policies: a typed field (a plugin object
@@ -121,7 +123,7 @@ export interface ThemisConfig<TPlugins extends readonly PluginConfig[] = PluginC
    */
   mta?: 'postfix' | 'sendmail';
   /** Verdict of a plugin whose hook fails, unless the plugin sets its own (default tempfail). */
-  onError?: 'accept' | 'tempfail' | 'reject';
+  onError?: OnErrorVerdict;
 }
 
 /**
@@ -134,7 +136,7 @@ export function defineConfig<TPlugins extends readonly PluginConfig[] = PluginCo
   return config;
 }
 
-const onError = z.enum(['accept', 'tempfail', 'reject']);
+const onError = z.enum(['continue', 'accept', 'tempfail', 'reject']);
 const pluginRef = z.union([z.string().min(1), z.looseObject({ name: z.string(), setup: z.function() })], { error: 'expected a package name, a path, or a plugin object made with definePlugin()' });
 const pluginEntry = z.strictObject({ plugin: pluginRef, options: z.unknown().optional(), priority: z.number().optional(), onError: onError.optional() });
 
@@ -204,7 +206,7 @@ export interface LoadedConfig {
   /** Groups, pools and outbound networks for policy matching. */
   policySettings: PolicySettings;
   /** Default verdict of failing plugins. */
-  onError: 'accept' | 'tempfail' | 'reject' | undefined;
+  onError: OnErrorVerdict | undefined;
 }
 
 /** File names looked for in the working directory, in this order (then package.json's `themis` key). */
@@ -249,9 +251,31 @@ export function findConfig(path: string | undefined, cwd = process.cwd()): strin
 
 let importGeneration = 0;
 
+/** The URLs (without query) of the `.ts` configurations loaded so far: always ES modules. */
+const typescriptConfigs = new Set<string>();
+let typescriptHook = false;
+
+/**
+ * A `themis.config.ts` is an ES module whatever the package.json above it says. `npm init -y` (npm 11)
+ * writes `"type": "commonjs"`, and Node would then read the file as CommonJS and fail on its
+ * `import`: a load hook tells Node the format of the configuration files themselves, nothing else.
+ */
+function loadAsModule(url: string): void {
+  typescriptConfigs.add(url);
+  if (typescriptHook) return;
+  typescriptHook = true;
+  registerHooks({
+    load(target, context, next) {
+      const q = target.indexOf('?');
+      return typescriptConfigs.has(q < 0 ? target : target.slice(0, q)) ? next(target, { ...context, format: 'module-typescript' }) : next(target, context);
+    },
+  });
+}
+
 async function readRaw(file: string, bytes: Buffer): Promise<unknown> {
   const ext = extname(file);
   if (MODULE_EXTENSIONS.has(ext)) {
+    if (ext === '.ts') loadAsModule(pathToFileURL(file).href);
     // A new query string per load: ESM caches modules by URL, and a reload must see the edited file.
     const mod = (await import(`${pathToFileURL(file).href}?load=${++importGeneration}`)) as { default?: unknown };
     return mod.default;
@@ -332,7 +356,7 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
   const base = dirname(file);
   const plugins: PluginEntry[] = [];
   for (const [i, p] of c.plugins.entries()) {
-    const entry = p !== null && typeof p === 'object' && 'plugin' in p ? (p as { plugin: PluginSpec; options?: unknown; priority?: number; onError?: 'accept' | 'tempfail' | 'reject' }) : { plugin: p as PluginSpec };
+    const entry = p !== null && typeof p === 'object' && 'plugin' in p ? (p as { plugin: PluginSpec; options?: unknown; priority?: number; onError?: OnErrorVerdict }) : { plugin: p as PluginSpec };
     try {
       plugins.push({ ...entry, plugin: await loadPlugin(entry.plugin, base) });
     } catch (err) {

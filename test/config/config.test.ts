@@ -73,6 +73,15 @@ describe('configuration discovery', () => {
     assert.equal(b.listen, 'inet:2@127.0.0.1');
     assert.notEqual(a.hash, b.hash);
   });
+
+  it('a themis.config.ts is an ES module even under a package.json of "type": "commonjs" (what npm init -y writes)', async (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'mx', version: '1.0.0', type: 'commonjs' }));
+    const file = join(dir, 'themis.config.ts');
+    writeFileSync(file, `import { sep } from 'node:path';\nconst port: number = 3;\nexport default { listen: 'inet:' + port + '@127.0.0.1', http: { listen: sep === '/' ? false : false } };\n`);
+    const loaded = await loadConfig(file);
+    assert.equal(loaded.listen, 'inet:3@127.0.0.1');
+  });
 });
 
 describe('configuration validation', () => {

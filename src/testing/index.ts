@@ -21,6 +21,7 @@ import {
   decodeModification,
   mergeBody,
   negotiate,
+  Protocol,
   type ConnectEvent,
   type Decision,
   type EnvelopeEvent,
@@ -35,6 +36,7 @@ import type { ThemisError } from '../kernel/errors.ts';
 import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
 import type { PluginDefinition } from '../kernel/plugin.ts';
 import type { PolicyOf } from '../config.ts';
+import { MACRO_COMMAND, canonicalMacro, postfixMacros, type MacroFacts } from './postfix-macros.ts';
 
 /**
  * The problems a refused configuration or policy set carries, each with its own code and details:
@@ -121,7 +123,13 @@ export interface TestKernelOptions<TPlugins extends readonly TestPlugin[] = read
   plugins: TPlugins;
   /** Policies, their fields typed by the plugins' schemas as in `defineConfig` ({@link PolicyOf}). */
   policies?: readonly PolicyOf<TPlugins>[];
-  /** Macros sent at connect, like Postfix's `j` (default `{ j: 'mx.test.example' }`). */
+  /**
+   * Values the simulated MTA has for macros, like Postfix's `j` (default `{ j: 'mx.test.example' }`).
+   * As Postfix does, each stage sends only the macros of its list — Postfix's `milter_*_macros`
+   * defaults, or what the plugins asked for in their `macros` — so a value here reaches the plugins
+   * only at the stages whose list names it. The harness derives the others it can (client, SASL
+   * login, sender, recipient, queue id); see postfix-macros.ts.
+   */
   macros?: Record<string, string>;
   /**
    * What a plugin mistake does — a verdict the kernel refuses (`THEMIS_ERR_HOOK_BAD_VERDICT`), a reply
@@ -190,19 +198,29 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
   const app = kernel.application;
   const wishes = typeof app.negotiation === 'function' ? app.negotiation(POSTFIX_OFFER) : (app.negotiation ?? {});
   const negotiated = negotiate(POSTFIX_OFFER, { ...wishes, stages: wishes.stages ?? [] });
-  const connectMacros = options.macros ?? { j: 'mx.test.example' };
+  const configured = new Map(Object.entries(options.macros ?? { j: 'mx.test.example' }).map(([k, v]) => [canonicalMacro(k), v]));
+  /** Postfix's MACRO packet for a stage, looked up from what it knows at that point. */
+  const sendMacros = (s: FakeSession, stage: keyof typeof MACRO_COMMAND, facts: Omit<MacroFacts, 'configured' | 'client'> = {}) => {
+    const list = stage === 'header' ? 'endOfHeaders' : stage === 'body' ? 'endOfMessage' : stage;
+    s.macros.set(MACRO_COMMAND[stage], postfixMacros(s.negotiated, list, { configured, client: s.mtaClient, ...facts }));
+  };
 
   const connect = async (client: TestClient = {}, helo = 'client.example'): Promise<TestConnection> => {
     const s = new FakeSession(negotiated);
     const opening: StageOutcome[] = [];
     const address = client.address ?? '192.0.2.1';
     const family = client.family ?? (address.includes(':') ? '6' : '4');
-    s.macros.set(0x43, Object.entries({ ...connectMacros, '{client_addr}': address }).flat());
-    s.client = { hostname: client.hostname ?? `[${address}]`, family, port: family === 'U' ? undefined : (client.port ?? 40000), address: family === 'U' ? undefined : address };
-    let refused = await step(s, opening, 'connect', (app.connect && (() => app.connect!(s, s.client!))) || undefined);
+    s.mtaClient = { hostname: client.hostname ?? `[${address}]`, family, port: family === 'U' ? undefined : (client.port ?? 40000), address: family === 'U' ? undefined : address };
+    // As the engine: the session learns the client, the HELO name and the sender from their events,
+    // which the MTA does not send when no plugin needs them (NOCONNECT, NOHELO, NOMAIL).
+    if (s.negotiated.stages.has('connect')) s.client = s.mtaClient;
+    sendMacros(s, 'connect');
+    s.macros.enterStage(MACRO_COMMAND.connect);
+    let refused = await step(s, opening, 'connect', (app.connect && (() => app.connect!(s, s.mtaClient!))) || undefined);
     if (!refused) {
-      s.helo = helo;
-      s.macros.enterStage(0x48);
+      if (s.negotiated.stages.has('helo')) s.helo = helo;
+      sendMacros(s, 'helo');
+      s.macros.enterStage(MACRO_COMMAND.helo);
       refused = await step(s, opening, 'helo', (app.helo && (() => app.helo!(s, { hostname: helo }))) || undefined);
     }
     failOnMistake();
@@ -230,8 +248,10 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     };
     const queueId = m.queueId ?? `TEST${String(nextQueueId++).padStart(6, '0')}`;
     const sender = envelope(m.from, m.fromArgs ?? []);
-    s.macros.set(0x4d, m.auth ? ['{auth_type}', 'PLAIN', '{auth_authen}', m.auth, '{mail_addr}', m.from] : ['{mail_addr}', m.from]);
-    s.macros.enterStage(0x4d);
+    // Postfix opens the queue file (and knows `i`) only once a recipient is accepted.
+    const known = { sender: m.from, auth: m.auth };
+    sendMacros(s, 'mailFrom', known);
+    s.macros.enterStage(MACRO_COMMAND.mailFrom);
     s.startMessage(sender);
     const stop = (o: StageOutcome) => {
       result.decision = o;
@@ -243,8 +263,8 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     for (const address of m.rcpt) {
       const rcpt = envelope(address, []);
       // Postfix assigns the queue id when the first recipient is accepted.
-      s.macros.set(0x52, [...(accepted > 0 ? ['i', queueId] : []), '{rcpt_addr}', address]);
-      s.macros.enterStage(0x52);
+      sendMacros(s, 'rcptTo', { ...known, recipient: address, queueId: accepted > 0 ? queueId : undefined });
+      s.macros.enterStage(MACRO_COMMAND.rcptTo);
       s.recipients.push(rcpt);
       const before = stages.length;
       await step(s, stages, 'rcptTo', app.rcptTo && (() => app.rcptTo!(s, rcpt)), address);
@@ -260,23 +280,24 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
       await app.abort?.(s);
       return finish();
     }
-    s.macros.set(0x54, ['i', queueId]);
-    s.macros.enterStage(0x54);
+    const open = { ...known, queueId };
+    sendMacros(s, 'data', open);
     if (await step(s, stages, 'data', app.data && (() => app.data!(s)))) return stop(stages.at(-1)!);
     const headers = Array.isArray(m.headers) ? m.headers : Object.entries(m.headers ?? {});
     for (const [name, value] of headers) {
-      s.macros.set(0x4c, ['i', queueId]);
-      if (await step(s, stages, 'header', app.header && (() => app.header!(s, { name, value })))) return stop(stages.at(-1)!);
+      sendMacros(s, 'header', open);
+      const event = { name, value: asPostfixSendsIt(value, s.negotiated) };
+      if (await step(s, stages, 'header', app.header && (() => app.header!(s, event)))) return stop(stages.at(-1)!);
     }
-    s.macros.set(0x4e, ['i', queueId]);
+    sendMacros(s, 'endOfHeaders', open);
     if (await step(s, stages, 'endOfHeaders', app.endOfHeaders && (() => app.endOfHeaders!(s)))) return stop(stages.at(-1)!);
     const body = typeof m.body === 'string' ? Buffer.from(m.body.replace(/\r?\n/g, '\r\n')) : (m.body ?? Buffer.alloc(0));
     for (let off = 0; off < body.length && app.body; off += 65535) {
-      s.macros.set(0x42, ['i', queueId]);
+      sendMacros(s, 'body', open);
       const chunk = body.subarray(off, Math.min(off + 65535, body.length));
       if (await step(s, stages, 'body', () => app.body!(s, chunk))) return stop(stages.at(-1)!);
     }
-    s.macros.set(0x45, ['i', queueId]);
+    sendMacros(s, 'endOfMessage', open);
     // The engine's own modifier: the same checks as production, then its packets read back.
     const modifier = createMessageModifier(s.negotiated);
     const eom = await answer(app.endOfMessage ? app.endOfMessage(s, modifier) : undefined);
@@ -331,6 +352,16 @@ async function step(s: FakeSession, into: StageOutcome[], stage: Stage, call: ((
   return true;
 }
 
+/**
+ * A header value as written after the colon, turned into what Postfix sends (milter8.c,
+ * milter8_header): folded lines joined by LF (Postfix keeps no CR), and the one space after the colon
+ * eaten — only a space, not a tab — unless the filter asked for SMFIP_HDR_LEADSPC.
+ */
+function asPostfixSendsIt(value: string, negotiated: Negotiated): string {
+  const v = value.replace(/\r\n/g, '\n');
+  return (negotiated.reply.protocol & Protocol.HDR_LEADSPC) === 0 && v.startsWith(' ') ? v.slice(1) : v;
+}
+
 function envelope(address: string, args: string[]): EnvelopeEvent {
   return { address, raw: `<${address}>`, args };
 }
@@ -342,6 +373,8 @@ class FakeSession implements MilterSession {
   readonly negotiated: Negotiated;
   readonly macros = new MacroStore();
   client: ConnectEvent | undefined;
+  /** The client as the MTA knows it, whether or not CONNECT was sent (its macros describe it). */
+  mtaClient: ConnectEvent | undefined;
   helo: string | undefined;
   sender: EnvelopeEvent | undefined;
   recipients: EnvelopeEvent[] = [];
@@ -355,7 +388,7 @@ class FakeSession implements MilterSession {
 
   startMessage(sender: EnvelopeEvent): void {
     this.inMessage = true;
-    this.sender = sender;
+    this.sender = this.negotiated.stages.has('mailFrom') ? sender : undefined;
     this.recipients = [];
   }
 

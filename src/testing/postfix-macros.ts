@@ -1,0 +1,118 @@
+/**
+ * The macros the simulated MTA sends, the way Postfix chooses them: at each stage it looks up the
+ * names of that stage's list — its `milter_*_macros` default, or the list the filter asked for in the
+ * negotiation (SMFIF_SETSYMLIST replaces the default) — and sends those it has a value for
+ * (milter.c, milter_macro_lookup). A macro the plugins did not ask for is therefore not sent, even
+ * when the MTA knows it: a plugin reading `{client_addr}` without declaring it sees nothing behind a
+ * stock Postfix, and must see nothing in the harness either.
+ * @module
+ */
+import { Command, MacroStage, type ConnectEvent, type MacroListStage, type Negotiated } from '../milter/index.ts';
+
+/** Postfix's default lists (postconf -d milter_*_macros), by the stage they are sent with. */
+export const POSTFIX_DEFAULT_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
+  connect: ['j', '{daemon_name}', '{daemon_addr}', 'v', '_'],
+  helo: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}'],
+  mailFrom: ['i', '{auth_type}', '{auth_authen}', '{auth_author}', '{mail_addr}', '{mail_host}', '{mail_mailer}'],
+  rcptTo: ['i', '{rcpt_addr}', '{rcpt_host}', '{rcpt_mailer}'],
+  data: ['i'],
+  endOfHeaders: ['i'],
+  endOfMessage: ['i'],
+};
+
+/** The SMFIM_* number of each list, as the negotiation carries it. */
+const LIST_NUMBER: Readonly<Record<MacroListStage, number>> = {
+  connect: MacroStage.CONNECT,
+  helo: MacroStage.HELO,
+  mailFrom: MacroStage.ENVFROM,
+  rcptTo: MacroStage.ENVRCPT,
+  data: MacroStage.DATA,
+  endOfHeaders: MacroStage.EOH,
+  endOfMessage: MacroStage.EOM,
+};
+
+/** The command byte a stage's MACRO packet names (headers and body chunks reuse the EOH and EOM lists). */
+export const MACRO_COMMAND: Readonly<Record<MacroListStage | 'header' | 'body', number>> = {
+  connect: Command.CONNECT,
+  helo: Command.HELO,
+  mailFrom: Command.MAIL,
+  rcptTo: Command.RCPT,
+  data: Command.DATA,
+  header: Command.HEADER,
+  endOfHeaders: Command.EOH,
+  body: Command.BODY,
+  endOfMessage: Command.BODYEOB,
+};
+
+/** Test values for what a Postfix always knows about itself (its host name comes from the harness's `macros`). */
+const MTA_DEFAULTS: Readonly<Record<string, string>> = { v: 'Postfix 3.9.0', daemon_addr: '192.0.2.25' };
+
+/** What the simulated MTA knows at a given point of the session. */
+export interface MacroFacts {
+  /** Values set by the test (`TestKernelOptions.macros`), by canonical name; they win over derived ones. */
+  configured: ReadonlyMap<string, string>;
+  client?: ConnectEvent;
+  sender?: string;
+  auth?: string;
+  recipient?: string;
+  /** Known from the first accepted recipient on (smtpd_delay_open_until_valid_rcpt, Postfix's default). */
+  queueId?: string;
+}
+
+/** `{auth_authen}` and `auth_authen` name the same macro, as the engine's store reads them. */
+export function canonicalMacro(name: string): string {
+  return name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name;
+}
+
+/** Postfix's value of one macro (smtpd_milter.c, smtpd_milter_eval), or undefined when it has none. */
+function lookup(name: string, f: MacroFacts): string | undefined {
+  const key = canonicalMacro(name);
+  const configured = f.configured.get(key);
+  if (configured !== undefined) return configured;
+  const c = f.client;
+  // Postfix sends an unresolved client as `[address]` in CONNECT; its own name for it is `unknown`.
+  const clientName = c && !(c.hostname.startsWith('[') && c.hostname.endsWith(']')) ? c.hostname : 'unknown';
+  switch (key) {
+    case 'daemon_name':
+      return f.configured.get('j'); // milter_macro_daemon_name = $myhostname
+    case 'v':
+    case 'daemon_addr':
+      return MTA_DEFAULTS[key];
+    case '_':
+      return c ? `${clientName} [${c.address ?? c.hostname}]` : undefined;
+    case 'client_addr':
+      return c?.address;
+    case 'client_name':
+    case 'client_ptr':
+      return c ? clientName : undefined;
+    case 'client_port':
+      return c?.port === undefined ? undefined : String(c.port);
+    case 'auth_type':
+      return f.auth === undefined ? undefined : 'PLAIN';
+    case 'auth_authen':
+      return f.auth;
+    case 'mail_addr':
+      return f.sender;
+    case 'rcpt_addr':
+      return f.recipient;
+    case 'i':
+      return f.queueId;
+    default:
+      // TLS macros (no TLS here), {auth_author} (no AUTH= parameter), and the routing-dependent
+      // {mail_host} {mail_mailer} {rcpt_host} {rcpt_mailer}: their values come from the MTA's
+      // transport and relay tables, which the harness does not have.
+      return undefined;
+  }
+}
+
+/** The name/value pairs the MACRO packet of `stage` carries, as for {@link MacroStore.set}. */
+export function postfixMacros(negotiated: Negotiated, stage: MacroListStage, facts: MacroFacts): string[] {
+  const asked = negotiated.reply.macros?.get(LIST_NUMBER[stage]);
+  const names = asked === undefined ? POSTFIX_DEFAULT_MACROS[stage] : asked.split(/[\s,]+/).filter(Boolean);
+  const pairs: string[] = [];
+  for (const name of names) {
+    const value = lookup(name, facts);
+    if (value !== undefined) pairs.push(name, value);
+  }
+  return pairs;
+}

@@ -21,7 +21,9 @@ import { startDnsServer, type DnsServer } from '../helpers/dns.ts';
 const ROOT = 'themis-milter';
 const EXAMPLE = 'themis-plugin-recipient-allowlist';
 const BUILTIN = ['themis-plugin-headers', 'themis-plugin-monitor', 'themis-plugin-predict', 'themis-plugin-ratelimit', 'themis-plugin-spf'];
-const ALL = [ROOT, ...BUILTIN, EXAMPLE];
+// also packed and installed: the second example plugin and the scaffold (npm init themis-plugin)
+const OTHERS = ['themis-plugin-greylist', 'create-themis-plugin'];
+const ALL = [ROOT, ...BUILTIN, EXAMPLE, ...OTHERS];
 
 const npmVersion = await run('npm', ['--version'], { env: isolatedEnv(), timeoutMs: 30_000 });
 const skip = npmVersion.code !== 0 ? `npm not available: ${npmVersion.stderr.trim()}` : false;

@@ -72,13 +72,16 @@ function check(what: string, r: RunResult): RunResult {
 export type Tarballs = Map<string, string>;
 
 /**
- * `npm run build`, then `npm pack` of the root and every workspace into `dest`. Resolves with the
+ * `npm run build`, then `npm pack` of the root and every workspace into `dest` — or of the root and the
+ * named `workspaces` only (each built by its own prepack). Resolves with the
  * tarball of every package, by package name (from npm's JSON report).
  */
-export async function buildAndPack(dest: string): Promise<Tarballs> {
+export async function buildAndPack(dest: string, workspaces?: readonly string[]): Promise<Tarballs> {
   await mkdir(dest, { recursive: true });
-  check('npm run build', await npm(['run', 'build'], CHECKOUT));
-  const r = check('npm pack', await npm(['pack', '--json', '--pack-destination', dest, '--workspaces', '--include-workspace-root'], CHECKOUT));
+  // Every package's prepack builds it; `npm run build` first builds the plugins before anything is packed.
+  if (!workspaces) check('npm run build', await npm(['run', 'build'], CHECKOUT));
+  const which = workspaces ? workspaces.flatMap((w) => ['--workspace', w]) : ['--workspaces'];
+  const r = check('npm pack', await npm(['pack', '--json', '--pack-destination', dest, ...which, '--include-workspace-root'], CHECKOUT));
   // lifecycle scripts (prepack) may print before the JSON report
   const json = r.stdout.slice(r.stdout.indexOf('\n[') >= 0 ? r.stdout.indexOf('\n[') + 1 : r.stdout.indexOf('['));
   const report = JSON.parse(json) as { name: string; filename: string }[];

@@ -47,8 +47,9 @@ export default definePlugin({
   },
   options: AllowlistOptions,
   priority: 50,
-  // A lookup in memory cannot fail for outside reasons; if it ever throws, let the mail through.
-  onError: 'accept',
+  // A lookup in memory cannot fail for outside reasons; if it ever throws, leave this plugin out and let
+  // the others decide (`accept` would accept the whole message over them).
+  onError: 'continue',
   setup({ options, metrics, log }) {
     const refused = metrics.counter({ name: 'refused_total', help: 'Recipients refused by the allowlist', labelNames: ['policy'] as const });
     return {

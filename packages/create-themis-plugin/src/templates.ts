@@ -125,6 +125,8 @@ export function packageJson(input: TemplateInput): string {
       'themis-milter': themisDevSpec,
       typescript: TOOL_VERSIONS.typescript,
     },
+    // npm asks before running install scripts: `node`'s fetches the Node 24 binary the scripts run on.
+    allowScripts: { node: true },
   };
   return JSON.stringify(pkg, null, 2) + '\n';
 }
@@ -163,7 +165,8 @@ export function tsconfigBuild(): string {
     JSON.stringify(
       {
         extends: './tsconfig.json',
-        compilerOptions: { noEmit: false, rootDir: 'src', outDir: 'dist', declaration: true, declarationMap: true, sourceMap: true },
+        // The tarball carries dist/ only: the maps hold the sources they point at.
+        compilerOptions: { noEmit: false, rootDir: 'src', outDir: 'dist', declaration: true, declarationMap: true, sourceMap: true, inlineSources: true },
         include: ['src'],
       },
       null,
@@ -284,8 +287,10 @@ export default definePlugin({
   options: ${T}Options,
   // Higher runs first and wins when plugins disagree at the same stage.
   priority: 50,
-  // What Postfix is told if a hook throws, rejects or misses its deadline: let the mail through.
-  onError: 'accept',${tags ? "\n  // Postfix is asked only for the modifications some plugin declares.\n  modifies: ['headers']," : ''}
+  // If a hook throws, rejects or misses its deadline: leave this plugin out and let the others decide
+  // (fail open). 'tempfail' makes the client retry instead; 'accept' would accept the whole message
+  // over every other plugin.
+  onError: 'continue',${tags ? "\n  // Postfix is asked only for the modifications some plugin declares.\n  modifies: ['headers']," : ''}
   setup(${setupParam}) {${refuses ? "\n    const refused = metrics.counter({ name: 'refused_total', help: 'Recipients refused', labelNames: ['policy'] as const });" : ''}
     return {
 ${indent(hooks.join('\n').split('\n'), '      ')}

@@ -101,6 +101,7 @@ describe('the package it plans', () => {
     assert.deepEqual(pkg.peerDependencies, { 'themis-milter': THEMIS_RANGE });
     assert.equal(pkg.devDependencies['themis-milter'], THEMIS_RANGE);
     assert.match(pkg.devDependencies.node, /^\^24\./);
+    assert.deepEqual(pkg.allowScripts, { node: true }, 'npm runs the node package’s install script without asking');
     assert.deepEqual(pkg.exports['.'], { types: './dist/index.d.ts', default: './dist/index.js' });
     assert.deepEqual(pkg.files, ['dist', 'README.md']);
     assert.equal(pkg.scripts.prepack, 'npm run build');

@@ -6,7 +6,9 @@
 //                           `file=PATH`: a file of a small project shared by the page's blocks)
 //   sh / bash               every `themis`, `npx themis`, `npm`, `node` and `bash` command: the command exists
 //                           (`themis … --help` exits 0, the npm script or package exists, the file exists) and
-//                           takes every flag written; a block with no such command must say `sh nocheck`
+//                           takes every flag written; `npm init NAME … -- FLAGS` runs the repository's own
+//                           create-NAME as written (into a temporary directory); a block with no such command
+//                           must say `sh nocheck`
 //   ini main.cf             Postfix parameters: `postconf -n` knows every one; the values are those the
 //                           end-to-end tests use (test/helpers/postfix.ts) or Postfix's defaults
 //   m4 sendmail.mc          the lines test/helpers/sendmail.ts writes for the Sendmail end-to-end test
@@ -232,18 +234,51 @@ describe('documentation samples (README.md, docs/**/*.md)', () => {
     return problems;
   }
 
-  const NPM_BUILTINS = new Set(['install', 'i', 'init', 'pack', 'root', 'ci', 'run', 'start', 'test', 'publish', 'exec', 'ls']);
-  const workspaceNames = (): Set<string> => {
-    const names = new Set(['themis-milter']);
+  const NPM_BUILTINS = new Set(['install', 'i', 'init', 'pack', 'pkg', 'root', 'ci', 'run', 'start', 'test', 'publish', 'exec', 'ls']);
+  interface WorkspacePackage { dir: string; bin?: string | Record<string, string> }
+  /** Every package of the repository by name: the root (themis-milter) and its workspaces. */
+  const workspacePackages = (): Map<string, WorkspacePackage> => {
+    const packages = new Map<string, WorkspacePackage>([['themis-milter', { dir: ROOT_PATH }]]);
     for (const w of pkg.workspaces) {
       const base = w.replace(/\/\*$/, '');
       for (const d of execFileSync('ls', [join(ROOT_PATH, base)], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
         const p = join(ROOT_PATH, base, d, 'package.json');
-        if (existsSync(p)) names.add((JSON.parse(readFileSync(p, 'utf8')) as { name: string }).name);
+        if (!existsSync(p)) continue;
+        const json = JSON.parse(readFileSync(p, 'utf8')) as { name: string; bin?: string | Record<string, string> };
+        packages.set(json.name, { dir: join(ROOT_PATH, base, d), bin: json.bin });
       }
     }
-    return names;
+    return packages;
   };
+  const workspaceNames = (): Set<string> => new Set(workspacePackages().keys());
+
+  /**
+   * `npm init NAME [ARGS] [-- FLAGS]` runs the bin of the package create-NAME: it must be one of the
+   * repository's packages, every flag must be in its --help, and the command must succeed as written (run
+   * with --yes, writing into a temporary --dir), so a stage or field name it refuses fails here too.
+   * `npm init -y` (a bare package.json) is npm's own.
+   */
+  async function checkNpmInit(rest: string[], at: string): Promise<string[]> {
+    if (rest.length === 0 || rest[0].startsWith('-')) return [];
+    const [initializer, ...given] = rest;
+    const name = initializer.startsWith('@') ? initializer.replace(/^(@[^/]+)(?:\/(.+))?$/, (_, scope: string, n?: string) => `${scope}/create${n ? `-${n}` : ''}`) : `create-${initializer}`;
+    const found = workspacePackages().get(name);
+    if (!found) return [`${at}: npm init ${initializer}: ${name} is not one of Themis's packages`];
+    const binName = name.replace(/^@[^/]+\//, '');
+    const bin = typeof found.bin === 'string' ? found.bin : found.bin?.[binName];
+    if (!bin) return [`${at}: npm init ${initializer}: ${name} has no bin ${binName}`];
+    const binPath = join(found.dir, bin);
+    const args = given.filter((a) => a !== '--');
+    const h = await run(NODE, [binPath, '--help']);
+    if (h.code !== 0) return [`${at}: ${name} --help exits ${h.code}: ${h.out.slice(0, 300)}`];
+    const problems = flagsOf(args).filter((f) => !inHelp(h.out, f)).map((f) => `${at}: npm init ${initializer}: ${f} is not in ${name}'s --help`);
+    const dir = join(mkdtempSync(join(work, 'npm-init-')), 'out');
+    const withDir = args.flatMap((a, i) => (args[i - 1] === '--dir' ? [dir] : [a]));
+    const r = await run(NODE, [binPath, ...withDir, ...(withDir.includes('--dir') ? [] : ['--dir', dir]), ...(args.some((a) => a === '--yes' || a === '-y') ? [] : ['--yes'])], work);
+    if (r.code !== 0) problems.push(`${at}: npm init ${rest.join(' ')} fails (exit ${r.code}): ${r.out.slice(0, 300)}`);
+    else if (!existsSync(join(dir, 'package.json'))) problems.push(`${at}: npm init ${rest.join(' ')} wrote no package.json`);
+    return problems;
+  }
 
   async function checkCommand(words: string[], at: string): Promise<string[] | undefined> {
     while (words.length && /^[A-Za-z_][A-Za-z0-9_]*=/.test(words[0])) words = words.slice(1);
@@ -253,6 +288,7 @@ describe('documentation samples (README.md, docs/**/*.md)', () => {
     if (cmd === 'npm') {
       const [sub, ...rest] = args;
       if (!NPM_BUILTINS.has(sub)) return [`${at}: npm ${sub} is not a command the docs may use`];
+      if (sub === 'init') return checkNpmInit(rest, at);
       if (sub === 'run') return pkg.scripts[rest[0]] ? [] : [`${at}: npm run ${rest[0]}: no such script in package.json`];
       if (sub === 'start' || sub === 'test') {
         if (!pkg.scripts[sub]) return [`${at}: npm ${sub}: no such script`];

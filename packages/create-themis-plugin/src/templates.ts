@@ -248,8 +248,12 @@ export function pluginSource(input: TemplateInput): string {
  * Policies switch it on with the \`${names.field}\` field; see README.md.
  * @module
  */
+import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { definePlugin } from 'themis-milter';
+
+/** The package's version, which is the plugin's too: one place to change it (read from src/ and dist/ alike). */
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
 /** The policy field this plugin claims: \`${names.field}: { … }\` in a policy turns it on for the mail that policy matches. */
 export const ${T}Field = z.strictObject({
@@ -280,7 +284,7 @@ export function listed(address: string, entries: readonly string[]): boolean {
 /** The plugin: load it by package name (\`plugins: ['${names.packageName}']\`) or import it. */
 export default definePlugin({
   name: ${q(names.pluginName)},
-  version: '0.1.0',
+  version,
   // The kernel API this plugin is written against: checked when Themis loads it.
   kernel: '^1',
   claims: { field: ${q(names.field)}, schema: ${T}Field },

@@ -218,6 +218,9 @@ describe('what it writes type-checks and passes its own tests against this check
       const pass = Number(/^# pass (\d+)/m.exec(test.out)?.[1]);
       assert.ok(pass >= 2, `its tests ran (${pass} passed)`);
       assert.match(test.out, /^# fail 0/m);
+      // the plugin's version is its package's, read at load: bumping package.json is enough
+      const loaded = await exec(process.execPath, ['--conditions=themis-source', '--input-type=module', '-e', "const m = await import('./src/index.ts'); console.log(m.default.version, m.default.name)"], plan.dir);
+      assert.equal(loaded.out.trim(), `0.1.0 ${plan.names.pluginName}`, loaded.out);
     });
   }
 });

@@ -3,7 +3,8 @@
  * `const t = await createTestKernel({ plugins, policies })`, then `await t.message({ … })`, and read
  * the verdict per stage, the modifications and the decision trace. The kernel code is the one that
  * runs in production; only the MTA is simulated — in the order Postfix sends events, asking only for
- * the stages the plugins tap, with Postfix's macros — and the store is in memory.
+ * the stages the plugins tap, with Postfix's macros (or Sendmail's: `mta: 'sendmail'`) — and the store
+ * is in memory.
  *
  * For a plugin's store work: `atomicOperationContract(op, { scenarios })` proves an atomic operation's
  * in-memory twin equal to its Lua script on a real redis-server and a real Cluster, `storeContract`
@@ -37,6 +38,8 @@ import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type 
 import type { PluginDefinition } from '../kernel/plugin.ts';
 import type { PolicyOf } from '../config.ts';
 import { MACRO_COMMAND, canonicalMacro, postfixMacros, type MacroFacts } from './postfix-macros.ts';
+import { macroNames, sendmailMacros, sendmailMessageId } from './sendmail-macros.ts';
+import type { MacroListStage } from '../milter/index.ts';
 
 /**
  * The problems a refused configuration or policy set carries, each with its own code and details:
@@ -75,11 +78,11 @@ export interface TestMessage {
   headers?: [string, string][] | Record<string, string>;
   /** Body text (CRLF line ends are added when missing). */
   body?: string | Buffer;
-  /** SASL login: `{auth_authen}` at MAIL, as Postfix sends it for authenticated clients. */
+  /** SASL login: `{auth_authen}` at MAIL, as the MTA sends it for authenticated clients (with `{auth_type}` PLAIN). */
   auth?: string;
   /** ESMTP parameters of MAIL FROM. */
   fromArgs?: string[];
-  /** Queue id the MTA reports as `i` (default a generated one). */
+  /** Queue id the MTA reports as `i` (default a generated one): from the first accepted RCPT on behind Postfix, from MAIL on behind Sendmail. */
   queueId?: string;
 }
 
@@ -124,13 +127,35 @@ export interface TestKernelOptions<TPlugins extends readonly TestPlugin[] = read
   /** Policies, their fields typed by the plugins' schemas as in `defineConfig` ({@link PolicyOf}). */
   policies?: readonly PolicyOf<TPlugins>[];
   /**
-   * Values the simulated MTA has for macros, like Postfix's `j` (default `{ j: 'mx.test.example' }`).
-   * As Postfix does, each stage sends only the macros of its list — Postfix's `milter_*_macros`
-   * defaults, or what the plugins asked for in their `macros` — so a value here reaches the plugins
-   * only at the stages whose list names it. The harness derives the others it can (client, SASL
-   * login, sender, recipient, queue id); see postfix-macros.ts.
+   * The MTA the harness plays, and the kernel's negotiation is shaped for ({@link KernelOptions.mta}):
+   * `'postfix'` (default) or `'sendmail'`. Behind Sendmail (see sendmail-macros.ts):
+   * - the stock lists are Sendmail's `confMILTER_MACROS_*` (cf/m4/cfhead.m4): CONNECT
+   *   `j _ {daemon_name} {if_name} {if_addr}`, HELO the TLS ones, MAIL
+   *   `i {auth_type} {auth_authen} {auth_ssf} {auth_author} {mail_mailer} {mail_host} {mail_addr}`, RCPT
+   *   `{rcpt_mailer} {rcpt_host} {rcpt_addr}`, end of message `{msg_id}`, none at DATA and EOH;
+   * - the queue id `i` is known from MAIL on (Postfix: from the first accepted RCPT on);
+   * - a list the plugins ask for in `macros` replaces that stage's list, as behind Postfix — except
+   *   at end of message, where Sendmail 8.14–8.18 use the filter's list only when it also asked for
+   *   an end-of-headers list (milter.c); with an end-of-headers list alone no macro comes at the end;
+   * - an unresolved client is `{client_name}` `[address]` and `_` `[address]` (Postfix: `unknown`);
+   * - DATA is left unanswered unless a plugin taps it. Header values arrive as behind Postfix (one
+   *   space after the colon eaten, folded lines joined by LF), Sendmail's own headers not among them.
+   */
+  mta?: 'postfix' | 'sendmail';
+  /**
+   * Values the simulated MTA has for macros, like `j` (default `{ j: 'mx.test.example' }`). As the
+   * MTA does, each stage sends only the macros of its list — the MTA's lists ({@link macroLists}), or
+   * what the plugins asked for in their `macros` — so a value here reaches the plugins only at the
+   * stages whose list names it. The harness derives the others it can (client, SASL login, sender,
+   * recipient, queue id, Sendmail's `{msg_id}`); see postfix-macros.ts and sendmail-macros.ts.
    */
   macros?: Record<string, string>;
+  /**
+   * The MTA's own macro list per stage, where the test's MTA is not configured stock: Postfix's
+   * `milter_*_macros`, Sendmail's `confMILTER_MACROS_*` (a string as the .mc writes it, `j, _, {if_name}`,
+   * or names). Stages not given keep the MTA's defaults; a list a plugin asks for still replaces it.
+   */
+  macroLists?: Partial<Record<MacroListStage, string | readonly string[]>>;
   /**
    * What a plugin mistake does — a verdict the kernel refuses (`THEMIS_ERR_HOOK_BAD_VERDICT`), a reply
    * the MTA would refuse (`THEMIS_ERR_HOOK_BAD_REPLY`), a verdict on a stage that is not answered
@@ -165,6 +190,7 @@ export interface TestKernel {
   close(): Promise<void>;
 }
 
+/** What the MTA offers: Postfix 3 and Sendmail 8.14+ alike (milter version 6, every action and protocol bit). */
 const POSTFIX_OFFER = { version: 6, actions: 0x1ff, protocol: 0x1fffff };
 let nextId = 1;
 let nextQueueId = 1;
@@ -199,10 +225,19 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
   const wishes = typeof app.negotiation === 'function' ? app.negotiation(POSTFIX_OFFER) : (app.negotiation ?? {});
   const negotiated = negotiate(POSTFIX_OFFER, { ...wishes, stages: wishes.stages ?? [] });
   const configured = new Map(Object.entries(options.macros ?? { j: 'mx.test.example' }).map(([k, v]) => [canonicalMacro(k), v]));
-  /** Postfix's MACRO packet for a stage, looked up from what it knows at that point. */
+  const sendmail = options.mta === 'sendmail';
+  const lists = Object.fromEntries(Object.entries(options.macroLists ?? {}).map(([stage, list]) => [stage, macroNames(list!)])) as Partial<Record<MacroListStage, string[]>>;
+  /** The MTA's MACRO packet for a stage, looked up from what it knows at that point. */
   const sendMacros = (s: FakeSession, stage: keyof typeof MACRO_COMMAND, facts: Omit<MacroFacts, 'configured' | 'client'> = {}) => {
+    if (sendmail) {
+      // Sendmail sends no macros with a header or a body chunk, and no packet for an empty list.
+      if (stage === 'header' || stage === 'body') return;
+      const pairs = sendmailMacros(s.negotiated, stage, { configured, client: s.mtaClient, ...facts }, lists);
+      if (pairs) s.macros.set(MACRO_COMMAND[stage], pairs);
+      return;
+    }
     const list = stage === 'header' ? 'endOfHeaders' : stage === 'body' ? 'endOfMessage' : stage;
-    s.macros.set(MACRO_COMMAND[stage], postfixMacros(s.negotiated, list, { configured, client: s.mtaClient, ...facts }));
+    s.macros.set(MACRO_COMMAND[stage], postfixMacros(s.negotiated, list, { configured, client: s.mtaClient, ...facts }, lists));
   };
 
   const connect = async (client: TestClient = {}, helo = 'client.example'): Promise<TestConnection> => {
@@ -248,8 +283,9 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     };
     const queueId = m.queueId ?? `TEST${String(nextQueueId++).padStart(6, '0')}`;
     const sender = envelope(m.from, m.fromArgs ?? []);
-    // Postfix opens the queue file (and knows `i`) only once a recipient is accepted.
-    const known = { sender: m.from, auth: m.auth };
+    // Postfix opens the queue file (and knows `i`) only once a recipient is accepted; Sendmail
+    // assigns the queue id at MAIL.
+    const known = { sender: m.from, auth: m.auth, ...(sendmail && { queueId }) };
     sendMacros(s, 'mailFrom', known);
     s.macros.enterStage(MACRO_COMMAND.mailFrom);
     s.startMessage(sender);
@@ -263,7 +299,7 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     for (const address of m.rcpt) {
       const rcpt = envelope(address, []);
       // Postfix assigns the queue id when the first recipient is accepted.
-      sendMacros(s, 'rcptTo', { ...known, recipient: address, queueId: accepted > 0 ? queueId : undefined });
+      sendMacros(s, 'rcptTo', { ...known, recipient: address, queueId: sendmail || accepted > 0 ? queueId : undefined });
       s.macros.enterStage(MACRO_COMMAND.rcptTo);
       s.recipients.push(rcpt);
       const before = stages.length;
@@ -289,15 +325,17 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
       const event = { name, value: asPostfixSendsIt(value, s.negotiated) };
       if (await step(s, stages, 'header', app.header && (() => app.header!(s, event)))) return stop(stages.at(-1)!);
     }
-    sendMacros(s, 'endOfHeaders', open);
+    // Sendmail knows {msg_id} once it has read the headers.
+    const read = sendmail ? { ...open, msgId: sendmailMessageId(headers, queueId, configured.get('j')) } : open;
+    sendMacros(s, 'endOfHeaders', read);
     if (await step(s, stages, 'endOfHeaders', app.endOfHeaders && (() => app.endOfHeaders!(s)))) return stop(stages.at(-1)!);
     const body = typeof m.body === 'string' ? Buffer.from(m.body.replace(/\r?\n/g, '\r\n')) : (m.body ?? Buffer.alloc(0));
     for (let off = 0; off < body.length && app.body; off += 65535) {
-      sendMacros(s, 'body', open);
+      sendMacros(s, 'body', read);
       const chunk = body.subarray(off, Math.min(off + 65535, body.length));
       if (await step(s, stages, 'body', () => app.body!(s, chunk))) return stop(stages.at(-1)!);
     }
-    sendMacros(s, 'endOfMessage', open);
+    sendMacros(s, 'endOfMessage', read);
     // The engine's own modifier: the same checks as production, then its packets read back.
     const modifier = createMessageModifier(s.negotiated);
     const eom = await answer(app.endOfMessage ? app.endOfMessage(s, modifier) : undefined);
@@ -355,7 +393,8 @@ async function step(s: FakeSession, into: StageOutcome[], stage: Stage, call: ((
 /**
  * A header value as written after the colon, turned into what Postfix sends (milter8.c,
  * milter8_header): folded lines joined by LF (Postfix keeps no CR), and the one space after the colon
- * eaten — only a space, not a tab — unless the filter asked for SMFIP_HDR_LEADSPC.
+ * eaten — only a space, not a tab — unless the filter asked for SMFIP_HDR_LEADSPC. Sendmail sends the
+ * same (collect.c keeps LF line ends, milter.c milter_headers skips one leading space).
  */
 function asPostfixSendsIt(value: string, negotiated: Negotiated): string {
   const v = value.replace(/\r\n/g, '\n');

@@ -21,7 +21,7 @@ export const POSTFIX_DEFAULT_MACROS: Readonly<Record<MacroListStage, readonly st
 };
 
 /** The SMFIM_* number of each list, as the negotiation carries it. */
-const LIST_NUMBER: Readonly<Record<MacroListStage, number>> = {
+export const LIST_NUMBER: Readonly<Record<MacroListStage, number>> = {
   connect: MacroStage.CONNECT,
   helo: MacroStage.HELO,
   mailFrom: MacroStage.ENVFROM,
@@ -55,8 +55,10 @@ export interface MacroFacts {
   sender?: string;
   auth?: string;
   recipient?: string;
-  /** Known from the first accepted recipient on (smtpd_delay_open_until_valid_rcpt, Postfix's default). */
+  /** Known from the first accepted recipient on behind Postfix (smtpd_delay_open_until_valid_rcpt, its default), from MAIL on behind Sendmail. */
   queueId?: string;
+  /** The Message-Id header's value, once the headers are read (Sendmail's `{msg_id}`). */
+  msgId?: string;
 }
 
 /** `{auth_authen}` and `auth_authen` name the same macro, as the engine's store reads them. */
@@ -105,10 +107,13 @@ function lookup(name: string, f: MacroFacts): string | undefined {
   }
 }
 
-/** The name/value pairs the MACRO packet of `stage` carries, as for {@link MacroStore.set}. */
-export function postfixMacros(negotiated: Negotiated, stage: MacroListStage, facts: MacroFacts): string[] {
+/**
+ * The name/value pairs the MACRO packet of `stage` carries, as for {@link MacroStore.set}. `configured`
+ * stands for main.cf's milter_*_macros where the test sets them (the defaults otherwise).
+ */
+export function postfixMacros(negotiated: Negotiated, stage: MacroListStage, facts: MacroFacts, configured: Partial<Record<MacroListStage, readonly string[]>> = {}): string[] {
   const asked = negotiated.reply.macros?.get(LIST_NUMBER[stage]);
-  const names = asked === undefined ? POSTFIX_DEFAULT_MACROS[stage] : asked.split(/[\s,]+/).filter(Boolean);
+  const names = asked === undefined ? (configured[stage] ?? POSTFIX_DEFAULT_MACROS[stage]) : asked.split(/[\s,]+/).filter(Boolean);
   const pairs: string[] = [];
   for (const name of names) {
     const value = lookup(name, facts);

@@ -16,8 +16,8 @@ export const DEFAULT_HTTP = 'inet:8441@127.0.0.1';
 
 /** What the endpoint serves. */
 export interface StatusSource {
-  /** The `/status` document. */
-  status(): Promise<unknown>;
+  /** The `/status` document; `query` is the request's (`gc=1` asks for the heap after a full GC, see ProcessResources). */
+  status(query?: Record<string, string>): Promise<unknown>;
   /** The `/metrics` exposition. */
   metrics(): Promise<{ contentType: string; body: string }>;
   /** A plugin route's answer, or undefined when no plugin serves the path. */
@@ -76,7 +76,7 @@ export async function startStatusServer(spec: string, source: StatusSource, onEr
     for (const [k, v] of url.searchParams) if (k !== 'token') query[k] = v;
     const answer =
       path === '/status'
-        ? source.status().then((s) => send(200, 'application/json', `${JSON.stringify(s, null, 2)}\n`))
+        ? source.status(query).then((s) => send(200, 'application/json', `${JSON.stringify(s, null, 2)}\n`))
         : path === '/metrics'
           ? source.metrics().then((m) => send(200, m.contentType, m.body))
           : path === '/healthz'

@@ -16,13 +16,16 @@ export const STAGE_INDEX = Object.fromEntries(STAGE_HOOKS.map((h, i) => [h, i]))
 
 /**
  * The plugins' hook timing as two counters, read from plain accumulators at scrape time. One per
- * registry: kernels that replace each other on reload share it, and a retired kernel's last counts
- * are reported once more before it is forgotten, so nothing counted is lost.
+ * registry: kernels that replace each other on reload share it. A retired kernel's plugins are let go
+ * at once — what they counted since the last scrape is kept by plugin name and reported at the next
+ * one — so nothing counted is lost, and a daemon reloaded a thousand times and never scraped keeps
+ * no retired plugin (nor the state its hooks close over) alive.
  */
 class HookTiming {
+  /** The serving plugins, with what of their accumulators was reported so far. */
   private readonly live = new Map<LoadedPlugin, Float64Array>();
-  /** Plugins retired since the last scrape, with the counters (0 and 1) still to report them. */
-  private readonly retiring = new Map<LoadedPlugin, Set<0 | 1>>();
+  /** What retired plugins counted that no scrape reported yet, by plugin name (same layout as {@link LoadedPlugin.timing}). */
+  private readonly owed = new Map<string, Float64Array>();
 
   constructor(registry: Registry) {
     const self = this;
@@ -34,8 +37,20 @@ class HookTiming {
     for (const p of plugins) this.live.set(p, new Float64Array(p.timing.length));
   }
 
+  /** Forgets plugins whose kernel shut down, keeping what they counted since the last scrape. */
   retire(plugins: readonly LoadedPlugin[]): void {
-    for (const p of plugins) if (this.live.has(p)) this.retiring.set(p, new Set([0, 1]));
+    for (const p of plugins) {
+      const last = this.live.get(p);
+      if (!last) continue;
+      this.live.delete(p);
+      let owed = this.owed.get(p.name);
+      for (let k = 0; k < last.length; k++) {
+        const delta = p.timing[k] - last[k];
+        if (delta <= 0) continue;
+        if (!owed) this.owed.set(p.name, (owed = new Float64Array(last.length)));
+        owed[k] += delta;
+      }
+    }
   }
 
   private sync(which: 0 | 1, counter: Counter<'plugin' | 'hook'>): void {
@@ -48,11 +63,14 @@ class HookTiming {
           last[k] = p.timing[k];
         }
       });
-      const pending = this.retiring.get(p);
-      if (pending?.delete(which) && pending.size === 0) {
-        this.retiring.delete(p);
-        this.live.delete(p);
-      }
+    }
+    for (const [name, owed] of this.owed) {
+      STAGE_HOOKS.forEach((hook, i) => {
+        const k = i * 2 + which;
+        if (owed[k] > 0) counter.inc({ plugin: name, hook }, owed[k]);
+        owed[k] = 0;
+      });
+      if (owed.every((v) => v === 0)) this.owed.delete(name);
     }
   }
 }
@@ -71,12 +89,25 @@ export function hookErrorCounter(registry: Registry): Counter<'plugin' | 'hook' 
   return sharedMetric(registry, Counter, { name: 'themis_hook_errors_total', help: 'Hook calls answered by the plugin onError policy', labelNames: ['plugin', 'hook', 'kind'] as const });
 }
 
-/** A plugin's `ctx.metrics`: its metrics, named `themis_plugin_<name>_…` so plugins cannot collide. */
-export function metricsFactory(plugin: string, registry: Registry): MetricsFactory {
+/**
+ * A plugin's `ctx.metrics`: its metrics, named `themis_plugin_<name>_…` so plugins cannot collide.
+ * Kernels built by reloads share the registry, so a metric asked for again is the one already there;
+ * its `collect` (the function that reads the plugin's state at scrape time) is then the previous
+ * kernel's. The new one replaces it through `commit`, which the kernel runs once the configuration is
+ * accepted: the metric reads the serving kernel's state, and the replaced kernel's state is not kept
+ * alive by the registry (a refused build commits nothing).
+ */
+export function metricsFactory(plugin: string, registry: Registry, commit: (() => void)[] = []): MetricsFactory {
   const prefix = `themis_plugin_${plugin.replace(/[^a-zA-Z0-9_]/g, '_')}_`;
+  const make = <M>(kind: new (config: any) => M, c: { name: string; help: string; collect?: unknown }): M => {
+    const metric = sharedMetric(registry, kind, { ...c, name: prefix + c.name });
+    const m = metric as { collect?: unknown };
+    if (m.collect !== c.collect) commit.push(() => void (m.collect = c.collect));
+    return metric;
+  };
   return {
-    counter: (c) => sharedMetric(registry, Counter, { ...c, name: prefix + c.name }),
-    gauge: (c) => sharedMetric(registry, Gauge, { ...c, name: prefix + c.name }),
-    histogram: (c) => sharedMetric(registry, Histogram, { ...c, name: prefix + c.name }),
+    counter: (c) => make(Counter, c),
+    gauge: (c) => make(Gauge, c),
+    histogram: (c) => make(Histogram, c),
   };
 }

@@ -142,11 +142,13 @@ export class Kernel {
   /** {@link create}'s work; every plugin whose `setup` returned is added to `setUp` at once. */
   private static async build(options: KernelOptions, log: KernelLogger, store: Store, setUp: LoadedPlugin[]): Promise<Kernel> {
     const registry = options.registry ?? new Registry();
-    const { plugins, routes, errors, matcher } = await setUpPlugins(options, log, store, registry, setUp);
+    const { plugins, routes, errors, matcher, commit } = await setUpPlugins(options, log, store, registry, setUp);
     // Registered only once the configuration is accepted: a refused one adds no metric to the registry.
     const hookErrors = hookErrorCounter(registry);
-    hookTiming(registry).add(plugins);
     const dispatcher = new Dispatcher(plugins, options, matcher, log, hookErrors);
+    hookTiming(registry).add(plugins);
+    // Accepted: the plugins' shared metrics read this kernel's state from now on.
+    for (const fn of commit) fn();
     return new Kernel(plugins, registry, store, options.store === undefined, dispatcher, routes, errors);
   }
 

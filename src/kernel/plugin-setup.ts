@@ -67,6 +67,8 @@ export interface SetUpPlugins {
   errors: ReadonlyMap<string, RegisteredError>;
   /** The policies, validated, ready to match. */
   matcher: PolicyMatcher;
+  /** To run once the kernel is accepted: points shared metrics at this kernel's plugins (see {@link metricsFactory}). */
+  commit: (() => void)[];
 }
 
 /** Policy fields the kernel owns; every other field belongs to a plugin. */
@@ -87,6 +89,7 @@ export async function setUpPlugins(options: KernelOptions, log: KernelLogger, st
   const errors = new Map(errorRegistry());
   let order = 0;
   const apis = new Map<string, object>();
+  const commit: (() => void)[] = [];
   // Checks every definition, refuses duplicates and orders plugins after their dependencies.
   const ordered = dependencyOrder(options.plugins);
   const loadedNames = new Set(ordered.map((e) => e.plugin.name));
@@ -148,7 +151,7 @@ export async function setUpPlugins(options: KernelOptions, log: KernelLogger, st
         if (!api) throw new ThemisError('THEMIS_ERR_PLUGIN_DEPENDENCY', { plugin: def.name, reason: `plugin ${name} exposes no API` });
         return api;
       }) as PluginContext<unknown>['use'];
-      hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry), store, options: pluginOptions, http, error: pluginErrors(def.name, def.errors), expose, use });
+      hooks = await def.setup({ name: def.name, log: pluginLog, metrics: metricsFactory(def.name, registry, commit), store, options: pluginOptions, http, error: pluginErrors(def.name, def.errors), expose, use });
       p.hooks = hooks ?? {};
       setUp.push(p);
     } catch (err) {
@@ -175,7 +178,7 @@ export async function setUpPlugins(options: KernelOptions, log: KernelLogger, st
     problems.push(err);
   }
   if (problems.length > 0 || !matcher) throw policyProblems(problems);
-  return { plugins: loaded, routes, errors, matcher };
+  return { plugins: loaded, routes, errors, matcher, commit };
 }
 
 /**

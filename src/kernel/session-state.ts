@@ -55,12 +55,25 @@ export class ConnectionState {
   /** Brings the kernel's view in line with the engine's before a stage's hooks run. */
   sync(s: MilterSession, stage: StageHookName, event: unknown, matcher: PolicyMatcher): void {
     this.milter = s;
+    if (stage === 'helo' && this.trace.length > 0) this.forgetHelo();
     this.syncMessage(s, stage, event);
     // Facts change at connect, MAIL (sender, SASL login) and each RCPT; no re-match per header.
     if (stage === 'connect' || stage === 'mailFrom' || stage === 'rcptTo' || this.matchVersion === 0 || (stage === 'endOfMessage' && this.matchedFor !== this.message)) this.rematch(matcher);
   }
 
   private matchedFor: MessageState | undefined;
+
+  /**
+   * A new HELO/EHLO starts the SMTP session over (RFC 5321 §4.1.4): the trace entries of the previous
+   * one's hooks go. Without this, a client that says EHLO before each of the hundreds of messages an
+   * MTA sends on one milter connection grows the connection's trace, and every message's copy of it,
+   * for the connection's whole life.
+   */
+  private forgetHelo(): void {
+    let k = 0;
+    for (const e of this.trace) if (e.stage !== 'helo') this.trace[k++] = e;
+    this.trace.length = k;
+  }
 
   private rematch(matcher: PolicyMatcher): void {
     const s = this.milter;

@@ -18,7 +18,7 @@ import type { StartOptions } from './options.ts';
 import { fatal, guardProcess } from './process.ts';
 import { startReloadTriggers } from './reload-triggers.ts';
 import { createRuntimeManager } from './runtime-build.ts';
-import { pagesShown, serveStatus, type ProcessStatus } from './status.ts';
+import { pagesShown, processResources, serveStatus, type ProcessStatus } from './status.ts';
 
 /** What a serving process is started with. */
 export interface ServerContext {
@@ -88,7 +88,7 @@ export async function runServer(ctx: ServerContext): Promise<number> {
   }
   manager?.attach(server);
 
-  const status = (): ProcessStatus => {
+  const status = (gc = false): ProcessStatus => {
     const rt = manager?.current;
     return {
       pid: process.pid,
@@ -103,6 +103,7 @@ export async function runServer(ctx: ServerContext): Promise<number> {
         ? { file: rt.info.file ?? null, hash: rt.info.hash, loadedAt: rt.info.loadedAt.toISOString(), generation: rt.info.generation, plugins: rt.info.plugins, policies: rt.info.policies, retiring: manager!.retiringCount, lastReloadError: manager!.lastError ?? null }
         : null,
       store: { type: opts.engineOnly ? 'none' : ctx.storeConfig.type, status: opts.engineOnly ? 'none' : ((store as { status?: string }).status ?? 'ready') },
+      resources: processResources(gc),
     };
   };
 
@@ -133,7 +134,7 @@ export async function runServer(ctx: ServerContext): Promise<number> {
     ctx.http,
     logger,
     {
-      status: async () => status(),
+      status: async (query) => status(query?.gc === '1'),
       metrics: async () => (registry ? { contentType: registry.contentType, body: await registry.metrics() } : { contentType: 'text/plain; version=0.0.4', body: '' }),
       route: async (request) => manager?.current.kernel.handleHttp(request),
       routes: async () => manager?.current.kernel.routePaths() ?? [],

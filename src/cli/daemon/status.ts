@@ -31,6 +31,52 @@ export interface ProcessStatus {
   config: { file: string | null; hash: string; loadedAt: string; generation: number; plugins: string[]; policies: number; retiring: number; lastReloadError: unknown } | null;
   /** The store and its state. */
   store: { type: string; status: string };
+  /** What the process holds: flat over time in a healthy daemon, whatever its reloads and connections. */
+  resources: ProcessResources;
+}
+
+/**
+ * What a process holds, for watching it over time: memory, the handles keeping its event loop alive
+ * and the listeners on its signals. A count that only grows (across reloads, or as connections come
+ * and go) is a leak. Documented in docs/reference/cli.md (The status endpoint).
+ */
+export interface ProcessResources {
+  /** V8 heap in use, in bytes (right after a full garbage collection when {@link gc} is true). */
+  heapUsedBytes: number;
+  /** Total size of the V8 heap (used and free), in bytes. */
+  heapTotalBytes: number;
+  /** Memory outside the V8 heap held by JavaScript objects (buffers), in bytes. */
+  externalBytes: number;
+  /** Resident set size, in bytes. */
+  rssBytes: number;
+  /** True when the heap was measured right after a full garbage collection: `/status?gc=1` of a daemon run with `node --expose-gc`. */
+  gc: boolean;
+  /** `process.getActiveResourcesInfo()` counted by type: `TCPWrap` (sockets), `TCPServerWrap`/`PipeServerWrap` (listening sockets), `Timeout` (timers), `FSEventWrap` (file watches)… */
+  active: Record<string, number>;
+  /** Listeners on the process's signals and events (`SIGHUP`, `SIGTERM`, `SIGINT`, `message`, `uncaughtException`, `unhandledRejection`, `warning`). */
+  listeners: Record<string, number>;
+}
+
+const WATCHED_EVENTS = ['SIGHUP', 'SIGTERM', 'SIGINT', 'message', 'uncaughtException', 'unhandledRejection', 'warning'] as const;
+
+/**
+ * This process's {@link ProcessResources}. `collect`: run a full garbage collection first, when the
+ * process was started with `--expose-gc` (ignored otherwise: a daemon in production never pays for it).
+ */
+export function processResources(collect = false): ProcessResources {
+  const gc = (globalThis as { gc?: unknown }).gc;
+  const collected = collect && typeof gc === 'function';
+  if (collected) {
+    // Twice: what the first one's finalizers released goes in the second.
+    (gc as () => void)();
+    (gc as () => void)();
+  }
+  const active: Record<string, number> = {};
+  for (const type of process.getActiveResourcesInfo().sort()) active[type] = (active[type] ?? 0) + 1;
+  const listeners: Record<string, number> = {};
+  for (const event of WATCHED_EVENTS) listeners[event] = process.listenerCount(event);
+  const memory = process.memoryUsage();
+  return { heapUsedBytes: memory.heapUsed, heapTotalBytes: memory.heapTotal, externalBytes: memory.external, rssBytes: memory.rss, gc: collected, active, listeners };
 }
 
 /** The cluster primary's `/status`: the process's own facts with every worker's status. */
@@ -48,6 +94,8 @@ export function clusterStatus(startedAt: Date, listen: string | undefined, worke
     // One hash when the workers agree; otherwise the hashes, so a half-applied reload shows.
     config: hashes.length === 1 ? workers[0].config : { hash: 'mixed', hashes },
     store: workers[0]?.store,
+    // The primary's own; each worker's is in its entry.
+    resources: processResources(),
     workers,
   };
 }

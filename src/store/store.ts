@@ -204,43 +204,131 @@ interface Entry {
   expires: number;
 }
 
+/** Most keys a {@link MemoryStore} holds by default. */
+export const MEMORY_STORE_MAX_KEYS = 500_000;
+/** How often a {@link MemoryStore} drops expired keys by default, ms. */
+export const MEMORY_STORE_SWEEP_INTERVAL_MS = 60_000;
+/** Longest sweep interval: what `setInterval` accepts (2^31 − 1 ms, about 24.8 days). */
+const MAX_INTERVAL_MS = 2_147_483_647;
+
 /** Settings of a {@link MemoryStore}. */
 export interface MemoryStoreOptions {
-  /** How often expired keys nobody reads again are dropped, ms (default 60,000). */
+  /**
+   * How often expired keys nobody reads again are dropped, ms (default 60,000; at most 2^31 − 1). A key
+   * read after its expiry is dropped then; the sweep bounds the memory of the others.
+   */
   sweepIntervalMs?: number;
+  /**
+   * Most keys the store holds (default 500,000; `Infinity` for no bound): the store is process memory,
+   * and the number of senders, networks or subjects a plugin counts is the traffic's, not the
+   * configuration's (a rate-limit counter takes about 0.7 KB, a predict profile about 1 KB: some 0.5 GB
+   * at the default). A write that would add a key beyond it first evicts the least recently written key
+   * that has an expiry (Redis' `volatile-lru`, exact rather than sampled); an expired one goes without
+   * counting as an eviction. Keys without an expiry (an administrator's flags, the live policies) are
+   * never evicted: they alone can take the store past the bound.
+   */
+  maxKeys?: number;
   /** Honour the `now` of atomic operation calls instead of `Date.now()` (tests). Expiry always follows the real clock, as in Redis. */
   testClock?: boolean;
 }
 
 const wrongType = (command: string) => new StoreError('THEMIS_ERR_STORE_WRONGTYPE', { command });
 
+/** Where a {@link MemoryKeyView} commits: the store's own bookkeeping of keys. */
+interface KeyWriter {
+  put(key: string, entry: Entry): void;
+  remove(key: string): void;
+}
+
 /**
  * The embedded in-memory store (the default): one process, nothing persisted. Atomic operations run
- * their in-memory twin, synchronously, so atomically.
+ * their in-memory twin, synchronously, so atomically. Keys expire as in Redis (on `Date.now()`): an
+ * expired key is never seen again, is dropped when read, and otherwise by a sweep every
+ * `sweepIntervalMs`; at most `maxKeys` keys are held (see {@link MemoryStoreOptions}).
  */
 export class MemoryStore implements Store {
   private readonly data = new Map<string, Entry>();
+  /**
+   * The keys that have an expiry, least recently written first (a write moves its key to the end):
+   * the eviction order, and all the sweep has to look at.
+   */
+  private readonly volatile = new Set<string>();
   private readonly channels = new Map<string, Set<(message: string) => void>>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly testClock: boolean;
+  private readonly writer: KeyWriter = { put: (key, entry) => this.put(key, entry), remove: (key) => void this.remove(key) };
+  private evicted = 0;
+  /** Where the last eviction stopped in `volatile`. */
+  private evictionCursor: SetIterator<string> | undefined;
+  /** Most keys held ({@link MemoryStoreOptions.maxKeys}). */
+  readonly maxKeys: number;
 
-  /** @param options the settings, or (as before) the sweep interval alone, ms. */
+  /**
+   * @param options the settings, or (as before) the sweep interval alone, ms.
+   * @throws StoreError `THEMIS_ERR_STORE_ARGUMENT` when `sweepIntervalMs` is not a number of ms in
+   * 1..2^31 − 1 or `maxKeys` not an integer ≥ 1 (or `Infinity`).
+   */
   constructor(options: number | MemoryStoreOptions = {}) {
     const o = typeof options === 'number' ? { sweepIntervalMs: options } : options;
+    const sweepIntervalMs = o.sweepIntervalMs ?? MEMORY_STORE_SWEEP_INTERVAL_MS;
+    if (typeof sweepIntervalMs !== 'number' || !(sweepIntervalMs > 0 && sweepIntervalMs <= MAX_INTERVAL_MS)) throw invalidArgument('MEMORYSTORE', `sweepIntervalMs must be a number of ms from 1 to ${MAX_INTERVAL_MS} (got ${String(sweepIntervalMs)})`);
+    const maxKeys = o.maxKeys ?? MEMORY_STORE_MAX_KEYS;
+    if (maxKeys !== Infinity && !(Number.isSafeInteger(maxKeys) && maxKeys >= 1)) throw invalidArgument('MEMORYSTORE', `maxKeys must be an integer ≥ 1, or Infinity for no bound (got ${String(maxKeys)})`);
+    this.maxKeys = maxKeys;
     this.testClock = o.testClock ?? false;
     // Expired keys are also dropped on read; the sweep bounds memory for keys nobody reads again.
-    this.sweeper = setInterval(() => this.sweep(), o.sweepIntervalMs ?? 60_000);
+    this.sweeper = setInterval(() => this.sweep(), sweepIntervalMs);
     this.sweeper.unref();
+  }
+
+  /**
+   * Keys held now, as Redis' DBSIZE counts them: an expired key counts until it is read or swept
+   * (within `sweepIntervalMs` of its expiry).
+   */
+  get size(): number {
+    return this.data.size;
+  }
+
+  /** Keys evicted so far to stay within `maxKeys` (expired ones dropped to make room not counted). */
+  get evictions(): number {
+    return this.evicted;
   }
 
   private live(key: string): Entry | undefined {
     const e = this.data.get(key);
     if (e === undefined) return undefined;
     if (e.expires !== 0 && e.expires <= Date.now()) {
-      this.data.delete(key);
+      this.remove(key);
       return undefined;
     }
     return e;
+  }
+
+  /** Every write of a key goes here: it keeps the eviction order, and makes room for a new key. */
+  private put(key: string, entry: Entry): void {
+    if (this.data.size >= this.maxKeys && !this.data.has(key)) this.evictOne();
+    this.data.set(key, entry);
+    this.volatile.delete(key);
+    if (entry.expires !== 0) this.volatile.add(key);
+  }
+
+  private remove(key: string): boolean {
+    this.volatile.delete(key);
+    return this.data.delete(key);
+  }
+
+  /** Drops the least recently written key that has an expiry, if there is one. */
+  private evictOne(): void {
+    // A Set's iterator is live and everything it passed was removed, so its next key is the oldest
+    // written. It is kept between evictions: one started afresh would step over every entry deleted
+    // since the Set last compacted, at each eviction.
+    let next = this.evictionCursor?.next();
+    if (next === undefined || next.done) next = (this.evictionCursor = this.volatile.values()).next();
+    if (next.done) return;
+    const key = next.value;
+    const e = this.data.get(key);
+    this.remove(key);
+    if (e !== undefined && e.expires > Date.now()) this.evicted++;
   }
 
   /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a hash, counters or a ranking. */
@@ -251,11 +339,11 @@ export class MemoryStore implements Store {
   }
 
   async set(key: string, value: string, ttlMs?: number): Promise<void> {
-    this.data.set(key, { value, expires: ttlMs ? Date.now() + ttlMs : 0 });
+    this.put(key, { value, expires: ttlMs ? Date.now() + ttlMs : 0 });
   }
 
   async delete(key: string): Promise<boolean> {
-    return this.live(key) !== undefined && this.data.delete(key);
+    return this.live(key) !== undefined && this.remove(key);
   }
 
   /** @throws StoreError `THEMIS_ERR_STORE_WRONGTYPE` when the key is a hash, counters or a ranking. */
@@ -263,7 +351,7 @@ export class MemoryStore implements Store {
     const e = this.live(key);
     if (e !== undefined && typeof e.value !== 'string') throw wrongType('INCRBY');
     const next = (e ? Number(e.value) || 0 : 0) + by;
-    this.data.set(key, { value: String(next), expires: ttlMs ? Date.now() + ttlMs : (e?.expires ?? 0) });
+    this.put(key, { value: String(next), expires: ttlMs ? Date.now() + ttlMs : (e?.expires ?? 0) });
     return next;
   }
 
@@ -274,7 +362,7 @@ export class MemoryStore implements Store {
     const e = this.kind(key, Counters, 'COUNTERADD');
     const counters = e?.value ?? new Counters();
     for (const [field, amount] of add.fields) counters.fields.set(field, (counters.fields.get(field) ?? 0) + amount);
-    this.data.set(key, { value: counters, expires: add.ttlMs > 0 ? Date.now() + add.ttlMs : (e?.expires ?? 0) });
+    this.put(key, { value: counters, expires: add.ttlMs > 0 ? Date.now() + add.ttlMs : (e?.expires ?? 0) });
   }
 
   async counterRead(keys: readonly string[]): Promise<Record<string, number>[]> {
@@ -294,7 +382,7 @@ export class MemoryStore implements Store {
       else if (old === undefined || old < amount) ranking.scores.set(member, amount);
     }
     ranking.trim(add.keep);
-    this.data.set(key, { value: ranking, expires: add.ttlMs > 0 ? Date.now() + add.ttlMs : (e?.expires ?? 0) });
+    this.put(key, { value: ranking, expires: add.ttlMs > 0 ? Date.now() + add.ttlMs : (e?.expires ?? 0) });
   }
 
   async rankRead(keys: readonly string[], limit: number): Promise<[member: string, score: number][][]> {
@@ -332,7 +420,7 @@ export class MemoryStore implements Store {
   /** Sets the key unless it holds something (of any kind) that has not expired. */
   async setIfAbsent(key: string, value: string, ttlMs?: number): Promise<boolean> {
     if (this.live(key) !== undefined) return false;
-    this.data.set(key, { value, expires: ttlMs && ttlMs > 0 ? Date.now() + Math.ceil(ttlMs) : 0 });
+    this.put(key, { value, expires: ttlMs && ttlMs > 0 ? Date.now() + Math.ceil(ttlMs) : 0 });
     return true;
   }
 
@@ -346,7 +434,7 @@ export class MemoryStore implements Store {
     const out = new Array<Result>(calls.length);
     for (let i = 0; i < calls.length; i++) {
       const c = calls[i];
-      const view = new MemoryKeyView(this.data, c.key, this.atomicEntry(c.key, op));
+      const view = new MemoryKeyView(this.writer, c.key, this.atomicEntry(c.key, op));
       out[i] = op.memory(view as unknown as AtomicKey<Type>, c.args, this.clock(c.now));
       view.commit();
     }
@@ -384,9 +472,13 @@ export class MemoryStore implements Store {
     return e;
   }
 
+  /** Drops every expired key: only keys with an expiry are looked at. */
   private sweep(): void {
     const now = Date.now();
-    for (const [k, e] of this.data) if (e.expires !== 0 && e.expires <= now) this.data.delete(k);
+    for (const key of this.volatile) {
+      const e = this.data.get(key);
+      if (e === undefined || (e.expires !== 0 && e.expires <= now)) this.remove(key);
+    }
   }
 }
 
@@ -399,11 +491,11 @@ class MemoryKeyView implements AtomicHashKey, AtomicStringKey {
   readonly fields: Map<string, string>;
   private text: string | undefined;
   private expires: number;
-  private readonly data: Map<string, Entry>;
+  private readonly writer: KeyWriter;
   private readonly key: string;
 
-  constructor(data: Map<string, Entry>, key: string, entry: Entry | undefined) {
-    this.data = data;
+  constructor(writer: KeyWriter, key: string, entry: Entry | undefined) {
+    this.writer = writer;
     this.key = key;
     this.fields = entry?.value instanceof Map ? entry.value : new Map();
     this.text = typeof entry?.value === 'string' ? entry.value : undefined;
@@ -446,8 +538,8 @@ class MemoryKeyView implements AtomicHashKey, AtomicStringKey {
 
   /** Stores what the twin left. */
   commit(): void {
-    if (this.text !== undefined) this.data.set(this.key, { value: this.text, expires: this.expires });
-    else if (this.fields.size > 0) this.data.set(this.key, { value: this.fields, expires: this.expires });
-    else this.data.delete(this.key);
+    if (this.text !== undefined) this.writer.put(this.key, { value: this.text, expires: this.expires });
+    else if (this.fields.size > 0) this.writer.put(this.key, { value: this.fields, expires: this.expires });
+    else this.writer.remove(this.key);
   }
 }

@@ -17,7 +17,7 @@ import { Recorder } from './recorder.ts';
 import { statsCommand } from './stats-command.ts';
 
 export { MonitorApi, BLOCKED_SEPARATOR, type StatsAnswer, type HistoryAnswer, type TopAnswer, type MinuteEntry, type BlockedEntry, type TopEntry } from './api.ts';
-export { Recorder, TOP_KINDS, keys, type TopKind } from './recorder.ts';
+export { Recorder, TOP_KINDS, keys, type RecorderSizes, type TopKind } from './recorder.ts';
 export { renderStats, formatRemaining } from './stats-command.ts';
 
 /** The plugin options. */

@@ -2,7 +2,9 @@
  * What the monitor counts, kept in memory between flushes and written to the store in batches: one
  * hash of counters per minute (pool-wide, since every daemon adds to the same keys) and bounded
  * sorted sets for the top-N lists. Nothing is lost to a failed flush: the batch is merged back and
- * retried. Memory is bounded: top-N candidates are trimmed to `keep` per list between flushes.
+ * retried. Memory is bounded by the configuration, never by the traffic: each top-N list, the refused
+ * and the over-rate subjects hold fewer than 2 × `keep` candidates between flushes (past that, the
+ * `keep` largest stay), and what a failed flush keeps is dropped once older than the retention.
  * @module
  */
 import type { Store } from 'themis-milter';
@@ -40,6 +42,22 @@ export interface RecorderOptions {
   now?: () => number;
 }
 
+/** Sizes of what waits to be written: each is bounded by the configuration (tests, diagnostics). */
+export interface RecorderSizes {
+  /** Minutes with pending counters: at most the retention's minutes and the current one. */
+  minutes: number;
+  /** Pending counter fields, over those minutes (per minute: one per outcome, policy, MTA, plugin verdict). */
+  fields: number;
+  /** Pending top-N lists (one per kind and hour, within the retention). */
+  lists: number;
+  /** Candidates in the largest pending top-N list: fewer than 2 × `keep`. */
+  largestList: number;
+  /** Pending refused subjects: fewer than 2 × `keep`. */
+  blocked: number;
+  /** Pending subjects over their learned rate: fewer than 2 × `keep`. */
+  over: number;
+}
+
 /** Counts in memory and flushes them to the store. */
 export class Recorder {
   private readonly o: RecorderOptions;
@@ -52,6 +70,11 @@ export class Recorder {
   private blocked = new Map<string, number>();
   /** Pending subjects over their learned rate: member → until (ms). */
   private over = new Map<string, number>();
+  /**
+   * The latest `until` flushed to the refused and over-rate lists: their keys live at least until
+   * then, so a later, shorter mark does not cut an earlier, longer one short (the write resets the expiry).
+   */
+  private readonly horizon = { blocked: 0, over: 0 };
   private flushing: Promise<void> | undefined;
 
   constructor(options: RecorderOptions) {
@@ -92,18 +115,43 @@ export class Recorder {
     let t = this.tops.get(id);
     if (!t) this.tops.set(id, (t = { kind, hour, members: new Map() }));
     t.members.set(member, (t.members.get(member) ?? 0) + by);
-    // Bounded memory between flushes: past twice the list's size, keep the `keep` largest.
-    if (t.members.size >= this.o.keep * 2) t.members = new Map([...t.members].sort((a, b) => b[1] - a[1]).slice(0, this.o.keep));
+    if (t.members.size >= this.o.keep * 2) t.members = this.largest(t.members);
+  }
+
+  /**
+   * Bounded memory between flushes: the `keep` largest of a list of candidates that reached twice
+   * that (so a trim costs one sort every `keep` new members). A member that stays among the `keep`
+   * largest is never dropped, so a list's leaders are counted exactly; the store keeps the same rule.
+   */
+  private largest(members: Map<string, number>): Map<string, number> {
+    return new Map([...members].sort((a, b) => b[1] - a[1]).slice(0, this.o.keep));
+  }
+
+  /** The `keep` latest marks still running: the refused and over-rate lists as the store keeps them (mode `max`, `keep` highest). */
+  private latest(marks: Map<string, number>): Map<string, number> {
+    const now = this.now();
+    return new Map([...marks].filter(([, until]) => until > now).sort((a, b) => b[1] - a[1]).slice(0, this.o.keep));
   }
 
   /** Records a subject refused until `until` (ms). */
   block(member: string, until: number): void {
     this.blocked.set(member, Math.max(this.blocked.get(member) ?? 0, until));
+    if (this.blocked.size >= this.o.keep * 2) this.blocked = this.latest(this.blocked);
   }
 
   /** Records a subject over its learned rate, shown until `until` (ms). */
   overRate(member: string, until: number): void {
     this.over.set(member, Math.max(this.over.get(member) ?? 0, until));
+    if (this.over.size >= this.o.keep * 2) this.over = this.latest(this.over);
+  }
+
+  /** What waits to be written, counted (each bounded: see {@link RecorderSizes}). */
+  get sizes(): RecorderSizes {
+    let fields = 0;
+    for (const m of this.minutes.values()) fields += m.size;
+    let largestList = 0;
+    for (const t of this.tops.values()) largestList = Math.max(largestList, t.members.size);
+    return { minutes: this.minutes.size, fields, lists: this.tops.size, largestList, blocked: this.blocked.size, over: this.over.size };
   }
 
   /** Whether anything waits to be written. */
@@ -135,17 +183,25 @@ export class Recorder {
       if (ttl > 0) writes.push(store.rankAdd(keys.top(prefix, t.kind, t.hour), Object.fromEntries(t.members), { keep, ttlMs: ttl }).then(undefined, (err: unknown) => this.restoreTop(t, err)));
     }
     if (blocked.size > 0) {
-      const last = Math.max(...blocked.values());
-      writes.push(store.rankAdd(keys.blocked(prefix), Object.fromEntries(blocked), { keep, mode: 'max', ttlMs: Math.max(60_000, last - this.now()) }).then(undefined, (err: unknown) => this.restoreMarks(blocked, (m, u) => this.block(m, u), err)));
+      const ttlMs = this.markTtl('blocked', blocked);
+      writes.push(store.rankAdd(keys.blocked(prefix), Object.fromEntries(blocked), { keep, mode: 'max', ttlMs }).then(undefined, (err: unknown) => this.restoreMarks(blocked, (m, u) => this.block(m, u), err)));
     }
     if (over.size > 0) {
-      const last = Math.max(...over.values());
-      writes.push(store.rankAdd(keys.over(prefix), Object.fromEntries(over), { keep, mode: 'max', ttlMs: Math.max(60_000, last - this.now()) }).then(undefined, (err: unknown) => this.restoreMarks(over, (m, u) => this.overRate(m, u), err)));
+      const ttlMs = this.markTtl('over', over);
+      writes.push(store.rankAdd(keys.over(prefix), Object.fromEntries(over), { keep, mode: 'max', ttlMs }).then(undefined, (err: unknown) => this.restoreMarks(over, (m, u) => this.overRate(m, u), err)));
     }
     this.flushing = Promise.all(writes).then(() => {
       this.flushing = undefined;
     });
     return this.flushing;
+  }
+
+  /** The expiry of a marks list after writing `marks`: until its latest mark ever written (at least a minute). */
+  private markTtl(list: 'blocked' | 'over', marks: Map<string, number>): number {
+    let last = this.horizon[list];
+    for (const until of marks.values()) if (until > last) last = until;
+    this.horizon[list] = last;
+    return Math.max(60_000, last - this.now());
   }
 
   private restoreMinute(minute: number, fields: Map<string, number>, err: unknown): void {
@@ -157,12 +213,12 @@ export class Recorder {
 
   private restoreTop(t: { kind: TopKind; hour: number; members: Map<string, number> }, err: unknown): void {
     this.o.onError(err);
-    for (const [member, n] of t.members) {
-      const id = `${t.kind}:${t.hour}`;
-      let cur = this.tops.get(id);
-      if (!cur) this.tops.set(id, (cur = { kind: t.kind, hour: t.hour, members: new Map() }));
-      cur.members.set(member, (cur.members.get(member) ?? 0) + n);
-    }
+    const id = `${t.kind}:${t.hour}`;
+    let cur = this.tops.get(id);
+    if (!cur) this.tops.set(id, (cur = { kind: t.kind, hour: t.hour, members: new Map() }));
+    for (const [member, n] of t.members) cur.members.set(member, (cur.members.get(member) ?? 0) + n);
+    // The batch and what came since, merged: bounded as any list is.
+    if (cur.members.size >= this.o.keep * 2) cur.members = this.largest(cur.members);
   }
 
   private restoreMarks(marks: Map<string, number>, mark: (member: string, until: number) => void, err: unknown): void {

@@ -139,8 +139,11 @@ export const predictOptions = z.strictObject({
    * the address).
    */
   recipientMemory: z.number().int().min(10).max(10_000).default(1000),
-  /** A subject's profile is forgotten after this many days without mail (default 30). */
-  retentionDays: z.number().positive().default(30),
+  /**
+   * A subject's profile and recipient memory are forgotten after this many days without mail (default 30;
+   * at most 3,650): the expiry of every key the plugin writes, so the bound of how many it keeps.
+   */
+  retentionDays: z.number().positive().max(3650, 'expected at most 3650 days: every profile expires after retentionDays without mail').default(30),
   /** Store key prefix (default `predict:`). */
   keyPrefix: z.string().min(1).default('predict:'),
   /** The clock, ms since 1970 (simulations and tests; needs a store with `testClock`). */

@@ -14,7 +14,7 @@
  */
 import { AsyncSeriesHook } from 'tapable';
 import type { Counter } from 'prom-client';
-import { Action, CodedError, Decisions, formatSmtpReply, type Decision, type EnvelopeEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
+import { Action, CodedError, Decisions, POSTFIX_DEFAULT_MACROS, SENDMAIL_DEFAULT_MACROS, formatSmtpReply, type Decision, type EnvelopeEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
 import { ThemisError } from './errors.ts';
 import { STAGE_INDEX } from './hook-metrics.ts';
 import type { KernelLogger, KernelOptions } from './kernel.ts';
@@ -24,16 +24,6 @@ import { STAGE_HOOKS, type DecisionTrace, type HookContext, type StageHookName, 
 import type { PolicyMatcher } from './policy.ts';
 import { stateOf, type ConnectionState, type MessageState } from './session-state.ts';
 
-/** Postfix's default macro lists: a list a milter sends replaces them, so the kernel extends them. */
-const POSTFIX_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
-  connect: ['j', '{daemon_name}', '{daemon_addr}', 'v', '_'],
-  helo: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}'],
-  mailFrom: ['i', '{auth_type}', '{auth_authen}', '{auth_author}', '{mail_addr}', '{mail_host}', '{mail_mailer}'],
-  rcptTo: ['i', '{rcpt_addr}', '{rcpt_host}', '{rcpt_mailer}'],
-  data: ['i'],
-  endOfHeaders: ['i'],
-  endOfMessage: ['i'],
-};
 
 const NO_TAPS: LoadedPlugin[] = [];
 
@@ -92,15 +82,26 @@ export class Dispatcher {
   private buildApplication(): MilterApplication {
     let actions = Action.QUARANTINE;
     const macros: Partial<Record<MacroListStage, string[]>> = {};
+    // A list the milter sends replaces the MTA's own: extend the defaults of the MTA in front.
+    const defaults = this.mta === 'sendmail' ? SENDMAIL_DEFAULT_MACROS : POSTFIX_DEFAULT_MACROS;
     for (const p of this.plugins) {
       if (p.modifies.has('headers')) actions |= Action.ADDHDRS | Action.CHGHDRS;
       if (p.modifies.has('sender')) actions |= Action.CHGFROM;
       if (p.modifies.has('recipients')) actions |= Action.ADDRCPT | Action.ADDRCPT_PAR | Action.DELRCPT;
       if (p.modifies.has('body')) actions |= Action.CHGBODY;
       for (const [stage, list] of Object.entries(p.def.macros ?? {}) as [MacroListStage, readonly string[]][]) {
-        const merged = (macros[stage] ??= [...POSTFIX_MACROS[stage]]);
+        const merged = (macros[stage] ??= [...defaults[stage]]);
         for (const m of list) if (!merged.includes(m)) merged.push(m);
       }
+    }
+    // Sendmail 8.14–8.18 reads a milter's end-of-message list only when it also sent one for end of
+    // headers, and sends nothing at end of message when only the end-of-headers list was sent
+    // (milter.c, milter_data): ask for both, the end-of-headers one never empty (an empty list is not
+    // sent at all).
+    if (this.mta === 'sendmail' && (macros.endOfHeaders || macros.endOfMessage)) {
+      macros.endOfMessage ??= [...defaults.endOfMessage];
+      macros.endOfHeaders ??= [...defaults.endOfHeaders];
+      if (macros.endOfHeaders.length === 0) macros.endOfHeaders.push('i');
     }
     const stages: Stage[] = [];
     const noReply: (Stage & StageHookName)[] = [];

@@ -105,8 +105,9 @@ export class ConnectionState {
       const e = event as EnvelopeEvent;
       m.recipients.push({ address: e.address, raw: e.raw, args: e.args, accepted: true });
     } else if (stage === 'header') m.headers.push(event as HeaderEvent);
-    // Postfix knows the queue id from the first accepted RCPT on; look it up a few times per message, not per header.
-    if (m.queueId === undefined && (stage === 'data' || stage === 'endOfHeaders' || stage === 'endOfMessage' || stage === 'rcptTo')) m.queueId = s.macros.get('i');
+    // Postfix knows the queue id from the first accepted RCPT on, Sendmail from MAIL; look it up a few
+    // times per message, not per header.
+    if (m.queueId === undefined && (stage === 'mailFrom' || stage === 'rcptTo' || stage === 'data' || stage === 'endOfHeaders' || stage === 'endOfMessage')) m.queueId = s.macros.get('i');
   }
 
   private readonly contexts: (HookContextView | undefined)[] = [];

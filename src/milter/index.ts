@@ -9,6 +9,7 @@ export * from './codec.ts';
 export * from './reply.ts';
 export * from './macros.ts';
 export * from './negotiate.ts';
+export * from './mta-macros.ts';
 export * from './logger.ts';
 export * from './socket-spec.ts';
 export * from './session.ts';

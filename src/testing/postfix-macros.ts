@@ -7,18 +7,9 @@
  * stock Postfix, and must see nothing in the harness either.
  * @module
  */
-import { Command, MacroStage, type ConnectEvent, type MacroListStage, type Negotiated } from '../milter/index.ts';
+import { Command, MacroStage, POSTFIX_DEFAULT_MACROS, type ConnectEvent, type MacroListStage, type Negotiated } from '../milter/index.ts';
 
-/** Postfix's default lists (postconf -d milter_*_macros), by the stage they are sent with. */
-export const POSTFIX_DEFAULT_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
-  connect: ['j', '{daemon_name}', '{daemon_addr}', 'v', '_'],
-  helo: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}'],
-  mailFrom: ['i', '{auth_type}', '{auth_authen}', '{auth_author}', '{mail_addr}', '{mail_host}', '{mail_mailer}'],
-  rcptTo: ['i', '{rcpt_addr}', '{rcpt_host}', '{rcpt_mailer}'],
-  data: ['i'],
-  endOfHeaders: ['i'],
-  endOfMessage: ['i'],
-};
+export { POSTFIX_DEFAULT_MACROS } from '../milter/index.ts';
 
 /** The SMFIM_* number of each list, as the negotiation carries it. */
 export const LIST_NUMBER: Readonly<Record<MacroListStage, number>> = {

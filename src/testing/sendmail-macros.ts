@@ -16,19 +16,10 @@
  *   Message-Id header's value, or the one it makes for a message without (`<$t.$i@$j>`).
  * @module
  */
-import type { MacroListStage, Negotiated } from '../milter/index.ts';
+import { SENDMAIL_DEFAULT_MACROS, type MacroListStage, type Negotiated } from '../milter/index.ts';
 import { LIST_NUMBER, canonicalMacro, type MacroFacts } from './postfix-macros.ts';
 
-/** Sendmail's stock lists (cf/m4/cfhead.m4, confMILTER_MACROS_*), by the stage they are sent with. */
-export const SENDMAIL_DEFAULT_MACROS: Readonly<Record<MacroListStage, readonly string[]>> = {
-  connect: ['j', '_', '{daemon_name}', '{if_name}', '{if_addr}'],
-  helo: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}'],
-  mailFrom: ['i', '{auth_type}', '{auth_authen}', '{auth_ssf}', '{auth_author}', '{mail_mailer}', '{mail_host}', '{mail_addr}'],
-  rcptTo: ['{rcpt_mailer}', '{rcpt_host}', '{rcpt_addr}'],
-  data: [],
-  endOfHeaders: [],
-  endOfMessage: ['{msg_id}'],
-};
+export { SENDMAIL_DEFAULT_MACROS } from '../milter/index.ts';
 
 /** Test values for what a Sendmail always knows about itself (its host name comes from the harness's `macros`). */
 const MTA_DEFAULTS: Readonly<Record<string, string>> = { v: '8.18.1', daemon_name: 'MTA', daemon_addr: '192.0.2.25' };

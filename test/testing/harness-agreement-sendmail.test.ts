@@ -247,19 +247,21 @@ describe('createTestKernel({ mta: "sendmail" }) and the daemon behind a real Sen
     assert.deepStrictEqual(['{auth_type}', '{auth_authen}', '{auth_ssf}'].filter((k) => k in mail), [], 'no SASL macros without a login');
   });
 
-  it('lists a plugin asks for replace the .mc ones; an end-of-message list alone is not used (milter.c reads the EOH flag)', async () => {
+  it('lists a plugin asks for extend Sendmail’s stock ones; its end-of-message list is used (the kernel sends an end-of-headers list with it, which milter.c needs)', async () => {
     const { harness, daemon } = await observe({ from: 'a@example.org', rcpt: ['b@example.test'], headers: HEADERS, body: BODY }, { connect: ['{client_addr}'], endOfMessage: ['{rcpt_addr}'] });
     assert.deepStrictEqual(harness, daemon);
     const connect = at(harness, 'connect').macros;
     assert.equal(connect['{client_addr}'], '127.0.0.1');
-    assert.equal(connect['{if_name}'], undefined, 'the .mc CONNECT list is replaced, not extended');
-    assert.equal(at(harness, 'endOfMessage').macros['{msg_id}'], '<agree.1@example.org>', 'the .mc EOM list is still sent');
+    assert.ok(connect['{if_name}'] !== undefined, 'the stock CONNECT list is extended, not replaced');
+    assert.equal(at(harness, 'endOfMessage').macros['{msg_id}'], '<agree.1@example.org>', 'the stock EOM list is kept');
+    assert.equal(at(harness, 'endOfMessage').macros['{rcpt_addr}'], 'b@example.test', 'the plugin’s EOM macro is sent');
   });
 
-  it('an end-of-headers list makes Sendmail use the filter’s end-of-message list, empty here: no {msg_id}', async () => {
+  it('an end-of-headers list alone: the kernel sends the stock end-of-message list with it, so {msg_id} still arrives', async () => {
     const { harness, daemon } = await observe({ from: 'a@example.org', rcpt: ['b@example.test'], headers: HEADERS, body: BODY }, { endOfHeaders: ['{mail_addr}'] });
     assert.deepStrictEqual(harness, daemon);
     assert.equal(at(harness, 'endOfHeaders').macros['{mail_addr}'], 'a@example.org');
+    assert.equal(at(harness, 'endOfMessage').macros['{msg_id}'], '<agree.1@example.org>');
   });
 });
 
@@ -302,18 +304,18 @@ describe('createTestKernel: what differs between Postfix (the default) and Sendm
     assert.deepStrictEqual(at(sendmail, 'endOfMessage').headers, at(postfix, 'endOfMessage').headers);
   });
 
-  it('lists a plugin asks for: Postfix sends them; Sendmail too, but reads the end-of-message one only with an end-of-headers one', async () => {
+  it('lists a plugin asks for: both MTAs send them, on top of their stock lists (Sendmail’s end-of-message one thanks to the end-of-headers list the kernel adds)', async () => {
     const asked = { connect: ['{client_addr}'], endOfMessage: ['{rcpt_addr}'] };
     const postfix = await run({}, asked);
     const sendmail = await run({ mta: 'sendmail' }, asked);
     assert.equal(at(postfix, 'connect').macros['{client_addr}'], '192.0.2.1');
     assert.equal(at(sendmail, 'connect').macros['{client_addr}'], '192.0.2.1');
     assert.equal(at(postfix, 'endOfMessage').macros['{rcpt_addr}'], 'c@example.net');
-    assert.equal(at(sendmail, 'endOfMessage').macros['{rcpt_addr}'], 'c@example.net', 'from RCPT: the EOM list was not used');
-    assert.equal(at(sendmail, 'endOfMessage').macros['{msg_id}'], '<agree.1@example.org>', 'the configured EOM list was');
+    assert.equal(at(sendmail, 'endOfMessage').macros['{rcpt_addr}'], 'c@example.net');
+    assert.equal(at(sendmail, 'endOfMessage').macros['{msg_id}'], '<agree.1@example.org>', 'the stock EOM list is kept');
     const withEoh = await run({ mta: 'sendmail' }, { endOfHeaders: ['{mail_addr}'], endOfMessage: ['{client_addr}'] });
     assert.equal(at(withEoh, 'endOfMessage').macros['{client_addr}'], '192.0.2.1');
-    assert.equal(at(withEoh, 'endOfMessage').macros['{msg_id}'], undefined);
+    assert.equal(at(withEoh, 'endOfMessage').macros['{msg_id}'], '<agree.1@example.org>');
   });
 
   it('macroLists: the MTA’s own configured lists (confMILTER_MACROS_*, milter_*_macros)', async () => {

@@ -249,8 +249,6 @@ export function findConfig(path: string | undefined, cwd = process.cwd()): strin
   }
 }
 
-let importGeneration = 0;
-
 /** The URLs (without query) of the `.ts` configurations loaded so far: always ES modules. */
 const typescriptConfigs = new Set<string>();
 let typescriptHook = false;
@@ -276,8 +274,10 @@ async function readRaw(file: string, bytes: Buffer): Promise<unknown> {
   const ext = extname(file);
   if (MODULE_EXTENSIONS.has(ext)) {
     if (ext === '.ts') loadAsModule(pathToFileURL(file).href);
-    // A new query string per load: ESM caches modules by URL, and a reload must see the edited file.
-    const mod = (await import(`${pathToFileURL(file).href}?load=${++importGeneration}`)) as { default?: unknown };
+    // ESM caches modules by URL and never unloads one: a query string per content (the file's hash)
+    // makes a reload see the edited file, while a reload of unchanged bytes reuses the module instead
+    // of keeping one more copy for the process's life (a new URL per SIGHUP grew the heap every time).
+    const mod = (await import(`${pathToFileURL(file).href}?content=${configHash(bytes)}`)) as { default?: unknown };
     return mod.default;
   }
   const text = bytes.toString('utf8');

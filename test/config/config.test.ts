@@ -74,6 +74,22 @@ describe('configuration discovery', () => {
     assert.notEqual(a.hash, b.hash);
   });
 
+  it('a reload of unchanged bytes reuses the loaded module: Node never unloads one, so a new copy per SIGHUP would leak', async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, 'themis.config.mjs');
+    const counter = `__themisConfigRuns_${Date.now()}`;
+    const write = (port: number) => writeFileSync(file, `globalThis.${counter} = (globalThis.${counter} ?? 0) + 1;\nexport default { listen: 'inet:${port}@127.0.0.1' };\n`);
+    const runs = () => (globalThis as Record<string, unknown>)[counter];
+    write(1);
+    await loadConfig(file);
+    await loadConfig(file);
+    await loadConfig(file);
+    assert.equal(runs(), 1, 'evaluated once for the same bytes');
+    write(2);
+    assert.equal((await loadConfig(file)).listen, 'inet:2@127.0.0.1');
+    assert.equal(runs(), 2, 'evaluated again once the bytes changed');
+  });
+
   it('a themis.config.ts is an ES module even under a package.json of "type": "commonjs" (what npm init -y writes)', async (t) => {
     const dir = tempDir(t);
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'mx', version: '1.0.0', type: 'commonjs' }));

@@ -10,6 +10,13 @@ import { StoreError } from './errors.ts';
 export interface MemoryStoreConfig {
   /** `'memory'`. */
   type: 'memory';
+  /**
+   * Most keys held (default 500,000): past it, a new key evicts the least recently written key that has
+   * an expiry (see docs/reference/store.md, "Memory and expiry").
+   */
+  maxKeys?: number;
+  /** How often expired keys nobody reads are dropped, ms (default 60,000). */
+  sweepIntervalMs?: number;
 }
 
 /**
@@ -132,7 +139,11 @@ function redisUrlProblem(url: string): string | undefined {
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: "expected 'host:port'" });
 const timeout = z.number().int().positive().max(600_000);
 
-const memorySchema = z.strictObject({ type: z.literal('memory') });
+const memorySchema = z.strictObject({
+  type: z.literal('memory'),
+  maxKeys: z.number().int('expected a whole number of keys').min(1, 'expected at least 1 key').optional(),
+  sweepIntervalMs: z.number().int('expected whole ms').min(1_000, 'expected at least 1,000 ms').max(2 ** 31 - 1, 'expected at most 2^31 − 1 ms').optional(),
+});
 
 const tlsSchema = z.union([
   z.boolean(),

@@ -29,6 +29,6 @@ export interface CreateStoreOptions {
  */
 export function createStore(config: StoreConfig, options: CreateStoreOptions = {}): Store {
   const valid = parseStoreConfig(config);
-  if (valid.type === 'memory') return new MemoryStore();
+  if (valid.type === 'memory') return new MemoryStore({ maxKeys: valid.maxKeys, sweepIntervalMs: valid.sweepIntervalMs });
   return new RedisStore(valid, { logger: options.logger });
 }

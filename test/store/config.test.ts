@@ -19,6 +19,17 @@ describe('storeConfigSchema', () => {
     assert.deepEqual(storeConfigSchema.parse({ type: 'memory' }), { type: 'memory' });
   });
 
+  it('the memory store takes its bounds from the configuration, checked at load', async () => {
+    const store = createStore({ type: 'memory', maxKeys: 1234, sweepIntervalMs: 5_000 });
+    assert.ok(store instanceof MemoryStore);
+    assert.equal(store.maxKeys, 1234);
+    await store.close();
+    for (const bad of [{ maxKeys: 0 }, { maxKeys: 1.5 }, { sweepIntervalMs: 10 }]) {
+      const r = storeConfigSchema.safeParse({ type: 'memory', ...bad });
+      assert.equal(r.success, false, JSON.stringify(bad));
+    }
+  });
+
   it('accepts every Redis form', () => {
     const configs: StoreConfig[] = [
       { type: 'redis' },

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryStore } from '../src/store/store.ts';
-import { mergeLive, readAudit, readLive, writeLive, hasLive, LIVE_KEYS } from '../src/live/index.ts';
+import { mergeLive, readAudit, readLive, writeLive, hasLive, LIVE_AUDIT_KEEP, LIVE_KEYS } from '../src/live/index.ts';
 import { redact } from '../src/cli/live-cmd.ts';
 
 describe('live policies in the store', () => {
@@ -25,6 +25,21 @@ describe('live policies in the store', () => {
     assert.ok(Date.parse(audit[2].at) > 0);
     assert.deepEqual((await readAudit(store, 10, 'default')).map((e) => e.seq), [3, 1]);
     assert.deepEqual((await readAudit(store, 1)).map((e) => e.seq), [5]);
+    await store.close();
+  });
+
+  it('the audit log keeps its newest LIVE_AUDIT_KEEP entries: its keys have no expiry, so it is bounded by count', async () => {
+    const store = new MemoryStore();
+    const changes = LIVE_AUDIT_KEEP + 25;
+    for (let i = 1; i <= changes; i++) await writeLive(store, 'group', 'g', [`@d${i}.example`], `themis group set g @d${i}.example`);
+    let auditKeys = 0;
+    for await (const _ of store.scanKeys('live:audit:')) auditKeys++;
+    assert.equal(auditKeys, LIVE_AUDIT_KEEP, 'one key per kept entry, the oldest deleted');
+    assert.equal(await store.get(LIVE_KEYS.audit(25)), undefined);
+    assert.ok((await store.get(LIVE_KEYS.audit(26))) !== undefined);
+    const all = await readAudit(store, Number.MAX_SAFE_INTEGER);
+    assert.equal(all.length, LIVE_AUDIT_KEEP);
+    assert.deepEqual([all[0].seq, all.at(-1)!.seq], [changes, 26]);
     await store.close();
   });
 

@@ -6,6 +6,6 @@
  * resync protocol ({@link announceResync}, {@link watchResync}).
  * @module
  */
-export { LIVE_FIELD, LIVE_KEYS, hasLive, readAudit, readLive, writeLive, type AuditEntry, type LiveItems, type LiveKind } from './store.ts';
+export { LIVE_AUDIT_KEEP, LIVE_FIELD, LIVE_KEYS, hasLive, readAudit, readLive, writeLive, type AuditEntry, type LiveItems, type LiveKind } from './store.ts';
 export { liveOrigin, mergeLive, type PolicySource, type WithLive } from './merge.ts';
 export { RESYNC, announceResync, decodeResync, encodeResync, watchResync, type ResyncAnnouncement, type ResyncLogger, type ResyncWatchOptions } from './resync.ts';

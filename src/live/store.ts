@@ -75,6 +75,12 @@ export function hasLive(live: LiveItems): boolean {
   return Object.keys(live.policies).length + Object.keys(live.groups).length + Object.keys(live.pools).length > 0;
 }
 
+/**
+ * How many audit entries are kept: the newest ones. Every administrator's change writes one, for the
+ * life of the store: without a bound the log (keys without expiry) would grow for ever.
+ */
+export const LIVE_AUDIT_KEEP = 10_000;
+
 /** Writes (or, with `value` null, deletes) one live item and records the change; resolves with the audit entry. */
 export async function writeLive(store: Store, kind: LiveKind, name: string, value: unknown, command: string): Promise<AuditEntry> {
   const key = LIVE_KEYS.item(kind, name);
@@ -91,6 +97,8 @@ export async function writeLive(store: Store, kind: LiveKind, name: string, valu
   }
   const entry: AuditEntry = { seq, at: new Date().toISOString(), who, command, kind, name, before, after: value };
   await store.set(LIVE_KEYS.audit(seq), JSON.stringify(entry));
+  // The entry that falls out of the window goes (a concurrent writer may delete the same one: harmless).
+  if (seq > LIVE_AUDIT_KEEP) await store.delete(LIVE_KEYS.audit(seq - LIVE_AUDIT_KEEP));
   return entry;
 }
 
@@ -98,7 +106,7 @@ export async function writeLive(store: Store, kind: LiveKind, name: string, valu
 export async function readAudit(store: Store, limit: number, name?: string): Promise<AuditEntry[]> {
   const last = Number((await store.get(LIVE_KEYS.auditSeq)) ?? 0);
   const out: AuditEntry[] = [];
-  for (let seq = last; seq > 0 && out.length < limit; seq--) {
+  for (let seq = last; seq > Math.max(0, last - LIVE_AUDIT_KEEP) && out.length < limit; seq--) {
     const text = await store.get(LIVE_KEYS.audit(seq));
     if (text === undefined) continue;
     const e = JSON.parse(text) as AuditEntry;

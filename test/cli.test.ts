@@ -19,6 +19,16 @@ describe('themis command line', () => {
     assert.equal(r.stdout.trim(), JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version);
   });
 
+  it('--help lists the commands of the configured plugins with their summaries', () => {
+    const ratelimitConfig = fileURLToPath(new URL('../bench/postfix-configs/ratelimit.config.ts', import.meta.url));
+    const withPlugins = run(['--help'], { THEMIS_CONFIG: ratelimitConfig });
+    assert.equal(withPlugins.status, 0, withPlugins.stderr);
+    assert.match(withPlugins.stdout, /Commands of the configured plugins:\n\s+limits\s+rate limits on the live store.*\(ratelimit\)/);
+    const without = run(['--help'], { THEMIS_CONFIG: NO_PLUGIN_CONFIG });
+    assert.equal(without.status, 0);
+    assert.doesNotMatch(without.stdout, /Commands of the configured plugins/);
+  });
+
   it('an unknown command or option is a usage error (exit 2)', () => {
     const a = run(['frobnicate']);
     assert.equal(a.status, 2);

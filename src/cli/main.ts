@@ -38,6 +38,9 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(USAGE);
+    // What `<plugin cmd>` stands for here: the commands of the plugins this configuration loads.
+    const lines = await (await import('./plugin-command.ts')).pluginCommandLines(envConfigPath());
+    if (lines.length > 0) process.stdout.write(`\nCommands of the configured plugins:\n${lines.join('\n')}\n`);
     return command === undefined ? 2 : 0;
   }
   if (command === '--version' || command === '-v') {

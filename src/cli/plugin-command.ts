@@ -15,6 +15,26 @@ import { DEFAULT_HTTP, fetchStatus } from './http.ts';
 const GLOBAL_FLAGS = new Set(['--config', '--redis-url', '--redis-password', '--http', '--http-token']);
 
 /**
+ * The commands the configured plugins add, one line each (`  limits  (ratelimit) summary`), for
+ * `themis --help`; [] without a configuration or when it cannot be loaded (help must always print).
+ */
+export async function pluginCommandLines(configPath: string | undefined): Promise<string[]> {
+  try {
+    const { findConfig, loadConfig } = await import('../config.ts');
+    const file = findConfig(configPath);
+    if (!file) return [];
+    const config = await loadConfig(file);
+    const lines: string[] = [];
+    for (const { plugin } of config.plugins) {
+      for (const [name, command] of Object.entries(plugin.commands ?? {})) lines.push(`  ${name.padEnd(13)}  ${command.summary} (${plugin.name})`);
+    }
+    return lines;
+  } catch {
+    return [];
+  }
+}
+
+/**
  * Runs `themis <name> …` when a loaded plugin offers the command; resolves with undefined when none
  * does (the caller then reports an unknown command).
  */

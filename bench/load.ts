@@ -58,6 +58,16 @@ export interface LoadOptions {
   idleSettleMs: number;
   /** Paced mode: messages per second offered in total (0 = unpaced: as fast as the milter answers). */
   rate: number;
+  /**
+   * Distinct envelopes (0 = every message the same, the default): message n is sent by sender
+   * n mod N, to recipients drawn from N addresses, and session s comes from client network s mod N (a
+   * /24 of its own). See {@link variant}.
+   */
+  distinct: number;
+  /** With `distinct`: the senders' domains, `d0.example.test` … (default 1,000). */
+  domains: number;
+  /** Print `progress <decided> <failed> <ms>` on stderr this often, in ms (0 = never). */
+  progressMs: number;
   json: boolean;
   trace: boolean;
 }
@@ -78,6 +88,13 @@ const USAGE = `Usage: node bench/load.ts --port P [options]
                         connection is free); reports the achieved rate and whether the milter kept up
                         (achieved ≥ 95 % of N). Default: unpaced, each connection as fast as answered
   --milter-pid PID      also measure this process's CPU per message (all threads, from /proc)
+  --distinct N          vary the envelope over N values (default 0: every message the same): message n
+                        is from user<n mod N>@d<(n mod N) mod D>.example.test, to R recipients among
+                        rcpt0..rcpt<N-1>@example.test, and session s connects from client network
+                        s mod N, a /24 of its own in 240.0.0.0/4 (reserved: payload only, nothing is
+                        ever sent there)
+  --domains D           with --distinct: the senders' domains d0..d<D-1>.example.test (default 1000)
+  --progress MS         print "progress DECIDED FAILED ELAPSED_MS" on stderr every MS ms
   --offer-actions N     actions offered in OPTNEG (default 0x1ff)
   --offer-protocol N    protocol bits offered in OPTNEG (default 0x1fffff)
   --idle N              memory mode: open N sessions (OPTNEG+CONNECT+HELO), leave them idle, read
@@ -107,6 +124,9 @@ function parseOptions(argv: string[]): LoadOptions {
       idle: { type: 'string', default: '0' },
       'idle-settle-ms': { type: 'string', default: '1000' },
       rate: { type: 'string' },
+      distinct: { type: 'string', default: '0' },
+      domains: { type: 'string', default: '1000' },
+      progress: { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
       trace: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -146,6 +166,9 @@ function parseOptions(argv: string[]): LoadOptions {
     idle: int('idle', values.idle as string, 0, 100_000),
     idleSettleMs: int('idle-settle-ms', values['idle-settle-ms'] as string, 0),
     rate,
+    distinct: int('distinct', values.distinct as string, 0, 1 << 24),
+    domains: int('domains', values.domains as string, 1, 1 << 24),
+    progressMs: int('progress', values.progress as string, 0),
     json: values.json as boolean,
     trace: values.trace as boolean,
   };
@@ -317,6 +340,10 @@ interface Script {
   readonly eom: number;
   /** Index in `message` of the last RCPT step. */
   readonly lastRcpt: number;
+  /** --distinct: the message of variant `v` (its envelope steps built anew; indices as in `message`). */
+  readonly varyMessage: (v: number) => Step[];
+  /** --distinct: the setup of session `s` (CONNECT from its own client network). */
+  readonly varySetup: (s: number) => Step[];
 }
 
 const OPTNEG_REPLY = 0x4f;
@@ -426,8 +453,60 @@ class Plan {
     }
     const eom = message.length;
     message.push({ stage: S_EOM, buf: Buffer.concat([macros('E'), encodePacket(Command.BODYEOB)]), bufNoI: null, reply: true });
-    return { key, actions, protocol: pf, setup, message, afterHeaders, eom, lastRcpt };
+
+    // --distinct: the envelope steps of one variant, built per message (the rest of the message is shared).
+    const envelope = (v: number): Step[] => {
+      const { sender, senderDomain, rcpts } = variant(v, o.distinct, o.domains, o.rcpts);
+      known.set('mail_addr', sender);
+      known.set('mail_host', senderDomain);
+      known.delete('i');
+      const out: Step[] = [step(S_MAIL, 'M', cstrs(Command.MAIL, [`<${sender}>`, `SIZE=${o.bodyBytes}`]), Protocol.NOMAIL, Protocol.NR_MAIL)];
+      for (let r = 0; r < rcpts.length; r++) {
+        known.set('rcpt_addr', rcpts[r]);
+        known.delete('i');
+        const withoutI = step(S_RCPT, 'R', cstrs(Command.RCPT, [`<${rcpts[r]}>`]), Protocol.NORCPT, Protocol.NR_RCPT);
+        if (r === 0) out.push(withoutI);
+        else {
+          known.set('i', QUEUE_ID);
+          out.push({ ...step(S_RCPT, 'R', cstrs(Command.RCPT, [`<${rcpts[r]}>`]), Protocol.NORCPT, Protocol.NR_RCPT), bufNoI: withoutI.buf });
+        }
+      }
+      known.set('i', QUEUE_ID);
+      return out;
+    };
+    const varyMessage = (v: number): Step[] => [...envelope(v), ...message.slice(lastRcpt + 1)];
+    const varySetup = (s: number): Step[] => {
+      const addr = clientAddr(s % o.distinct);
+      const saved = [known.get('_'), known.get('client_addr')] as const;
+      known.set('_', `${CLIENT_NAME} [${addr}]`);
+      known.set('client_addr', addr);
+      const out = [
+        step(S_CONNECT, 'C', encodeConnect({ hostname: CLIENT_NAME, family: '4', port: CLIENT_PORT, address: addr }), Protocol.NOCONNECT, Protocol.NR_CONN),
+        step(S_HELO, 'H', cstrs(Command.HELO, [CLIENT_NAME]), Protocol.NOHELO, Protocol.NR_HELO),
+      ];
+      known.set('_', saved[0]!);
+      known.set('client_addr', saved[1]!);
+      return out;
+    };
+    return { key, actions, protocol: pf, setup, message, afterHeaders, eom, lastRcpt, varyMessage, varySetup };
   }
+}
+
+/**
+ * The envelope of variant `v` of `n` (--distinct): sender `user<v>@d<v mod domains>.example.test`;
+ * recipients `rcpt<(v × rcpts + r) mod n>@example.test`, so that the n variants together write to n
+ * distinct recipients.
+ */
+export function variant(v: number, n: number, domains: number, rcpts: number): { sender: string; senderDomain: string; rcpts: string[] } {
+  const senderDomain = `d${v % domains}.${SENDER_DOMAIN}`;
+  const list: string[] = [];
+  for (let r = 0; r < rcpts; r++) list.push(`rcpt${(v * rcpts + r) % n}@${RCPT_DOMAIN}`);
+  return { sender: `user${v}@${senderDomain}`, senderDomain, rcpts: list };
+}
+
+/** Client address of network `k` (--distinct): one /24 per k in 240.0.0.0/4 (reserved; it only appears in the CONNECT payload). */
+export function clientAddr(k: number): string {
+  return `${240 + ((k >> 16) & 15)}.${(k >> 8) & 255}.${k & 255}.${1 + (k % 254)}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,6 +627,8 @@ class Load {
   readonly plan: Plan;
   readonly stats: Stats;
   private nextMessage = 0;
+  /** Sessions opened so far (--distinct: session s connects from client network s mod N). */
+  sessionCount = 0;
   private activeWorkers = 0;
   private pendingCloses = 0;
   private onAllDone: (() => void) | undefined;
@@ -676,6 +757,8 @@ class Conn {
   private advanced = false;
   private partial: Buffer | null = null;
   private msg = -1;
+  /** This session's number (--distinct). */
+  private session = 0;
   private msgStart = 0;
   private sessionStart = 0;
   private deadline = Infinity;
@@ -729,6 +812,7 @@ class Conn {
   open(idx: number): void {
     this.msg = idx;
     this.sessionStart = performance.now();
+    this.session = this.load.sessionCount++;
     this.deadline = this.sessionStart + this.load.opts.timeoutMs;
     this.inSession = 0;
     this.partial = null;
@@ -924,7 +1008,7 @@ class Conn {
     this.script = this.plan.script(actions, protocol, symlists);
     this.state = ST_SETUP;
     this.waiting = false;
-    this.steps = this.script.setup;
+    this.steps = o.distinct > 0 ? this.script.varySetup(this.session) : this.script.setup;
     this.stepIdx = 0;
     this.advance();
   }
@@ -987,7 +1071,7 @@ class Conn {
   private beginMessage(idx: number, lead?: Buffer): void {
     this.msg = idx;
     this.state = ST_MESSAGE;
-    this.steps = this.script!.message;
+    this.steps = this.load.opts.distinct > 0 && idx >= 0 ? this.script!.varyMessage(idx % this.load.opts.distinct) : this.script!.message;
     this.stepIdx = 0;
     this.rcptOk = 0;
     this.rcptLast = V_REJECT;
@@ -1277,6 +1361,8 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const load = new Load(opts);
   const tck = opts.milterPid !== undefined ? clockTicks() : 0;
   const timer = setInterval(() => load.checkTimeouts(), 250);
+  const t00 = performance.now();
+  const progress = opts.progressMs > 0 ? setInterval(() => process.stderr.write(`progress ${load.stats.ok} ${load.stats.failed} ${Math.round(performance.now() - t00)}\n`), opts.progressMs) : undefined;
   const cpu0 = process.cpuUsage();
   const m0 = opts.milterPid !== undefined ? readProcCpu(opts.milterPid) : undefined;
   const t0 = performance.now();
@@ -1287,6 +1373,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const m1 = opts.milterPid !== undefined ? readProcCpu(opts.milterPid) : undefined;
   const cpu = process.cpuUsage(cpu0);
   clearInterval(timer);
+  if (progress) {
+    clearInterval(progress);
+    process.stderr.write(`progress ${load.stats.ok} ${load.stats.failed} ${Math.round(performance.now() - t00)}\n`);
+  }
 
   const st = load.stats;
   const total = st.ok + st.failed;

@@ -270,14 +270,14 @@ function loadAsModule(url: string): void {
   });
 }
 
-async function readRaw(file: string, bytes: Buffer): Promise<unknown> {
+async function readRaw(file: string, bytes: Buffer, hash: string): Promise<unknown> {
   const ext = extname(file);
   if (MODULE_EXTENSIONS.has(ext)) {
     if (ext === '.ts') loadAsModule(pathToFileURL(file).href);
     // ESM caches modules by URL and never unloads one: a query string per content (the file's hash)
     // makes a reload see the edited file, while a reload of unchanged bytes reuses the module instead
     // of keeping one more copy for the process's life (a new URL per SIGHUP grew the heap every time).
-    const mod = (await import(`${pathToFileURL(file).href}?content=${configHash(bytes)}`)) as { default?: unknown };
+    const mod = (await import(`${pathToFileURL(file).href}?content=${hash}`)) as { default?: unknown };
     return mod.default;
   }
   const text = bytes.toString('utf8');
@@ -340,10 +340,12 @@ export function configError(file: string, problems: ConfigProblem[], cause?: unk
 export async function loadConfig(file: string): Promise<LoadedConfig> {
   if (!existsSync(file)) throw configError(file, [{ code: 'THEMIS_ERR_CONFIG', path: '(file)', message: 'no such file' }]);
   let bytes: Buffer;
+  let hash: string;
   let raw: unknown;
   try {
     bytes = readFileSync(file);
-    raw = await readRaw(file, bytes);
+    hash = configHash(bytes);
+    raw = await readRaw(file, bytes, hash);
   } catch (err) {
     throw configError(file, [{ code: 'THEMIS_ERR_CONFIG', path: '(file)', message: `cannot be read: ${(err as Error).message.split('\n').slice(0, 3).join(' ')}` }], err);
   }
@@ -366,7 +368,7 @@ export async function loadConfig(file: string): Promise<LoadedConfig> {
   if (problems.length > 0) throw configError(file, problems);
   return {
     file,
-    hash: configHash(bytes),
+    hash,
     loadedAt: new Date(),
     listen: c.listen,
     store: (c.store as StoreConfig | undefined) ?? { type: 'memory' },

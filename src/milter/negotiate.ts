@@ -3,22 +3,12 @@
  * Never requests a bit the MTA did not offer (Sendmail and Postfix drop a filter that does).
  * @module
  */
-import { Action, MILTER_VERSION, MacroStage, Protocol, STAGES, STAGE_BITS, type Stage } from './constants.ts';
+import { Action, MILTER_VERSION, Protocol, STAGES, STAGE_BITS, STAGE_MACRO_LIST, type Stage } from './constants.ts';
 import type { OptionNegotiation } from './codec.ts';
 import { MilterError } from './errors.ts';
 
 /** Names of the macro-list stages, for {@link NegotiationOptions.macros}. */
 export type MacroListStage = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data' | 'endOfHeaders' | 'endOfMessage';
-
-const MACRO_LIST_STAGE: Readonly<Record<MacroListStage, number>> = {
-  connect: MacroStage.CONNECT,
-  helo: MacroStage.HELO,
-  mailFrom: MacroStage.ENVFROM,
-  rcptTo: MacroStage.ENVRCPT,
-  data: MacroStage.DATA,
-  endOfMessage: MacroStage.EOM,
-  endOfHeaders: MacroStage.EOH,
-};
 
 /** What an application asks of the MTA. */
 export interface NegotiationOptions {
@@ -121,7 +111,7 @@ export function negotiate(offer: OptionNegotiation, options: NegotiationOptions)
   if (options.macros && version >= 6 && (offeredActions & Action.SETSYMLIST)) {
     for (const [name, list] of Object.entries(options.macros) as [MacroListStage, readonly string[] | undefined][]) {
       if (!list || list.length === 0) continue;
-      const stage = MACRO_LIST_STAGE[name];
+      const stage = STAGE_MACRO_LIST[name];
       if (stage === undefined) continue;
       (macros ??= new Map()).set(stage, list.join(' '));
     }

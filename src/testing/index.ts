@@ -23,6 +23,7 @@ import {
   mergeBody,
   negotiate,
   Protocol,
+  STAGE_BITS,
   type ConnectEvent,
   type Decision,
   type EnvelopeEvent,
@@ -37,7 +38,7 @@ import type { ThemisError } from '../kernel/errors.ts';
 import { Kernel, type DecisionTrace, type KernelOptions, type PluginEntry, type PolicyInput } from '../kernel/kernel.ts';
 import type { PluginDefinition } from '../kernel/plugin.ts';
 import type { PolicyOf } from '../config.ts';
-import { MACRO_COMMAND, canonicalMacro, postfixMacros, type MacroFacts } from './postfix-macros.ts';
+import { canonicalMacro, postfixMacros, type MacroFacts } from './postfix-macros.ts';
 import { macroNames, sendmailMacros, sendmailMessageId } from './sendmail-macros.ts';
 import type { MacroListStage } from '../milter/index.ts';
 
@@ -228,16 +229,16 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
   const sendmail = options.mta === 'sendmail';
   const lists = Object.fromEntries(Object.entries(options.macroLists ?? {}).map(([stage, list]) => [stage, macroNames(list!)])) as Partial<Record<MacroListStage, string[]>>;
   /** The MTA's MACRO packet for a stage, looked up from what it knows at that point. */
-  const sendMacros = (s: FakeSession, stage: keyof typeof MACRO_COMMAND, facts: Omit<MacroFacts, 'configured' | 'client'> = {}) => {
+  const sendMacros = (s: FakeSession, stage: MacroListStage | 'header' | 'body', facts: Omit<MacroFacts, 'configured' | 'client'> = {}) => {
     if (sendmail) {
       // Sendmail sends no macros with a header or a body chunk, and no packet for an empty list.
       if (stage === 'header' || stage === 'body') return;
       const pairs = sendmailMacros(s.negotiated, stage, { configured, client: s.mtaClient, ...facts }, lists);
-      if (pairs) s.macros.set(MACRO_COMMAND[stage], pairs);
+      if (pairs) s.macros.set(STAGE_BITS[stage].command, pairs);
       return;
     }
     const list = stage === 'header' ? 'endOfHeaders' : stage === 'body' ? 'endOfMessage' : stage;
-    s.macros.set(MACRO_COMMAND[stage], postfixMacros(s.negotiated, list, { configured, client: s.mtaClient, ...facts }, lists));
+    s.macros.set(STAGE_BITS[stage].command, postfixMacros(s.negotiated, list, { configured, client: s.mtaClient, ...facts }, lists));
   };
 
   const connect = async (client: TestClient = {}, helo = 'client.example'): Promise<TestConnection> => {
@@ -250,12 +251,12 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     // which the MTA does not send when no plugin needs them (NOCONNECT, NOHELO, NOMAIL).
     if (s.negotiated.stages.has('connect')) s.client = s.mtaClient;
     sendMacros(s, 'connect');
-    s.macros.enterStage(MACRO_COMMAND.connect);
+    s.macros.enterStage(STAGE_BITS.connect.command);
     let refused = await step(s, opening, 'connect', (app.connect && (() => app.connect!(s, s.mtaClient!))) || undefined);
     if (!refused) {
       if (s.negotiated.stages.has('helo')) s.helo = helo;
       sendMacros(s, 'helo');
-      s.macros.enterStage(MACRO_COMMAND.helo);
+      s.macros.enterStage(STAGE_BITS.helo.command);
       refused = await step(s, opening, 'helo', (app.helo && (() => app.helo!(s, { hostname: helo }))) || undefined);
     }
     failOnMistake();
@@ -287,7 +288,7 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     // assigns the queue id at MAIL.
     const known = { sender: m.from, auth: m.auth, ...(sendmail && { queueId }) };
     sendMacros(s, 'mailFrom', known);
-    s.macros.enterStage(MACRO_COMMAND.mailFrom);
+    s.macros.enterStage(STAGE_BITS.mailFrom.command);
     s.startMessage(sender);
     const stop = (o: StageOutcome) => {
       result.decision = o;
@@ -300,7 +301,7 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
       const rcpt = envelope(address, []);
       // Postfix assigns the queue id when the first recipient is accepted.
       sendMacros(s, 'rcptTo', { ...known, recipient: address, queueId: sendmail || accepted > 0 ? queueId : undefined });
-      s.macros.enterStage(MACRO_COMMAND.rcptTo);
+      s.macros.enterStage(STAGE_BITS.rcptTo.command);
       s.recipients.push(rcpt);
       const before = stages.length;
       await step(s, stages, 'rcptTo', app.rcptTo && (() => app.rcptTo!(s, rcpt)), address);

@@ -7,33 +7,13 @@
  * stock Postfix, and must see nothing in the harness either.
  * @module
  */
-import { Command, MacroStage, POSTFIX_DEFAULT_MACROS, type ConnectEvent, type MacroListStage, type Negotiated } from '../milter/index.ts';
+import { POSTFIX_DEFAULT_MACROS, STAGE_MACRO_LIST, type ConnectEvent, type MacroListStage, type Negotiated } from '../milter/index.ts';
 
 export { POSTFIX_DEFAULT_MACROS } from '../milter/index.ts';
 
-/** The SMFIM_* number of each list, as the negotiation carries it. */
-export const LIST_NUMBER: Readonly<Record<MacroListStage, number>> = {
-  connect: MacroStage.CONNECT,
-  helo: MacroStage.HELO,
-  mailFrom: MacroStage.ENVFROM,
-  rcptTo: MacroStage.ENVRCPT,
-  data: MacroStage.DATA,
-  endOfHeaders: MacroStage.EOH,
-  endOfMessage: MacroStage.EOM,
-};
+/** The SMFIM_* number of a list, as the negotiation carries it. */
+export const listNumber = (stage: MacroListStage): number => STAGE_MACRO_LIST[stage]!;
 
-/** The command byte a stage's MACRO packet names (headers and body chunks reuse the EOH and EOM lists). */
-export const MACRO_COMMAND: Readonly<Record<MacroListStage | 'header' | 'body', number>> = {
-  connect: Command.CONNECT,
-  helo: Command.HELO,
-  mailFrom: Command.MAIL,
-  rcptTo: Command.RCPT,
-  data: Command.DATA,
-  header: Command.HEADER,
-  endOfHeaders: Command.EOH,
-  body: Command.BODY,
-  endOfMessage: Command.BODYEOB,
-};
 
 /** Test values for what a Postfix always knows about itself (its host name comes from the harness's `macros`). */
 const MTA_DEFAULTS: Readonly<Record<string, string>> = { v: 'Postfix 3.9.0', daemon_addr: '192.0.2.25' };
@@ -57,6 +37,37 @@ export function canonicalMacro(name: string): string {
   return name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name;
 }
 
+/**
+ * A macro whose value is a fact of the session, the same behind Postfix and Sendmail: the client's
+ * address and port, the SASL login, the envelope, the queue id, the message id. Undefined otherwise
+ * (TLS macros — no TLS here —, {auth_author} — no AUTH= parameter —, and the routing-dependent
+ * {mail_host} {mail_mailer} {rcpt_host} {rcpt_mailer}, which come from the MTA's transport tables or
+ * rulesets that the harness does not have).
+ */
+export function sessionMacro(key: string, f: MacroFacts): string | undefined {
+  const c = f.client;
+  switch (key) {
+    case 'client_addr':
+      return c?.address;
+    case 'client_port':
+      return c?.port === undefined ? undefined : String(c.port);
+    case 'auth_type':
+      return f.auth === undefined ? undefined : 'PLAIN';
+    case 'auth_authen':
+      return f.auth;
+    case 'mail_addr':
+      return f.sender;
+    case 'rcpt_addr':
+      return f.recipient;
+    case 'i':
+      return f.queueId;
+    case 'msg_id':
+      return f.msgId;
+    default:
+      return undefined;
+  }
+}
+
 /** Postfix's value of one macro (smtpd_milter.c, smtpd_milter_eval), or undefined when it has none. */
 function lookup(name: string, f: MacroFacts): string | undefined {
   const key = canonicalMacro(name);
@@ -73,28 +84,13 @@ function lookup(name: string, f: MacroFacts): string | undefined {
       return MTA_DEFAULTS[key];
     case '_':
       return c ? `${clientName} [${c.address ?? c.hostname}]` : undefined;
-    case 'client_addr':
-      return c?.address;
     case 'client_name':
     case 'client_ptr':
       return c ? clientName : undefined;
-    case 'client_port':
-      return c?.port === undefined ? undefined : String(c.port);
-    case 'auth_type':
-      return f.auth === undefined ? undefined : 'PLAIN';
-    case 'auth_authen':
-      return f.auth;
-    case 'mail_addr':
-      return f.sender;
-    case 'rcpt_addr':
-      return f.recipient;
-    case 'i':
-      return f.queueId;
+    case 'msg_id':
+      return undefined; // Sendmail's, not Postfix's
     default:
-      // TLS macros (no TLS here), {auth_author} (no AUTH= parameter), and the routing-dependent
-      // {mail_host} {mail_mailer} {rcpt_host} {rcpt_mailer}: their values come from the MTA's
-      // transport and relay tables, which the harness does not have.
-      return undefined;
+      return sessionMacro(key, f);
   }
 }
 
@@ -103,7 +99,7 @@ function lookup(name: string, f: MacroFacts): string | undefined {
  * stands for main.cf's milter_*_macros where the test sets them (the defaults otherwise).
  */
 export function postfixMacros(negotiated: Negotiated, stage: MacroListStage, facts: MacroFacts, configured: Partial<Record<MacroListStage, readonly string[]>> = {}): string[] {
-  const asked = negotiated.reply.macros?.get(LIST_NUMBER[stage]);
+  const asked = negotiated.reply.macros?.get(listNumber(stage));
   const names = asked === undefined ? (configured[stage] ?? POSTFIX_DEFAULT_MACROS[stage]) : asked.split(/[\s,]+/).filter(Boolean);
   const pairs: string[] = [];
   for (const name of names) {

@@ -17,7 +17,7 @@
  * @module
  */
 import { SENDMAIL_DEFAULT_MACROS, type MacroListStage, type Negotiated } from '../milter/index.ts';
-import { LIST_NUMBER, canonicalMacro, type MacroFacts } from './postfix-macros.ts';
+import { canonicalMacro, listNumber, sessionMacro, type MacroFacts } from './postfix-macros.ts';
 
 export { SENDMAIL_DEFAULT_MACROS } from '../milter/index.ts';
 
@@ -48,34 +48,15 @@ function lookup(name: string, f: MacroFacts): string | undefined {
     case '_':
       // getauthinfo: "name [address]", or the bare "[address]" when the client's name did not resolve.
       return c ? (c.hostname.startsWith('[') ? c.hostname : `${c.hostname} [${c.address ?? c.hostname}]`) : undefined;
-    case 'client_addr':
-      return c?.address;
     case 'client_name':
     case 'client_ptr':
       // RealHostName: the `[address]` form when unresolved (Postfix says `unknown`).
       return c?.hostname;
-    case 'client_port':
-      return c?.port === undefined ? undefined : String(c.port);
-    case 'auth_type':
-      return f.auth === undefined ? undefined : 'PLAIN';
-    case 'auth_authen':
-      return f.auth;
     case 'auth_ssf':
       // PLAIN without a security layer (no TLS here): 0; not defined for an anonymous client.
       return f.auth === undefined ? undefined : '0';
-    case 'mail_addr':
-      return f.sender;
-    case 'rcpt_addr':
-      return f.recipient;
-    case 'i':
-      return f.queueId;
-    case 'msg_id':
-      return f.msgId;
     default:
-      // TLS macros (no TLS here), {auth_author} (no AUTH= parameter), and the routing-dependent
-      // {mail_mailer} {mail_host} {rcpt_mailer} {rcpt_host}: their values come from the rulesets
-      // (mailer and host resolved by ruleset 0), which the harness does not have.
-      return undefined;
+      return sessionMacro(key, f);
   }
 }
 
@@ -100,7 +81,7 @@ export function macroNames(list: string | readonly string[]): string[] {
 /** The names Sendmail sends with a stage: the filter's list, or the configured one (see the module doc for EOM). */
 export function sendmailList(negotiated: Negotiated, stage: MacroListStage, configured: Partial<Record<MacroListStage, readonly string[]>> = {}): readonly string[] {
   const asked = negotiated.reply.macros;
-  const own = (s: MacroListStage) => asked?.get(LIST_NUMBER[s]);
+  const own = (s: MacroListStage) => asked?.get(listNumber(s));
   // milter_data: the EOM list is the filter's when the filter sent an EOH list (sic), else the global one.
   const filtersOwn = stage === 'endOfMessage' ? own('endOfHeaders') !== undefined : own(stage) !== undefined;
   if (filtersOwn) return macroNames(own(stage) ?? '');

@@ -19,6 +19,7 @@ import { describe, it } from 'node:test';
 import { MilterClient } from '../../src/milter/index.ts';
 import { announceResync, writeLive } from '../../src/live/index.ts';
 import { createStore } from '../../src/store/index.ts';
+import type { ProcessResources } from '../../src/cli/daemon/status.ts';
 import { redisAvailable, startRedis } from '../helpers/redis.ts';
 import { startThemis, type ThemisProcess } from '../helpers/themis.ts';
 
@@ -30,19 +31,10 @@ const PER_ROUND = 7;
 const N = Math.max(PER_ROUND, Number(process.env.THEMIS_RELOAD_LEAK_N ?? 140));
 const ROUNDS = Math.ceil(N / PER_ROUND);
 
-interface Resources {
-  heapUsedBytes: number;
-  heapTotalBytes: number;
-  externalBytes: number;
-  rssBytes: number;
-  gc: boolean;
-  active: Record<string, number>;
-  listeners: Record<string, number>;
-}
 interface Status {
   connections: number;
   config: { generation: number; hash: string; retiring: number; lastReloadError: { at: string; code?: string } | null };
-  resources: Resources;
+  resources: ProcessResources;
 }
 
 /** GET on the status endpoint, on a connection of its own that the daemon closes after the answer. */

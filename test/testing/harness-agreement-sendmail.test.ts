@@ -11,13 +11,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Kernel, definePlugin, type HookContext } from 'themis-milter';
+import { Kernel } from 'themis-milter';
 import { createMilterServer, type MacroListStage } from 'themis-milter/milter';
 import { createTestKernel, type TestKernelOptions } from 'themis-milter/testing';
-import type { PluginHooks } from '../../src/kernel/plugin.ts';
 import { SENDMAIL_DEFAULT_MACROS } from '../../src/testing/sendmail-macros.ts';
 import { SENDMAIL_HOSTNAME, SENDMAIL_MILTER_MACROS, sendmailAvailable, sendmailSaslUnavailableReason, sendmailUnavailableReason, startSendmail, type SendmailInstance } from '../helpers/sendmail.ts';
 import { SmtpConversation } from '../helpers/smtp.ts';
+import { ALL_TAPS, recorder as recordEveryStage, type Seen, type Tap } from '../fixtures/plugins/recorder.ts';
+
+/** The recorder on every stage, with the lists it asks for. */
+const recorder = (macros?: Partial<Record<MacroListStage, string[]>>) => recordEveryStage(ALL_TAPS, macros);
 
 const skip = sendmailAvailable() ? false : `sendmail not available: ${sendmailUnavailableReason()}`;
 if (skip) console.log(`# skipping the harness/Sendmail agreement tests: ${skip}`);
@@ -27,45 +30,6 @@ if (!skip && saslSkip) console.log(`# the harness/Sendmail agreement runs withou
 const ALICE = { login: 'alice@example.test', password: 'correct horse' };
 const HELO = 'client.example.org';
 
-// ---- A plugin that writes down what it sees --------------------------------------------------------
-
-type Tap = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data' | 'header' | 'endOfHeaders' | 'body' | 'endOfMessage';
-const ALL_TAPS: Tap[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage'];
-type Seen = { stage: Tap; macros: Record<string, string>; queueId?: string; auth?: string; client?: { address?: string; port?: number }; [k: string]: unknown };
-
-/** A fresh recorder (one per run: the harness and the daemon each get their own). */
-function recorder(macros?: Partial<Record<MacroListStage, string[]>>) {
-  const seen: Seen[] = [];
-  const plugin = definePlugin({
-    name: 'recorder',
-    version: '1.0.0',
-    kernel: '^1',
-    ...(macros && { macros }),
-    setup: () =>
-      Object.fromEntries(
-        ALL_TAPS.map((stage) => [
-          stage,
-          (ctx: HookContext, event?: unknown) => {
-            const msg = ctx.message;
-            seen.push({
-              stage,
-              macros: ctx.session.macros.toObject(),
-              auth: ctx.session.auth,
-              mta: ctx.session.mta,
-              client: ctx.session.client && { ...ctx.session.client },
-              helo: ctx.session.helo,
-              queueId: msg?.queueId,
-              sender: msg?.sender?.address,
-              recipients: msg?.recipients.map((x) => `${x.address}:${x.accepted}`),
-              headers: msg?.headers.map((h) => [h.name, h.value]),
-              event: Buffer.isBuffer(event) ? event.toString('latin1') : event && JSON.parse(JSON.stringify(event)),
-            });
-          },
-        ]),
-      ) as PluginHooks,
-  });
-  return { plugin, seen };
-}
 
 /** A message as both paths get it: headers as written after the colon (the separating space included). */
 interface Msg {

@@ -6,10 +6,11 @@
 // `i` from the first accepted recipient on, header values as milter8_header sends them.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Kernel, definePlugin, type DecisionTrace, type HookContext, type PluginEntry, type PolicyInput } from 'themis-milter';
+import { Kernel, definePlugin, type DecisionTrace, type PluginEntry, type PolicyInput } from 'themis-milter';
 import { MacroStage, MilterClient, Protocol, createMilterServer, type ClientReply, type MacroMap, type Modification } from 'themis-milter/milter';
 import { createTestKernel, problemsOf } from 'themis-milter/testing';
 import type { PluginHooks } from '../../src/kernel/plugin.ts';
+import { ALL_TAPS, recorder } from '../fixtures/plugins/recorder.ts';
 
 const CLIENT = '198.51.100.7';
 const MTA = 'mx.test.example';
@@ -154,42 +155,6 @@ async function agree(r: Run): Promise<{ harness: Outcome; daemon: DaemonOutcome 
 
 // ---- A plugin that writes down what it sees --------------------------------------------------------
 
-type Tap = 'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data' | 'header' | 'endOfHeaders' | 'body' | 'endOfMessage';
-const ALL_TAPS: Tap[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage'];
-
-/** A fresh recorder (one per run: the harness and the daemon each get their own). */
-function recorder(taps: Tap[] = ALL_TAPS, macros?: Partial<Record<'connect' | 'helo' | 'mailFrom' | 'rcptTo' | 'data' | 'endOfHeaders' | 'endOfMessage', string[]>>) {
-  const seen: Record<string, unknown>[] = [];
-  const plugin = definePlugin({
-    name: 'recorder',
-    version: '1.0.0',
-    kernel: '^1',
-    ...(macros && { macros }),
-    setup: () =>
-      Object.fromEntries(
-        taps.map((stage) => [
-          stage,
-          (ctx: HookContext, event?: unknown) => {
-            const msg = ctx.message;
-            seen.push({
-              stage,
-              macros: ctx.session.macros.toObject(),
-              auth: ctx.session.auth,
-              mta: ctx.session.mta,
-              client: ctx.session.client && { ...ctx.session.client },
-              helo: ctx.session.helo,
-              queueId: msg?.queueId,
-              sender: msg?.sender?.address,
-              recipients: msg?.recipients.map((x) => `${x.address}:${x.accepted}`),
-              headers: msg?.headers.map((h) => [h.name, h.value]),
-              event: Buffer.isBuffer(event) ? event.toString('latin1') : event && JSON.parse(JSON.stringify(event)),
-            });
-          },
-        ]),
-      ) as PluginHooks,
-  });
-  return { plugin, seen };
-}
 
 /** Records once through each path; returns both lists of observations (the answers agree, asserted). */
 async function observe(r: Omit<Run, 'plugins'>, make: () => ReturnType<typeof recorder>) {

@@ -124,6 +124,31 @@ describe('themis start: reload, status, signals, workers', () => {
     assert.match(metrics, /themis_config_reloads_total\{trigger="SIGHUP",result="refused"\} 1/);
   });
 
+  it("bounds V8's heap for a daemon, in the same process; the administrator's flags win; THEMIS_NODE_HEAP=v8 keeps V8's sizing", async (t) => {
+    const resources = async (env: NodeJS.ProcessEnv) => {
+      const themis = await startThemis(['--config', NO_PLUGIN_CONFIG], env, { http: true });
+      t.after(() => themis.stop());
+      const status = JSON.parse(run(['status', '--http', themis.http!, '--json']).stdout);
+      // The same pid: the flags were applied by replacing the process, not by a child a supervisor would not see.
+      assert.equal(status.pid, themis.child.pid);
+      await themis.stop();
+      return status.resources as { heapFlags: string[]; heapLimitBytes: number };
+    };
+    const MB = 1024 * 1024;
+    const bounded = await resources({});
+    assert.deepEqual(bounded.heapFlags.sort(), ['--max-old-space-size=1024', '--max-semi-space-size=16']);
+    // V8's limit is the old space plus the young generation (three semi-spaces).
+    assert.equal(bounded.heapLimitBytes, (1024 + 3 * 16) * MB);
+
+    const own = await resources({ NODE_OPTIONS: '--max_old_space_size=300' });
+    assert.deepEqual(own.heapFlags.sort(), ['--max-semi-space-size=16', '--max_old_space_size=300']);
+    assert.equal(own.heapLimitBytes, (300 + 3 * 16) * MB);
+
+    const v8 = await resources({ THEMIS_NODE_HEAP: 'v8' });
+    assert.deepEqual(v8.heapFlags, []);
+    assert.notEqual(v8.heapLimitBytes, bounded.heapLimitBytes, `V8's own limit (${v8.heapLimitBytes / MB} MB) differs from Themis's`);
+  });
+
   it('status: exit 1 when no daemon answers', async () => {
     const r = run(['status', '--http', `inet:${await freePort()}@127.0.0.1`]);
     assert.equal(r.status, 1);

@@ -43,6 +43,7 @@ export const KERNEL_ERRORS = {
   THEMIS_ERR_PLUGIN_DEPENDENCY: 'plugin {plugin}: {reason}',
   THEMIS_ERR_NODE_VERSION: 'Themis needs Node.js {needs} or later (24 LTS recommended); this is Node.js {found} ({execPath})',
   THEMIS_ERR_NOT_BUILT: '{entry} is missing: this copy of Themis was not built (npm run build)',
+  THEMIS_ERR_NODE_HEAP: 'could not restart Node with {flags} ({reason}); running with V8\'s own heap sizing',
 } as const;
 
 /**

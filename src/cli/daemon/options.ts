@@ -29,6 +29,8 @@ Options:
   --engine-only          serve the bare milter engine with an accept-all application (the benchmark's reference)
   -h, --help             print this text
 
+Memory: node runs with --max-semi-space-size=16 --max-old-space-size=1024 (the same process, restarted
+with them) unless NODE_OPTIONS sets them; THEMIS_NODE_HEAP=v8 keeps V8's own sizing.
 Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT stop gracefully (a second one exits at once).
 Exit codes: 0 after a clean stop, 1 when it cannot start, 2 for bad usage.
 `;

@@ -4,6 +4,7 @@
  * and what the start line says of the plugins' pages.
  * @module
  */
+import { getHeapStatistics } from 'node:v8';
 import type { Logger } from 'pino';
 import { endpointUrl, startStatusServer, type StatusServer, type StatusSource } from '../http.ts';
 import type { PluginPage } from '../../kernel/index.ts';
@@ -49,6 +50,13 @@ export interface ProcessResources {
   externalBytes: number;
   /** Resident set size, in bytes. */
   rssBytes: number;
+  /**
+   * Most the V8 heap may grow to, in bytes: `themis start` bounds it (`--max-semi-space-size=16
+   * --max-old-space-size=1024` unless NODE_OPTIONS sets them; docs/reference/cli.md, "Memory").
+   */
+  heapLimitBytes: number;
+  /** The heap flags this process runs with, as given to node (`--max-semi-space-size=16`…); empty with V8's own sizing. */
+  heapFlags: string[];
   /** True when the heap was measured right after a full garbage collection: `/status?gc=1` of a daemon run with `node --expose-gc`. */
   gc: boolean;
   /** `process.getActiveResourcesInfo()` counted by type: `TCPWrap` (sockets), `TCPServerWrap`/`PipeServerWrap` (listening sockets), `Timeout` (timers), `FSEventWrap` (file watches)… */
@@ -76,7 +84,24 @@ export function processResources(collect = false): ProcessResources {
   const listeners: Record<string, number> = {};
   for (const event of WATCHED_EVENTS) listeners[event] = process.listenerCount(event);
   const memory = process.memoryUsage();
-  return { heapUsedBytes: memory.heapUsed, heapTotalBytes: memory.heapTotal, externalBytes: memory.external, rssBytes: memory.rss, gc: collected, active, listeners };
+  return {
+    heapUsedBytes: memory.heapUsed,
+    heapTotalBytes: memory.heapTotal,
+    externalBytes: memory.external,
+    rssBytes: memory.rss,
+    heapLimitBytes: getHeapStatistics().heap_size_limit,
+    heapFlags: heapFlags(),
+    gc: collected,
+    active,
+    listeners,
+  };
+}
+
+const HEAP_FLAG = /^--max[-_](?:semi[-_]space|old[-_]space|heap)[-_]size(?:=|$)/;
+
+/** The heap-size flags of this process, from node's command line and NODE_OPTIONS. */
+function heapFlags(): string[] {
+  return [...(process.env.NODE_OPTIONS ?? '').split(/\s+/), ...process.execArgv].filter((a) => HEAP_FLAG.test(a));
 }
 
 /** The cluster primary's `/status`: the process's own facts with every worker's status. */

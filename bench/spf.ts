@@ -8,7 +8,7 @@
  * @module
  */
 import { checkSpf } from '../plugins/spf/src/check.ts';
-import { createResolver } from '../plugins/spf/src/resolver.ts';
+import { createResolver } from '../src/dns/index.ts';
 import { startDnsServer } from '../test/helpers/dns.ts';
 
 function arg(name: string, fallback: number): number {

@@ -24,5 +24,7 @@ describe('public API', () => {
     for (const name of ['MilterClient', 'createMilterServer', 'parseSocketSpec']) assert.equal(typeof (milter as Record<string, unknown>)[name], 'function', name);
     const testing = await import('themis-milter/testing');
     for (const name of ['createTestKernel', 'problemsOf', 'useTestClock', 'atomicOperationContract', 'storeContract', 'startRedis', 'startRedisCluster']) assert.equal(typeof (testing as Record<string, unknown>)[name], 'function', name);
+    const dns = await import('themis-milter/dns');
+    assert.equal(typeof dns.createResolver, 'function', 'the shared DNS resolver');
   });
 });

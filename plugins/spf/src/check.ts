@@ -6,6 +6,7 @@
 import { resolve as dnsResolve } from 'node:dns/promises';
 import { findMechanism, type Resolve } from './mechanism.ts';
 import { spf } from 'mailauth';
+import type { DnsResolver } from 'themis-milter/dns';
 
 /** An SPF result as named by RFC 7208 §2.6. */
 export type SpfResultName = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'permerror' | 'temperror';
@@ -15,7 +16,7 @@ export type SpfResultName = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 
  * (TXT → string[][], A/AAAA → string[], MX → {exchange, priority}[], PTR → string[]) and the
  * same error codes (ENOTFOUND, ENODATA, ETIMEOUT, ESERVFAIL, EREFUSED …).
  */
-export type SpfResolver = (name: string, rrtype: string) => Promise<unknown>;
+export type SpfResolver = DnsResolver;
 
 /** The SMTP facts an SPF check needs. */
 export interface SpfCheckInput {

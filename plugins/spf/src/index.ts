@@ -9,10 +9,11 @@
 import { z } from 'zod';
 import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchema, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis-milter';
 import { checkSpf, type SpfCheckResult, type SpfResultName, type SpfResolver } from './check.ts';
-import { createResolver } from './resolver.ts';
+import { createResolver } from 'themis-milter/dns';
 
 export { checkSpf, type SpfCheckInput, type SpfCheckOptions, type SpfCheckResult, type SpfResultName, type SpfResolver } from './check.ts';
-export { createResolver } from './resolver.ts';
+/** The shared resolver, re-exported from `themis-milter/dns` for existing callers. */
+export { createResolver } from 'themis-milter/dns';
 
 /** The seven RFC 7208 results. */
 export const SPF_RESULTS: readonly SpfResultName[] = ['pass', 'fail', 'softfail', 'neutral', 'none', 'permerror', 'temperror'];

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { MemoryStore } from 'themis-milter';
 import { createTestKernel } from 'themis-milter/testing';
 import spf from '../src/index.ts';
-import { createResolver } from '../src/resolver.ts';
+import { createResolver } from 'themis-milter/dns';
 import { startDnsServer } from '../../../test/helpers/dns.ts';
 
 let dns: Awaited<ReturnType<typeof startDnsServer>>;

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startDnsServer, type DnsServer, type DnsZone } from '../../../test/helpers/dns.ts';
 import { checkSpf, type SpfCheckOptions } from '../src/check.ts';
-import { createResolver } from '../src/resolver.ts';
+import { createResolver } from 'themis-milter/dns';
 
 // Eleven includes: one more DNS-querying term than RFC 7208 §4.6.4 allows.
 const tooMany = Array.from({ length: 11 }, (_, i) => `include:l${i}.example.org`).join(' ');

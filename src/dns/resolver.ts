@@ -1,5 +1,5 @@
-// A small caching DNS stub resolver for SPF. node's dns.Resolver cannot report TTLs for TXT, MX
-// or PTR, and SPF is mostly TXT, so we speak DNS ourselves (dns-packet over UDP, TCP when the
+// A small caching DNS stub resolver for the plugins that authenticate mail (SPF, DKIM, DMARC).
+// node's dns.Resolver cannot report TTLs for TXT, MX or PTR, and these are mostly TXT, so we speak DNS ourselves (dns-packet over UDP, TCP when the
 // UDP answer is truncated) and get the TTLs needed to cache correctly. Answers and errors mimic
 // `dns.promises.resolve`, because that is the contract mailauth's SPF code is written against.
 import dgram from 'node:dgram';
@@ -7,7 +7,13 @@ import dns from 'node:dns';
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import * as packet from 'dns-packet';
-import type { SpfResolver } from './check.ts';
+
+/**
+ * A DNS lookup as mailauth's SPF, DKIM and DMARC code calls it: `name` and a record type (`TXT`,
+ * `A`, `AAAA`, `MX`, `PTR`…), answering what `dns.promises.resolve(name, rrtype)` would (TXT as
+ * arrays of strings) and rejecting with its error codes (`ENOTFOUND`, `ENODATA`, `ETIMEOUT`…).
+ */
+export type DnsResolver = (name: string, rrtype: string) => Promise<unknown>;
 
 /** Cache settings of {@link createResolver}. */
 export interface ResolverCacheOptions {
@@ -33,8 +39,8 @@ export interface ResolverOptions {
   now?: () => number;
 }
 
-/** An {@link SpfResolver} with a cache that can be inspected and emptied. */
-export type CachingResolver = SpfResolver & {
+/** An {@link DnsResolver} with a cache that can be inspected and emptied. */
+export type CachingResolver = DnsResolver & {
   /** Number of entries in the cache (expired ones included until they are touched or evicted). */
   cacheSize(): number;
   /** Empties the cache. */

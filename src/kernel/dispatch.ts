@@ -12,6 +12,7 @@
  * hook-metrics.ts's.
  * @module
  */
+import { hostname } from 'node:os';
 import { AsyncSeriesHook } from 'tapable';
 import type { Counter } from 'prom-client';
 import { Action, CodedError, Decisions, POSTFIX_DEFAULT_MACROS, SENDMAIL_DEFAULT_MACROS, formatSmtpReply, type Decision, type EnvelopeEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
@@ -39,6 +40,8 @@ export class Dispatcher {
   private readonly log: KernelLogger;
   private readonly hookTimeout: number;
   private readonly mta: 'postfix' | 'sendmail';
+  /** Some plugin reports authentication results: one Authentication-Results header, forged ones removed. */
+  private readonly authenticating: boolean;
   private readonly onDecision: ((t: DecisionTrace) => void) | undefined;
   private readonly onPluginMistake: ((error: ThemisError) => void) | undefined;
   private readonly matcher: PolicyMatcher;
@@ -51,6 +54,7 @@ export class Dispatcher {
     this.log = log;
     this.hookTimeout = options.hookTimeout ?? 10_000;
     this.mta = options.mta ?? 'postfix';
+    this.authenticating = plugins.some((p) => p.def.authenticates === true && p.modifies.has('headers'));
     this.onDecision = options.onDecision;
     this.onPluginMistake = options.onPluginMistake;
     this.matcher = matcher;
@@ -106,6 +110,9 @@ export class Dispatcher {
     const stages: Stage[] = [];
     const noReply: (Stage & StageHookName)[] = [];
     const observed = new Set<string>(this.plugins.flatMap((p) => p.def.observes ?? []));
+    // Authentication-Results arriving from outside with our authserv-id are removed at end of
+    // message (PluginDefinition.authenticates): the kernel needs to see the headers for that.
+    if (this.authenticating) observed.add('header');
     // Policies that match on client, sender or recipients need those events, answered or not. So do
     // hooks: every hook's context promises the client, HELO name, sender and recipients, whichever
     // stage it taps (a plugin tapping only rcptTo reads ctx.session.client). Observed, they cost the MTA
@@ -270,6 +277,7 @@ export class Dispatcher {
     if (decision.action !== 'continue' && decision.action !== 'accept') return decision;
     const message = state.message;
     if (!message) return Decisions.accept;
+    if (this.authenticating) this.writeAuthenticationResults(state, message, modifier);
     for (const mod of message.modifications) {
       try {
         mod.apply(modifier);
@@ -292,6 +300,38 @@ export class Dispatcher {
     }
     this.finishMessage(state, hold ? 'quarantined' : 'accepted', 'endOfMessage', hold ?? message.trace[pickWinner(message.trace)]);
     return Decisions.accept;
+  }
+
+  /**
+   * Removes the Authentication-Results headers that claim our authserv-id (RFC 8601 §5: a receiver
+   * must not trust, and should delete, results it did not add), then writes the plugins' results in
+   * one header at the top. Deletions go first and from the last occurrence up, so that each index
+   * still names the header it was counted for, whatever the MTA does with the ones before it.
+   */
+  private writeAuthenticationResults(state: ConnectionState, message: MessageState, modifier: MessageModifier): void {
+    const id = message.authservId ?? state.milter.macros.get('j') ?? hostname();
+    const ours = id.toLowerCase();
+    try {
+      let occurrence = 0;
+      const forged: number[] = [];
+      for (const h of message.headers) {
+        if (h.name.toLowerCase() !== 'authentication-results') continue;
+        occurrence++;
+        // authserv-id [CFWS version] ";" …: the first token, comments and version aside.
+        const claimed = h.value.replace(/\([^)]*\)/g, ' ').trim().split(/[\s;]/, 1)[0]?.toLowerCase();
+        if (claimed === ours) forged.push(occurrence);
+      }
+      for (let i = forged.length - 1; i >= 0; i--) modifier.deleteHeader('Authentication-Results', forged[i]);
+      if (forged.length > 0) this.log.info({ queueId: message.queueId, removed: forged.length, authservId: id }, 'removed Authentication-Results claiming our authserv-id');
+      if (message.authResults.length > 0) {
+        const value = message.authResults.length === 1 ? `${id}; ${message.authResults[0]}` : `${id};\n\t${message.authResults.join(';\n\t')}`;
+        modifier.insertHeader(0, 'Authentication-Results', value);
+      }
+    } catch (err) {
+      const e = new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: 'kernel', reason: `Authentication-Results could not be written: ${(err as Error).message}` }, { cause: err });
+      this.log.error({ code: e.code, err }, e.message);
+      this.onPluginMistake?.(e);
+    }
   }
 
   private abortMessage(state: ConnectionState, outcome: 'aborted'): void {

@@ -128,6 +128,21 @@ export class MessageView implements PluginMessage {
   skipPolicy(name: string): boolean {
     return this.state.skipPolicy(this.plugin.name, this.m, name);
   }
+
+  addAuthenticationResult(result: string, options?: { authservId?: string }): void {
+    if (!this.plugin.def.authenticates || !this.plugin.modifies.has('headers')) {
+      throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: this.plugin.name, reason: "addAuthenticationResult needs authenticates: true and modifies: ['headers'] in the plugin definition" });
+    }
+    // One line of the header: no line breaks, no ';' that would start another result.
+    const clean = result.replace(/[\r\n]+[ \t]*/g, ' ').trim();
+    // A ';' inside a comment is text: strip the comments (escaped parentheses included) first.
+    const bare = clean.replace(/\\./g, '').replace(/\([^()]*\)/g, '');
+    if (clean === '' || bare.includes(';') || !/^[A-Za-z0-9-]+=/.test(clean)) {
+      throw new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: this.plugin.name, reason: `not an RFC 8601 result (method=result …, no ';' outside a comment): ${JSON.stringify(result)}` });
+    }
+    this.m.authResults.push(clean);
+    this.m.authservId ??= options?.authservId;
+  }
 }
 
 /** A plugin's hook context on one connection; `message` is the current message's view for this plugin. */

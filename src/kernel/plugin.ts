@@ -91,6 +91,15 @@ export interface PluginMessage extends Omit<MessageModifier, 'quarantine'> {
    * This is how the headers plugin's `onlyHeaders` keeps a policy to its header rules.
    */
   skipPolicy(name: string): boolean;
+  /**
+   * Reports one mail-authentication result for this message, as an RFC 8601 `resinfo` without the
+   * authserv-id: `spf=pass smtp.mailfrom=example.org`, `dkim=pass header.d=example.org header.s=sel`.
+   * The kernel writes every plugin's results together in one `Authentication-Results` header at the
+   * top of the message, once the message is accepted (in the order the plugins report them). Its
+   * authserv-id is the first of: the `authservId` given here by a reporting plugin (its own option),
+   * the MTA's `{j}`, the host name. Needs `authenticates: true` and `modifies: ['headers']` in the definition.
+   */
+  addAuthenticationResult(result: string, options?: { authservId?: string }): void;
 }
 
 /** A policy that applies to the current session or message, with this plugin's claimed field. */
@@ -361,6 +370,14 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
    * from such a hook, or its failure, is logged and ignored: decide at a later stage instead.
    */
   readonly listens?: readonly ObservableStage[];
+  /**
+   * The plugin reports mail-authentication results (SPF, DKIM, DMARC, ARC…) with
+   * `ctx.message.addAuthenticationResult()`. The kernel then writes them all in **one**
+   * `Authentication-Results` header per message (RFC 8601), and removes the `Authentication-Results`
+   * headers that arrive from outside claiming the same authserv-id (forged, or ours from an earlier
+   * hop): it observes the headers for that. Needs `modifies: ['headers']`.
+   */
+  readonly authenticates?: boolean;
   /** Macros the plugin needs beyond Postfix's defaults, per stage. */
   readonly macros?: Partial<Record<MacroListStage, readonly string[]>>;
   /**

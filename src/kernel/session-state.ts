@@ -26,6 +26,10 @@ export class MessageState {
   readonly notes = new Map<string, unknown>();
   readonly trace: TraceEntry[] = [];
   readonly modifications: PendingModification[] = [];
+  /** Authentication results the plugins reported (`addAuthenticationResult`), for the one header. */
+  readonly authResults: string[] = [];
+  /** The authserv-id a reporting plugin named, if any (the first one). */
+  authservId: string | undefined;
   quarantine: TraceEntry | undefined;
   /** Policies taken out of this message by a plugin (`skipPolicy`): policy name → the plugin that did. */
   skipped: Map<string, string> | undefined;

@@ -233,6 +233,8 @@ export default definePlugin({
   options: dkimOptions,
   priority: 35,
   modifies: ['headers'],
+  // Its Authentication-Results go into the kernel's one header per message (with spf's, dmarc's…).
+  authenticates: true,
   errors: DKIM_ERRORS,
   // The headers are recorded (no answer needed); the body is only hashed, never decided on.
   observes: ['header'],
@@ -369,9 +371,10 @@ export default definePlugin({
         if (!outcome) return undefined;
 
         // One Authentication-Results per message, whatever the number of policies.
+        // (The kernel writes them with the other plugins' results, in one header.)
         if (policies.some((p) => p.config.verify.headers.authenticationResults)) {
           const rows = outcome.results.length ? outcome.results.map(authResult) : ['dkim=none'];
-          message.insertHeader(0, 'Authentication-Results', `${options.authservId ?? ctx.session.mta ?? 'localhost'};\n\t${rows.join(';\n\t')}`);
+          for (const row of rows) message.addAuthenticationResult(row, { authservId: options.authservId });
         }
 
         // The signature the result comes from: the first with the message's result.

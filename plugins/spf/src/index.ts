@@ -125,6 +125,8 @@ export default definePlugin({
   options: spfOptions,
   priority: 40,
   modifies: ['headers'],
+  // Its Authentication-Results go into the kernel's one header per message.
+  authenticates: true,
   observes: ['connect', 'helo'],
   // The MAIL hook only starts the DNS work; the verdict comes at end of message. Postfix need not wait.
   listens: ['mailFrom'],
@@ -210,7 +212,8 @@ export default definePlugin({
         // Received-SPF carries the identity that decides (MAIL FROM, or HELO for a bounce); a HELO
         // check done as well shows in Authentication-Results, which holds several results by design.
         if (wantReceived) message.insertHeader(0, 'Received-SPF', main.receivedSpf);
-        if (wantAr) message.insertHeader(0, 'Authentication-Results', `${options.authservId ?? ctx.session.mta ?? 'localhost'}; ${[main, ...(helo ? [helo] : [])].map((r) => r.authResult).join('; ')}`);
+        // Authentication-Results is the kernel's: one header with every plugin's results (dkim, dmarc…).
+        if (wantAr) for (const r of [main, ...(helo ? [helo] : [])]) message.addAuthenticationResult(r.authResult, { authservId: options.authservId });
 
         if (worst.action === 'ignore') return undefined;
         actions.inc({ policy: worst.policy, action: worst.action });

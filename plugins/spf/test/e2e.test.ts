@@ -15,7 +15,7 @@ const skip = postfixAvailable() ? false : `postfix not available: ${postfixUnava
 const header = (m: { headers: [string, string][] }, name: string) => m.headers.filter(([n]) => n.toLowerCase() === name.toLowerCase()).map(([, v]) => v);
 
 describe('spf through a real Postfix', { skip }, () => {
-  it('tags or refuses by policy; Received-SPF and Authentication-Results on delivered mail; temperror from a silent DNS server', async (t) => {
+  it('tags or refuses by policy; Received-SPF and Authentication-Results on delivered mail, forged ones removed; temperror from a silent DNS server', async (t) => {
     // Postfix's test instance relays from 127.0.0.1: that is the client IP the policies see.
     const dns = await startDnsServer(
       {
@@ -51,7 +51,9 @@ describe('spf through a real Postfix', { skip }, () => {
     const silent = await pf.swaks(['--from', 'a@silent.example', '--to', 'r@example.test', '--header', 'Subject: silent']);
     assert.match(silent.stdout, /<\*\* 451 4\.7\.24 SPF check of silent\.example failed temporarily/);
     assert.equal((await pf.swaks(['--from', 'a@tagged.example', '--to', 'r@example.test', '--header', 'Subject: tagged'])).code, 0);
-    assert.equal((await pf.swaks(['--from', 'a@good.example', '--to', 'r@example.test', '--header', 'Subject: good'])).code, 0);
+    // Authentication-Results claiming our authserv-id arrive with it: forged, they must go (RFC 8601 §5).
+    const forged = ['--add-header', 'Authentication-Results: mx.themis.test; spf=pass smtp.mailfrom=forged.example', '--add-header', 'Authentication-Results: relay.example.org; dkim=pass header.d=example.org', '--add-header', 'Authentication-Results: MX.themis.test; dkim=pass header.d=forged.example'];
+    assert.equal((await pf.swaks(['--from', 'a@good.example', '--to', 'r@example.test', '--header', 'Subject: good', ...forged])).code, 0);
 
     const delivered = await pf.waitForDelivered(2);
     const bySubject = new Map(delivered.map((m) => [header(m, 'Subject')[0], m]));
@@ -62,7 +64,7 @@ describe('spf through a real Postfix', { skip }, () => {
     assert.deepEqual(header(tagged, 'X-Themis-SPF'), ['fail']);
     const good = bySubject.get('good')!;
     assert.match(header(good, 'Received-SPF')[0], /^pass /);
-    assert.deepEqual(header(good, 'Authentication-Results'), ['mx.themis.test; spf=pass smtp.mailfrom=good.example']);
+    assert.deepEqual(header(good, 'Authentication-Results'), ['mx.themis.test; spf=pass smtp.mailfrom=good.example', 'relay.example.org; dkim=pass header.d=example.org']);
     assert.deepEqual(header(good, 'X-Themis-SPF'), []);
   });
 });

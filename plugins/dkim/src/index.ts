@@ -12,7 +12,8 @@ import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchem
 import { createResolver } from 'themis-milter/dns';
 import { dkimCommand } from './commands.ts';
 import { KeyProblem, loadKey, type SigningKey } from './keys.ts';
-import { fromDomain, signaturesOf } from './message.ts';
+import { fromAddress, fromDomain, signaturesOf } from './message.ts';
+import { TableProblem, keysForAuthor, readKeyTable, readSigningTable, type SigningRule } from './tables.ts';
 import { BodyHashes, signHeaders, type BodyCanon, type Canonicalization } from './sign.ts';
 import { DKIM_RESULTS, VerifyStream, type DkimResultName, type DkimSignatureResult, type DkimVerification } from './verify.ts';
 
@@ -124,6 +125,17 @@ export const dkimKeyOption = z.strictObject({
 export const dkimOptions = z.strictObject({
   /** Signing keys, read at setup (and at reload). Several domains; two keys of one domain (RSA and Ed25519) sign twice. */
   keys: z.array(dkimKeyOption).default([]),
+  /**
+   * OpenDKIM's KeyTable file (`NAME DOMAIN:SELECTOR:KEYFILE` per line), read at setup with every key it
+   * names; with {@link signingTable}. Its keys sign as the SigningTable says (before `keys`' domain match).
+   */
+  keyTable: z.string().min(1).optional(),
+  /**
+   * OpenDKIM's SigningTable file (`PATTERN NAME [NAME…]` per line, `refile:` wildcards: `*@example.com`,
+   * `*@*.example.com`, `alice@example.com`, `*`; a bare domain covers its addresses): the first line matching
+   * the author (From:) address names the KeyTable keys that sign. With {@link keyTable}.
+   */
+  signingTable: z.string().min(1).optional(),
   /** DNS servers (`'192.0.2.53'`, `'127.0.0.1:5353'`, `'[2001:db8::53]:53'`); default: the system's. */
   dnsServers: z.array(z.string().min(1)).optional(),
   /** Per-query DNS timeout, ms (default 2,000). */
@@ -146,6 +158,7 @@ export const DKIM_ERRORS = {
   THEMIS_DKIM_KEY: 'DKIM key {file} ({selector}._domainkey.{domain}): {reason}',
   THEMIS_DKIM_KEY_DUPLICATE: 'DKIM keys {file} and {other} are both configured for {selector}._domainkey.{domain}',
   THEMIS_DKIM_SIGN: 'DKIM signing as {selector}._domainkey.{domain} failed: {reason}',
+  THEMIS_DKIM_TABLE: 'DKIM table {file}, line {line}: {reason}',
 } as const;
 
 /** A code of the dkim plugin. */
@@ -255,6 +268,32 @@ export default definePlugin({
       keys.push(key);
     }
 
+    // OpenDKIM's tables: both or neither; every key they name loaded now, like `keys`.
+    if ((options.keyTable === undefined) !== (options.signingTable === undefined)) {
+      const [given, missing] = options.keyTable ? ['keyTable', 'signingTable'] : ['signingTable', 'keyTable'];
+      throw error('THEMIS_DKIM_TABLE', { file: (options.keyTable ?? options.signingTable)!, line: 0, reason: `${given} needs ${missing} as well (OpenDKIM's pair)` });
+    }
+    const tableKeys = new Map<string, SigningKey>();
+    let signingRules: SigningRule[] = [];
+    if (options.keyTable && options.signingTable) {
+      try {
+        const table = readKeyTable(options.keyTable);
+        for (const [name, entry] of table) {
+          let key: SigningKey;
+          try {
+            key = loadKey(entry);
+          } catch (err) {
+            throw error('THEMIS_DKIM_KEY', { file: entry.keyFile, selector: entry.selector, domain: entry.domain, reason: `${err instanceof KeyProblem ? err.message : String(err)} (${options.keyTable}, line ${entry.line})` }, { cause: err });
+          }
+          tableKeys.set(name, key);
+        }
+        signingRules = readSigningTable(options.signingTable, new Set(table.keys()));
+      } catch (err) {
+        if (err instanceof TableProblem) throw error('THEMIS_DKIM_TABLE', { file: err.file, line: err.line, reason: err.message }, { cause: err });
+        throw err;
+      }
+    }
+
     const resolver = createResolver({ servers: options.dnsServers, timeoutMs: options.dnsTimeout, cache: options.cacheEntries > 0 ? { maxEntries: options.cacheEntries } : false });
     const results = metrics.counter({ name: 'results_total', help: 'DKIM results, one per signature checked (none: an unsigned message)', labelNames: ['result'] });
     const actions = metrics.counter({ name: 'actions_total', help: 'Actions taken on DKIM results, by policy and action', labelNames: ['policy', 'action'] });
@@ -282,6 +321,11 @@ export default definePlugin({
         const d = config.signingDomain.toLowerCase().replace(/\.$/, '');
         return keys.filter((k) => k.domain === d);
       }
+      if (signingRules.length > 0) {
+        const author = fromAddress(headers);
+        const rule = author ? keysForAuthor(signingRules, author) : undefined;
+        if (rule) return rule.keys.map((name) => tableKeys.get(name)!);
+      }
       let d = fromDomain(headers);
       while (d) {
         const found = keys.filter((k) => k.domain === d);
@@ -302,7 +346,7 @@ export default definePlugin({
       inflight.set(headers, f);
       if (verifying(ctx).length > 0) f.verify = new VerifyStream(headers, { resolver, maxSignatures: options.maxSignatures });
       const sign = signing(ctx)?.config.sign;
-      if (sign && keys.length > 0) f.hashes = new BodyHashes([sign.canonicalization.split('/')[1] as BodyCanon]);
+      if (sign && (keys.length > 0 || tableKeys.size > 0)) f.hashes = new BodyHashes([sign.canonicalization.split('/')[1] as BodyCanon]);
       return f;
     };
 
@@ -326,6 +370,8 @@ export default definePlugin({
         try {
           const value = signHeaders(headers, key, { canonicalization: canon, headers: config.headers, oversign: config.oversign, bodyHash: f.hashes.digest(canon.split('/')[1] as BodyCanon), time, expire: config.expire });
           message.insertHeader(0, 'DKIM-Signature', value);
+          // Two table names for one d= and s= still sign once.
+          present.push({ domain: key.domain, selector: key.selector, algorithm: key.algorithm, b: '' });
           signed.inc({ algorithm: key.algorithm });
           done.push({ domain: key.domain, selector: key.selector, algorithm: key.algorithm });
         } catch (err) {

@@ -40,8 +40,8 @@ export function signaturesOf(headers: readonly HeaderEvent[]): { domain: string;
     });
 }
 
-/** The domain of the first mailbox of the (first) From header, lower-cased; undefined without one. */
-export function fromDomain(headers: readonly HeaderEvent[]): string | undefined {
+/** The first mailbox of the (first) From header (`local@domain`, the domain lower-cased); undefined without one. */
+export function fromAddress(headers: readonly HeaderEvent[]): string | undefined {
   const from = headers.find((h) => h.name.toLowerCase() === 'from');
   if (!from) return undefined;
   // Comments out, then the first angle-addr, else the first addr-spec of the list.
@@ -51,5 +51,14 @@ export function fromDomain(headers: readonly HeaderEvent[]): string | undefined 
   const at = spec.lastIndexOf('@');
   if (at < 0) return undefined;
   const domain = spec.slice(at + 1).trim().replace(/[>;\s].*$/, '').replace(/\.$/, '').toLowerCase();
-  return domain || undefined;
+  if (!domain) return undefined;
+  // The local part as written, without a display name's leftovers (`Name alice` → `alice`).
+  const local = spec.slice(0, at).trim().split(/\s+/).pop() ?? '';
+  return `${local}@${domain}`;
+}
+
+/** The domain of the first mailbox of the (first) From header, lower-cased; undefined without one. */
+export function fromDomain(headers: readonly HeaderEvent[]): string | undefined {
+  const address = fromAddress(headers);
+  return address?.slice(address.lastIndexOf('@') + 1);
 }

@@ -211,4 +211,59 @@ describe('dkim signing', () => {
       assert.match(found.message, message);
     }
   });
+
+  it("OpenDKIM's KeyTable and SigningTable: the first pattern matching the author signs, with every key it names", async () => {
+    const dir = tempDir();
+    const keyTable = join(dir, 'KeyTable');
+    const signingTable = join(dir, 'SigningTable');
+    writeFileSync(keyTable, `# name  domain:selector:file\nrsa-com   example.com:r2026:${rsa.keyFile}\ned-com    example.com:e2026:${ed.keyFile}\n\norg-key   example.org:o1:${org.keyFile}   # the org's\n`);
+    writeFileSync(signingTable, '# first match wins\nceo@example.com  rsa-com\n*@example.com    rsa-com ed-com\nexample.org      org-key\n*@*.example.org  org-key\n');
+    const spy = noteSpy();
+    const t = await createTestKernel({ plugins: [{ plugin: dkim, options: { dnsServers: [dns.address], keyTable, signingTable } }, spy.plugin], policies: [{ name: 'outbound', dkim: { sign: {}, verify: { enabled: false } } }] as never });
+    const cases: [string, string[][]][] = [
+      ['The CEO <CEO@Example.COM>', [['pass', 'example.com', 'r2026', 'rsa-sha256']]],
+      ['Alice <alice@example.com>', [['pass', 'example.com', 'e2026', 'ed25519-sha256'], ['pass', 'example.com', 'r2026', 'rsa-sha256']]],
+      ['bob@example.org', [['pass', 'example.org', 'o1', 'rsa-sha256']]],
+      ['"Dept" <dept@sales.example.org>', [['pass', 'example.org', 'o1', 'rsa-sha256']]],
+    ];
+    for (const [from, expected] of cases) {
+      const { delivered } = await through(t, sampleMessage(from));
+      assert.deepEqual((await verify(delivered)).sort(), expected.sort(), from);
+    }
+    // No row for the author: not signed (no key in `keys` either).
+    const { r } = await through(t, sampleMessage('eve@elsewhere.example'));
+    assert.deepEqual(added(r, 'DKIM-Signature'), []);
+    await t.close();
+  });
+
+  it('bad tables are refused at setup with the file and line', async () => {
+    const dir = tempDir();
+    const file = (name: string, text: string) => {
+      const p = join(dir, name);
+      writeFileSync(p, text);
+      return p;
+    };
+    const goodKeys = file('KeyTable.good', `k1 example.com:r2026:${rsa.keyFile}\n`);
+    const goodSigning = file('SigningTable.good', '*@example.com k1\n');
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ keyTable: goodKeys }, /keyTable needs signingTable as well/],
+      [{ signingTable: goodSigning }, /signingTable needs keyTable as well/],
+      [{ keyTable: join(dir, 'missing'), signingTable: goodSigning }, /missing, line 0: cannot read it: ENOENT/],
+      [{ keyTable: file('KeyTable.fields', 'k1 example.com:r2026:/x extra\n'), signingTable: goodSigning }, /KeyTable\.fields, line 1: expected "NAME DOMAIN:SELECTOR:KEYFILE", found 3 field/],
+      [{ keyTable: file('KeyTable.value', '\n# c\nk1 example.com-r2026\n'), signingTable: goodSigning }, /KeyTable\.value, line 3: expected DOMAIN:SELECTOR:KEYFILE after "k1"/],
+      [{ keyTable: file('KeyTable.twice', `k1 example.com:r2026:${rsa.keyFile}\nk1 example.com:e2026:${ed.keyFile}\n`), signingTable: goodSigning }, /line 2: key name "k1" is defined twice \(first on line 1\)/],
+      [{ keyTable: goodKeys, signingTable: file('SigningTable.unknown', '*@example.com k1 k2\n') }, /SigningTable\.unknown, line 1: key name "k2" is not in the KeyTable/],
+      [{ keyTable: goodKeys, signingTable: file('SigningTable.short', '*@example.com\n') }, /line 1: expected "PATTERN NAME \[NAME…\]"/],
+      [{ keyTable: file('KeyTable.badkey', `k1 example.com:r2026:${join(dir, 'nokey.pem')}\n`), signingTable: goodSigning }, /nokey\.pem \(r2026\._domainkey\.example\.com\): cannot read it: ENOENT \(.*KeyTable\.badkey, line 1\)/],
+    ];
+    for (const [options, message] of cases) {
+      const err = await createTestKernel({ plugins: [{ plugin: dkim, options }], policies: [{ name: 'p', dkim: { sign: {} } }] }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const found = [err, (err as { cause?: unknown })?.cause].find((e) => isPluginError(e, 'THEMIS_DKIM_TABLE') || isPluginError(e, 'THEMIS_DKIM_KEY')) as Error | undefined;
+      assert.ok(found, `${JSON.stringify(options)}: got ${String(err)}`);
+      assert.match(found.message, message);
+    }
+  });
 });

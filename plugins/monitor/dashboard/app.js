@@ -228,6 +228,7 @@
     renderBlocked();
     renderOver();
     renderTops();
+    renderAuth();
     renderServers();
   }
 
@@ -595,6 +596,29 @@
     const pts = values.map((v, i) => `${((i / (values.length - 1)) * (w - 2) + 1).toFixed(1)},${(h - 1 - (v / max) * (h - 3)).toFixed(1)}`);
     svg.append(svgEl('polyline', { points: pts.join(' ') }));
     return svg;
+  }
+
+  function renderAuth() {
+    const table = byTestId('auth-table');
+    const rows = list(state.stats.authentication).map((a) => {
+      const results = a?.results && typeof a.results === 'object' ? a.results : {};
+      const checked = num(a?.checked);
+      const pass = num(results.pass);
+      const fail = num(results.fail);
+      const other = Object.entries(results)
+        .filter(([r, n]) => r !== 'pass' && r !== 'fail' && num(n) > 0)
+        .map(([r, n]) => `${r} ${fmtInt(n)}`)
+        .join(', ');
+      return el('tr', { 'data-testid': 'auth-row', 'data-method': str(a?.method) }, [
+        el('td', { class: 'name', text: str(a?.method).toUpperCase() }),
+        el('td', { class: 'num', text: fmtInt(checked) }),
+        el('td', { class: `num accepted${pass ? '' : ' zero'}`, text: fmtInt(pass) }),
+        el('td', { class: 'num share', text: pct(pass, checked) }),
+        el('td', { class: `num rejected${fail ? '' : ' zero'}`, text: fmtInt(fail) }),
+        el('td', { class: 'other', text: other || '—' }),
+      ]);
+    });
+    fillBody(table, rows, 'No SPF, DKIM or DMARC result in this window (those plugins not loaded, or no mail)', 6);
   }
 
   function renderServers() {

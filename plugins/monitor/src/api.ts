@@ -7,6 +7,9 @@
 import type { Store } from 'themis-milter';
 import { TOP_KINDS, keys, type TopKind } from './recorder.ts';
 
+
+/** The order methods are listed in: the order a receiver evaluates them. */
+const METHOD_ORDER = ['spf', 'dkim', 'dmarc', 'arc'];
 /** Counts per outcome (`accepted`, `rejected`, `tempfailed`, `discarded`, `quarantined`, `aborted`); zeros left out. */
 export type Outcomes = Record<string, number>;
 
@@ -28,6 +31,8 @@ export interface MinuteEntry {
   servers: Record<string, number>;
   /** Verdicts per `plugin:action` (continue left out). */
   verdicts: Record<string, number>;
+  /** Authentication results per `method:result` (`spf:pass`, `dkim:fail`, `dmarc:none`…). */
+  auth: Record<string, number>;
 }
 
 /** `GET /api/history`. */
@@ -84,6 +89,11 @@ export interface StatsAnswer {
   servers: { name: string; messages: number; outcomes: Outcomes }[];
   /** Verdicts per plugin and action, most first. */
   verdicts: { plugin: string; action: string; count: number }[];
+  /**
+   * Mail-authentication results of the window, per method (`spf`, `dkim`, `dmarc`, in that order; only the
+   * methods seen): messages checked, and how many got each result.
+   */
+  authentication: { method: string; checked: number; results: Record<string, number> }[];
   /** Subjects refused now, longest first. */
   blocked: BlockedEntry[];
   /** Subjects over their learned rate now (the predict plugin), latest first. */
@@ -138,9 +148,9 @@ export class MonitorApi {
     const rows = await this.store.counterRead(list.map((m) => keys.minute(this.prefix, m)));
     return rows.map((fields, i) => {
       const servers = new Map<string, Outcomes>();
-      const e: MinuteEntry = { t: new Date(list[i] * MINUTE).toISOString(), messages: 0, recipients: 0, connections: 0, outcomes: {}, policies: {}, servers: {}, verdicts: {} };
+      const e: MinuteEntry = { t: new Date(list[i] * MINUTE).toISOString(), messages: 0, recipients: 0, connections: 0, outcomes: {}, policies: {}, servers: {}, verdicts: {}, auth: {} };
       for (const [field, n] of Object.entries(fields)) {
-        // Fields: messages, recipients, connections, o:<outcome>, p:<policy>:<outcome>, s:<server>:<outcome>, v:<plugin>:<action>.
+        // Fields: messages, recipients, connections, o:<outcome>, p:<policy>:<outcome>, s:<server>:<outcome>, v:<plugin>:<action>, a:<method>:<result>.
         const colon = field.indexOf(':');
         if (colon < 0) {
           if (field === 'messages' || field === 'recipients' || field === 'connections') e[field] = n;
@@ -157,6 +167,7 @@ export class MonitorApi {
           servers.set(name, acc);
         }
         else if (kind === 'v') e.verdicts[rest] = n;
+        else if (kind === 'a') e.auth[rest] = n;
         else if (kind === 'p') {
           const at = rest.lastIndexOf(':');
           const policy = rest.slice(0, at);
@@ -174,7 +185,14 @@ export class MonitorApi {
     const totals = { messages: 0, recipients: 0, connections: 0, outcomes: {} as Outcomes };
     const policies = new Map<string, Outcomes>();
     const verdicts = new Map<string, number>();
+    const auth = new Map<string, Record<string, number>>();
     for (const e of series) {
+      for (const [key, n] of Object.entries(e.auth)) {
+        const [method, result] = splitLast(key);
+        const acc = auth.get(method) ?? {};
+        acc[result] = (acc[result] ?? 0) + n;
+        auth.set(method, acc);
+      }
       totals.messages += e.messages;
       totals.recipients += e.recipients;
       totals.connections += e.connections;
@@ -205,6 +223,9 @@ export class MonitorApi {
         const [plugin, action] = splitLast(key);
         return { plugin, action, count };
       }).sort((a, b) => b.count - a.count),
+      authentication: [...auth]
+        .map(([method, results]) => ({ method, checked: Object.values(results).reduce((a, b) => a + b, 0), results }))
+        .sort((a, b) => METHOD_ORDER.indexOf(a.method) - METHOD_ORDER.indexOf(b.method) || a.method.localeCompare(b.method)),
       blocked,
       overRate,
     };

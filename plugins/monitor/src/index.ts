@@ -20,6 +20,16 @@ export { MonitorApi, BLOCKED_SEPARATOR, type StatsAnswer, type HistoryAnswer, ty
 export { Recorder, TOP_KINDS, keys, type RecorderSizes, type TopKind } from './recorder.ts';
 export { renderStats, formatRemaining } from './stats-command.ts';
 
+/** The authentication methods counted, from the notes of the plugins of the same names. */
+export const AUTH_METHODS = ['spf', 'dkim', 'dmarc'] as const;
+
+/** The results counted per method (RFC 7208, RFC 6376/8601, RFC 7489): anything else in a note is left out. */
+export const AUTH_RESULTS: Readonly<Record<(typeof AUTH_METHODS)[number], ReadonlySet<string>>> = {
+  spf: new Set(['pass', 'fail', 'softfail', 'neutral', 'none', 'permerror', 'temperror']),
+  dkim: new Set(['pass', 'fail', 'neutral', 'none', 'permerror', 'temperror']),
+  dmarc: new Set(['pass', 'fail', 'none', 'permerror', 'temperror']),
+};
+
 /** The plugin options. */
 export const monitorOptions = z.strictObject({
   /** How long the per-minute history and the hourly top lists are kept, hours (default 48). */
@@ -107,6 +117,7 @@ export default definePlugin({
     collected('p:', ['policy', 'outcome'], 'policy_messages_total', 'Messages by policy that applied and outcome');
     collected('s:', ['server', 'outcome'], 'server_messages_total', 'Messages by MTA ({j}, a pool member) and outcome');
     collected('v:', ['plugin', 'action'], 'verdicts_total', 'Verdicts other than continue, by plugin and action');
+    const authResults = metrics.counter({ name: 'auth_results_total', help: 'Mail-authentication results of decided messages (the spf, dkim and dmarc plugins\' notes), by method and result', labelNames: ['method', 'result'] });
     const refusedConnections = metrics.counter({ name: 'connections_refused_total', help: 'Connections refused at CONNECT or HELO, by outcome', labelNames: ['outcome'] });
     const blockedGauge = metrics.gauge({ name: 'blocked_subjects', help: 'Subjects refused by rate limits right now (pool-wide, from the store)' });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Flushes to the store that failed (their counts are kept and retried)' });
@@ -184,6 +195,16 @@ export default definePlugin({
         recorder.add(m, `s:${ctx.session.mta ?? 'unknown'}:${outcome}`);
         for (const policy of trace.policies) recorder.add(m, `p:${policy}:${outcome}`);
         for (const e of trace.entries) if (e.action !== 'continue') recorder.add(m, `v:${e.plugin}:${e.action}`);
+
+        // What the authenticating plugins found (their notes' `result`): known results only, so the
+        // labels and the history's fields stay a fixed, small set whatever a note holds.
+        for (const method of AUTH_METHODS) {
+          const note = message.notes.of<{ result?: unknown; verified?: unknown }>(method);
+          const result = note?.result;
+          if (typeof result !== 'string' || !AUTH_RESULTS[method].has(result) || note?.verified === false) continue;
+          recorder.add(m, `a:${method}:${result}`);
+          authResults.inc({ method, result });
+        }
 
         // The original's "feeders": senders by volume, senders using many client IPs, repeated subjects.
         const sender = (message.sender?.address ?? '').toLowerCase() || '<>';

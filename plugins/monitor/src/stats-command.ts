@@ -43,6 +43,14 @@ export function renderStats(stats: StatsAnswer, top: TopAnswer): string {
   out += '\nPolicies\n' + table(['policy', 'messages', ...OUTCOMES], stats.policies.map((p) => [p.name, p.messages, ...OUTCOMES.map((k) => p.outcomes[k] ?? 0)]));
   out += '\nServers\n' + table(['server', 'messages', ...OUTCOMES], stats.servers.map((s) => [s.name, s.messages, ...OUTCOMES.map((k) => s.outcomes[k] ?? 0)]));
   out += '\nVerdicts\n' + table(['plugin', 'action', 'count'], stats.verdicts.map((v) => [v.plugin, v.action, v.count]));
+  if (stats.authentication?.length) {
+    out += '\nAuthentication\n' + table(['method', 'checked', 'pass', 'fail', 'other'], stats.authentication.map((a) => {
+      const pass = a.results.pass ?? 0;
+      const fail = a.results.fail ?? 0;
+      const other = Object.entries(a.results).filter(([r]) => r !== 'pass' && r !== 'fail').map(([r, n]) => `${r} ${n}`).join(', ');
+      return [a.method, a.checked, pass, fail, other || '—'];
+    }));
+  }
   out += '\nBlocked now\n' + table(['policy', 'subject', 'remaining', 'reason'], stats.blocked.map((b) => [b.policy, b.subject, formatRemaining(b.remainingSeconds), b.reason]));
   out += '\nTop senders\n' + table(['sender', 'messages'], top.senders.map((e) => [e.key, e.count]));
   out += '\nSenders using many client IPs\n' + table(['sender', 'IPs'], top.senderIps.map((e) => [e.key, e.count]));

@@ -42,6 +42,33 @@ describe('monitor plugin', () => {
     await t.close();
   });
 
+  it("counts the authentication results the spf, dkim and dmarc notes hold: known results only, unverified left out", async () => {
+    // Stand-ins named like the plugins: a note is keyed by its plugin's name.
+    const noting = (name: string, notes: unknown[]) => {
+      let i = 0;
+      return definePlugin({ name, version: '1.0.0', kernel: '^1', setup: () => ({ endOfMessage: (ctx) => void ctx.message!.notes.set(notes[i++ % notes.length]) }) });
+    };
+    const t = await createTestKernel({
+      plugins: [
+        noting('spf', [{ result: 'pass' }, { result: 'fail' }, { result: 'pass' }, { result: '<script>' }]),
+        noting('dkim', [{ result: 'pass', verified: true }, { result: 'none', verified: true }, { result: 'none', verified: false }, { result: 'permerror', verified: true }]),
+        noting('dmarc', [{ result: 'pass' }, { result: 'fail' }, { result: 'fail' }, { result: 42 }]),
+        monitor,
+      ],
+    });
+    for (let i = 0; i < 4; i++) await t.message({ from: `s${i}@example.org`, rcpt: ['r@example.net'] });
+    const { body } = await json(t, '/api/stats', { minutes: '5' });
+    assert.deepEqual(body.authentication, [
+      { method: 'spf', checked: 3, results: { pass: 2, fail: 1 } },
+      { method: 'dkim', checked: 3, results: { pass: 1, none: 1, permerror: 1 } },
+      { method: 'dmarc', checked: 3, results: { pass: 1, fail: 2 } },
+    ]);
+    const history = await json(t, '/api/history', { minutes: '5' });
+    assert.equal(history.body.series.at(-1).auth['spf:pass'], 2);
+    assert.match(await t.kernel.registry.getSingleMetricAsString('themis_plugin_monitor_auth_results_total'), /themis_plugin_monitor_auth_results_total\{method="dmarc",result="fail"\} 2/);
+    await t.close();
+  });
+
   it('counts connections refused before any message, apart from messages', async () => {
     const bouncer = definePlugin({ name: 'bouncer', version: '1.0.0', kernel: '^1', setup: () => ({ connect: (_ctx, e) => (e.address === '203.0.113.9' ? { action: 'reject', reason: 'listed' } : undefined) }) });
     const t = await createTestKernel({ plugins: [bouncer, monitor] });

@@ -13,6 +13,7 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorRegistry, type RegisteredError } from 'themis-milter';
 import dkim from 'themis-plugin-dkim';
+import dmarc from 'themis-plugin-dmarc';
 import headers from 'themis-plugin-headers';
 import monitor from 'themis-plugin-monitor';
 import predict from 'themis-plugin-predict';
@@ -20,7 +21,7 @@ import ratelimit from 'themis-plugin-ratelimit';
 import spf from 'themis-plugin-spf';
 
 /** The built-in plugins, as the reference lists them. */
-export const BUILT_IN_PLUGINS = [ratelimit, spf, dkim, headers, monitor, predict].sort((a, b) => a.name.localeCompare(b.name));
+export const BUILT_IN_PLUGINS = [ratelimit, spf, dkim, dmarc, headers, monitor, predict].sort((a, b) => a.name.localeCompare(b.name));
 
 /** Where the reference is written. */
 export const REFERENCE_FILE = new URL('../docs/errors.md', import.meta.url);

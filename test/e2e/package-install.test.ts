@@ -20,7 +20,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns.ts';
 
 const ROOT = 'themis-milter';
 const EXAMPLE = 'themis-plugin-recipient-allowlist';
-const BUILTIN = ['themis-plugin-dkim', 'themis-plugin-headers', 'themis-plugin-monitor', 'themis-plugin-predict', 'themis-plugin-ratelimit', 'themis-plugin-spf'];
+const BUILTIN = ['themis-plugin-dkim', 'themis-plugin-dmarc', 'themis-plugin-headers', 'themis-plugin-monitor', 'themis-plugin-predict', 'themis-plugin-ratelimit', 'themis-plugin-spf'];
 // also packed and installed: the second example plugin and the scaffold (npm init themis-plugin)
 const OTHERS = ['themis-plugin-greylist', 'create-themis-plugin'];
 const ALL = [ROOT, ...BUILTIN, EXAMPLE, ...OTHERS];

@@ -2,7 +2,8 @@
  * The dkim plugin: DKIM (RFC 6376) verification of every signature of a message — RSA-SHA256 and
  * Ed25519-SHA256 (RFC 8463), relaxed and simple canonicalisation, through mailauth in strict mode —
  * streamed as the message arrives, with a per-policy matrix from result to action, an optional
- * `Authentication-Results:` header and a note for other plugins (DMARC); and DKIM signing with RSA and
+ * `Authentication-Results:` header and a note for other plugins (DMARC), with the ARC (RFC 8617) chain
+ * validated in the same pass; and DKIM signing with RSA and
  * Ed25519 keys (dual signing when a domain has both), over-signing, never twice with the same `d=`
  * and `s=`. `themis dkim keygen|test` make and check keys.
  * @module
@@ -15,9 +16,9 @@ import { KeyProblem, loadKey, type SigningKey } from './keys.ts';
 import { fromAddress, fromDomain, signaturesOf } from './message.ts';
 import { TableProblem, keysForAuthor, readKeyTable, readSigningTable, type SigningRule } from './tables.ts';
 import { BodyHashes, signHeaders, type BodyCanon, type Canonicalization } from './sign.ts';
-import { DKIM_RESULTS, VerifyStream, type DkimResultName, type DkimSignatureResult, type DkimVerification } from './verify.ts';
+import { DKIM_RESULTS, VerifyStream, type ArcResult, type DkimResultName, type DkimSignatureResult, type DkimVerification } from './verify.ts';
 
-export { DKIM_RESULTS, NOT_CHECKED, VerifyStream, bestResult, type DkimResultName, type DkimSignatureResult, type DkimVerification, type VerifyOptions } from './verify.ts';
+export { DKIM_RESULTS, NOT_CHECKED, VerifyStream, bestResult, type ArcResult, type ArcResultName, type DkimResultName, type DkimSignatureResult, type DkimVerification, type VerifyOptions } from './verify.ts';
 export { BodyHashes, signHeaders, signedHeaders, type BodyCanon, type Canonicalization, type SignOptions } from './sign.ts';
 export { keyRecord, loadKey, publicKeyTags, txtStrings, zoneLine, KeyProblem, type DkimAlgorithm, type DkimKeyConfig, type SigningKey } from './keys.ts';
 export { headerBlock, headerLine } from './message.ts';
@@ -74,8 +75,10 @@ export const dkimVerifyField = z.strictObject({
   skip: z.strictObject({ authenticated: z.boolean().default(true), clients: z.array(z.string()).default([]), senders: z.array(z.string()).default([]) }).default(DEFAULT_SKIP),
   /** The tag header for `tag` (default `X-Themis-DKIM: {result}`). */
   tag: z.strictObject({ name: headerName.default('X-Themis-DKIM'), value: z.string().default('{result}') }).default(DEFAULT_TAG),
-  /** Which headers to add (default none): `authenticationResults` adds one `Authentication-Results:` with the `dkim=` results. */
+  /** Which headers to add (default none): `authenticationResults` adds one `Authentication-Results:` with the `dkim=` results (and `arc=`). */
   headers: z.strictObject({ authenticationResults: z.boolean().default(false) }).default(DEFAULT_HEADERS),
+  /** Validate the message's ARC chain (RFC 8617) in the same pass, for the note's `arc` (default true). */
+  arc: z.boolean().default(true),
 });
 
 /** The `dkim.sign` part of the policy field: present, the policy's messages are signed. */
@@ -92,7 +95,7 @@ export const dkimSignField = z.strictObject({
   expire: z.number().int().positive().optional(),
 });
 
-const DEFAULT_VERIFY = { enabled: true, actions: {}, reply: {}, tempReply: {}, skip: DEFAULT_SKIP, tag: DEFAULT_TAG, headers: DEFAULT_HEADERS };
+const DEFAULT_VERIFY = { enabled: true, actions: {}, reply: {}, tempReply: {}, skip: DEFAULT_SKIP, tag: DEFAULT_TAG, headers: DEFAULT_HEADERS, arc: true };
 
 /** The `dkim` policy field. */
 export const dkimField = z.strictObject({
@@ -184,6 +187,8 @@ export interface DkimNote {
   signed?: { domain: string; selector: string; algorithm: string }[];
   /** Body bytes streamed through the plugin (hashed, never kept). */
   bodyBytes: number;
+  /** The ARC (RFC 8617) result, when a policy that verifies the message has `verify.arc` on (the default). */
+  arc?: ArcResult;
 }
 
 /**
@@ -228,6 +233,18 @@ export function authResult(r: DkimSignatureResult): string {
   if (r.selector) parts.push(`header.s=${pvalue(r.selector)}`);
   if (r.algorithm) parts.push(`header.a=${pvalue(r.algorithm)}`);
   if (r.b) parts.push(`header.b=${pvalue(r.b)}`);
+  return parts.join(' ');
+}
+
+/**
+ * The `arc=` resinfo (RFC 8617 §4.2, RFC 8601), e.g. `arc=pass (i=2 as=lists.example.org,forwarder.example) smtp.remote-ip=192.0.2.1`
+ * — `smtp.remote-ip` (RFC 8617 §10.1) when the client address is known.
+ */
+export function arcAuthResult(a: ArcResult, remoteIp?: string): string {
+  const parts = [`arc=${a.result}`];
+  if (a.result === 'pass') parts.push(`(${comment(`i=${a.instances} as=${a.sealers.join(',')}`)})`);
+  else if (a.reason) parts.push(`(${comment(a.reason)})`);
+  if (remoteIp && /^[0-9A-Fa-f:.]+$/.test(remoteIp)) parts.push(`smtp.remote-ip=${remoteIp}`);
   return parts.join(' ');
 }
 
@@ -344,7 +361,8 @@ export default definePlugin({
       if (f) return f;
       f = { bodyBytes: 0 };
       inflight.set(headers, f);
-      if (verifying(ctx).length > 0) f.verify = new VerifyStream(headers, { resolver, maxSignatures: options.maxSignatures });
+      const policies = verifying(ctx);
+      if (policies.length > 0) f.verify = new VerifyStream(headers, { resolver, maxSignatures: options.maxSignatures, arc: policies.some((p) => p.config.verify.arc) });
       const sign = signing(ctx)?.config.sign;
       if (sign && (keys.length > 0 || tableKeys.size > 0)) f.hashes = new BodyHashes([sign.canonicalization.split('/')[1] as BodyCanon]);
       return f;
@@ -412,6 +430,7 @@ export default definePlugin({
           verified: outcome !== undefined,
           ...(signedNow ? { signed: signedNow } : {}),
           bodyBytes: f.bodyBytes,
+          ...(outcome?.arc ? { arc: outcome.arc } : {}),
         };
         message.notes.set(note);
         if (!outcome) return undefined;
@@ -421,6 +440,10 @@ export default definePlugin({
         if (policies.some((p) => p.config.verify.headers.authenticationResults)) {
           const rows = outcome.results.length ? outcome.results.map(authResult) : ['dkim=none'];
           for (const row of rows) message.addAuthenticationResult(row, { authservId: options.authservId });
+          // arc= only for a message with ARC headers (an arc=none on every message says nothing).
+          if (outcome.arc && outcome.arc.result !== 'none' && policies.some((p) => p.config.verify.headers.authenticationResults && p.config.verify.arc)) {
+            message.addAuthenticationResult(arcAuthResult(outcome.arc, ctx.session.client?.address), { authservId: options.authservId });
+          }
         }
 
         // The signature the result comes from: the first with the message's result.

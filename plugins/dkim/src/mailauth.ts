@@ -1,5 +1,5 @@
 // The parts of mailauth this plugin builds on that mailauth does not export with types: the DKIM
-// verifier stream (lib/dkim/dkim-verifier.js), the streaming body hash (lib/dkim/body), the header
+// verifier stream (lib/dkim/dkim-verifier.js), the ARC chain validation (lib/arc), the streaming body hash (lib/dkim/body), the header
 // canonicalisation (lib/dkim/header) and a few helpers of lib/tools.js. They are loaded from the
 // installed mailauth (^7.1) and typed here with what this plugin uses of them.
 import { createRequire } from 'node:module';
@@ -40,10 +40,46 @@ export interface MailauthSignatureHeader {
   parsed?: Record<string, { value: unknown } | undefined>;
 }
 
+/** One header of an ARC set as mailauth's chain parser keeps it. */
+export interface MailauthArcHeader {
+  parsed?: Record<string, { value: unknown } | undefined>;
+  /** The header line as received (`Name: value`, folds kept). */
+  original?: Buffer | string;
+}
+
+/** One ARC set (instance) of the chain. */
+export interface MailauthArcSet {
+  i: number;
+  'arc-seal'?: MailauthArcHeader;
+  'arc-message-signature'?: MailauthArcHeader;
+  'arc-authentication-results'?: MailauthArcHeader;
+  /** The newest set's ARC-Message-Signature result, set by the verifier. */
+  messageSignature?: MailauthResult;
+}
+
+/** The ARC data the verifier collects from the header block (RFC 8617 §5.2 steps 1–3). */
+export interface MailauthArcData {
+  /** The sets ordered by instance; false without ARC headers (or when the structure is broken: see `error`). */
+  chain: MailauthArcSet[] | false;
+  /** The newest set. */
+  lastEntry?: MailauthArcSet;
+  /** Why the chain's structure is invalid (duplicate, missing or out-of-range instances, bad cv=, …). */
+  error?: Error & { code?: string };
+  warnings: string[];
+}
+
+/** What mailauth's `arc()` answers. */
+export interface MailauthArcResult {
+  status: { result: string; comment?: string; shouldSeal?: boolean };
+  /** The highest instance (0 or false when none). */
+  i?: number | false;
+}
+
 /** The verifier: a Writable taking the whole message (headers, empty line, body). */
 export interface MailauthDkimVerifier extends Writable {
   results: MailauthResult[];
   headerFrom: string[];
+  arc: MailauthArcData;
   prepareSignature(signatureHeader: MailauthSignatureHeader): void;
 }
 
@@ -86,6 +122,12 @@ const tools = require('mailauth/lib/tools') as {
   getPublicKey(type: 'DKIM', name: string, minBitLength: number | undefined, resolver: DnsResolver, options?: { strict?: boolean }): Promise<{ publicKey: string; rr: string; keyType: string; modulusLength?: number }>;
 };
 
+const arcModule = require('mailauth/lib/arc') as {
+  arc(data: MailauthArcData, options: { resolver?: DnsResolver; minBitLength?: number; strict?: boolean; ip?: string }): Promise<MailauthArcResult>;
+};
+
+/** ARC chain validation (RFC 8617 §5.2) of the data a verifier collected, once its newest ARC-Message-Signature is checked. */
+export const arcValidate = arcModule.arc;
 /** mailauth's DKIM verifier stream class. */
 export const DkimVerifier: VerifierClass = verifierModule.DkimVerifier;
 /** A streaming body hash: canonicalisation `relaxed`/`simple`, hash `sha256`, no length limit. */

@@ -4,7 +4,7 @@
 // checked (their keys looked up) when the message ends.
 import type { HeaderEvent } from 'themis-milter';
 import type { DnsResolver } from 'themis-milter/dns';
-import { DkimVerifier, type MailauthDkimVerifier, type MailauthResult, type MailauthSignatureHeader } from './mailauth.ts';
+import { DkimVerifier, arcValidate, type MailauthArcHeader, type MailauthDkimVerifier, type MailauthResult, type MailauthSignatureHeader } from './mailauth.ts';
 import { headerBlock, signaturesOf } from './message.ts';
 
 /** A DKIM result of one signature, or of the message (RFC 8601 §2.7.1 names, `policy` reported as `permerror`). */
@@ -33,6 +33,25 @@ export interface DkimSignatureResult {
   b?: string;
 }
 
+/** The ARC chain validation status (RFC 8617 §4.4 `cv`, the `arc=` result): `none` without ARC headers. */
+export type ArcResultName = 'none' | 'pass' | 'fail';
+
+/** The ARC (RFC 8617) result of a message, as the dkim note publishes it. */
+export interface ArcResult {
+  /** `pass` (every seal and the newest ARC-Message-Signature verify), `fail` (anything else about a chain), `none` (no ARC headers). */
+  result: ArcResultName;
+  /** The ARC sets (instances) found: the highest `i=`, or the number of ARC-Seals when the chain cannot be parsed. */
+  instances: number;
+  /** For `pass`: the sealing domains (`ARC-Seal` `d=`, lower-cased), one per instance, `i=1` first (the newest sealer last); else empty. */
+  sealers: string[];
+  /** For `pass`: the newest set's ARC-Authentication-Results (what the newest sealer recorded: `authserv-id; dkim=…; spf=…; dmarc=…`, `i=` left out, unfolded). */
+  lastAuthResults?: string;
+  /** For `pass`: the oldest set's (`i=1`) ARC-Authentication-Results, the same way. */
+  firstAuthResults?: string;
+  /** Why, for a `fail` (`i=2 seal signature validation failed`, `i=1 no valid signature`, `deadline exceeded`, …). */
+  reason?: string;
+}
+
 /** What a whole verification yields. */
 export interface DkimVerification {
   /** One entry per DKIM-Signature, in header order; empty for an unsigned message. */
@@ -43,6 +62,8 @@ export interface DkimVerification {
   domains: string[];
   /** The `From:` domain, when there is one. */
   headerFrom?: string;
+  /** The ARC result, when ARC was checked ({@link VerifyOptions.arc}). */
+  arc?: ArcResult;
 }
 
 /** How to verify. */
@@ -53,6 +74,8 @@ export interface VerifyOptions {
   maxSignatures: number;
   /** The time to check `x=` against (default: now). */
   now?: Date;
+  /** Validate the ARC chain too (RFC 8617), in the same pass (default false). */
+  arc?: boolean;
 }
 
 /** The reason given to the signatures past {@link VerifyOptions.maxSignatures}. */
@@ -108,6 +131,8 @@ export class VerifyStream {
   private readonly headers: readonly HeaderEvent[];
   private failure: Error | undefined;
   private ended = false;
+  private readonly arc: boolean;
+  private readonly resolver: VerifyOptions['resolver'];
   /** Body bytes written so far. */
   bodyBytes = 0;
   /** The most bytes mailauth ever had queued and not yet hashed (bounded by one chunk). */
@@ -120,12 +145,17 @@ export class VerifyStream {
       this.failure ??= err;
     });
     // Verify at most maxSignatures DKIM-Signatures (mailauth reports the others as skipped, which
-    // the strict mode makes a neutral result with our reason); ARC is not this plugin's business.
+    // the strict mode makes a neutral result with our reason). The newest ARC-Message-Signature
+    // is verified like a DKIM signature (its body hash in the same pass) when ARC is checked, and
+    // does not count against maxSignatures; its result goes to the ARC data, not the DKIM results.
     const prepare = this.verifier.prepareSignature.bind(this.verifier);
+    this.arc = options.arc === true;
+    this.resolver = options.resolver;
     let seen = 0;
     this.verifier.prepareSignature = (sig: MailauthSignatureHeader) => {
       if (sig.type !== 'DKIM') {
-        sig.skip = 'ARC is not checked';
+        if (this.arc) prepare(sig);
+        else sig.skip = 'ARC is not checked';
         return;
       }
       if (++seen > options.maxSignatures) {
@@ -161,20 +191,27 @@ export class VerifyStream {
     return this.push(chunk);
   }
 
-  /** Ends the message and checks the signatures; past `deadlineMs`, the unfinished ones are `temperror`. */
+  /** Ends the message and checks the signatures (and the ARC chain); past `deadlineMs`, the unfinished ones are `temperror` (the chain `fail`). */
   async finish(deadlineMs: number): Promise<DkimVerification> {
     const signatures = signaturesOf(this.headers);
+    const seals = this.arc ? this.headers.filter((h) => h.name.toLowerCase() === 'arc-seal').length : 0;
     const fallback = (reason: string): DkimVerification => {
       const results = signatures.map((s) => ({ result: 'temperror' as const, domain: s.domain, selector: s.selector, algorithm: s.algorithm, reason }));
-      return { results, result: results.length ? 'temperror' : 'none', domains: [] };
+      const arc: ArcResult | undefined = this.arc ? (seals > 0 ? { result: 'fail', instances: seals, sealers: [], reason } : { result: 'none', instances: 0, sealers: [] }) : undefined;
+      return { results, result: results.length ? 'temperror' : 'none', domains: [], ...(arc ? { arc } : {}) };
     };
     if (this.failure) return fallback(`verifier failed: ${clean(this.failure.message)}`);
     this.ended = true;
     let timer: NodeJS.Timeout | undefined;
+    let arc: ArcResult | undefined;
     const done = new Promise<'done'>((resolve) => {
       this.verifier.once('finish', () => resolve('done'));
       this.verifier.once('error', () => resolve('done'));
       this.verifier.end();
+    }).then(async () => {
+      // The seals' keys are looked up within the same deadline.
+      if (this.arc && !this.failure) arc = await this.checkArc(seals);
+      return 'done' as const;
     });
     const late = new Promise<'late'>((resolve) => {
       timer = setTimeout(() => resolve('late'), deadlineMs);
@@ -203,6 +240,40 @@ export class VerifyStream {
       results.push(out);
     }
     const domains = [...new Set(results.filter((r) => r.result === 'pass').map((r) => r.domain))];
-    return { results, result: bestResult(results), domains, ...(headerFrom ? { headerFrom } : {}) };
+    return { results, result: bestResult(results), domains, ...(headerFrom ? { headerFrom } : {}), ...(arc ? { arc } : {}) };
   }
+
+  /** RFC 8617 §5.2 on what the verifier collected: the structure, every seal, the newest ARC-Message-Signature. Never throws. */
+  private async checkArc(seals: number): Promise<ArcResult> {
+    const data = this.verifier.arc;
+    const chain = data.chain || [];
+    const instances = chain.length ? chain[chain.length - 1].i : seals;
+    if (!chain.length && !data.error) return seals > 0 ? { result: 'fail', instances, sealers: [], reason: 'ARC-Seal without a usable chain' } : { result: 'none', instances: 0, sealers: [] };
+    let verdict;
+    try {
+      verdict = await arcValidate(data, { resolver: this.resolver, strict: true });
+    } catch (err) {
+      return { result: 'fail', instances, sealers: [], reason: `validation failed: ${clean((err as Error).message)}` };
+    }
+    const result = verdict.status.result;
+    if (result === 'pass' && chain.length) {
+      const sealers = chain.map((set) => clean(String(set['arc-seal']?.parsed?.d?.value ?? '')).toLowerCase());
+      const last = aarText(chain[chain.length - 1]['arc-authentication-results']);
+      const first = aarText(chain[0]['arc-authentication-results']);
+      return { result: 'pass', instances, sealers, ...(last ? { lastAuthResults: last } : {}), ...(first ? { firstAuthResults: first } : {}) };
+    }
+    if (result === 'none') return seals > 0 ? { result: 'fail', instances, sealers: [], reason: 'ARC-Seal without a usable chain' } : { result: 'none', instances: 0, sealers: [] };
+    const reason = verdict.status.comment ? clean(verdict.status.comment) : data.error?.message ? clean(data.error.message) : 'chain did not validate';
+    return { result: 'fail', instances, sealers: [], reason };
+  }
+}
+
+/** An ARC-Authentication-Results as text: the value without the `i=N;` prefix, unfolded, control characters out, at most 1,000 characters. */
+function aarText(header: MailauthArcHeader | undefined): string | undefined {
+  if (!header?.original) return undefined;
+  const line = Buffer.isBuffer(header.original) ? header.original.toString('utf8') : String(header.original);
+  const value = line.slice(line.indexOf(':') + 1).replace(/\r?\n[ \t]+/g, ' ');
+  const payload = value.replace(/^\s*i\s*=\s*[0-9]+\s*;/, '');
+  const text = clean(payload.replace(/\s+/g, ' '), 1000);
+  return text || undefined;
 }

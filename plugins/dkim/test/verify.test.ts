@@ -104,7 +104,7 @@ describe('dkim verification', () => {
     const { t, spy } = await kernel({ verify: { headers: { authenticationResults: true } } });
     const r = await t.message(msg(sampleMessage()));
     assert.equal(r.decision.action, 'accept');
-    assert.deepEqual({ ...spy.last()!, bodyBytes: 0 }, { results: [], result: 'none', domains: [], headerFrom: 'example.com', verified: true, bodyBytes: 0 });
+    assert.deepEqual({ ...spy.last()!, bodyBytes: 0 }, { results: [], result: 'none', domains: [], headerFrom: 'example.com', verified: true, bodyBytes: 0, arc: { result: 'none', instances: 0, sealers: [] } });
     assert.deepEqual(added(r, 'Authentication-Results'), ['mx.themis.test; dkim=none']);
     await t.close();
   });

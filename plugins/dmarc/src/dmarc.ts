@@ -71,8 +71,10 @@ export interface DmarcEvaluation {
   record?: DmarcRecord;
   /** The record's `pct`, when it has a record. */
   pct?: number;
-  /** Why, for anything but a plain pass or fail. */
+  /** Why, for anything but a plain pass or fail (`arc` when a trusted ARC sealer overrode the disposition). */
   reason?: string;
+  /** Set by the plugin when a trusted ARC sealer overrode a failing message's disposition to `none` (RFC 7489 `trusted_forwarder`). */
+  override?: { type: 'trusted_forwarder' | 'local_policy'; comment: string };
 }
 
 const POLICIES = new Set<string>(['none', 'quarantine', 'reject']);

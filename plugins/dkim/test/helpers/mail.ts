@@ -133,3 +133,23 @@ export async function signWithLength(raw: string, key: TestKey, length: number):
   const b = sign('rsa-sha256', canonicalizedHeader, key.privateKey).toString('base64');
   return Buffer.concat([Buffer.from(`${formatSignatureHeaderLine('DKIM', { ...dkimHeaderOpts, b }, true)}\r\n`), Buffer.from(raw)]);
 }
+
+/**
+ * Adds the next ARC set (RFC 8617) with mailauth's own sealer: the sealed message. `authResults` is
+ * what the sealer records (`authserv-id; dkim=…; spf=…; dmarc=…`); `cv` `none` for the first set,
+ * `pass` (or `fail`) for the next ones.
+ */
+export async function mailauthSeal(raw: string | Buffer, key: TestKey, options: { authResults: string; cv?: 'none' | 'pass' | 'fail'; i?: number }): Promise<Buffer> {
+  const { sealMessage } = await import('mailauth');
+  const input = typeof raw === 'string' ? Buffer.from(raw) : raw;
+  const headers = await sealMessage(input, {
+    signingDomain: key.domain,
+    selector: key.selector,
+    privateKey: key.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    authResults: options.authResults,
+    ...(options.cv ? { cv: options.cv } : {}),
+    ...(options.i !== undefined ? { i: options.i } : {}),
+  });
+  if (!headers.length) throw new Error('mailauth could not seal');
+  return Buffer.concat([headers, input]);
+}

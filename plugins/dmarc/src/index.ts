@@ -3,7 +3,8 @@
  * and dkim plugins published for it — the RFC5322.From domain, the policy record at `_dmarc.<domain>`
  * or at its organizational domain (public suffix list), relaxed or strict alignment, `p`, `sp` and
  * `pct` — with a per-policy action for each disposition, skip lists, an optional
- * `Authentication-Results:` header and a note for other plugins.
+ * `Authentication-Results:` header and a note for other plugins; trusted ARC sealers (RFC 8617 §7.2) can
+ * override a failing message's disposition to `none` (`trusted_forwarder`).
  * @module
  */
 import { z } from 'zod';
@@ -12,7 +13,11 @@ import { createResolver } from 'themis-milter/dns';
 import type { SpfNote } from 'themis-plugin-spf';
 import type { DkimNote } from 'themis-plugin-dkim';
 import { authorDomain, evaluateDmarc, type DmarcEvaluation, type DmarcPolicyName, type DmarcRecord, type DmarcResultName } from './dmarc.ts';
+import { arcOverride, newestSealer, trusts, type DmarcOverride } from './arc.ts';
+import { dmarcCommand } from './commands.ts';
+import { recordReport } from './report.ts';
 
+export { arcOverride, parseAuthResults, type AuthResultEntry, type DmarcOverride } from './arc.ts';
 export { DMARC_RESULTS, aligned, authorDomain, discoverRecord, evaluateDmarc, mailboxDomains, normalizeDomain, organizationalDomain, parseRecord, type DmarcEvaluation, type DmarcInput, type DmarcOptions, type DmarcPolicyName, type DmarcRecord, type DmarcResultName } from './dmarc.ts';
 
 /**
@@ -73,6 +78,12 @@ export const dmarcField = z.strictObject({
   tag: z.strictObject({ /** Header name. */ name: headerName.default('X-Themis-DMARC'), /** Header value template. */ value: z.string().default('{result}') }).default(DEFAULT_TAG),
   /** Which headers to add (default none): `authenticationResults` adds one `Authentication-Results:` with the `dmarc=` result. */
   headers: z.strictObject({ /** Add `Authentication-Results: <authserv-id>; dmarc=…`. */ authenticationResults: z.boolean().default(false) }).default(DEFAULT_HEADERS),
+  /**
+   * ARC (RFC 8617 §7.2): a failing message whose ARC chain passes (the dkim note's `arc`), last sealed by one of
+   * `trustedSealers` (ARC-Seal `d=`, exact names; default none) whose ARC-Authentication-Results show `dmarc=pass`
+   * for the From domain or an aligned DKIM or SPF pass, gets the disposition `none` (RFC 7489 `trusted_forwarder`).
+   */
+  arc: z.strictObject({ /** Sealing domains trusted to vouch for forwarded mail. */ trustedSealers: z.array(z.string().min(1)).default([]) }).default({ trustedSealers: [] }),
 });
 
 /** The `dmarc` field after validation. */
@@ -92,6 +103,21 @@ export const dmarcOptions = z.strictObject({
   authservId: z.string().min(1).optional(),
   /** The draw in [0, 1) that decides `pct` sampling (default `Math.random`); set it in tests only. */
   random: z.custom<() => number>((v) => typeof v === 'function', 'expected a function returning a number in [0, 1)').optional(),
+  /**
+   * Aggregate report data (RFC 7489 §7.2) in the shared store, for `themis dmarc report` (default off):
+   * `retentionDays` of data kept (default 31; each key expires a day after that), at most `maxRowsPerDay`
+   * rows per header-from domain and day (default 10,000; beyond, counted without source IP).
+   */
+  reports: z
+    .strictObject({
+      /** Record the data (default false). */
+      enabled: z.boolean().default(false),
+      /** Days of data kept (default 31). */
+      retentionDays: z.number().int().min(1).max(366).default(31),
+      /** Most rows (source IP and results) per header-from domain and day (default 10,000). */
+      maxRowsPerDay: z.number().int().min(1).max(1_000_000).default(10_000),
+    })
+    .default({ enabled: false, retentionDays: 31, maxRowsPerDay: 10_000 }),
 });
 
 /** Plugin-level options, validated. */
@@ -124,6 +150,8 @@ export interface DmarcNote {
   reason?: string;
   /** The RFC 8601 method result: `dmarc=pass (p=reject dis=none) header.from=example.com`. */
   authResult: string;
+  /** Set when a trusted ARC sealer overrode a failing message's disposition to `none` (the result stays `fail`, `reason` is `arc`). */
+  override?: DmarcOverride;
 }
 
 /** The plugin's error codes. */
@@ -147,9 +175,10 @@ const pvalue = (v: string) => (PVALUE_PLAIN.test(v) ? v : `"${v.replace(/["\\]/g
 const comment = (v: string) => v.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, ' ').replace(/[()\\]/g, '\\$&').slice(0, 120);
 
 /** The `dmarc=` resinfo (RFC 8601 §2.7.1, RFC 7489 §11.2), e.g. `dmarc=pass (p=reject dis=none) header.from=example.com`. */
-export function authResult(e: DmarcEvaluation): string {
+export function authResult(e: DmarcEvaluation, sealer?: string): string {
   const parts = [`dmarc=${e.result}`];
-  if (e.record) parts.push(`(p=${e.policy} dis=${e.disposition}${e.record.pct < 100 ? ` pct=${e.record.pct}` : ''})`);
+  const arc = e.override && sealer ? ` arc=pass as=${comment(sealer)}` : '';
+  if (e.record) parts.push(`(p=${e.policy} dis=${e.disposition}${e.record.pct < 100 ? ` pct=${e.record.pct}` : ''}${arc})`);
   else if (e.reason) parts.push(`(${comment(e.reason)})`);
   if (e.domain) parts.push(`header.from=${pvalue(e.domain)}`);
   return parts.join(' ');
@@ -196,7 +225,8 @@ export default definePlugin({
   // The kernel refuses to load dmarc without them (THEMIS_ERR_PLUGIN_DEPENDENCY) and sets them up first.
   dependencies: { spf: '^1.0.0', dkim: '^0.1.0' },
   observes: ['header'],
-  setup({ options, metrics, log, error }) {
+  commands: { dmarc: dmarcCommand },
+  setup({ options, metrics, log, error, store }) {
     const resolver = createResolver({ servers: options.dnsServers, timeoutMs: options.dnsTimeout, cache: options.cacheEntries > 0 ? { maxEntries: options.cacheEntries } : false });
     const results = metrics.counter({ name: 'results_total', help: 'DMARC results, one per message evaluated', labelNames: ['result'] });
     const actions = metrics.counter({ name: 'actions_total', help: 'Actions taken on DMARC results, by policy and action', labelNames: ['policy', 'action'] });
@@ -264,25 +294,36 @@ export default definePlugin({
         const e: DmarcEvaluation = missing.length
           ? { result: 'none', domain: fromDomainOf(message.headers), policy: 'none', disposition: 'none', alignment: { spf: false, dkim: false }, dkimDomains: [], reason: `${missing.join(' and ')} not checked` }
           : await evaluate(ctx, spf, dkim);
+        // A trusted ARC sealer's results (arc.ts): the disposition overridden to none, the result kept.
+        const sealer = newestSealer(dkim?.arc);
+        const trusting = policies.filter((p) => trusts(p.config.arc.trustedSealers, sealer));
+        const published = e.disposition;
+        const override = trusting.length ? arcOverride(e, dkim?.arc, trusting.flatMap((p) => p.config.arc.trustedSealers)) : undefined;
+        if (override) Object.assign(e, { disposition: 'none', reason: 'arc', override });
         results.inc({ result: e.result });
-        const note: DmarcNote = { ...e, authResult: authResult(e) };
+        const note: DmarcNote = { ...e, authResult: authResult(e, sealer) };
         message.notes.set(note);
+        // Aggregate report data (report.ts), in the background: the store never delays nor changes the verdict.
+        if (options.reports.enabled) void recordReport(store, options.reports, e, ctx.session.client?.address, spf, dkim, log);
 
         // Into the kernel's one Authentication-Results per message, after spf's and dkim's results.
         if (policies.some((p) => p.config.headers.authenticationResults)) message.addAuthenticationResult(note.authResult, { authservId: options.authservId });
 
-        const key: DmarcActionKey | undefined = e.result === 'fail' ? e.disposition : e.result === 'temperror' || e.result === 'permerror' ? e.result : undefined;
+        const key: DmarcActionKey | undefined = e.result === 'fail' ? published : e.result === 'temperror' || e.result === 'permerror' ? e.result : undefined;
         if (!key) return undefined;
-        let worst: { action: DmarcAction; policy: string } = { action: 'ignore', policy: '' };
+        // The override applies to the policies that trust the sealer; the others act on the published disposition.
+        let worst: { action: DmarcAction; policy: string; key: DmarcActionKey } = { action: 'ignore', policy: '', key };
         for (const p of policies) {
-          const a = { ...DEFAULT_ACTIONS, ...p.config.actions }[key] ?? 'ignore';
-          if (SEVERITY[a] > SEVERITY[worst.action]) worst = { action: a, policy: p.name };
+          const k: DmarcActionKey = override && trusting.includes(p) ? 'none' : key;
+          const a = { ...DEFAULT_ACTIONS, ...p.config.actions }[k] ?? 'ignore';
+          if (SEVERITY[a] > SEVERITY[worst.action]) worst = { action: a, policy: p.name, key: k };
         }
         if (worst.action === 'ignore') return undefined;
         actions.inc({ policy: worst.policy, action: worst.action });
         const policy = policies.find((p) => p.name === worst.policy)!.config;
-        const values = { result: e.result, domain: e.domain, policy: e.policy, disposition: e.disposition };
-        const reason = `${worst.policy}: DMARC ${e.result}${e.domain ? ` for ${e.domain}` : ''}${e.result === 'fail' ? ` (p=${e.policy} dis=${e.disposition})` : ''}`;
+        const disposition = e.result === 'fail' ? (worst.key as DmarcPolicyName) : e.disposition;
+        const values = { result: e.result, domain: e.domain, policy: e.policy, disposition };
+        const reason = `${worst.policy}: DMARC ${e.result}${e.domain ? ` for ${e.domain}` : ''}${e.result === 'fail' ? ` (p=${e.policy} dis=${disposition})` : ''}`;
         const detail = `${note.authResult}${e.reason ? `; ${e.reason}` : ''}; spf=${e.spfDomain ?? 'none'} dkim=${(dkim?.domains ?? []).join(',') || 'none'}`;
         if (worst.action === 'tag') {
           message.addHeader(policy.tag.name, fillTemplate(policy.tag.value, values));

@@ -90,6 +90,8 @@ interface Options {
   sendmail: boolean;
   /** Also run bench/spf.ts (SPF checks against a loopback DNS server, cold and warm cache). */
   spf: boolean;
+  /** Also run bench/dkim.ts (DKIM signing and verifying cost per message, beside OpenDKIM's). */
+  dkim: boolean;
   targets: TargetName[];
   rounds: number;
   json: string | undefined;
@@ -113,6 +115,9 @@ const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [opt
                        tests' private Sendmail over TCP and a UNIX socket, beside the C null milter)
   --no-spf             skip the spf case (bench/spf.ts: SPF checks per second against a loopback DNS
                        server, cold and warm cache)
+  --no-dkim            skip the dkim case (bench/dkim.ts: signing and verifying a 20 KiB message with 2
+                       signatures through the milter protocol, Themis beside Debian's opendkim when
+                       installed; msgs/s, CPU ms per message, Themis ÷ OpenDKIM)
   --json [PATH]        also write every raw figure as JSON (default path bench/results/latest.json)
   --help
 Environment: THEMIS_SHARED_BENCH (default ../shared/bench from the repository root) is the folder with
@@ -121,7 +126,7 @@ looked for (default /tmp/themis-bench); it is built into a temporary folder when
 `;
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, ratelimit: true, postfix: true, sendmail: true, spf: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
+  const o: Options = { quick: false, ratelimit: true, postfix: true, sendmail: true, spf: true, dkim: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -134,6 +139,7 @@ function parseOptions(argv: string[]): Options {
     else if (a === '--no-postfix') o.postfix = false;
     else if (a === '--no-sendmail') o.sendmail = false;
     else if (a === '--no-spf') o.spf = false;
+    else if (a === '--no-dkim') o.dkim = false;
     else if (a === '--targets') {
       const list = value().split(',').map((s) => s.trim()).filter(Boolean);
       for (const t of list) if (!(TARGET_NAMES as readonly string[]).includes(t)) fail(`unknown target ${JSON.stringify(t)} (${TARGET_NAMES.join(', ')})`);
@@ -669,6 +675,16 @@ async function main(): Promise<number> {
     const child = spawn(process.execPath, [join(REPO, 'bench', 'spf.ts'), '--checks', opts.quick ? '500' : '2000'], { stdio: ['ignore', 'inherit', 'inherit'] });
     await new Promise((r) => child.once('exit', r));
   }
+  let dkimJson: unknown;
+  if (opts.dkim) {
+    // A process of its own (it starts its five milters); exit 1 means a milter did not sign or verify every message.
+    const out = join(mkdtempSync(join(tmpdir(), 'themis-bench-dkim-json-')), 'dkim.json');
+    const child = track(spawn(process.execPath, [join(REPO, 'bench', 'dkim.ts'), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] }));
+    const code = await new Promise((r) => child.once('exit', r));
+    if (existsSync(out)) dkimJson = JSON.parse(readFileSync(out, 'utf8'));
+    rmSync(dirname(out), { recursive: true, force: true });
+    checks.push({ id: 'k', status: code === 0 ? 'PASS' : 'FAIL', text: code === 0 ? 'dkim: every message signed twice / verified with dkim=pass ×2' : 'dkim: a milter did not sign or verify every message, or the run failed (see above)' });
+  }
   // The end-to-end sections run as processes of their own (each starts its MTAs and milters and prints
   // its own table); their checks join this run's.
   const section = async (script: string, name: string, prefix: string, missing: string): Promise<unknown> => {
@@ -709,6 +725,7 @@ async function main(): Promise<number> {
       memory: Object.fromEntries(memory),
       checks,
       ratelimit: ratelimitJson,
+      dkim: dkimJson,
       postfix: postfixJson,
       sendmail: sendmailJson,
       run_errors: runErrors,

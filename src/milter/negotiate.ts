@@ -27,7 +27,10 @@ export interface NegotiationOptions {
   skip?: boolean;
   /** Ask for SMFIP_RCPT_REJ: also see recipients the MTA itself rejected. */
   rejectedRecipients?: boolean;
-  /** Ask for SMFIP_HDR_LEADSPC: header values keep their leading whitespace, and edits are sent verbatim. */
+  /**
+   * Ask for SMFIP_HDR_LEADSPC: header events then also carry their exact value (`HeaderEvent.raw`, the
+   * leading whitespace kept), and edits are sent with a leading space added unless they start with one.
+   */
   headerLeadingSpace?: boolean;
   /**
    * Answer DATA even when the application does not listen to it (default true). Behind Postfix over

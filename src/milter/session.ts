@@ -50,8 +50,17 @@ export interface EnvelopeEvent {
 export interface HeaderEvent {
   /** Name as written in the message. */
   name: string;
-  /** Value; folded lines joined by LF plus their whitespace; no leading space unless HDR_LEADSPC was negotiated. */
+  /**
+   * Value; folded lines joined by LF plus their whitespace. Always as an MTA sends it without
+   * SMFIP_HDR_LEADSPC: the one space after the colon removed (a tab stays).
+   */
   value: string;
+  /**
+   * Exactly what followed the colon, leading whitespace included: present only when SMFIP_HDR_LEADSPC
+   * was negotiated (`NegotiationOptions.headerLeadingSpace`). Byte-exact uses need it — DKIM `simple`
+   * header canonicalisation cannot tell `Name:value` from `Name: value` by {@link value} alone.
+   */
+  raw?: string | undefined;
 }
 
 /** An SMTP command the MTA did not recognise or implement (for example `HELP`). */
@@ -527,7 +536,7 @@ export class MilterConnection implements MilterSession {
         // Decoding is lazy, but a malformed packet is still refused here, not in the handler.
         if (!hasNul(buf, start, end)) throw new MilterError('THEMIS_ERR_MILTER_MALFORMED', { command: 'SMFIC_HEADER', reason: 'header name is not NUL-terminated' });
         if (this.app.header === undefined) return this.autoReply(B_HEADER);
-        return this.run('header', B_HEADER, this.app.header, new HeaderView(buf, start, end, enc));
+        return this.run('header', B_HEADER, this.app.header, new HeaderView(buf, start, end, enc, (this.negotiated!.reply.protocol & Protocol.HDR_LEADSPC) !== 0));
       case Command.EOH:
         this.enterPhase(code, Phase.EOH);
         return this.run('endOfHeaders', B_EOH, this.app.endOfHeaders, undefined);
@@ -917,17 +926,27 @@ class HeaderView implements HeaderEvent {
   private readonly start: number;
   private readonly end: number;
   private readonly encoding: StringEncoding;
+  /** SMFIP_HDR_LEADSPC was negotiated: the packet's value is verbatim. */
+  private readonly verbatim: boolean;
   private decoded: HeaderEvent | undefined;
 
-  constructor(buf: Buffer, start: number, end: number, encoding: StringEncoding) {
+  constructor(buf: Buffer, start: number, end: number, encoding: StringEncoding, verbatim: boolean) {
     this.buf = buf;
     this.start = start;
     this.end = end;
     this.encoding = encoding;
+    this.verbatim = verbatim;
   }
 
   private decode(): HeaderEvent {
-    return (this.decoded ??= readHeader(this.buf.subarray(this.start, this.end), this.encoding));
+    if (this.decoded) return this.decoded;
+    const h: HeaderEvent = readHeader(this.buf.subarray(this.start, this.end), this.encoding);
+    if (this.verbatim) {
+      // What the MTA would have sent without HDR_LEADSPC, so that `value` means the same either way.
+      h.raw = h.value;
+      if (h.value.charCodeAt(0) === 32) h.value = h.value.slice(1);
+    }
+    return (this.decoded = h);
   }
 
   get name(): string {
@@ -938,8 +957,13 @@ class HeaderView implements HeaderEvent {
     return this.decode().value;
   }
 
+  get raw(): string | undefined {
+    return this.decode().raw;
+  }
+
   toJSON(): HeaderEvent {
-    return { name: this.name, value: this.value };
+    const h = this.decode();
+    return h.raw === undefined ? { name: h.name, value: h.value } : { name: h.name, value: h.value, raw: h.raw };
   }
 }
 

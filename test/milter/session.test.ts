@@ -565,11 +565,11 @@ describe('backpressure', () => {
 });
 
 describe('optional protocol behaviours', () => {
-  it('HDR_LEADSPC on request: values arrive verbatim and edits carry their own leading space', async () => {
-    const values: string[] = [];
+  it('HDR_LEADSPC on request: raw values arrive verbatim beside the usual value, and edits carry their own leading space', async () => {
+    const values: (string | undefined)[][] = [];
     const { server, port } = await serve({
       negotiation: { headerLeadingSpace: true, rejectedRecipients: true, actions: Action.ADDHDRS | Action.CHGHDRS },
-      header: (_s, h) => void values.push(h.value),
+      header: (_s, h) => void values.push([h.name, h.value, h.raw, JSON.stringify(h)]),
       endOfMessage: (_s, m) => {
         m.addHeader('X-A', 'spaced');
         m.changeHeader('X-B', 1, '\talready');
@@ -583,11 +583,19 @@ describe('optional protocol behaviours', () => {
     assert.ok(o.protocol & 0x800, 'RCPT_REJ requested');
     c.write(encodeStrings(Command.MAIL, ['<a@x>']), encodeStrings(Command.HEADER, ['Subject', ' two  spaces']));
     assert.equal((await c.next()).code, Response.CONTINUE);
+    c.write(encodeStrings(Command.HEADER, ['X-Tight', 'none']), encodeStrings(Command.HEADER, ['X-Tab', '\tfolded\n\tline']));
+    assert.equal((await c.next()).code, Response.CONTINUE);
+    assert.equal((await c.next()).code, Response.CONTINUE);
     c.write(encodePacket(Command.BODYEOB));
     assert.deepEqual(readStrings((await c.next()).payload), ['X-A', ' spaced']);
     assert.deepEqual(readStrings((await c.next()).payload.subarray(4)), ['X-B', '\talready']);
     assert.equal((await c.next()).code, Response.ACCEPT);
-    assert.deepEqual(values, [' two  spaces']);
+    // `value` is what an MTA sends without HDR_LEADSPC (one space eaten, a tab kept); `raw` is exact.
+    assert.deepEqual(values, [
+      ['Subject', 'two  spaces', ' two  spaces', '{"name":"Subject","value":"two  spaces","raw":" two  spaces"}'],
+      ['X-Tight', 'none', 'none', '{"name":"X-Tight","value":"none","raw":"none"}'],
+      ['X-Tab', '\tfolded\n\tline', '\tfolded\n\tline', '{"name":"X-Tab","value":"\\tfolded\\n\\tline","raw":"\\tfolded\\n\\tline"}'],
+    ]);
     c.close();
     await server.close();
   });

@@ -15,13 +15,14 @@
 import { hostname } from 'node:os';
 import { AsyncSeriesHook } from 'tapable';
 import type { Counter } from 'prom-client';
-import { Action, CodedError, Decisions, POSTFIX_DEFAULT_MACROS, SENDMAIL_DEFAULT_MACROS, formatSmtpReply, type Decision, type EnvelopeEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
+import { Action, CodedError, Decisions, POSTFIX_DEFAULT_MACROS, Protocol, SENDMAIL_DEFAULT_MACROS, formatSmtpReply, type Decision, type EnvelopeEvent, type HeaderEvent, type MacroListStage, type MessageModifier, type MilterApplication, type MilterSession, type Stage } from '../milter/index.ts';
 import { ThemisError } from './errors.ts';
+import { HeaderListEditor } from './final-headers.ts';
 import { STAGE_INDEX } from './hook-metrics.ts';
 import type { KernelLogger, KernelOptions } from './kernel.ts';
 import { pickWinner, type TraceEntry } from './merge.ts';
 import type { LoadedPlugin } from './plugin-setup.ts';
-import { STAGE_HOOKS, type DecisionTrace, type HookContext, type StageHookName, type Verdict, type VerdictAction } from './plugin.ts';
+import { STAGE_HOOKS, type DecisionTrace, type FinalMessage, type HookContext, type StageHookName, type Verdict, type VerdictAction } from './plugin.ts';
 import type { PolicyMatcher } from './policy.ts';
 import { stateOf, type ConnectionState, type MessageState } from './session-state.ts';
 
@@ -135,7 +136,8 @@ export class Dispatcher {
     }
     const app: MilterApplication = {
       // answerData: Postfix must get an answered DATA, Sendmail over TCP is slowed by one (ThemisConfig.mta).
-      negotiation: { stages, noReply, actions, macros, answerData: this.mta !== 'sendmail' },
+      // headerLeadingSpace: a plugin needs header values byte for byte (PluginDefinition.exactHeaders).
+      negotiation: { stages, noReply, actions, macros, answerData: this.mta !== 'sendmail', headerLeadingSpace: this.plugins.some((p) => p.def.exactHeaders === true) },
       endOfMessage: (s, m) => this.endOfMessage(s, m),
       abort: (s) => this.abortMessage(stateOf(s), 'aborted'),
       close: (s) => this.close(s),
@@ -266,28 +268,97 @@ export class Dispatcher {
     const state = stateOf(s);
     state.sync(s, 'endOfMessage', undefined, this.matcher);
     if (state.matched.bypass) return this.bypass(state, 'endOfMessage', state.matched.bypass.name);
-    if (!this.taps.has('endOfMessage')) return this.deliver(state, modifier, Decisions.accept);
-    const decision = this.runTaps(state, 'endOfMessage', undefined, 0, this.entriesOf(state));
-    if (decision instanceof Promise) return decision.then((d) => this.deliver(state, modifier, d));
-    return this.deliver(state, modifier, decision);
+    if (!this.taps.has('endOfMessage')) return this.finalize(state, modifier);
+    const entries = this.entriesOf(state);
+    const from = entries.length;
+    const ran = this.runAll(state, 'endOfMessage', undefined, 0, entries);
+    if (ran) return ran.then(() => this.endOfMessageVerdict(state, modifier, entries, from));
+    return this.endOfMessageVerdict(state, modifier, entries, from);
   }
 
-  /** After the end-of-message verdict: send the modifications and the hold, close the trace. */
-  private deliver(state: ConnectionState, modifier: MessageModifier, decision: Decision): Decision {
-    if (decision.action !== 'continue' && decision.action !== 'accept') return decision;
+  /** Runs a stage's taps from `first` on, recording their verdicts; a promise only while a hook is pending. */
+  private runAll(state: ConnectionState, stage: StageHookName, event: unknown, first: number, entries: TraceEntry[]): Promise<void> | undefined {
+    const taps = this.taps.get(stage) ?? NO_TAPS;
+    for (let i = first; i < taps.length; i++) {
+      const pending = this.invoke(taps[i], stage, state, event, entries);
+      if (pending !== undefined) return pending.then(() => this.runAll(state, stage, event, i + 1, entries));
+    }
+    return undefined;
+  }
+
+  /**
+   * The end-of-message verdict: a refusal ends the message here; anything else (`continue`,
+   * `accept`, `quarantine`) goes on to {@link finalize} and delivery. An `accept` is not applied as at
+   * earlier stages, where it ends the message at once: here the modifications must still be sent.
+   */
+  private endOfMessageVerdict(state: ConnectionState, modifier: MessageModifier, entries: TraceEntry[], from: number): Decision | Promise<Decision> {
+    const w = pickWinner(entries, from);
+    if (w >= 0 && entries[w].action !== 'accept') {
+      const d = this.apply(state, 'endOfMessage', entries[w], undefined);
+      if (d.action !== 'continue') return d;
+    }
+    return this.finalize(state, modifier);
+  }
+
+  /**
+   * The accepted message's `finalize` hooks (StageHooks.finalize), with the headers as they will be
+   * delivered; then delivery. Their refusal still refuses the message.
+   */
+  private finalize(state: ConnectionState, modifier: MessageModifier): Decision | Promise<Decision> {
     const message = state.message;
-    if (!message) return Decisions.accept;
-    if (this.authenticating) this.writeAuthenticationResults(state, message, modifier);
+    if (!message || !this.taps.has('finalize')) return this.deliver(state, modifier);
+    const entries = message.trace;
+    const from = entries.length;
+    const view = new FinalMessageView(this, state, message);
+    const after = (): Decision => {
+      const w = pickWinner(entries, from);
+      if (w >= 0 && entries[w].action !== 'accept') {
+        const d = this.apply(state, 'finalize', entries[w], undefined);
+        if (d.action !== 'continue') return d;
+      }
+      return this.deliver(state, modifier);
+    };
+    const ran = this.runAll(state, 'finalize', view, 0, entries);
+    return ran ? ran.then(after) : after();
+  }
+
+  /**
+   * Every header modification of the message, in the order {@link deliver} sends them, applied to
+   * `modifier`: the kernel's Authentication-Results work first, then each plugin's requests.
+   */
+  private applyModifications(state: ConnectionState, message: MessageState, modifier: MessageModifier, report: boolean): void {
+    if (this.authenticating) this.writeAuthenticationResults(state, message, modifier, report);
     for (const mod of message.modifications) {
       try {
         mod.apply(modifier);
       } catch (err) {
+        if (!report) continue;
         const e = new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: mod.plugin, reason: `could not be sent: ${(err as Error).message}` }, { cause: err });
         this.log.error({ code: e.code, plugin: mod.plugin, err }, e.message);
         // The harness fails the plugin's test where the daemon only logs (createTestKernel's pluginMistakes).
         this.onPluginMistake?.(e);
       }
     }
+  }
+
+  /** The headers as the MTA will deliver them, for {@link FinalMessage.headers}. */
+  finalHeaders(state: ConnectionState, message: MessageState): HeaderEvent[] {
+    const negotiated = state.milter.negotiated;
+    const editor = new HeaderListEditor(message.headers, negotiated !== undefined && (negotiated.reply.protocol & Protocol.HDR_LEADSPC) !== 0);
+    this.applyModifications(state, message, editor, false);
+    return editor.headers;
+  }
+
+  /** The authserv-id of the message's Authentication-Results header. */
+  authservIdOf(state: ConnectionState, message: MessageState): string {
+    return message.authservId ?? state.milter.macros.get('j') ?? hostname();
+  }
+
+  /** The message is accepted: send the modifications and the hold, close the trace. */
+  private deliver(state: ConnectionState, modifier: MessageModifier): Decision {
+    const message = state.message;
+    if (!message) return Decisions.accept;
+    this.applyModifications(state, message, modifier, true);
     const hold = message.quarantine ?? state.quarantine;
     if (hold) {
       try {
@@ -308,8 +379,8 @@ export class Dispatcher {
    * one header at the top. Deletions go first and from the last occurrence up, so that each index
    * still names the header it was counted for, whatever the MTA does with the ones before it.
    */
-  private writeAuthenticationResults(state: ConnectionState, message: MessageState, modifier: MessageModifier): void {
-    const id = message.authservId ?? state.milter.macros.get('j') ?? hostname();
+  private writeAuthenticationResults(state: ConnectionState, message: MessageState, modifier: MessageModifier, report: boolean): void {
+    const id = this.authservIdOf(state, message);
     const ours = id.toLowerCase();
     try {
       let occurrence = 0;
@@ -322,12 +393,13 @@ export class Dispatcher {
         if (claimed === ours) forged.push(occurrence);
       }
       for (let i = forged.length - 1; i >= 0; i--) modifier.deleteHeader('Authentication-Results', forged[i]);
-      if (forged.length > 0) this.log.info({ queueId: message.queueId, removed: forged.length, authservId: id }, 'removed Authentication-Results claiming our authserv-id');
+      if (forged.length > 0 && report) this.log.info({ queueId: message.queueId, removed: forged.length, authservId: id }, 'removed Authentication-Results claiming our authserv-id');
       if (message.authResults.length > 0) {
         const value = message.authResults.length === 1 ? `${id}; ${message.authResults[0]}` : `${id};\n\t${message.authResults.join(';\n\t')}`;
         modifier.insertHeader(0, 'Authentication-Results', value);
       }
     } catch (err) {
+      if (!report) return;
       const e = new ThemisError('THEMIS_ERR_MODIFICATION', { plugin: 'kernel', reason: `Authentication-Results could not be written: ${(err as Error).message}` }, { cause: err });
       this.log.error({ code: e.code, err }, e.message);
       this.onPluginMistake?.(e);
@@ -505,4 +577,29 @@ function checkVerdict(p: LoadedPlugin, hook: string, result: unknown): Verdict |
   const v = result as Verdict;
   if (typeof v !== 'object' || !VERDICT_ACTIONS.has(v.action)) throw new ThemisError('THEMIS_ERR_HOOK_BAD_VERDICT', { plugin: p.name, hook, reason: `expected { action: ${[...VERDICT_ACTIONS].join(' | ')}, reason }, got ${JSON.stringify(result)}` });
   return v;
+}
+
+/** {@link FinalMessage} for one message's `finalize` hooks: the headers are worked out on each read. */
+class FinalMessageView implements FinalMessage {
+  private readonly dispatcher: Dispatcher;
+  private readonly state: ConnectionState;
+  private readonly message: MessageState;
+
+  constructor(dispatcher: Dispatcher, state: ConnectionState, message: MessageState) {
+    this.dispatcher = dispatcher;
+    this.state = state;
+    this.message = message;
+  }
+
+  get headers(): readonly HeaderEvent[] {
+    return this.dispatcher.finalHeaders(this.state, this.message);
+  }
+
+  get authenticationResults(): readonly string[] {
+    return this.message.authResults;
+  }
+
+  get authservId(): string {
+    return this.dispatcher.authservIdOf(this.state, this.message);
+  }
 }

@@ -154,10 +154,34 @@ export interface StageHooks<TClaim = unknown> {
   body(ctx: HookContext<TClaim>, chunk: Buffer): HookResult;
   /** End of message: the last chance to decide and to modify. */
   endOfMessage(ctx: HookContext<TClaim>): HookResult;
+  /**
+   * The message is accepted: every plugin's `endOfMessage` has run and none refused it. Runs before
+   * the modifications go to the MTA, in priority order, with {@link FinalMessage.headers} the headers
+   * as they will be delivered — the place for signers (DKIM, ARC), which must cover what other plugins
+   * added or changed. Headers requested here are seen by the next `finalize` hook. A `reject`,
+   * `tempfail` or `discard` still refuses the message (a signer that cannot sign); `quarantine` holds it.
+   */
+  finalize(ctx: HookContext<TClaim>, message: FinalMessage): HookResult;
   /** The message was abandoned (or refused by another plugin): undo what was reserved. */
   abort(ctx: HookContext<TClaim>): void | Promise<void>;
   /** The connection ended. */
   close(ctx: HookContext<TClaim>): void | Promise<void>;
+}
+
+/** What a {@link StageHooks.finalize} hook sees of an accepted message. */
+export interface FinalMessage {
+  /**
+   * The header block as the MTA will deliver it, top to bottom: the headers as received with every
+   * header modification requested so far applied in order (the kernel's `Authentication-Results` and
+   * the removal of forged ones first, then each plugin's, this hook's own included). Read afresh on
+   * each access. Values are as in `ctx.message.headers`, with `raw` (the exact text after the colon)
+   * when a plugin declared `exactHeaders`; headers the plugins add carry the `raw` the MTA will write.
+   */
+  readonly headers: readonly HeaderEvent[];
+  /** The authentication results reported for the message, in order (what the one Authentication-Results header carries). */
+  readonly authenticationResults: readonly string[];
+  /** The authserv-id of that header: a reporting plugin's, else the MTA's `{j}`, else the host name. */
+  readonly authservId: string;
 }
 
 /** A whole message's decision trace: what every plugin said at every stage, and what won. */
@@ -205,7 +229,7 @@ export type PluginHooks<TClaim = unknown> = Partial<StageHooks<TClaim> & Observe
 export type StageHookName = keyof StageHooks;
 
 /** Every stage hook name, in SMTP order. */
-export const STAGE_HOOKS: readonly StageHookName[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage', 'abort', 'close'];
+export const STAGE_HOOKS: readonly StageHookName[] = ['connect', 'helo', 'mailFrom', 'rcptTo', 'data', 'header', 'endOfHeaders', 'body', 'endOfMessage', 'finalize', 'abort', 'close'];
 /**
  * What a failing hook (one that throws, rejects or misses its deadline) answers in the plugin's place:
  * - `continue`: no objection — the failing plugin is left out and the others decide (fail open);
@@ -378,6 +402,13 @@ export interface PluginDefinition<TClaim = unknown, TOptions = unknown, TCode ex
    * hop): it observes the headers for that. Needs `modifies: ['headers']`.
    */
   readonly authenticates?: boolean;
+  /**
+   * The plugin needs header values byte for byte (DKIM and ARC `simple` header canonicalisation): the
+   * kernel asks the MTA for SMFIP_HDR_LEADSPC, and each header in `ctx.message.headers` (and in
+   * {@link FinalMessage.headers}) then carries `raw`, the exact text after the colon. `value` is the
+   * same either way (the one space after the colon removed), so other plugins see no difference.
+   */
+  readonly exactHeaders?: boolean;
   /** Macros the plugin needs beyond Postfix's defaults, per stage. */
   readonly macros?: Partial<Record<MacroListStage, readonly string[]>>;
   /**

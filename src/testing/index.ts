@@ -28,6 +28,7 @@ import {
   type Decision,
   type EnvelopeEvent,
   type HandlerResult,
+  type HeaderEvent,
   type MilterSession,
   type Modification,
   type Negotiated,
@@ -115,7 +116,11 @@ export interface TestResult {
   decision: StageOutcome;
   /** The answer per recipient, in order. */
   recipients: { address: string; action: Decision['action']; reply?: StageOutcome['reply'] }[];
-  /** Modifications sent at end of message, in order. */
+  /**
+   * Modifications sent at end of message, in order. A header's `value` reads the same whether or not
+   * SMFIP_HDR_LEADSPC was negotiated (a plugin with `exactHeaders` asks for it): the one space the
+   * engine adds for the MTA is left out, so a test's expectation does not depend on the other plugins.
+   */
   modifications: Modification[];
   /** The message's decision trace (every plugin's verdict, and the winner). */
   trace: DecisionTrace | undefined;
@@ -323,7 +328,7 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     const headers = Array.isArray(m.headers) ? m.headers : Object.entries(m.headers ?? {});
     for (const [name, value] of headers) {
       sendMacros(s, 'header', open);
-      const event = { name, value: asPostfixSendsIt(value, s.negotiated) };
+      const event = asPostfixSendsIt(name, value, s.negotiated);
       if (await step(s, stages, 'header', app.header && (() => app.header!(s, event)))) return stop(stages.at(-1)!);
     }
     // Sendmail knows {msg_id} once it has read the headers.
@@ -344,7 +349,7 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     const o = outcome('endOfMessage', eom);
     stages.push(o);
     result.decision = o;
-    result.modifications = mergeBody(packets.map((p) => decodeModification(p[4], p.subarray(5))));
+    result.modifications = mergeBody(packets.map((p) => withoutLeadingSpace(decodeModification(p[4], p.subarray(5)), s.negotiated)));
     s.endMessage();
     // Postfix sends ABORT after every transaction, accepted or not.
     return finish();
@@ -397,9 +402,18 @@ async function step(s: FakeSession, into: StageOutcome[], stage: Stage, call: ((
  * eaten — only a space, not a tab — unless the filter asked for SMFIP_HDR_LEADSPC. Sendmail sends the
  * same (collect.c keeps LF line ends, milter.c milter_headers skips one leading space).
  */
-function asPostfixSendsIt(value: string, negotiated: Negotiated): string {
+/** A header modification as it reads without HDR_LEADSPC: the space the engine added for the MTA left out. */
+function withoutLeadingSpace(m: Modification, negotiated: Negotiated): Modification {
+  if ((negotiated.reply.protocol & Protocol.HDR_LEADSPC) === 0) return m;
+  if ((m.type === 'addHeader' || m.type === 'insertHeader' || m.type === 'changeHeader') && m.value.startsWith(' ')) return { ...m, value: m.value.slice(1) };
+  return m;
+}
+
+function asPostfixSendsIt(name: string, value: string, negotiated: Negotiated): HeaderEvent {
   const v = value.replace(/\r\n/g, '\n');
-  return (negotiated.reply.protocol & Protocol.HDR_LEADSPC) === 0 && v.startsWith(' ') ? v.slice(1) : v;
+  const stripped = v.startsWith(' ') ? v.slice(1) : v;
+  // With HDR_LEADSPC the engine keeps the verbatim value as `raw` (HeaderView): the same here.
+  return (negotiated.reply.protocol & Protocol.HDR_LEADSPC) === 0 ? { name, value: stripped } : { name, value: stripped, raw: v };
 }
 
 function envelope(address: string, args: string[]): EnvelopeEvent {

@@ -9,19 +9,21 @@
  * @module
  */
 import { z } from 'zod';
-import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchema, resolveReply, type HeaderEvent, type HookContext, type Verdict } from 'themis-milter';
+import { NetworkList, definePlugin, fillTemplate, parseNetwork, replyConfigSchema, resolveReply, type FinalMessage, type HeaderEvent, type HookContext, type Verdict } from 'themis-milter';
 import { createResolver } from 'themis-milter/dns';
 import { dkimCommand } from './commands.ts';
 import { KeyProblem, loadKey, type SigningKey } from './keys.ts';
 import { fromAddress, fromDomain, signaturesOf } from './message.ts';
 import { TableProblem, keysForAuthor, readKeyTable, readSigningTable, type SigningRule } from './tables.ts';
 import { BodyHashes, signHeaders, type BodyCanon, type Canonicalization } from './sign.ts';
+import { DEFAULT_ARC_SIGNED_HEADERS, arcSeal } from './arc-seal.ts';
 import { DKIM_RESULTS, VerifyStream, type ArcResult, type DkimResultName, type DkimSignatureResult, type DkimVerification } from './verify.ts';
 
 export { DKIM_RESULTS, NOT_CHECKED, VerifyStream, bestResult, type ArcResult, type ArcResultName, type DkimResultName, type DkimSignatureResult, type DkimVerification, type VerifyOptions } from './verify.ts';
 export { BodyHashes, signHeaders, signedHeaders, type BodyCanon, type Canonicalization, type SignOptions } from './sign.ts';
 export { keyRecord, loadKey, publicKeyTags, txtStrings, zoneLine, KeyProblem, type DkimAlgorithm, type DkimKeyConfig, type SigningKey } from './keys.ts';
 export { headerBlock, headerLine } from './message.ts';
+export { arcSeal, DEFAULT_ARC_SIGNED_HEADERS, MAX_ARC_INSTANCE, type ArcSealInput, type ArcSealResult, type ArcSealHeader, type ArcSealErrorCode } from './arc-seal.ts';
 export { dkimCommand } from './commands.ts';
 
 /**
@@ -95,6 +97,20 @@ export const dkimSignField = z.strictObject({
   expire: z.number().int().positive().optional(),
 });
 
+/**
+ * The `dkim.seal` part of the policy field: present, the policy's accepted messages get an ARC set
+ * (RFC 8617 §5.1) — for a server that forwards mail (a mailing list, an alias to another provider), so
+ * that the next hop can trust the authentication results it saw here once SPF and DKIM break.
+ */
+export const dkimSealField = z.strictObject({
+  /** The sealing domain (`d=`): a key of this domain in `keys` (or the KeyTable) seals. */
+  domain: z.string().min(1),
+  /** The selector of that domain's key (default: its first RSA key, else its first key). RSA is what every validator accepts for ARC. */
+  selector: z.string().min(1).optional(),
+  /** Headers the ARC-Message-Signature covers, each occurrence (default {@link DEFAULT_ARC_SIGNED_HEADERS}); ARC headers and Authentication-Results never. */
+  headers: z.array(headerName).default([...DEFAULT_ARC_SIGNED_HEADERS]),
+});
+
 const DEFAULT_VERIFY = { enabled: true, actions: {}, reply: {}, tempReply: {}, skip: DEFAULT_SKIP, tag: DEFAULT_TAG, headers: DEFAULT_HEADERS, arc: true };
 
 /** The `dkim` policy field. */
@@ -103,6 +119,8 @@ export const dkimField = z.strictObject({
   verify: dkimVerifyField.default(DEFAULT_VERIFY),
   /** Signing: the policy's messages are signed when set (`sign: {}` for the defaults). */
   sign: dkimSignField.optional(),
+  /** ARC sealing: the policy's accepted messages get an ARC set when set (`seal: { domain: 'forwarder.example' }`). */
+  seal: dkimSealField.optional(),
 });
 
 /** The `dkim` field after validation. */
@@ -111,6 +129,8 @@ export type DkimPolicy = z.infer<typeof dkimField>;
 export type DkimVerifyPolicy = DkimPolicy['verify'];
 /** `dkim.sign` after validation. */
 export type DkimSignPolicy = NonNullable<DkimPolicy['sign']>;
+/** `dkim.seal` after validation. */
+export type DkimSealPolicy = NonNullable<DkimPolicy['seal']>;
 
 /** One signing key of the plugin options. */
 export const dkimKeyOption = z.strictObject({
@@ -162,6 +182,9 @@ export const DKIM_ERRORS = {
   THEMIS_DKIM_KEY_DUPLICATE: 'DKIM keys {file} and {other} are both configured for {selector}._domainkey.{domain}',
   THEMIS_DKIM_SIGN: 'DKIM signing as {selector}._domainkey.{domain} failed: {reason}',
   THEMIS_DKIM_TABLE: 'DKIM table {file}, line {line}: {reason}',
+  THEMIS_DKIM_ARC_SEAL: 'ARC sealing as {selector}._domainkey.{domain} failed: {reason}',
+  THEMIS_DKIM_ARC_SEAL_KEY: 'ARC sealing key {file} ({selector}._domainkey.{domain}) cannot seal: {reason}',
+  THEMIS_DKIM_ARC_SEAL_REFUSED: 'ARC set not added as {selector}._domainkey.{domain}: {reason}',
 } as const;
 
 /** A code of the dkim plugin. */
@@ -183,8 +206,10 @@ export interface DkimNote {
   headerFrom?: string;
   /** Whether the signatures were checked (false: every applying policy skips or disables verification). */
   verified: boolean;
-  /** The signatures this plugin added, when it signed. */
+  /** The signatures this plugin added, when it signed (set once the message is accepted: finalize). */
   signed?: { domain: string; selector: string; algorithm: string }[];
+  /** The ARC set this plugin added, when a policy seals (set once the message is accepted: finalize). */
+  sealed?: { instance: number; cv: 'none' | 'pass' | 'fail'; domain: string; selector: string; algorithm: string };
   /** Body bytes streamed through the plugin (hashed, never kept). */
   bodyBytes: number;
   /** The ARC (RFC 8617) result, when a policy that verifies the message has `verify.arc` on (the default). */
@@ -253,6 +278,8 @@ interface InFlight {
   verify?: VerifyStream;
   hashes?: BodyHashes;
   bodyBytes: number;
+  /** The incoming ARC chain's status, for the seal's `cv=` (when a policy seals). */
+  arc?: ArcResult;
 }
 
 export default definePlugin({
@@ -265,6 +292,8 @@ export default definePlugin({
   modifies: ['headers'],
   // Its Authentication-Results go into the kernel's one header per message (with spf's, dmarc's…).
   authenticates: true,
+  // `simple` header canonicalisation needs `Name:value` and `Name: value` told apart (HeaderEvent.raw).
+  exactHeaders: true,
   errors: DKIM_ERRORS,
   // The headers are recorded (no answer needed); the body is only hashed, never decided on.
   observes: ['header'],
@@ -331,6 +360,26 @@ export default definePlugin({
     };
     /** The first policy that signs this message, if any. */
     const signing = (ctx: HookContext<DkimPolicy>) => ctx.policies.find((p) => p.config.sign !== undefined);
+    /** The first policy that seals this message, if any. */
+    const sealing = (ctx: HookContext<DkimPolicy>) => ctx.policies.find((p) => p.config.seal !== undefined);
+    const sealKeys = new Map<DkimSealPolicy, SigningKey | null>();
+    /** The key a seal policy names (its domain's, its selector's; RSA first), or null, said once per policy. */
+    const sealKeyOf = (policy: string, config: DkimSealPolicy): SigningKey | null => {
+      let key = sealKeys.get(config);
+      if (key !== undefined) return key;
+      const domain = config.domain.toLowerCase().replace(/\.$/, '');
+      const all = [...keys, ...tableKeys.values()].filter((k) => k.domain === domain && (config.selector === undefined || k.selector.toLowerCase() === config.selector.toLowerCase()));
+      key = all.find((k) => k.algorithm === 'rsa-sha256') ?? all[0] ?? null;
+      sealKeys.set(config, key);
+      if (!key) {
+        const e = error('THEMIS_DKIM_ARC_SEAL_KEY', { file: '(none)', selector: config.selector ?? '*', domain, reason: `policy ${policy}: no key of this domain${config.selector ? ' and selector' : ''} in keys or the KeyTable; its messages are not sealed` });
+        log.error({ code: e.code, ...e.details }, e.message);
+      } else if (key.algorithm === 'ed25519-sha256') {
+        log.warn({ policy, domain, selector: key.selector }, 'ARC sealing with an Ed25519 key: some validators (dkimpy) accept only rsa-sha256 for ARC');
+      }
+      return key;
+    };
+    const sealCounter = metrics.counter({ name: 'arc_seals_total', help: 'ARC sets added, by the cv= they carry; not sealed: refused (chain ended, 50 sets) or failed', labelNames: ['cv'] });
 
     /** The keys to sign with: the forced domain's, or the From: domain's (else its nearest parent's). */
     const keysFor = (config: DkimSignPolicy, headers: readonly HeaderEvent[]): SigningKey[] => {
@@ -362,18 +411,24 @@ export default definePlugin({
       f = { bodyBytes: 0 };
       inflight.set(headers, f);
       const policies = verifying(ctx);
-      if (policies.length > 0) f.verify = new VerifyStream(headers, { resolver, maxSignatures: options.maxSignatures, arc: policies.some((p) => p.config.verify.arc) });
+      // A seal needs the incoming chain validated (its cv=), whether or not the policy verifies DKIM.
+      const seal = sealing(ctx);
+      if (policies.length > 0 || seal) f.verify = new VerifyStream(headers, { resolver, maxSignatures: options.maxSignatures, arc: seal !== undefined || policies.some((p) => p.config.verify.arc) });
       const sign = signing(ctx)?.config.sign;
-      if (sign && (keys.length > 0 || tableKeys.size > 0)) f.hashes = new BodyHashes([sign.canonicalization.split('/')[1] as BodyCanon]);
+      const canons: BodyCanon[] = [];
+      if (sign && (keys.length > 0 || tableKeys.size > 0)) canons.push(sign.canonicalization.split('/')[1] as BodyCanon);
+      if (seal) canons.push('relaxed');
+      if (canons.length > 0) f.hashes = new BodyHashes(canons);
       return f;
     };
 
-    const sign = (ctx: HookContext<DkimPolicy>, f: InFlight): DkimNote['signed'] => {
+    /** Signs the accepted message, over its headers as they will be delivered (`final`). */
+    const sign = (ctx: HookContext<DkimPolicy>, f: InFlight, final: FinalMessage): DkimNote['signed'] => {
       const policy = signing(ctx);
-      if (!policy || !f.hashes) return undefined;
+      if (!policy || !f.hashes || !f.hashes.has(policy.config.sign!.canonicalization.split('/')[1] as BodyCanon)) return undefined;
       const config = policy.config.sign!;
       const message = ctx.message!;
-      const headers = message.headers;
+      const headers = final.headers;
       if (!headers.some((h) => h.name.toLowerCase() === 'from')) {
         log.info({ policy: policy.name }, 'DKIM: not signed, the message has no From header');
         return undefined;
@@ -400,6 +455,38 @@ export default definePlugin({
       return done;
     };
 
+    /**
+     * Adds the ARC set of a sealing policy, over the headers as they will be delivered (this plugin's
+     * DKIM-Signature included) with this server's authentication results. Never refuses the message:
+     * a set that cannot be made is logged, and the message goes on unsealed.
+     */
+    const seal = async (ctx: HookContext<DkimPolicy>, f: InFlight, final: FinalMessage): Promise<DkimNote['sealed']> => {
+      const policy = sealing(ctx);
+      if (!policy || !f.hashes?.has('relaxed')) return undefined;
+      const config = policy.config.seal!;
+      const key = sealKeyOf(policy.name, config);
+      if (!key) return undefined;
+      const headers = final.headers;
+      const hasArc = headers.some((h) => h.name.toLowerCase() === 'arc-seal');
+      const cv = !hasArc ? 'none' : f.arc?.result === 'pass' ? 'pass' : 'fail';
+      // The seal records this server's results, arc= included (RFC 8617 §4.1.1), whether or not a policy writes it in Authentication-Results.
+      const results = [...final.authenticationResults];
+      if (!results.some((r) => /^arc=/i.test(r))) results.push(arcAuthResult(f.arc ?? { result: cv, instances: 0, sealers: [] }, ctx.session.client?.address));
+      const r = await arcSeal({ headers, bodyHash: f.hashes.digest('relaxed'), cv, authservId: final.authservId, authResults: results, key, headerList: config.headers, time: Math.floor(Date.now() / 1000) });
+      if (!r.ok) {
+        const e = error(r.code, { file: key.file, selector: key.selector, domain: key.domain, reason: r.reason });
+        // A chain that cannot take another set (ended by cv=fail, 50 sets) is a fact about the message, not a fault.
+        if (r.code === 'THEMIS_DKIM_ARC_SEAL_REFUSED') log.info({ code: e.code, queueId: ctx.message?.queueId, ...e.details }, e.message);
+        else log.error({ code: e.code, queueId: ctx.message?.queueId, ...e.details }, e.message);
+        sealCounter.inc({ cv: r.code === 'THEMIS_DKIM_ARC_SEAL_REFUSED' ? 'refused' : 'failed' });
+        return undefined;
+      }
+      // Inserted bottom-up at the top: ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results.
+      for (let i = r.headers.length - 1; i >= 0; i--) ctx.message!.insertHeader(0, r.headers[i].name, r.headers[i].value);
+      sealCounter.inc({ cv });
+      return { instance: r.instance, cv, domain: key.domain, selector: key.selector, algorithm: key.algorithm };
+    };
+
     return {
       async body(ctx, chunk) {
         const f = start(ctx);
@@ -412,15 +499,20 @@ export default definePlugin({
       async endOfMessage(ctx) {
         const message = ctx.message!;
         const f = start(ctx);
-        inflight.delete(message.headers);
+        // A message that signs keeps its body hashes until finalize (or abort, if it is refused).
+        if (!f.hashes) inflight.delete(message.headers);
         const policies = verifying(ctx);
-        const signedNow = sign(ctx, f);
 
         let outcome: DkimVerification | undefined;
-        if (f.verify && policies.length > 0) {
-          outcome = await f.verify.finish(options.deadline);
-          if (outcome.results.length === 0) results.inc({ result: 'none' });
-          for (const r of outcome.results) results.inc({ result: r.result });
+        if (f.verify) {
+          const checked = await f.verify.finish(options.deadline);
+          f.arc = checked.arc;
+          // Checked only for a seal's cv=: no DKIM result of this message is reported.
+          if (policies.length > 0) {
+            outcome = checked;
+            if (outcome.results.length === 0) results.inc({ result: 'none' });
+            for (const r of outcome.results) results.inc({ result: r.result });
+          }
         }
         const note: DkimNote = {
           results: outcome?.results ?? [],
@@ -428,7 +520,6 @@ export default definePlugin({
           domains: outcome?.domains ?? [],
           ...(outcome?.headerFrom ? { headerFrom: outcome.headerFrom } : {}),
           verified: outcome !== undefined,
-          ...(signedNow ? { signed: signedNow } : {}),
           bodyBytes: f.bodyBytes,
           ...(outcome?.arc ? { arc: outcome.arc } : {}),
         };
@@ -467,6 +558,21 @@ export default definePlugin({
         if (worst.action === 'hold') return { action: 'quarantine', reason, detail } satisfies Verdict;
         if (worst.action === 'tempfail') return { action: 'tempfail', reason, detail, reply: resolveReply(policy.tempReply, TEMP_REPLY, values) };
         return { action: 'reject', reason, detail, reply: resolveReply(policy.reply, outcome.result === 'pass' ? REJECT_PASS_REPLY : REJECT_REPLY, values) };
+      },
+
+      // Signing waits for the message to be accepted: the signature must cover the headers as they
+      // will be delivered, with what the plugins after this one (and the kernel) add or change.
+      async finalize(ctx, final) {
+        const message = ctx.message!;
+        const f = inflight.get(message.headers);
+        inflight.delete(message.headers);
+        if (!f) return undefined;
+        const note = message.notes.get<DkimNote>();
+        const signedNow = sign(ctx, f, final);
+        if (signedNow && note) note.signed = signedNow;
+        const sealed = await seal(ctx, f, final);
+        if (sealed && note) note.sealed = sealed;
+        return undefined;
       },
 
       abort(ctx) {

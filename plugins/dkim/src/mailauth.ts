@@ -138,3 +138,64 @@ export const generateCanonicalizedHeader = headerModule.generateCanonicalizedHea
 export const formatSignatureHeaderLine = tools.formatSignatureHeaderLine;
 /** Looks up and parses a DKIM key record. */
 export const getPublicKey = tools.getPublicKey;
+
+/** A header block as mailauth parses it (lib/tools.js `parseHeaders`): one row per header, `line` the bytes `Name: value` with CRLF folds. */
+export interface MailauthParsedHeaders {
+  parsed: MailauthHeaderLine[];
+  original: Buffer;
+}
+
+/** What goes into one new ARC set (mailauth's `createSeal` `seal` option). */
+export interface MailauthSealOptions {
+  signingDomain: string;
+  selector: string;
+  /** A PEM private key (mailauth also takes the 32 raw bytes of an Ed25519 seed). */
+  privateKey: string | Buffer;
+  /** `rsa-sha256` or `ed25519-sha256`; follows the key's type when unset. */
+  algorithm?: string;
+  /** The base64 `relaxed` SHA-256 body hash, for the prepared-input mode. */
+  bodyHash?: string;
+  /** `none`, `pass` or `fail`; required past `i=1`. */
+  cv?: string;
+  /** The ARC-Authentication-Results payload after `i=N; ` (`authserv-id; resinfo; …`, folds as CRLF). */
+  authResults: string;
+  signTime?: Date | number | string;
+  /** Colon-separated header names the ARC-Message-Signature covers (ARC headers and Authentication-Results are always left out). */
+  headerList?: string;
+  /** An explicit instance; the highest existing one + 1 when unset. */
+  i?: number;
+}
+
+/** One error of mailauth's `createSeal`. */
+export interface MailauthSealError {
+  type?: string;
+  selector?: string;
+  signingDomain?: string;
+  err: Error & { code?: string };
+}
+
+/** What mailauth's `createSeal` answers: the three header lines (`Name: value`, CRLF folds, no final CRLF), ARC-Seal first, or none and the errors saying why. */
+export interface MailauthSealResult {
+  headers: string[];
+  errors: MailauthSealError[];
+  warnings: string[];
+}
+
+const arcSealModule = require('mailauth/lib/arc') as {
+  createSeal(input: false, data: { headers: MailauthParsedHeaders; arc?: { chain: MailauthArcSet[] | false } | undefined; seal: MailauthSealOptions; strict?: boolean }): Promise<MailauthSealResult>;
+  getARChain(headers: MailauthParsedHeaders, opts?: { strict?: boolean; warnings?: string[] }): MailauthArcSet[] | false;
+};
+const headerTools = require('mailauth/lib/tools') as {
+  parseHeaders(buf: Buffer): MailauthParsedHeaders;
+};
+
+/**
+ * mailauth's ARC sealer (RFC 8617 §5.1) in its prepared-input mode (`input` false): the parsed
+ * header block and the body hash instead of the message. Answers the new set's three header lines or
+ * the errors; throws only on a bug.
+ */
+export const createSeal = arcSealModule.createSeal;
+/** The ARC sets of a parsed header block, by instance (throws on a broken structure; false without ARC headers). */
+export const getARChain = arcSealModule.getARChain;
+/** A header block (without the body) parsed the way mailauth's signer and verifier parse it. */
+export const parseHeaders = headerTools.parseHeaders;

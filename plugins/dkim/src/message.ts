@@ -1,12 +1,14 @@
-// The header block as the MTA delivered it, rebuilt for hashing. Postfix (and Sendmail) send each
-// header's value without the one space after the colon (unless SMFIP_HDR_LEADSPC is negotiated, which
-// the kernel does not do) and with folded lines joined by a bare LF: `Name: value` is rebuilt with
-// CRLF folds. What cannot be known is whether the space was there at all (`Name:value`): the
-// `relaxed` header canonicalisation does not care, `simple` does (see the README's limitations).
+// The header block as the MTA delivered it, rebuilt for hashing. The plugin declares exactHeaders, so
+// the kernel negotiates SMFIP_HDR_LEADSPC and each header carries `raw`, the exact text after the
+// colon (folded lines joined by a bare LF): `Name:` + raw with CRLF folds is the header as written,
+// which `simple` header canonicalisation needs. An MTA that does not offer HDR_LEADSPC (Postfix and
+// Sendmail 8.14+ both do) leaves only `value`, without the one space after the colon: then
+// `Name: value` is the best guess, exact for `relaxed` and for the usual one space.
 import type { HeaderEvent } from 'themis-milter';
 
 /** `Name: value` with CRLF folds, no final CRLF. */
 export function headerLine(h: HeaderEvent): string {
+  if (h.raw !== undefined) return `${h.name}:${h.raw.replace(/\r?\n/g, '\r\n')}`;
   const value = h.value.replace(/\r?\n/g, '\r\n');
   // An empty value, a value on the next line or one starting with a tab had no space eaten.
   const sep = value === '' || value.startsWith('\t') || value.startsWith('\r\n') ? ':' : ': ';

@@ -46,6 +46,9 @@ const SHAPES: Record<string, string> = {
   'long folded headers': `From: Alice <alice@example.com>\r\nTo: ${LONG_TO}\r\nSubject: a subject that goes on and on and on, far past the seventy-eight characters\r\n of one line, folded\r\n\tand folded again   with   odd   spacing\r\nDate: Thu, 03 Dec 2026 22:00:00 +0000\r\n\r\nBody.\r\n`,
   'LF-only': 'From: Alice <alice@example.com>\nTo: bob@example.net\nSubject: LF line ends\n folded\n\nline one\nline two\n\n',
   'empty body': 'From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: nothing to say\r\n\r\n',
+  // No space, two spaces, a tab after the colon, an empty value: `simple` header canonicalisation
+  // signs them byte for byte (the kernel negotiates SMFIP_HDR_LEADSPC for the plugin's exactHeaders).
+  'header spacing': 'From:Alice <alice@example.com>\r\nTo:  bob@example.net\r\nSubject:\tspacing after the colon\r\nDate:Thu, 03 Dec 2026 22:00:00 +0000\r\nMessage-ID:\r\n <spacing@example.com>\r\nX-Empty:\r\n\r\nBody.\r\n',
   'trailing blank lines': 'From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: blank lines\r\n\r\ntext  with  spaces \t \r\n\r\n\r\n\r\n\r\n',
 };
 const CANONS = ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple'];

@@ -154,25 +154,31 @@ describe('dkim signing', () => {
     await t.close();
   });
 
-  it('signing covers the headers as received: changes another plugin requests are not in ctx.message.headers', async () => {
-    const seen: string[][] = [];
-    const rewriter = definePlugin({
-      name: 'rewriter', version: '1.0.0', kernel: '^1', priority: 100, modifies: ['headers'],
+  it('signing covers the headers as delivered: what plugins before and after it change and add is signed (finalize)', async () => {
+    const early = definePlugin({
+      name: 'early', version: '1.0.0', kernel: '^1', priority: 100, modifies: ['headers'],
       setup: () => ({
         endOfMessage(ctx) {
-          ctx.message!.changeHeader('Subject', 1, 'rewritten');
+          ctx.message!.changeHeader('Subject', 1, '[ext] The quarterly report');
           ctx.message!.addHeader('Reply-To', 'other@example.net');
         },
       }),
     });
-    const spy = definePlugin({
-      name: 'seen', version: '1.0.0', kernel: '^1', priority: 0,
-      setup: () => ({ endOfMessage: (ctx) => void seen.push(ctx.message!.headers.map((h) => `${h.name}: ${h.value}`)) }),
+    // Runs after dkim's endOfMessage: before finalize existed, its change broke the signature.
+    const late = definePlugin({
+      name: 'late', version: '1.0.0', kernel: '^1', priority: 0, modifies: ['headers'],
+      setup: () => ({ endOfMessage: (ctx) => void ctx.message!.addHeader('Cc', 'carol@example.net') }),
     });
-    const t = await createTestKernel({ plugins: [rewriter, { plugin: dkim, options: { keys: keyOptions(rsa) } }, spy], policies: [{ name: 'p', dkim: { sign: {}, verify: { enabled: false } } }] });
-    const r = await t.message(outgoing(sampleMessage()));
-    assert.ok(seen[0].includes('Subject: The quarterly report') && !seen[0].some((h) => h.startsWith('Reply-To')), 'the headers as received');
-    assert.deepEqual(r.modifications.map((m) => m.type), ['changeHeader', 'addHeader', 'insertHeader']);
+    const t = await createTestKernel({ plugins: [early, { plugin: dkim, options: { keys: keyOptions(rsa) } }, late], policies: [{ name: 'p', dkim: { sign: {}, verify: { enabled: false } } }] });
+    const m = outgoing(sampleMessage());
+    const r = await t.message(m);
+    assert.deepEqual(r.modifications.map((x) => x.type), ['changeHeader', 'addHeader', 'addHeader', 'insertHeader'], 'the signature comes last, on top');
+    const [sig] = added(r, 'DKIM-Signature');
+    const h = /h=([^;]+)/.exec(sig.replace(/\s+/g, ''))![1].split(':').map((x) => x.toLowerCase());
+    assert.ok(h.includes('reply-to') && h.includes('cc'), `both added headers are signed: h=${h.join(':')}`);
+    const delivered = assemble(m.headers as [string, string][], r.modifications, m.body as Buffer);
+    assert.match(delivered.toString(), /^Subject: \[ext\] The quarterly report\r$/m);
+    assert.deepEqual(await verify(delivered), [['pass', 'example.com', 'r2026', 'rsa-sha256']]);
     await t.close();
   });
 

@@ -72,13 +72,24 @@ export function added(r: TestResult, name: string): string[] {
 
 /**
  * The message as Postfix writes it after the milter: inserted headers at their index (0 = top),
- * added ones at the end, `Name: value` with LF folds turned into CRLF; the body with CRLF line ends.
+ * added ones at the end, changed and deleted ones in place, `Name: value` with LF folds turned into CRLF; the body with CRLF line ends.
  */
 export function assemble(headers: readonly [string, string][], modifications: readonly Modification[], body: Buffer | string): Buffer {
   const lines = headers.map(([n, v]) => `${n}:${v}`);
+  const line = (name: string, value: string) => `${name}: ${value.replace(/\r?\n/g, '\r\n')}`;
   for (const m of modifications) {
-    if (m.type === 'insertHeader') lines.splice(m.index, 0, `${m.name}: ${m.value.replace(/\r?\n/g, '\r\n')}`);
-    else if (m.type === 'addHeader') lines.push(`${m.name}: ${m.value.replace(/\r?\n/g, '\r\n')}`);
+    if (m.type === 'insertHeader') lines.splice(m.index, 0, line(m.name, m.value));
+    else if (m.type === 'addHeader') lines.push(line(m.name, m.value));
+    else if (m.type === 'changeHeader') {
+      // The index-th header of that name (1-based); '' deletes it; past the count it is added.
+      const lower = m.name.toLowerCase();
+      let seen = 0;
+      const at = lines.findIndex((l) => l.slice(0, l.indexOf(':')).toLowerCase() === lower && ++seen === m.index);
+      if (m.value === '') {
+        if (at >= 0) lines.splice(at, 1);
+      } else if (at >= 0) lines[at] = line(m.name, m.value);
+      else lines.push(line(m.name, m.value));
+    }
   }
   const b = typeof body === 'string' ? Buffer.from(body.replace(/\r?\n/g, '\r\n')) : body;
   return Buffer.concat([Buffer.from(lines.map((l) => `${l}\r\n`).join('') + '\r\n', 'utf8'), b]);

@@ -19,7 +19,9 @@ let badRecord: TestKey;
 let revoked: TestKey;
 let slow: TestKey;
 let unpublished: TestKey;
+let big: TestKey;
 before(async () => {
+  big = makeKey('example.com', 'big4096', 'rsa', 4096);
   rsa = makeKey('example.com', 'rsa1');
   ed = makeKey('example.com', 'ed1', 'ed25519');
   other = makeKey('lists.example.org', 'l1');
@@ -35,6 +37,9 @@ before(async () => {
       'broken._domainkey.example.com': { TXT: ['v=DKIM1; k=rsa; p=not*base64!'] },
       'revoked._domainkey.example.com': { TXT: ['v=DKIM1; k=rsa; p='] },
       's1._domainkey.slow.example': { TXT: [slow.record] },
+      'big4096._domainkey.example.com': { TXT: [big.record] },
+      // 24,000 characters of key: far past any real key, and past UDP (the resolver retries over TCP).
+      'huge._domainkey.example.com': { TXT: [`v=DKIM1; k=rsa; p=${'QUJD'.repeat(6_000)}`] },
     },
     { timeoutNames: ['s1._domainkey.slow.example'] },
   );
@@ -133,6 +138,26 @@ describe('dkim verification', () => {
       if (process.env.DKIM_DEBUG) console.log(JSON.stringify(spy.last()!.results));
       assert.equal(spy.last()!.results.length, 1);
       if (spy.last()!.result === 'permerror') assert.equal(r.decision.action, 'reject');
+    }
+    await t.close();
+  });
+
+  it('huge keys and absurd header lists are results, never a crash or a stuck session', async () => {
+    const { t, spy } = await kernel();
+    // A real 4,096-bit key verifies.
+    await t.message(msg(await mailauthSign(sampleMessage(), big)));
+    assert.equal(spy.last()!.result, 'pass', JSON.stringify(spy.last()!.results));
+    // A 24,000-character key record (garbage base64), fetched over TCP: permerror, with a reason.
+    const good = (await mailauthSign(sampleMessage(), rsa)).toString();
+    await t.message(msg(good.replace(/s=rsa1;/, 's=huge;')));
+    assert.deepEqual(spy.last()!.results.map((x) => x.result), ['permerror'], JSON.stringify(spy.last()!.results));
+    // h= naming From 3,000 times (over-signing gone mad), and 3,000 distinct names that are not there.
+    const names = Array.from({ length: 3_000 }, (_, i) => `X-H${i}`).join(':');
+    for (const headerList of ['From:'.repeat(3_000).slice(0, -1), `From:${names}`]) {
+      const r = await t.message(msg(await mailauthSign(sampleMessage(), rsa, { headerList })));
+      assert.equal(r.decision.action, 'accept');
+      assert.equal(spy.last()!.results.length, 1);
+      assert.ok(['pass', 'permerror', 'fail', 'neutral'].includes(spy.last()!.result), JSON.stringify(spy.last()!.results));
     }
     await t.close();
   });

@@ -119,7 +119,8 @@ const headerModule = require('mailauth/lib/dkim/header') as {
 };
 const tools = require('mailauth/lib/tools') as {
   formatSignatureHeaderLine(type: 'DKIM', values: Record<string, unknown>, folded: boolean): string;
-  getPublicKey(type: 'DKIM', name: string, minBitLength: number | undefined, resolver: DnsResolver, options?: { strict?: boolean }): Promise<{ publicKey: string; rr: string; keyType: string; modulusLength?: number }>;
+  getPublicKey(type: string, name: string, minBitLength: number | undefined, resolver: DnsResolver, options?: MailauthKeyOptions): Promise<{ publicKey: string; rr: string; keyType: string; modulusLength?: number }>;
+  toALabel(domain: string): string;
 };
 
 const arcModule = require('mailauth/lib/arc') as {
@@ -138,6 +139,20 @@ export const generateCanonicalizedHeader = headerModule.generateCanonicalizedHea
 export const formatSignatureHeaderLine = tools.formatSignatureHeaderLine;
 /** Looks up and parses a DKIM key record. */
 export const getPublicKey = tools.getPublicKey;
+/** A domain name as DNS is asked for it (RFC 8616 §3: U-labels to A-labels), as getPublicKey does. */
+export const toALabel = tools.toALabel;
+
+/** What a key lookup depends on besides the record (mailauth's `createKeyCache` key). */
+export interface MailauthKeyOptions {
+  strict?: boolean;
+  hashAlgo?: string;
+}
+
+/** The per-message key lookup cache the verifier and the ARC validation share (mailauth's `createKeyCache()`). */
+export interface MailauthKeyCache {
+  resolver: DnsResolver | undefined;
+  get(type: string, name: string, minBitLength: number | undefined, options?: MailauthKeyOptions): Promise<unknown>;
+}
 
 /** A header block as mailauth parses it (lib/tools.js `parseHeaders`): one row per header, `line` the bytes `Name: value` with CRLF folds. */
 export interface MailauthParsedHeaders {

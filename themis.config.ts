@@ -1,7 +1,7 @@
 // The configuration `npm start` runs with, and the documented example.
 // Plugins are loaded by package name, by path relative to this file, or as imported objects; each
 // policy field is owned by the plugin that claims it. The built-in ratelimit, spf, headers and monitor
-// plugins are in plugins/, with predict. As shipped this file demonstrates them without refusing
+// plugins are in plugins/, with predict, dkim and dmarc. As shipped this file demonstrates them without refusing
 // legitimate mail: the monitor's dashboard on the status endpoint (http://127.0.0.1:8441/dashboard, which
 // the start line names), SPF results as headers only, a rate limit far above any real sender, and a
 // header rule that only adds a header. `themis init` writes the same, with more commented guidance;
@@ -21,6 +21,8 @@ export default defineConfig({
     'themis-plugin-ratelimit',                        // built in: the `ratelimit` policy field
     'themis-plugin-headers',                          // built in: the `headers` policy field
     // 'themis-plugin-predict',                       // built in: the `predict` policy field (learned rates, new recipients)
+    // { plugin: 'themis-plugin-dkim', options: { keys: [{ domain: 'example.com', selector: 'r2026', keyFile: '/etc/themis/dkim/r2026.example.com.key' }] } }, // `dkim`: verify, sign, ARC seal (themis dkim keygen)
+    // 'themis-plugin-dmarc',                         // built in: the `dmarc` policy field, from spf's and dkim's results
     // 'themis-plugin-recipient-allowlist',           // by package name (see examples/)
     // { plugin: './my-plugin.ts', options: {}, priority: 10, onError: 'tempfail' },
   ],
@@ -41,6 +43,9 @@ export default defineConfig({
     // Stolen accounts, as measured by `npm run eval:predict`: new recipients (colleagues excluded), and a rate backstop.
     // { name: 'submission-new', match: { direction: 'outbound' }, predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], factor: 2, action: 'tempfail', shadow: true } },
     // { name: 'submission', match: { direction: 'outbound' }, predict: { timeframes: [1, 5, 10, 60], factor: 2.5, action: 'tempfail', shadow: true } },
+    // Mail authentication, one Authentication-Results for all: SPF, DKIM (and ARC), DMARC with the published policy as the action.
+    // { name: 'auth-in', match: { direction: 'inbound' }, spf: { headers: { authenticationResults: true } }, dkim: { verify: { headers: { authenticationResults: true } } }, dmarc: { headers: { authenticationResults: true } } },
+    // { name: 'sign-out', match: { direction: 'outbound' }, dkim: { sign: {}, verify: { enabled: false } } },
     // { name: 'scanned-strict', match: { direction: 'inbound' }, headers: [
     //   { name: 'spam-flag', if: { header: 'X-Spam-Flag', equals: 'YES', ignoreCase: true },
     //     then: [{ add: 'X-Themis-Policy', value: '{policy}' }, { change: 'Subject', value: '[SPAM] {value}' }] },

@@ -10,6 +10,8 @@
  * each, as the plugin sees two policies on one subject):
  *
  *   node bench/predict/explore.ts --seed 2 '{"count":"newRecipients","internalDomains":["example.com"],"timeframes":[1,5,10,60],"factor":2}+{"timeframes":[1,5,10,60],"factor":2.5}'
+ *
+ * The traffic holds issue 23's quiet kinds as the evaluation's does; `--new-per-kind 0` leaves them out.
  * @module
  */
 import { parseArgs } from 'node:util';
@@ -21,12 +23,12 @@ import { seenCompute } from '../../plugins/predict/src/store/seen.ts';
 import { buildIndex, evaluate } from './metrics.ts';
 import { MINUTE, generateTraffic, recipientAddresses } from './traffic.ts';
 
-const { values, positionals } = parseArgs({ options: { seed: { type: 'string', default: '1' }, senders: { type: 'string', default: '2000' }, days: { type: 'string', default: '14' } }, allowPositionals: true });
+const { values, positionals } = parseArgs({ options: { seed: { type: 'string', default: '1' }, senders: { type: 'string', default: '2000' }, days: { type: 'string', default: '14' }, 'new-per-kind': { type: 'string' } }, allowPositionals: true });
 if (positionals.length === 0) {
-  console.error("usage: node bench/predict/explore.ts [--seed N] [--senders N] [--days N] 'FIELD-JSON[+FIELD-JSON…]' …");
+  console.error("usage: node bench/predict/explore.ts [--seed N] [--senders N] [--days N] [--new-per-kind N] 'FIELD-JSON[+FIELD-JSON…]' …");
   process.exit(2);
 }
-const traffic = generateTraffic({ seed: Number(values.seed), senders: Number(values.senders), days: Number(values.days) });
+const traffic = generateTraffic({ seed: Number(values.seed), senders: Number(values.senders), days: Number(values.days), ...(values['new-per-kind'] !== undefined ? { newPerKind: Number(values['new-per-kind']) } : {}) });
 const ix = buildIndex(traffic, 10 * MINUTE);
 const options = predictOptions.parse({});
 const recipientsOf = recipientAddresses(traffic);

@@ -13,7 +13,7 @@
  *   rate: the smallest limit whose rate is at most the target.
  * @module
  */
-import { DAY, KIND_NAMES, MINUTE, type CompromiseKind, type Traffic } from './traffic.ts';
+import { ALL_KINDS, DAY, KIND_NAMES, MINUTE, type CompromiseKind, type Traffic } from './traffic.ts';
 
 /** Detection and false positives of one detector. */
 export interface Evaluation {
@@ -156,7 +156,7 @@ export function evaluate(ix: EvalIndex, flagged: Uint8Array): Evaluation {
 function summarizeEvaluation(traffic: Traffic, per: Evaluation['perCompromise'], fpDay: Int32Array, active: Int32Array, learnDays: number, days: number, fpMessages: number): Omit<Evaluation, 'fpCauses' | 'fpClasses' | 'fpLargeMessage'> {
   const ttds = per.filter((p) => p.ttd !== null).map((p) => p.ttd!).sort((a, b) => a - b);
   const byKind: Evaluation['byKind'] = {};
-  for (const kind of ['burst', 'slow', 'paced'] as const) {
+  for (const kind of ALL_KINDS) {
     const of = per.filter((p) => p.kind === kind);
     if (of.length === 0) continue;
     const k = of.filter((p) => p.ttd !== null).map((p) => p.ttd!).sort((a, b) => a - b);

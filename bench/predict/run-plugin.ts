@@ -1,7 +1,8 @@
 /**
  * Runs a predict-style plugin over simulated traffic through the real kernel (`themis/testing`), with
  * the simulator's clock: every event becomes one message from its login (SASL-authenticated, as on
- * the submission port) to as many recipients as the event has. A tiny observer plugin reads the
+ * the submission port) to as many recipients as the event has, from its client address, with the
+ * headers its mail client writes (From with the display name, Reply-To, User-Agent/X-Mailer: traits.ts). A tiny observer plugin reads the
  * plugin's note after each message (`{ subject, over, shadow, timeframes }`) and the runner records,
  * per event, whether it was flagged, and whether the MTA was told anything but a plain accept.
  * @module
@@ -9,6 +10,7 @@
 import { definePlugin, MemoryStore, type DecisionTrace, type KernelLogger, type PluginDefinition } from 'themis-milter';
 import { createTestKernel } from 'themis-milter/testing';
 import { recipientAddresses, type Traffic } from './traffic.ts';
+import { messageTraits } from './traits.ts';
 
 /** One configuration of a detector: a policy field and plugin options. */
 export interface DetectorSpec {
@@ -119,7 +121,10 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
       clock = traffic.t[i];
       current = i;
       const login = traffic.logins[traffic.sender[i]];
-      const r = await t.message({ from: login, rcpt: recipientsOf(i), auth: login, client: { address: `192.0.2.${1 + (traffic.sender[i] % 254)}` } });
+      // What Postfix hands the milter: the client address at CONNECT, the SASL login at MAIL ({auth_authen}), the
+      // headers. The harness sends {auth_type} PLAIN and no TLS macros whatever the client (README, "Traits").
+      const traits = messageTraits(traffic.traits, traffic, i, traffic.sender[i], login, traffic.compromise[i]);
+      const r = await t.message({ from: login, rcpt: recipientsOf(i), auth: login, client: { address: traits.address }, headers: traits.headers });
       const d = r.decision.action;
       decisions[d] = (decisions[d] ?? 0) + 1;
       if ((d !== 'accept' && d !== 'continue') || r.modifications.length > 0 || r.recipients.some((x) => x.action !== 'continue' && x.action !== 'accept')) acted++;

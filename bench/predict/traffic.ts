@@ -9,7 +9,9 @@
  * `{ t, login, recipients, compromise? }` view.
  * @module
  */
+import { injectNewKinds, REPLY_TO_SHARE, type AttackOptions, type NewEvent } from './attacks.ts';
 import { Rng, subSeed } from './rng.ts';
+import { attackTraits, legitimateTraits, usualTraits, type TraitColumns, type Traits } from './traits.ts';
 
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;
@@ -34,15 +36,32 @@ export const KIND = {
   slow: 11,
   /** Compromise: slow spam paced to stay under a plausible fixed hourly limit. */
   paced: 12,
+  /** Compromise (issue 23): phishing the victim's own correspondents. */
+  addressbook: 13,
+  /** Compromise (issue 23): a working day at 1.5–3× the owner's hourly volume, to new outside addresses. */
+  lowslow: 14,
+  /** Compromise (issue 23): spear-phishing colleagues inside the victim's domain. */
+  internal: 15,
+  /** Compromise (issue 23): replies into the owner's recent threads. */
+  hijack: 16,
 } as const;
 
-export const KIND_NAMES: Record<number, string> = { 0: 'normal', 1: 'busy day', 2: 'team mailing', 3: 'newsletter', 10: 'burst', 11: 'slow', 12: 'slow paced' };
+export const KIND_NAMES: Record<number, string> = { 0: 'normal', 1: 'busy day', 2: 'team mailing', 3: 'newsletter', 10: 'burst', 11: 'slow', 12: 'slow paced', 13: 'address book', 14: 'low and slow', 15: 'internal', 16: 'thread hijack' };
 
-export type CompromiseKind = 'burst' | 'slow' | 'paced';
-export const COMPROMISE_KINDS: readonly CompromiseKind[] = ['burst', 'slow', 'paced'];
+/** The compromise kinds of the original evaluation, unchanged. */
+export type LegacyKind = 'burst' | 'slow' | 'paced';
+/** The quiet kinds of issue 23 (attacks.ts). */
+export type NewKind = 'addressbook' | 'lowslow' | 'internal' | 'hijack';
+export type CompromiseKind = LegacyKind | NewKind;
+export const COMPROMISE_KINDS: readonly LegacyKind[] = ['burst', 'slow', 'paced'];
+export const NEW_KINDS: readonly NewKind[] = ['addressbook', 'lowslow', 'internal', 'hijack'];
+/** Every kind, in report order. */
+export const ALL_KINDS: readonly CompromiseKind[] = [...COMPROMISE_KINDS, ...NEW_KINDS];
+/** A kind's name in the report. */
+export const KIND_LABELS: Record<CompromiseKind, string> = { burst: 'burst', slow: 'slow', paced: 'slow paced', addressbook: 'address book', lowslow: 'low and slow', internal: 'internal', hijack: 'thread hijack' };
 
-/** Settings of {@link generateTraffic}. */
-export interface TrafficOptions {
+/** Settings of the legacy traffic (what `Traffic.options` reports). */
+export interface BaseTrafficOptions {
   /** Seed (default 1). */
   seed?: number;
   /** Number of senders (default 2,000). */
@@ -55,6 +74,18 @@ export interface TrafficOptions {
   learnDays?: number;
   /** Start of day 0, ms since the epoch (default Monday 2025-01-06 00:00 UTC). */
   start?: number;
+}
+
+/** Settings of {@link generateTraffic}: the legacy traffic's, and the new kinds' (attacks.ts). */
+export interface TrafficOptions extends BaseTrafficOptions {
+  /** Incidents per new kind (default: a third of the legacy compromises, 33 for 2,000 senders; 0: the legacy traffic exactly). */
+  newPerKind?: number;
+  /** The new kinds injected (default all four). */
+  newKinds?: NewKind[];
+  /** Share of attacks from the victim's usual network with its client (default 0.2). */
+  victimNetworkShare?: number;
+  /** Share of new-kind attacks in the victim's working hours (default 0.5). */
+  inHoursShare?: number;
 }
 
 /** A sender's habits, drawn once from the seed. */
@@ -101,7 +132,9 @@ export interface Compromise {
 
 /** The simulated traffic, columnar and sorted by time. */
 export interface Traffic {
-  options: Required<TrafficOptions>;
+  options: Required<BaseTrafficOptions>;
+  /** The new kinds' settings. */
+  attacks: AttackOptions;
   /** Start and end of the simulation, ms. */
   start: number;
   end: number;
@@ -125,6 +158,14 @@ export interface Traffic {
    */
   rcptStart: Int32Array;
   rcptIds: Int32Array;
+  /** Every sender's and attacker's habits of network, client and identity, and the networks (traits.ts). */
+  traits: Traits;
+  /** Per event: client network, host, mail client, display name and Reply-To (traits.ts; `messageTraits` renders them). */
+  net: Int32Array;
+  host: Uint16Array;
+  client: Uint8Array;
+  name: Uint8Array;
+  replyTo: Uint8Array;
 }
 
 /** One event, as the brief describes it. */
@@ -365,7 +406,7 @@ function injectCompromise(out: Columns, seed: number, id: number, p: SenderProfi
 
 /** Generates the traffic for a seed: the same options always give the same events. */
 export function generateTraffic(options: TrafficOptions = {}): Traffic {
-  const o: Required<TrafficOptions> = {
+  const o: Required<BaseTrafficOptions> = {
     seed: options.seed ?? 1,
     senders: options.senders ?? 2000,
     days: options.days ?? 14,
@@ -413,8 +454,101 @@ export function generateTraffic(options: TrafficOptions = {}): Traffic {
     compromise[i] = cols.compromise[k];
     kind[i] = cols.kind[k];
   }
-  const { rcptStart, rcptIds } = assignRecipients(o.seed, senders, t, sender, recipients, kind);
-  return { options: o, start, end, learnEnd, senders, logins: senders.map((s) => s.login), n, t, sender, recipients, compromise, kind, compromises, rcptStart, rcptIds };
+  const { rcptStart, rcptIds, nextOutside } = assignRecipients(o.seed, senders, t, sender, recipients, kind);
+  const attacks: AttackOptions = {
+    perKind: options.newPerKind ?? Math.round(count / 3),
+    kinds: [...(options.newKinds ?? NEW_KINDS)],
+    victimNetworkShare: options.victimNetworkShare ?? 0.2,
+    inHoursShare: options.inHoursShare ?? 0.5,
+  };
+
+  // Traits (traits.ts), from streams of their own: the legitimate messages', then the legacy attackers'.
+  const { traits, columns } = legitimateTraits(o.seed, senders, { n, t, sender, kind, compromise }, start, end);
+  const byCompromise: number[][] = compromises.map(() => []);
+  for (let i = 0; i < n; i++) if (compromise[i] >= 0) byCompromise[compromise[i]].push(i);
+  const legacy: Traffic = { options: o, attacks, start, end, learnEnd, senders, logins: senders.map((s) => s.login), n, t, sender, recipients, compromise, kind, compromises, rcptStart, rcptIds, traits, ...columns };
+
+  // The new kinds (attacks.ts), on top of the legacy traffic and for other victims.
+  const injected = injectNewKinds(o.seed, senders, new Set(compromises.map((c) => c.sender)), legacy, count, nextOutside, start, learnEnd, end, attacks);
+  const usual = usualBefore(legacy, [...compromises, ...injected.compromises]);
+  for (const c of compromises) attackTraits(o.seed, traits, c, byCompromise[c.id], columns, usual.get(c.id)!, attacks.victimNetworkShare, REPLY_TO_SHARE[c.kind]);
+  if (injected.events.length === 0) return legacy;
+  return mergeInjected(legacy, injected.events, injected.compromises, usual);
+}
+
+/** Per compromise: what its victim used most (network, host, client) in its legitimate messages before the attack. */
+function usualBefore(legacy: Traffic, compromises: Compromise[]): Map<number, import('./traits.ts').UsualTraits> {
+  const victims = new Map<number, number[]>(compromises.map((c) => [c.sender, []]));
+  for (let i = 0; i < legacy.n; i++) if (legacy.compromise[i] < 0) victims.get(legacy.sender[i])?.push(i);
+  return new Map(compromises.map((c) => [c.id, usualTraits(legacy, victims.get(c.sender)!.filter((i) => legacy.t[i] < c.start), legacy.traits.senders[c.sender])]));
+}
+
+/** The legacy traffic with the new kinds' messages merged in by time (ties: by sender, legacy first), their traits drawn. */
+function mergeInjected(legacy: Traffic, added: NewEvent[], newCompromises: Compromise[], usual: Map<number, import('./traits.ts').UsualTraits>): Traffic {
+  const ev = added.map((e, k) => ({ e, k })).sort((a, b) => a.e.t - b.e.t || a.e.sender - b.e.sender || a.k - b.k).map((x) => x.e);
+  const m = ev.length;
+  const cols: TraitColumns = { net: new Int32Array(m), host: new Uint16Array(m), client: new Uint8Array(m), name: new Uint8Array(m), replyTo: new Uint8Array(m) };
+  const byCompromise = new Map<number, number[]>(newCompromises.map((c) => [c.id, []]));
+  ev.forEach((e, k) => byCompromise.get(e.compromise)!.push(k));
+  for (const c of newCompromises) attackTraits(legacy.options.seed, legacy.traits, c, byCompromise.get(c.id)!, cols, usual.get(c.id)!, legacy.attacks.victimNetworkShare, REPLY_TO_SHARE[c.kind]);
+
+  const n = legacy.n + m;
+  let total = legacy.rcptIds.length;
+  for (const e of ev) total += e.rcpt.length;
+  const out: Traffic = {
+    ...legacy,
+    n,
+    t: new Float64Array(n),
+    sender: new Int32Array(n),
+    recipients: new Int32Array(n),
+    compromise: new Int32Array(n),
+    kind: new Uint8Array(n),
+    compromises: [...legacy.compromises, ...newCompromises],
+    rcptStart: new Int32Array(n + 1),
+    rcptIds: new Int32Array(total),
+    net: new Int32Array(n),
+    host: new Uint16Array(n),
+    client: new Uint8Array(n),
+    name: new Uint8Array(n),
+    replyTo: new Uint8Array(n),
+  };
+  let a = 0;
+  let b = 0;
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const takeLegacy = b >= m || (a < legacy.n && (legacy.t[a] < ev[b].t || (legacy.t[a] === ev[b].t && legacy.sender[a] <= ev[b].sender)));
+    out.rcptStart[i] = at;
+    if (takeLegacy) {
+      out.t[i] = legacy.t[a];
+      out.sender[i] = legacy.sender[a];
+      out.recipients[i] = legacy.recipients[a];
+      out.compromise[i] = legacy.compromise[a];
+      out.kind[i] = legacy.kind[a];
+      for (let j = legacy.rcptStart[a]; j < legacy.rcptStart[a + 1]; j++) out.rcptIds[at++] = legacy.rcptIds[j];
+      out.net[i] = legacy.net[a];
+      out.host[i] = legacy.host[a];
+      out.client[i] = legacy.client[a];
+      out.name[i] = legacy.name[a];
+      out.replyTo[i] = legacy.replyTo[a];
+      a++;
+    } else {
+      const e = ev[b];
+      out.t[i] = e.t;
+      out.sender[i] = e.sender;
+      out.recipients[i] = e.rcpt.length;
+      out.compromise[i] = e.compromise;
+      out.kind[i] = e.kind;
+      for (const r of e.rcpt) out.rcptIds[at++] = r;
+      out.net[i] = cols.net[b];
+      out.host[i] = cols.host[b];
+      out.client[i] = cols.client[b];
+      out.name[i] = cols.name[b];
+      out.replyTo[i] = cols.replyTo[b];
+      b++;
+    }
+  }
+  out.rcptStart[n] = at;
+  return out;
 }
 
 /** Outside addresses of an announcer's mailing list. */
@@ -450,7 +584,7 @@ interface Correspondents {
  * - **Spam** goes to outside addresses the account never wrote to. (Phishing the victim's own address
  *   book is not simulated: the rate signals are what catches it.)
  */
-function assignRecipients(seed: number, senders: SenderProfile[], t: Float64Array, sender: Int32Array, recipients: Int32Array, kind: Uint8Array): { rcptStart: Int32Array; rcptIds: Int32Array } {
+function assignRecipients(seed: number, senders: SenderProfile[], t: Float64Array, sender: Int32Array, recipients: Int32Array, kind: Uint8Array): { rcptStart: Int32Array; rcptIds: Int32Array; nextOutside: number } {
   const n = t.length;
   const N = senders.length;
   let total = 0;
@@ -538,7 +672,7 @@ function assignRecipients(seed: number, senders: SenderProfile[], t: Float64Arra
     }
   }
   rcptStart[n] = at;
-  return { rcptStart, rcptIds };
+  return { rcptStart, rcptIds, nextOutside };
 }
 
 /** What {@link summarize} tells. */

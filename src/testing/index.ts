@@ -68,6 +68,13 @@ export interface TestClient {
   family?: '4' | '6' | 'L' | 'U';
   /** Client port (default 40000). */
   port?: number;
+  /**
+   * Macro values the MTA has for this connection only, over the kernel-wide `macros`: what differs from
+   * one SMTP session to the next — TLS (`{tls_version}`, `{cipher}`, `{cipher_bits}`, `{cert_subject}`,
+   * `{cert_issuer}`), the SASL mechanism (`{auth_type}`, which otherwise says PLAIN for a login). Each
+   * still reaches the plugins only at the stages whose list names it.
+   */
+  macros?: Record<string, string>;
 }
 
 /** One message to drive through the kernel. */
@@ -238,16 +245,17 @@ export async function createTestKernel<const TPlugins extends readonly TestPlugi
     if (sendmail) {
       // Sendmail sends no macros with a header or a body chunk, and no packet for an empty list.
       if (stage === 'header' || stage === 'body') return;
-      const pairs = sendmailMacros(s.negotiated, stage, { configured, client: s.mtaClient, ...facts }, lists);
+      const pairs = sendmailMacros(s.negotiated, stage, { configured: s.configured ?? configured, client: s.mtaClient, ...facts }, lists);
       if (pairs) s.macros.set(STAGE_BITS[stage].command, pairs);
       return;
     }
     const list = stage === 'header' ? 'endOfHeaders' : stage === 'body' ? 'endOfMessage' : stage;
-    s.macros.set(STAGE_BITS[stage].command, postfixMacros(s.negotiated, list, { configured, client: s.mtaClient, ...facts }, lists));
+    s.macros.set(STAGE_BITS[stage].command, postfixMacros(s.negotiated, list, { configured: s.configured ?? configured, client: s.mtaClient, ...facts }, lists));
   };
 
   const connect = async (client: TestClient = {}, helo = 'client.example'): Promise<TestConnection> => {
     const s = new FakeSession(negotiated);
+    if (client.macros) s.configured = new Map([...configured, ...Object.entries(client.macros).map(([k, v]) => [canonicalMacro(k), v] as [string, string])]);
     const opening: StageOutcome[] = [];
     const address = client.address ?? '192.0.2.1';
     const family = client.family ?? (address.includes(':') ? '6' : '4');
@@ -429,6 +437,8 @@ class FakeSession implements MilterSession {
   client: ConnectEvent | undefined;
   /** The client as the MTA knows it, whether or not CONNECT was sent (its macros describe it). */
   mtaClient: ConnectEvent | undefined;
+  /** This connection's macro values (TestClient.macros over the kernel-wide ones), when it has its own. */
+  configured: ReadonlyMap<string, string> | undefined;
   helo: string | undefined;
   sender: EnvelopeEvent | undefined;
   recipients: EnvelopeEvent[] = [];

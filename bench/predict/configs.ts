@@ -25,6 +25,14 @@ const NEW_RECIPIENTS = { count: 'newRecipients', internalDomains: INTERNAL, time
 /** The rate field of the recommended configuration: a backstop (for spam to known addresses, and slow spam). */
 const RATE_BACKSTOP = { timeframes: [...TIMEFRAMES, 60], factor: 2.5 };
 
+/** The simulated company's webmail server (traits.ts): every webmail user's mail comes from it, so it is no login's own network. */
+const WEBMAIL = '198.18.101.0/24';
+/**
+ * The `signals` of `recommended+signals`: tuned on seed 1 only (`sensitivity` 1–4 × `tolerance` 2–5, with and
+ * without the webmail server trusted; plugins/predict/README.md, "Measured").
+ */
+const SIGNALS = { sensitivity: 2.5, tolerance: 3.5, trustedNetworks: [WEBMAIL] };
+
 /**
  * The real plugin's configurations: its defaults (recipients, EWMA k=5, capped at 10 per message,
  * 1/5/10 minutes, floors 15/30/50); recipients over 1/5/10/60 minutes with factor 1.5 (the best rate
@@ -51,7 +59,8 @@ export function predictConfigs(): DetectorSpec[] {
 /**
  * Exploratory configurations (`--extra`): the rate estimators and settings measured before new
  * recipients were counted (robust, no cap, no floors, 240 minutes, counting messages, k and factor
- * around the best rate row, two rate policies), and new recipients with factor 1.5.
+ * around the best rate row, two rate policies), new recipients with factor 1.5, and the recommended
+ * configuration with issue 23's signals (networks and mail clients), with and without the webmail trusted.
  */
 export function extraConfigs(): DetectorSpec[] {
   const c = (id: string, label: string, policy: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { by: 'saslUser', action: 'tag', timeframes: TIMEFRAMES, ...policy } });
@@ -65,6 +74,11 @@ export function extraConfigs(): DetectorSpec[] {
     c('rate-60-f2', 'recipients + 60 min, factor 2', { timeframes: [...TIMEFRAMES, 60], factor: 2 }),
     c('rate-60-k4', 'recipients + 60 min, factor 1.5, k=4', { timeframes: [...TIMEFRAMES, 60], factor: 1.5, k: 4 }),
     c('new-recipients-f1.5', 'new recipients, factor 1.5', { ...NEW_RECIPIENTS, factor: 1.5 }),
+    // Issue 23's first signals: the login's client networks and mail clients divide both policies' bounds when unusual.
+    // In --extra for now, so that the default run (and --new-per-kind 0) prints exactly what it printed before.
+    { id: 'recommended+signals', label: 'recommended + signals (network, mail client; sensitivity 2.5, tolerance 3.5)', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: SIGNALS })) },
+    // recommended+signals without the webmail server trusted: its users' mail from someone else's computer looks like a new network and a new client.
+    { id: 'signals-untrusted', label: 'recommended + signals, webmail not trusted', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, trustedNetworks: [] } })) },
     { id: 'combo2', label: 'messages 1/5/10 (5/10/15) + capped recipients 60/240', source: 'predict', policy: [{ by: 'saslUser', action: 'tag', count: 'messages', timeframes: TIMEFRAMES, floor: { 1: 5, 5: 10, 10: 15 } }, { by: 'saslUser', action: 'tag', timeframes: [60, 240], factor: 1.5 }] },
   ];
 }

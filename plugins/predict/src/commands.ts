@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import type { PluginCommand } from 'themis-milter';
 import { decide, explain } from './estimate.ts';
 import { profileUpdate } from './store/index.ts';
+import { messageTraits } from './signals.ts';
 import type { PredictOptions, PredictPolicy } from './schema.ts';
 
 const USAGE = `Usage: themis predict show <subject> [--policy NAME] [--json]
@@ -64,11 +65,15 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
     }
     const report = [];
     for (const p of policies) {
-      const [result] = await profileUpdate(ctx.store, [profileRequest(ctx.options, p.config, value, 0, undefined, true)]);
+      // With signals, the traits are read too (a value no message shows: only the summary counts).
+      const inspect = profileRequest(ctx.options, p.config, value, 0, undefined, true);
+      if (p.config.signals) inspect.traits = messageTraits('-', { id: '-' });
+      const [result] = await profileUpdate(ctx.store, [inspect]);
+      const traits = result.traits?.map((t) => ({ trait: t.name === 'n' ? 'networks' : 'mail clients', kept: t.size, activeHours: t.total, newValues: t.distinct }));
       const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
       // How many recipients the subject's memory holds (new recipients only).
       const memory = p.config.count === 'newRecipients' ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;
-      report.push({ policy: p.name, subject: value, by: p.config.spec.name, count: p.config.count, estimator: p.config.estimator, action: p.config.shadow ? `${p.config.action} (shadow)` : p.config.action, ...(memory === undefined ? {} : { rememberedRecipients: memory }), timeframes });
+      report.push({ policy: p.name, subject: value, by: p.config.spec.name, count: p.config.count, estimator: p.config.estimator, action: p.config.shadow ? `${p.config.action} (shadow)` : p.config.action, ...(memory === undefined ? {} : { rememberedRecipients: memory }), ...(traits ? { signals: traits } : {}), timeframes });
     }
     if (values.json) {
       ctx.out(`${JSON.stringify(report, null, 2)}\n`);
@@ -78,6 +83,7 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
       const memory = r.rememberedRecipients === undefined ? '' : `, ${r.rememberedRecipients} recipients remembered`;
       ctx.out(`${r.subject} in policy ${r.policy} (by ${r.by}, ${COUNT_WORDS[r.count]}, ${r.estimator}, action ${r.action}${memory}):\n`);
       for (const t of r.timeframes) ctx.out(`  ${String(t.minutes).padStart(4)} min: ${explain(t, COUNT_WORDS[r.count])}${t.over ? '  — OVER' : ''}\n`);
+      for (const t of r.signals ?? []) ctx.out(`  ${t.trait}: ${t.kept} known, ${t.newValues} new in ${t.activeHours} active hours (decayed)\n`);
     }
     return 0;
   },

@@ -11,10 +11,12 @@ import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
 import { predictCommand } from './commands.ts';
+import { clientNetwork, mailClient, messageTraits, scoreSignals, withSignals, type SignalVerdict } from './signals.ts';
 
 export * from './store/index.ts';
 export { decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
 export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions, type Prior } from './schema.ts';
+export { clientNetwork, mailClient, messageTraits, scoreSignals, traitSurprise, withSignals, CLIENT_TRAIT, NETWORK_TRAIT, MAX_CLIENTS, MAX_NETWORKS, TRAIT_CAP, type SignalSettings, type SignalVerdict } from './signals.ts';
 
 /** What the plugin leaves in the message note (`ctx.message.notes.of('predict')`). */
 export interface PredictNote {
@@ -30,6 +32,11 @@ export interface PredictNote {
   unit: string;
   /** Per timeframe: the count now and the bound (null while learning). */
   timeframes: { minutes: number; count: number; bound: number | null; center: number; spread: number }[];
+  /**
+   * With the policy's `signals`: how unusual the message was (surprise, nats), what the bounds above
+   * were divided by, and the signals that moved, in words.
+   */
+  signals?: { surprise: number; divisor: number; moved: string[] };
 }
 
 const REPLY = { code: 451, enhanced: '4.7.1', text: 'Unusual sending rate for {subject}: try again later' };
@@ -116,7 +123,8 @@ export default definePlugin({
   // Before ratelimit (50): a tempfail here and ratelimit's leaky accounting gives back what it counted.
   priority: 55,
   modifies: ['headers'],
-  observes: ['connect', 'mailFrom', 'rcptTo'],
+  // The headers: the mail client (User-Agent / X-Mailer) of the signals.
+  observes: ['connect', 'mailFrom', 'rcptTo', 'header'],
   commands: { predict: predictCommand },
   errors: PREDICT_ERRORS,
   setup({ store, options, metrics, log, error, use }) {
@@ -174,6 +182,22 @@ export default definePlugin({
         asked.push({ policy, value, index });
       }
       if (requests.length === 0) return undefined;
+
+      // Signals: the traits ride on one profile request per subject (the first policy with signals):
+      // the same store call, the same round trip. Policies with signals on the same subject share them.
+      const traitOf = new Map<string, number>();
+      let shown: { network: string; client: { id: string; label: string } } | undefined;
+      for (const a of asked) {
+        const c = a.policy.config;
+        if (!c.signals) continue;
+        const subjectKey = `${c.spec.name}\0${a.value}`;
+        if (traitOf.has(subjectKey)) continue;
+        shown ??= { network: clientNetwork(ctx.session.client?.address), client: mailClient(message.headers) };
+        const req = requests[a.index];
+        // (A profile key holds the subject's kind and value: no other subject's traits can be on it already.)
+        if (req.traits === undefined) requests[a.index] = { ...req, traits: messageTraits(shown.network, shown.client) };
+        traitOf.set(subjectKey, a.index);
+      }
       let results;
       try {
         results = await profileUpdate(store, requests);
@@ -189,7 +213,12 @@ export default definePlugin({
       const lines: string[] = [];
       for (const a of asked) {
         const c = a.policy.config;
-        const all = results[a.index].timeframes.map((t) => decide(t, boundSettings(c, t.minutes)));
+        let signals: SignalVerdict | undefined;
+        if (c.signals && shown) {
+          const carrier = traitOf.get(`${c.spec.name}\0${a.value}`);
+          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address });
+        }
+        const all = results[a.index].timeframes.map((t) => withSignals(decide(t, boundSettings(c, t.minutes)), signals?.divisor ?? 1));
         const over = all.filter((d) => d.over);
         const learning = all.every((d) => d.bound === null);
         // The timeframe furthest over its bound explains the decision; else the closest to it.
@@ -198,12 +227,13 @@ export default definePlugin({
         const unit = COUNT_WORDS[c.count];
         const outcome = over.length > 0 ? (c.shadow ? 'over_shadow' : 'over') : learning ? 'learning' : 'normal';
         decisions.inc({ policy: a.policy.name, outcome });
-        const words = `${a.value}: ${explain(worst, unit)}`;
+        const moved = signals && signals.divisor > 1 ? ` (bounds ÷ ${Math.round(signals.divisor * 10) / 10}: ${signals.moved.join(', ')})` : '';
+        const words = `${a.value}: ${explain(worst, unit)}${moved}`;
         if (over.length > 0) {
           lines.push(`${a.policy.name}: ${words}${c.shadow ? ' (shadow: no action)' : ` → ${c.action}`}`);
-          ctx.log.info({ policy: a.policy.name, subject: c.spec.name, shadow: c.shadow, action: c.action, timeframes: over.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound })) }, `predict: ${a.policy.name} over the learned rate${c.shadow ? ' (shadow)' : ''}`);
+          ctx.log.info({ policy: a.policy.name, subject: c.spec.name, shadow: c.shadow, action: c.action, timeframes: over.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound })), ...(signals && signals.divisor > 1 ? { signals } : {}) }, `predict: ${a.policy.name} over the learned rate${c.shadow ? ' (shadow)' : ''}${moved}`);
         }
-        const entry: PredictNote = { subject: a.value, over: over.length > 0, shadow: over.length > 0 && c.shadow, policy: a.policy.name, unit, timeframes: all.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound, center: d.center, spread: d.spread })) };
+        const entry: PredictNote = { subject: a.value, over: over.length > 0, shadow: over.length > 0 && c.shadow, policy: a.policy.name, unit, timeframes: all.map((d) => ({ minutes: d.minutes, count: d.count, bound: d.bound, center: d.center, spread: d.spread })), ...(signals ? { signals } : {}) };
         // The note tells the most serious decision: an acting policy over a shadow one over a quiet one.
         if (!note || (entry.over && (!note.over || (note.shadow && !entry.shadow)))) note = entry;
         if (over.length > 0 && !c.shadow && !act) act = { policy: a.policy, value: a.value, worst, all };

@@ -3,7 +3,7 @@
  * @module
  */
 import { z } from 'zod';
-import { replyConfigSchema } from 'themis-milter';
+import { NetworkList, parseNetwork, replyConfigSchema } from 'themis-milter';
 import { parseSubject, type SubjectSpec } from 'themis-plugin-ratelimit';
 
 /** Timeframes by default: 1, 5 and 10 minutes, as the original intended. */
@@ -75,6 +75,30 @@ export const predictField = z
     header: z.string().regex(/^[\x21-\x39\x3b-\x7e]+$/, 'expected a header name').default('X-Themis-Predict'),
     /** The reply of `tempfail` and `jail`; `{subject}`, `{minutes}`, `{count}`, `{bound}` are filled in. */
     reply: replyConfigSchema.optional(),
+    /**
+     * Signals beyond the rate (off when left out): the subject's client networks and mail clients are
+     * learned in its profile (the same store call), and a message unusual in them has every bound of
+     * this policy divided by exp(sensitivity × (surprise − tolerance)), surprise in nats (README).
+     */
+    signals: z
+      .strictObject({
+        /** Score the client network (/24, /64) (default true). */
+        network: z.boolean().default(true),
+        /** Score the mail client (`User-Agent`/`X-Mailer` without versions) (default true). */
+        client: z.boolean().default(true),
+        /** How strongly surprise lowers the bounds: the log of the divisor per nat beyond the tolerance (default 2.5, measured with `npm run eval:predict`). */
+        sensitivity: z.number().min(0).default(2.5),
+        /** Nats of surprise a message shows for free (default 3.5, measured: a trip's new network with the usual client, for a login on one or two networks, is 2.5–3.5). */
+        tolerance: z.number().min(0).default(3.5),
+        /** Active hours a trait must have learned before it is scored (default 10). */
+        learning: z.number().int().min(1).default(10),
+        /**
+         * Your own relays (webmail, a submission proxy: `['198.51.100.0/24']`): a message from there is
+         * never scored on its network — the relay is every user's, not the login's own (default none).
+         */
+        trustedNetworks: z.array(z.string()).default([]),
+      })
+      .optional(),
   })
   .transform((c, ctx) => {
     let spec: SubjectSpec;
@@ -101,7 +125,17 @@ export const predictField = z
     if (c.floor !== undefined && typeof c.floor !== 'number') {
       for (const key of Object.keys(c.floor)) if (!c.timeframes.includes(Number(key))) ctx.issues.push({ code: 'custom', input: c.floor, path: ['floor', key], message: `no timeframe of ${key} minutes (timeframes: ${c.timeframes.join(', ')})` });
     }
-    return { ...c, maxPerMessage, prior, spec, floors };
+    let signals: (NonNullable<typeof c.signals> & { trusted: NetworkList }) | undefined;
+    if (c.signals) {
+      const trusted = new NetworkList();
+      c.signals.trustedNetworks.forEach((text, i) => {
+        const n = parseNetwork(text);
+        if (n === undefined || n instanceof Error) ctx.issues.push({ code: 'custom', input: text, path: ['signals', 'trustedNetworks', i], message: n instanceof Error ? n.message : `${JSON.stringify(text)} is not an IP address or network` });
+        else trusted.add(n);
+      });
+      signals = { ...c.signals, trusted };
+    }
+    return { ...c, maxPerMessage, prior, spec, floors, signals };
   });
 
 /** Default floors, measured with `npm run eval:predict` (bench/predict/README.md). */

@@ -9,7 +9,7 @@ import { Cluster, Redis } from 'ioredis';
 import { MemoryStore, RedisStore, StoreError, type Store } from 'themis-milter';
 import { prng } from 'themis-milter/testing';
 import { profileUpdate, type ProfileRequest, type ProfileResult } from '../src/store/index.ts';
-import { profileCompute, validateProfileRequest } from '../src/store/profile.ts';
+import { parseTrait, profileCompute, validateProfileRequest } from '../src/store/profile.ts';
 import { PROFILE_UPDATE_LUA, parseProfileReply, profileUpdateArgs } from '../src/store/profile-lua.ts';
 import { countRoundTrips, rawCluster, redisAvailable, redisCliAvailable, startRedis, startRedisCluster, type RedisClusterServers, type RedisServer } from '../../../test/helpers/redis.ts';
 import { assertSameProfile, profileContract, randomProfileConfig } from './store-contract.ts';
@@ -170,8 +170,16 @@ function redisMaker(options: () => ConstructorParameters<typeof RedisStore>[0], 
   };
 }
 
-/** A stored profile hash with every number parsed (Lua writes %.17g, JavaScript the shortest form: the same doubles). */
-const parsed = (hash: Record<string, string>) => Object.fromEntries(Object.entries(hash).map(([f, v]) => [f, v.split(',').map(Number)]));
+/** A stored profile hash with every number parsed (Lua writes %.17g, JavaScript the shortest form: the same doubles); traits (`t…`, integers only) as written. */
+const parsed = (hash: Record<string, string>) => Object.fromEntries(Object.entries(hash).map(([f, v]) => [f, f.startsWith('t') ? v : v.split(',').map(Number)]));
+
+/** Random traits for a request (or none, a third of the time): few values so they repeat, small max and cap so eviction and halving happen. */
+function randomTraits(rng: ReturnType<typeof prng>): ProfileRequest['traits'] {
+  if (rng.next() < 0.33) return undefined;
+  const pool = ['10.0.0.0/24', '10.0.1.0/24', '2001:db8:0:1::/64', 'none', 'Xy-_9', 'a', 'b', 'c', 'd', 'e'];
+  const names = rng.next() < 0.5 ? ['n', 'c'] : ['n'];
+  return names.map((name) => ({ name, value: rng.pick(pool), max: 1 + rng.int(5), cap: 2 + rng.int(12) }));
+}
 
 /**
  * Random sequences on a MemoryStore and `redis` side by side: jittered clocks (sometimes a minute
@@ -194,7 +202,8 @@ async function sameAsMemory(redis: Store, hgetall: (key: string) => Promise<Reco
         const requests: ProfileRequest[] = Array.from({ length: 1 + rng.int(4) }, () => {
           const behind = rng.next() < 0.1 ? rng.int(rng.next() < 0.8 ? 90_000 : 5_000_000) : 0;
           const amount = rng.next() < 0.2 ? 0 : rng.next() < 0.05 ? 100 + rng.int(5000) : 1 + rng.int(9);
-          return { key: rng.pick(keys), amount, ...cfg, now: Math.max(0, t - behind) + rng.next(), inspect: rng.next() < 0.1 };
+          const traits = randomTraits(rng);
+          return { key: rng.pick(keys), amount, ...cfg, now: Math.max(0, t - behind) + rng.next(), inspect: rng.next() < 0.1, ...(traits ? { traits } : {}) };
         });
         const [a, b] = await Promise.all([profileUpdate(memory, requests), profileUpdate(redis, requests)]);
         a.forEach((x, i) => assertSameProfile(b[i], x, `seed ${seed} step ${step} request ${i} ${JSON.stringify(requests[i])}`));
@@ -247,6 +256,29 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
     await profileUpdate(s, [{ ...cfg, amount: 3, now: at(3), inspect: true }]);
     assert.ok((await raw.pttl(key)) <= 5000, 'an inspection leaves the expiry');
     assert.equal(await raw.hget(key, 'r'), `${MIN0 + 2},0`, 'and writes nothing');
+  });
+
+  it('traits: the same answers and the same stored text as the TypeScript twin on a known series; unreadable trait fields start again', async () => {
+    const s = await make();
+    const memory = new MemoryStore({ testClock: true });
+    const key = `${s.keyPrefix}tr`;
+    const calls: [string, number][] = [['a', 0], ['a', 1], ['b', 1], ['c', 61], ['a', 122], ['d', 183], ['b', 250]];
+    for (const [value, minute] of calls) {
+      const r = { ...base, key: 'tr', amount: 1, now: at(minute), traits: [{ name: 'n', value, max: 2, cap: 4 }, { name: 'c', value: 'none', max: 8, cap: 200 }] };
+      const [a, b] = await Promise.all([profileUpdate(s, [r]), profileUpdate(memory, [r])]);
+      assert.deepStrictEqual(a, b, `${value} at ${minute}`);
+    }
+    const stored = await raw.hgetall(key);
+    assert.equal(stored.tn, (memory as unknown as { data: Map<string, { value: Map<string, string> }> }).data.get('tr')!.value.get('tn'));
+    assert.match(stored.tn, /^\d+,\d+(;[^,;]+,\d+,\d+){1,2}$/);
+    for (const odd of ['x', '1,1;', '1,1;a,1', '1,1;a,1,2;;b,1,2', '1234567890123456,1', '1,1 ;a,1,2', '1,1;a,b,c']) {
+      await raw.hset(key, 'tn', odd);
+      const r = { ...base, key: 'tr', amount: 0, now: at(300), inspect: true, traits: [{ name: 'n', value: 'a', max: 2, cap: 4 }] };
+      assert.equal(parseTrait(odd), undefined, odd);
+      const [res] = await profileUpdate(s, [r]);
+      assert.deepEqual(res.traits, [{ name: 'n', total: 0, distinct: 0, count: 0, hour: 0, size: 0, now: Math.floor(at(300) / 3_600_000) }], odd);
+    }
+    await memory.close();
   });
 
   it('fields that cannot be read (written by something else) are taken as absent and replaced', async () => {

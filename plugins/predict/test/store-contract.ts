@@ -124,6 +124,10 @@ export function predictStoreContract(make: () => Promise<Store> | Store): void {
       { now: NaN }, { now: Infinity }, { now: -1 },
       { inspect: 1 as unknown as boolean },
       { key: 5 as unknown as string },
+      { traits: 'n' as unknown as [] }, { traits: Array.from({ length: 9 }, (_, i) => ({ name: 'abcdefghi'[i], value: 'v', max: 1, cap: 2 })) },
+      { traits: [{ name: 'N', value: 'v', max: 1, cap: 2 }] }, { traits: [{ name: 'n', value: 'v', max: 1, cap: 2 }, { name: 'n', value: 'w', max: 1, cap: 2 }] },
+      { traits: [{ name: 'n', value: 'a,b', max: 1, cap: 2 }] }, { traits: [{ name: 'n', value: 'a;b', max: 1, cap: 2 }] }, { traits: [{ name: 'n', value: 'a b', max: 1, cap: 2 }] }, { traits: [{ name: 'n', value: '', max: 1, cap: 2 }] },
+      { traits: [{ name: 'n', value: 'v', max: 0, cap: 2 }] }, { traits: [{ name: 'n', value: 'v', max: 65, cap: 2 }] }, { traits: [{ name: 'n', value: 'v', max: 1, cap: 1 }] }, { traits: [{ name: 'n', value: 'v', max: 1, cap: 2.5 }] },
     ];
     for (const change of invalid) await assert.rejects(profileUpdate(s, [day('pv:ok', 1), day('pv:bad', 1, change)]), bad, JSON.stringify(change));
     await assert.rejects(profileUpdate(s, [null as unknown as ProfileRequest]), bad);

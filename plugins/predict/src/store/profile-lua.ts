@@ -14,12 +14,14 @@
  */
 import { replyText } from 'themis-milter';
 import { parseProfileHistory, profileTtl } from './profile.ts';
-import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './types.ts';
+import type { ProfileRequest, ProfileResult, ProfileTimeframe, ProfileTraitResult } from './types.ts';
 
 /**
  * KEYS: the subject. ARGV: now ('' = TIME), amount, span, keep, clipK, clipAfter, ttlMs, inspect
- * (1/0), timeframe count, then the timeframes (ascending). Reply: per timeframe { minutes, count, n,
- * mean, variance, history } — the last three as text (`%.17g`, history `h1,h2,…`).
+ * (1/0), timeframe count, then the timeframes (ascending); then, only when the request has traits,
+ * their count and per trait its name, value, max and cap. Reply: per timeframe { minutes, count, n,
+ * mean, variance, history } — the last three as text (`%.17g`, history `h1,h2,…`); then per trait
+ * { name, total, distinct, count, hour, size, now } (integers, before this call learned; now: the call's hour).
  *
  * One HMGET reads the ring and every timeframe's statistics; unless inspecting, one HSET writes them
  * all back and PEXPIRE sets the expiry.
@@ -49,6 +51,14 @@ for i = 1, nt do
   names[i + 1] = 'f' .. ARGV[9 + i]
 end
 local W = tfs[nt]
+-- Traits (only when sent): count, then name, value, max, cap each; their fields after the timeframes'.
+local ntr = tonumber(ARGV[10 + nt] or '0')
+local traits = {}
+for j = 1, ntr do
+  local a = 10 + nt + 4 * (j - 1)
+  traits[j] = { name = ARGV[a + 1], value = ARGV[a + 2], max = tonumber(ARGV[a + 3]), cap = tonumber(ARGV[a + 4]) }
+  names[nt + 1 + j] = 't' .. ARGV[a + 1]
+end
 local vals = redis.call('HMGET', key, unpack(names))
 
 -- A stored number: finite, else nil (unreadable).
@@ -165,7 +175,85 @@ for i = 1, nt do
   out[i] = { T, acc, s.n, fmt('%.17g', s.mean), fmt('%.17g', s.var), s.hist }
 end
 
--- 5. Unless inspecting: the ring and every timeframe written back, and the expiry.
+-- 5. Each trait, at the hour of now (profile.ts's traitCompute, step for step: integers only).
+local H = floor(now / 3600000)
+local traitTexts = {}
+for j = 1, ntr do
+  local t = traits[j]
+  local total, distinct, entries = 0, 0, {}
+  local text = vals[nt + 1 + j]
+  if text then
+    local tot, dis, rest = match(text, '^(%d+),(%d+)(.*)$')
+    local good = tot ~= nil and #tot <= 15 and #dis <= 15
+    local list = {}
+    if good and rest ~= '' then
+      if sub(rest, 1, 1) ~= ';' then
+        good = false
+      else
+        local pos = 2
+        while true do
+          local e = find(rest, ';', pos, true)
+          local part
+          if e then part = sub(rest, pos, e - 1) else part = sub(rest, pos) end
+          local v, c, h = match(part, '^([^,;]+),(%d+),(%d+)$')
+          if not v or #c > 15 or #h > 15 then
+            good = false
+            break
+          end
+          list[#list + 1] = { v = v, c = tonumber(c), h = tonumber(h) }
+          if not e then break end
+          pos = e + 1
+        end
+      end
+    end
+    if good then total, distinct, entries = tonumber(tot), tonumber(dis), list end
+  end
+  local at = nil
+  for i = 1, #entries do
+    if entries[i].v == t.value then
+      at = i
+      break
+    end
+  end
+  local count, hour = 0, 0
+  if at then count, hour = entries[at].c, entries[at].h end
+  out[nt + j] = { t.name, total, distinct, count, hour, #entries, H }
+  local own
+  if at then
+    own = entries[at]
+    if own.h < H then
+      own.c = own.c + 1
+      own.h = H
+      total = total + 1
+    end
+  else
+    own = { v = t.value, c = 1, h = H }
+    entries[#entries + 1] = own
+    total = total + 1
+    distinct = distinct + 1
+  end
+  while #entries > t.max do
+    local worst = nil
+    for i = 1, #entries do
+      local e = entries[i]
+      if e ~= own and (worst == nil or e.c < entries[worst].c or (e.c == entries[worst].c and e.h < entries[worst].h)) then worst = i end
+    end
+    table.remove(entries, worst)
+  end
+  if total > t.cap then
+    total = floor((total + 1) / 2)
+    distinct = floor((distinct + 1) / 2)
+    for i = 1, #entries do entries[i].c = floor((entries[i].c + 1) / 2) end
+  end
+  local parts = { fmt('%d', total) .. ',' .. fmt('%d', distinct) }
+  for i = 1, #entries do
+    local e = entries[i]
+    parts[i + 1] = e.v .. ',' .. fmt('%d', e.c) .. ',' .. fmt('%d', e.h)
+  end
+  traitTexts[j] = table.concat(parts, ';')
+end
+
+-- 6. Unless inspecting: the ring, every timeframe and trait written back, and the expiry.
 if not inspect then
   local parts = { fmt('%d', base) }
   for k = 1, W do
@@ -180,6 +268,10 @@ if not inspect then
     fields[2 * i + 1] = names[i + 1]
     fields[2 * i + 2] = v
   end
+  for j = 1, ntr do
+    fields[2 * (nt + j) + 1] = names[nt + 1 + j]
+    fields[2 * (nt + j) + 2] = traitTexts[j]
+  end
   redis.call('HSET', key, unpack(fields))
   redis.call('PEXPIRE', key, ARGV[7])
 end
@@ -190,15 +282,26 @@ return out
 export function profileUpdateArgs(r: ProfileRequest, now: number | undefined): string[] {
   const args = [now === undefined ? '' : String(Math.floor(now)), String(r.amount), String(r.span), String(r.keep), String(r.clipK), String(r.clipAfter), String(profileTtl(r)), r.inspect ? '1' : '0', String(r.timeframes.length)];
   for (const t of r.timeframes) args.push(String(t));
+  // Traits only when asked: without them the call is exactly what it was before they existed.
+  if (r.traits !== undefined) {
+    args.push(String(r.traits.length));
+    for (const t of r.traits) args.push(t.name, t.value, String(t.max), String(t.cap));
+  }
   return args;
 }
 
 /** The {@link ProfileResult} of a {@link PROFILE_UPDATE_LUA} reply. */
 export function parseProfileReply(r: ProfileRequest, reply: unknown): ProfileResult {
-  if (!Array.isArray(reply) || reply.length !== r.timeframes.length) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
-  const timeframes: ProfileTimeframe[] = reply.map((t: unknown) => {
+  const nt = r.timeframes.length;
+  if (!Array.isArray(reply) || reply.length !== nt + (r.traits?.length ?? 0)) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
+  const timeframes: ProfileTimeframe[] = reply.slice(0, nt).map((t: unknown) => {
     if (!Array.isArray(t) || t.length !== 6) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
     return { minutes: Number(t[0]), count: Number(t[1]), n: Number(t[2]), mean: Number(replyText(t[3])), variance: Number(replyText(t[4])), history: parseProfileHistory(replyText(t[5])) };
   });
-  return { timeframes };
+  if (r.traits === undefined) return { timeframes };
+  const traits: ProfileTraitResult[] = reply.slice(nt).map((t: unknown) => {
+    if (!Array.isArray(t) || t.length !== 7) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
+    return { name: replyText(t[0]), total: Number(t[1]), distinct: Number(t[2]), count: Number(t[3]), hour: Number(t[4]), size: Number(t[5]), now: Number(t[6]) };
+  });
+  return { timeframes, traits };
 }

@@ -25,7 +25,7 @@
  * @module
  */
 import { invalidAtomicArgument, parseStoredList } from 'themis-milter';
-import type { ProfileRequest, ProfileResult, ProfileTimeframe } from './types.ts';
+import { PROFILE_MAX_TRAITS, type ProfileRequest, type ProfileResult, type ProfileTimeframe, type ProfileTrait, type ProfileTraitResult } from './types.ts';
 
 /** Length of a bucket's unit, ms: timeframes are counted in whole minutes. */
 export const PROFILE_MINUTE_MS = 60_000;
@@ -68,6 +68,112 @@ export function validateProfileRequest(r: ProfileRequest, at = 0): void {
   if (!isNumber(r.ttlMs) || r.ttlMs <= 0 || Math.ceil(r.ttlMs) > Number.MAX_SAFE_INTEGER) throw invalid(`${where}.ttlMs must be a number of ms > 0 (got ${String(r.ttlMs)})`);
   if (r.now !== undefined && !(isNumber(r.now) && r.now >= 0 && r.now <= MAX_TIME)) throw invalid(`${where}.now must be a time ≥ 0, ms (got ${String(r.now)})`);
   if (r.inspect !== undefined && typeof r.inspect !== 'boolean') throw invalid(`${where}.inspect must be a boolean`);
+  if (r.traits !== undefined) {
+    if (!Array.isArray(r.traits) || r.traits.length > PROFILE_MAX_TRAITS) throw invalid(`${where}.traits must be an array of at most ${PROFILE_MAX_TRAITS} traits`);
+    const names = new Set<string>();
+    r.traits.forEach((t: ProfileTrait, i) => {
+      const w = `${where}.traits[${i}]`;
+      if (typeof t !== 'object' || t === null) throw invalid(`${w} is not an object`);
+      if (typeof t.name !== 'string' || !TRAIT_NAME.test(t.name) || names.has(t.name)) throw invalid(`${w}.name must be 1 to 8 lower-case letters, distinct (got ${String(t.name)})`);
+      names.add(t.name);
+      if (typeof t.value !== 'string' || !TRAIT_VALUE.test(t.value)) throw invalid(`${w}.value must be 1 to 64 printable ASCII characters without space, comma or semicolon`);
+      if (!Number.isInteger(t.max) || t.max < 1 || t.max > 64) throw invalid(`${w}.max must be an integer from 1 to 64 (got ${String(t.max)})`);
+      if (!Number.isInteger(t.cap) || t.cap < 2 || t.cap > 1_000_000) throw invalid(`${w}.cap must be an integer from 2 to 1000000 (got ${String(t.cap)})`);
+    });
+  }
+}
+
+const TRAIT_NAME = /^[a-z]{1,8}$/;
+const TRAIT_VALUE = /^[\x21-\x2b\x2d-\x3a\x3c-\x7e]{1,64}$/;
+
+/** The field of a trait. */
+export const traitField = (name: string): string => `t${name}`;
+
+/** Length of a trait's time unit, ms: counts are of active hours. */
+export const TRAIT_HOUR_MS = 3_600_000;
+
+/** One value of a trait as stored. */
+interface TraitEntry {
+  value: string;
+  count: number;
+  hour: number;
+}
+
+const TRAIT_HEAD = /^(\d{1,15}),(\d{1,15})(.*)$/s;
+const TRAIT_ENTRY = /^;([^,;]+),(\d{1,15}),(\d{1,15})$/s;
+
+/**
+ * A stored trait, `"total,distinct;value,count,hour;…"`, or undefined when absent or unreadable (the
+ * script reads it the same way: the head, then every `;`-separated entry, each `value,count,hour`).
+ */
+export function parseTrait(text: string | undefined): { total: number; distinct: number; entries: TraitEntry[] } | undefined {
+  if (text === undefined) return undefined;
+  const m = TRAIT_HEAD.exec(text);
+  if (!m) return undefined;
+  const entries: TraitEntry[] = [];
+  const rest = m[3];
+  if (rest !== '') {
+    if (rest[0] !== ';') return undefined;
+    for (const part of rest.slice(1).split(';')) {
+      const e = TRAIT_ENTRY.exec(`;${part}`);
+      if (!e) return undefined;
+      entries.push({ value: e[1], count: Number(e[2]), hour: Number(e[3]) });
+    }
+  }
+  return { total: Number(m[1]), distinct: Number(m[2]), entries };
+}
+
+/**
+ * One trait learned at hour H (the script mirrors it): the value found (first match) or appended; a
+ * known value counts once more when its last hour is before H (a clock behind learns nothing); a new
+ * one enters with 1 and adds one to `distinct`; both add one to the total. Beyond `max` values, the
+ * least counted other than this one goes (then the oldest hour, then the first in the list). Past
+ * `cap`, the total, `distinct` and every count are halved, rounded up (`⌊(x + 1) / 2⌋`: a value never
+ * drops to 0 there). Integers only: the script computes the same.
+ */
+export function traitCompute(text: string | undefined, t: ProfileTrait, H: number): { result: ProfileTraitResult; text: string } {
+  const stored = parseTrait(text) ?? { total: 0, distinct: 0, entries: [] };
+  let { total, distinct } = stored;
+  const entries = stored.entries;
+  let at = -1;
+  for (let i = 0; i < entries.length; i++) {
+    if (entries[i].value === t.value) {
+      at = i;
+      break;
+    }
+  }
+  const result: ProfileTraitResult = { name: t.name, total, distinct, count: at >= 0 ? entries[at].count : 0, hour: at >= 0 ? entries[at].hour : 0, size: entries.length, now: H };
+  let own: TraitEntry;
+  if (at >= 0) {
+    own = entries[at];
+    if (own.hour < H) {
+      own.count += 1;
+      own.hour = H;
+      total += 1;
+    }
+  } else {
+    own = { value: t.value, count: 1, hour: H };
+    entries.push(own);
+    total += 1;
+    distinct += 1;
+  }
+  while (entries.length > t.max) {
+    let worst = -1;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e === own) continue;
+      if (worst < 0 || e.count < entries[worst].count || (e.count === entries[worst].count && e.hour < entries[worst].hour)) worst = i;
+    }
+    entries.splice(worst, 1);
+  }
+  if (total > t.cap) {
+    total = Math.floor((total + 1) / 2);
+    distinct = Math.floor((distinct + 1) / 2);
+    for (const e of entries) e.count = Math.floor((e.count + 1) / 2);
+  }
+  let out = `${total},${distinct}`;
+  for (const e of entries) out += `;${e.value},${e.count},${e.hour}`;
+  return { result, text: out };
 }
 
 /** A request's expiry, ms: `ttlMs` rounded up (validated). */
@@ -233,5 +339,15 @@ export function profileCompute(hash: ProfileHash | undefined, r: ProfileRequest,
     fields.push([profileField(T), `${s.bucket},${s.n},${s.mean},${s.variance}${s.hn > 0 ? `,${s.hist}` : ''}`]);
   }
   fields.unshift([PROFILE_RING, `${base},${ring.join(',')}`]);
-  return { result: { timeframes: out }, fields };
+  if (r.traits === undefined) return { result: { timeframes: out }, fields };
+
+  // 5. Each trait, at the hour of now (its own field; the clock behind does not move it back).
+  const H = Math.floor(now / TRAIT_HOUR_MS);
+  const traits: ProfileTraitResult[] = [];
+  for (const t of r.traits) {
+    const c = traitCompute(hash?.get(traitField(t.name)), t, H);
+    traits.push(c.result);
+    fields.push([traitField(t.name), c.text]);
+  }
+  return { result: { timeframes: out, traits }, fields };
 }

@@ -28,6 +28,48 @@ export interface ProfileRequest {
   now?: number;
   /** Compute and return what the call would, but write nothing (no bucket learned for good, no amount counted, the expiry untouched). */
   inspect?: boolean;
+  /**
+   * Traits learned in the same call, on the same key (at most {@link PROFILE_MAX_TRAITS}): each a bounded
+   * map of the values the subject showed (its client networks, its mail clients…) with decayed counts of
+   * the hours it showed them in. Left out: the call is exactly what it was without traits.
+   */
+  traits?: readonly ProfileTrait[];
+}
+
+/** Most traits per request. */
+export const PROFILE_MAX_TRAITS = 8;
+
+/**
+ * One trait of a {@link ProfileRequest}: this message's value, learned into the field `t<name>` of the
+ * subject's hash. Counts are of **active hours**: a value's count grows by one at most once per clock
+ * hour (⌊now / 3,600,000⌋), so a burst from one network teaches as much as one message.
+ */
+export interface ProfileTrait {
+  /** The trait's name, 1–8 lower-case letters (`n` for networks, `c` for mail clients): field `t<name>`. */
+  name: string;
+  /** This message's value: 1–64 printable ASCII characters, no space, comma or semicolon (`203.0.113.0/24`). */
+  value: string;
+  /** Values kept at most (1–64): a new value beyond it evicts the least counted (then the least recently seen). */
+  max: number;
+  /** When the total passes it (2–1,000,000), every count and the total are halved (rounded up): old habits fade, a moved user re-learns. */
+  cap: number;
+}
+
+/** What a trait looked like before this call learned from it. */
+export interface ProfileTraitResult {
+  name: string;
+  /** Active hours observed (decayed): the sum of every value's count, evicted ones included. */
+  total: number;
+  /** How many of them brought a value new to the map (decayed with the total): how often the subject shows something new. */
+  distinct: number;
+  /** This value's count (0: new to the subject). */
+  count: number;
+  /** The hour (⌊ms / 3,600,000⌋) this value was last counted in (0: new to the subject): equal to the call's hour when it was already counted this hour. */
+  hour: number;
+  /** Values in the map. */
+  size: number;
+  /** The call's hour, ⌊now / 3,600,000⌋. */
+  now: number;
 }
 
 /** One timeframe of a subject's profile after a {@link ProfileRequest}. */
@@ -49,5 +91,7 @@ export interface ProfileTimeframe {
 /** The outcome of one {@link ProfileRequest}: one entry per requested timeframe, in their order. */
 export interface ProfileResult {
   timeframes: ProfileTimeframe[];
+  /** Per requested trait, in order (only when the request had traits). */
+  traits?: ProfileTraitResult[];
 }
 

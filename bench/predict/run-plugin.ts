@@ -121,10 +121,12 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
       clock = traffic.t[i];
       current = i;
       const login = traffic.logins[traffic.sender[i]];
-      // What Postfix hands the milter: the client address at CONNECT, the SASL login at MAIL ({auth_authen}), the
-      // headers. The harness sends {auth_type} PLAIN and no TLS macros whatever the client (README, "Traits").
       const traits = messageTraits(traffic.traits, traffic, i, traffic.sender[i], login, traffic.compromise[i]);
-      const r = await t.message({ from: login, rcpt: recipientsOf(i), auth: login, client: { address: traits.address }, headers: traits.headers });
+      // What Postfix hands the milter: the client address at CONNECT, TLS at HELO ({tls_version}, {cipher},
+      // {cipher_bits}, {cert_subject}), the SASL login and mechanism at MAIL ({auth_authen}, {auth_type}), the headers.
+      const macros: Record<string, string> = { '{auth_type}': traits.authType, '{tls_version}': traits.tlsVersion, '{cipher}': traits.cipher, '{cipher_bits}': String(traits.cipherBits) };
+      if (traits.certSubject) macros['{cert_subject}'] = traits.certSubject;
+      const r = await t.message({ from: login, rcpt: recipientsOf(i), auth: login, client: { address: traits.address, macros }, headers: traits.headers });
       const d = r.decision.action;
       decisions[d] = (decisions[d] ?? 0) + 1;
       if ((d !== 'accept' && d !== 'continue') || r.modifications.length > 0 || r.recipients.some((x) => x.action !== 'continue' && x.action !== 'accept')) acted++;

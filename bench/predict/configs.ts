@@ -60,7 +60,9 @@ export function predictConfigs(): DetectorSpec[] {
  * Exploratory configurations (`--extra`): the rate estimators and settings measured before new
  * recipients were counted (robust, no cap, no floors, 240 minutes, counting messages, k and factor
  * around the best rate row, two rate policies), new recipients with factor 1.5, and the recommended
- * configuration with issue 23's signals (networks and mail clients), with and without the webmail trusted.
+ * configuration with issue 23's signals (networks and mail clients), with and without the webmail trusted,
+ * and with the later traits (Reply-To, display name, SASL/TLS: `signals-all`; without SASL/TLS: `signals-rd`;
+ * all three with tolerance 6: `signals-all-t6`).
  */
 export function extraConfigs(): DetectorSpec[] {
   const c = (id: string, label: string, policy: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { by: 'saslUser', action: 'tag', timeframes: TIMEFRAMES, ...policy } });
@@ -79,6 +81,11 @@ export function extraConfigs(): DetectorSpec[] {
     { id: 'recommended+signals', label: 'recommended + signals (network, mail client; sensitivity 2.5, tolerance 3.5)', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: SIGNALS })) },
     // recommended+signals without the webmail server trusted: its users' mail from someone else's computer looks like a new network and a new client.
     { id: 'signals-untrusted', label: 'recommended + signals, webmail not trusted', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, trustedNetworks: [] } })) },
+    // recommended+signals with the three later traits scored too: the Reply-To domain, the From display name, the SASL/TLS fingerprint.
+    { id: 'signals-all', label: 'recommended + signals + Reply-To, display name, SASL/TLS', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, tls: true } })) },
+    // signals-all without the SASL/TLS fingerprint (it mostly repeats the mail client), and signals-all with a higher tolerance.
+    { id: 'signals-rd', label: 'recommended + signals + Reply-To, display name', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
+    { id: 'signals-all-t6', label: 'signals-all, tolerance 6', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, tolerance: 6, replyTo: true, displayName: true, tls: true } })) },
     { id: 'combo2', label: 'messages 1/5/10 (5/10/15) + capped recipients 60/240', source: 'predict', policy: [{ by: 'saslUser', action: 'tag', count: 'messages', timeframes: TIMEFRAMES, floor: { 1: 5, 5: 10, 10: 15 } }, { by: 'saslUser', action: 'tag', timeframes: [60, 240], factor: 1.5 }] },
   ];
 }

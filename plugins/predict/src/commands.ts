@@ -7,7 +7,10 @@ import { parseArgs } from 'node:util';
 import type { PluginCommand } from 'themis-milter';
 import { decide, explain } from './estimate.ts';
 import { profileUpdate } from './store/index.ts';
-import { messageTraits } from './signals.ts';
+import { messageTraits, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT } from './signals.ts';
+
+/** The traits' names in `show`. */
+const TRAIT_WORDS: Readonly<Record<string, string>> = { [NETWORK_TRAIT]: 'networks', [CLIENT_TRAIT]: 'mail clients', [REPLY_TO_TRAIT]: 'Reply-To settings', [DISPLAY_NAME_TRAIT]: 'display names', [TLS_TRAIT]: 'SASL/TLS fingerprints' };
 import type { PredictOptions, PredictPolicy } from './schema.ts';
 
 const USAGE = `Usage: themis predict show <subject> [--policy NAME] [--json]
@@ -67,9 +70,10 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
     for (const p of policies) {
       // With signals, the traits are read too (a value no message shows: only the summary counts).
       const inspect = profileRequest(ctx.options, p.config, value, 0, undefined, true);
-      if (p.config.signals) inspect.traits = messageTraits('-', { id: '-' });
+      const s = p.config.signals;
+      if (s) inspect.traits = messageTraits('-', { id: '-' }, { ...(s.replyTo ? { replyTo: { id: '-' } } : {}), ...(s.displayName ? { displayName: { id: '-' } } : {}), ...(s.tls ? { tls: { id: '-' } } : {}) });
       const [result] = await profileUpdate(ctx.store, [inspect]);
-      const traits = result.traits?.map((t) => ({ trait: t.name === 'n' ? 'networks' : 'mail clients', kept: t.size, activeHours: t.total, newValues: t.distinct }));
+      const traits = result.traits?.map((t) => ({ trait: TRAIT_WORDS[t.name] ?? t.name, kept: t.size, activeHours: t.total, newValues: t.distinct }));
       const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
       // How many recipients the subject's memory holds (new recipients only).
       const memory = p.config.count === 'newRecipients' ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;

@@ -11,12 +11,12 @@ import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
 import { predictCommand } from './commands.ts';
-import { clientNetwork, mailClient, messageTraits, scoreSignals, withSignals, type SignalVerdict } from './signals.ts';
+import { clientNetwork, displayName, extraTraitsOf, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, withSignals, TLS_MACROS, type ExtraTraits, type SignalVerdict, type TraitValue } from './signals.ts';
 
 export * from './store/index.ts';
 export { decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
 export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions, type Prior } from './schema.ts';
-export { clientNetwork, mailClient, messageTraits, scoreSignals, traitSurprise, withSignals, CLIENT_TRAIT, NETWORK_TRAIT, MAX_CLIENTS, MAX_NETWORKS, TRAIT_CAP, type SignalSettings, type SignalVerdict } from './signals.ts';
+export { addressDomains, clientNetwork, decodeWords, displayName, extraTraitsOf, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, traitSurprise, withSignals, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT, TLS_MACROS, MAX_CLIENTS, MAX_DISPLAY_NAMES, MAX_NETWORKS, MAX_REPLY_TO, MAX_TLS, TRAIT_CAP, type ExtraTraits, type ShownTraits, type SignalSettings, type SignalVerdict, type TraitValue } from './signals.ts';
 
 /** What the plugin leaves in the message note (`ctx.message.notes.of('predict')`). */
 export interface PredictNote {
@@ -125,6 +125,8 @@ export default definePlugin({
   modifies: ['headers'],
   // The headers: the mail client (User-Agent / X-Mailer) of the signals.
   observes: ['connect', 'mailFrom', 'rcptTo', 'header'],
+  // The TLS signal: {auth_type} at MAIL, the TLS macros at HELO (Postfix and Sendmail send them by default; asked anyway, so a site's narrower list keeps them).
+  macros: { helo: [...TLS_MACROS.helo], mailFrom: [...TLS_MACROS.mailFrom] },
   commands: { predict: predictCommand },
   errors: PREDICT_ERRORS,
   setup({ store, options, metrics, log, error, use }) {
@@ -186,17 +188,21 @@ export default definePlugin({
       // Signals: the traits ride on one profile request per subject (the first policy with signals):
       // the same store call, the same round trip. Policies with signals on the same subject share them.
       const traitOf = new Map<string, number>();
-      let shown: { network: string; client: { id: string; label: string } } | undefined;
+      const extras = new Map<number, ExtraTraits>();
+      let shown: { network: string; client: TraitValue; replyTo: TraitValue; displayName: TraitValue; tls: TraitValue } | undefined;
       for (const a of asked) {
         const c = a.policy.config;
         if (!c.signals) continue;
+        shown ??= { network: clientNetwork(ctx.session.client?.address), client: mailClient(message.headers), replyTo: replyToDomain(message.headers, message.sender?.address.split('@')[1]), displayName: displayName(message.headers), tls: tlsFingerprint(ctx.session.macros) };
         const subjectKey = `${c.spec.name}\0${a.value}`;
-        if (traitOf.has(subjectKey)) continue;
-        shown ??= { network: clientNetwork(ctx.session.client?.address), client: mailClient(message.headers) };
-        const req = requests[a.index];
+        let carrier = traitOf.get(subjectKey);
+        if (carrier === undefined) traitOf.set(subjectKey, (carrier = a.index));
+        // The optional traits any policy on the subject scores ride on the carrier, learned once.
+        extras.set(carrier, { ...extras.get(carrier), ...extraTraitsOf(c.signals, shown) });
+      }
+      for (const [carrier, extra] of extras) {
         // (A profile key holds the subject's kind and value: no other subject's traits can be on it already.)
-        if (req.traits === undefined) requests[a.index] = { ...req, traits: messageTraits(shown.network, shown.client) };
-        traitOf.set(subjectKey, a.index);
+        if (requests[carrier].traits === undefined) requests[carrier] = { ...requests[carrier], traits: messageTraits(shown!.network, shown!.client, extra) };
       }
       let results;
       try {
@@ -216,7 +222,7 @@ export default definePlugin({
         let signals: SignalVerdict | undefined;
         if (c.signals && shown) {
           const carrier = traitOf.get(`${c.spec.name}\0${a.value}`);
-          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address });
+          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address, replyTo: shown.replyTo.label, displayName: shown.displayName.label, tls: shown.tls.label });
         }
         const all = results[a.index].timeframes.map((t) => withSignals(decide(t, boundSettings(c, t.minutes)), signals?.divisor ?? 1));
         const over = all.filter((d) => d.over);

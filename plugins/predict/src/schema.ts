@@ -86,6 +86,12 @@ export const predictField = z
         network: z.boolean().default(true),
         /** Score the mail client (`User-Agent`/`X-Mailer` without versions) (default true). */
         client: z.boolean().default(true),
+        /** Score the `Reply-To` domain when outside the `From` domain (`same`, `none` otherwise) (default false). */
+        replyTo: z.boolean().default(false),
+        /** Score the `From` display name (normalised, hashed) (default false). */
+        displayName: z.boolean().default(false),
+        /** Score the SASL mechanism, TLS version and cipher and whether a client certificate was shown (default false). */
+        tls: z.boolean().default(false),
         /** How strongly surprise lowers the bounds: the log of the divisor per nat beyond the tolerance (default 2.5, measured with `npm run eval:predict`). */
         sensitivity: z.number().min(0).default(2.5),
         /** Nats of surprise a message shows for free (default 3.5, measured: a trip's new network with the usual client, for a login on one or two networks, is 2.5–3.5). */

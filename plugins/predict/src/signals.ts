@@ -15,10 +15,23 @@ export const NETWORK_TRAIT = 'n';
 /** The mail-client trait: a hash of the `User-Agent`/`X-Mailer` without its versions, or `none`. */
 export const CLIENT_TRAIT = 'c';
 
+/** The Reply-To trait: the `Reply-To` domain(s) outside the `From` domain (hashed), or `same`, or `none`. */
+export const REPLY_TO_TRAIT = 'r';
+/** The display-name trait: a hash of the `From` display name, normalised, or `none`. */
+export const DISPLAY_NAME_TRAIT = 'd';
+/** The TLS trait: a hash of the SASL mechanism, TLS version, cipher and whether a client certificate was shown. */
+export const TLS_TRAIT = 's';
+
 /** Networks a subject's profile keeps at most (the least used go first). */
 export const MAX_NETWORKS = 16;
 /** Mail clients a subject's profile keeps at most. */
 export const MAX_CLIENTS = 8;
+/** Reply-To settings (`none`, `same`, outside domains) a subject's profile keeps at most. */
+export const MAX_REPLY_TO = 8;
+/** Display names a subject's profile keeps at most. */
+export const MAX_DISPLAY_NAMES = 8;
+/** TLS fingerprints a subject's profile keeps at most. */
+export const MAX_TLS = 8;
 /**
  * Active hours a trait learns before its counts are halved: a login's habits of the last months
  * weigh, older ones fade, so a user who moved re-learns (about 200 hours of mail: 1–3 months for most).
@@ -88,12 +101,182 @@ export function mailClient(headers: readonly HeaderLike[] | undefined): { id: st
   return { id: createHash('sha256').update(label).digest('base64url').slice(0, 8), label };
 }
 
-/** The traits a message teaches its subject's profile (both, whichever the policies score). */
-export function messageTraits(network: string, client: { id: string }): ProfileTrait[] {
-  return [
+/** A shown value: what the store keeps (`id`, ≤ 64 characters, no space, comma or semicolon) and what the words say (`label`). */
+export interface TraitValue {
+  id: string;
+  label: string;
+}
+
+const hashOf = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 8);
+
+/**
+ * RFC 2047 encoded words (`=?utf-8?B?…?=`, `=?iso-8859-1?Q?…?=`) decoded; whitespace between two
+ * encoded words dropped; an unknown charset read as UTF-8; a malformed word left as it is.
+ */
+export function decodeWords(text: string): string {
+  return text
+    .replace(/(=\?[^?\s]+\?[bq]\?[^?\s]*\?=)\s+(?==\?[^?\s]+\?[bq]\?[^?\s]*\?=)/gi, '$1')
+    .replace(/=\?([^?\s]+)\?([bq])\?([^?\s]*)\?=/gi, (word, charset: string, encoding: string, data: string) => {
+      let bytes: Buffer;
+      if (encoding.toLowerCase() === 'b') bytes = Buffer.from(data, 'base64');
+      else bytes = Buffer.from(data.replace(/_/g, ' ').replace(/=([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+      let decoder: TextDecoder;
+      try {
+        decoder = new TextDecoder(charset.split('*')[0].toLowerCase());
+      } catch {
+        decoder = new TextDecoder('utf-8');
+      }
+      try {
+        return decoder.decode(bytes);
+      } catch {
+        return word;
+      }
+    });
+}
+
+/** Specials inside quoted strings, hidden from the address parsing (`"Smith, A"`): `,;<:@` as U+0001–U+0005. */
+const SPECIALS = ',;<:@';
+const hide = (ch: string) => {
+  const i = SPECIALS.indexOf(ch);
+  return i >= 0 ? String.fromCharCode(1 + i) : ch;
+};
+const reveal = (text: string) => text.replace(/[\u0001-\u0005]/g, (c) => SPECIALS[c.charCodeAt(0) - 1]);
+
+/** A header's text without quoted strings' quotes and without comments: `"Smith, A" (x) <a@b>` → `Smith, A <a@b>` (quoted specials hidden, {@link reveal}). */
+function unquote(value: string): { text: string; comments: string[] } {
+  let text = '';
+  const comments: string[] = [];
+  let depth = 0;
+  let comment = '';
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const ch = value[i];
+    if (ch === '\\' && (quoted || depth > 0) && i + 1 < value.length) {
+      const next = value[++i];
+      if (depth > 0) comment += next;
+      else text += hide(next);
+      continue;
+    }
+    if (depth > 0) {
+      if (ch === '(') depth++;
+      else if (ch === ')' && --depth === 0) {
+        comments.push(comment);
+        comment = '';
+        continue;
+      }
+      comment += ch;
+    } else if (quoted) {
+      if (ch === '"') quoted = false;
+      else text += hide(ch);
+    } else if (ch === '"') quoted = true;
+    else if (ch === '(') depth = 1;
+    else text += ch;
+  }
+  return { text, comments };
+}
+
+/** The domains of an address header (`From`, `Reply-To`): lists, groups, angle brackets, comments; lower-case; those without a domain left out. */
+export function addressDomains(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  const out: string[] = [];
+  for (let part of unquote(value).text.split(/[,;]/)) {
+    const colon = part.indexOf(':'); // a group's name: `team: a@b, c@d;`
+    if (colon >= 0 && !part.slice(0, colon).includes('<') && !part.slice(0, colon).includes('@')) part = part.slice(colon + 1);
+    const angle = /<([^>]*)>?/.exec(part);
+    const address = (angle ? angle[1] : part).trim();
+    const at = address.lastIndexOf('@');
+    if (at < 0) continue;
+    const domain = address.slice(at + 1).replace(/^\[|\]$/g, '').replace(/\.$/, '').trim().toLowerCase();
+    if (/^[^\s@<>]+$/.test(domain)) out.push(domain);
+  }
+  return out;
+}
+
+/** A header's first value (names compared without case). */
+function headerOf(headers: readonly HeaderLike[] | undefined, name: string): string | undefined {
+  return headers?.find((x) => x.name.toLowerCase() === name)?.value;
+}
+
+/** Whether `a` is `b` or one under the other (`eu.example.com` and `example.com`). */
+const sameDomain = (a: string, b: string) => a === b || a.endsWith(`.${b}`) || b.endsWith(`.${a}`);
+
+/**
+ * The Reply-To of a message, as learned: `none` without a `Reply-To` (or one without any address),
+ * `same` when every address of it is in the `From` domain (or under it, or it under them), else the
+ * outside domains, sorted, space-separated (`evil.example`), stored as 8 characters of their SHA-256.
+ * Without a `From` address, `fallback` (the envelope sender's domain) is the `From` domain.
+ */
+export function replyToDomain(headers: readonly HeaderLike[] | undefined, fallback?: string): TraitValue {
+  const domains = addressDomains(headerOf(headers, 'reply-to'));
+  if (domains.length === 0) return { id: 'none', label: 'none' };
+  const from = addressDomains(headerOf(headers, 'from'))[0] ?? fallback?.toLowerCase();
+  const outside = [...new Set(domains.filter((d) => from === undefined || from === '' || !sameDomain(d, from)))].sort();
+  if (outside.length === 0) return { id: 'same', label: 'same' };
+  const label = outside.join(' ').slice(0, 128);
+  return { id: hashOf(label), label };
+}
+
+/**
+ * The `From` display name, as learned: the phrase before the first `<` (or the old-style comment,
+ * `a@b (Alice)`) of the first `From`, encoded words decoded, quotes and backslashes dropped, NFKC,
+ * lower-case, spaces collapsed, at most 64 characters — `"Smith,  Alice"` and `=?utf-8?Q?smith,_alice?=`
+ * are the same name. No `From` or no name: `none`. Stored as 8 characters of its SHA-256.
+ */
+export function displayName(headers: readonly HeaderLike[] | undefined): TraitValue {
+  const from = headerOf(headers, 'from');
+  if (from === undefined) return { id: 'none', label: 'none' };
+  const decoded = decodeWords(from);
+  const { text, comments } = unquote(decoded);
+  const angle = text.indexOf('<');
+  // `Alice <a@b>`; the old style `a@b (Alice)`; a bare address has no name.
+  const phrase = angle >= 0 ? text.slice(0, angle) : (comments[0] ?? '');
+  const label = reveal(phrase)
+    .normalize('NFKC')
+    .replace(/["\\]/g, '')
+    .toLowerCase()
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 64);
+  if (label === '') return { id: 'none', label: 'none' };
+  return { id: hashOf(label), label };
+}
+
+/** The macros of the TLS fingerprint (Postfix sends them by default: `{auth_type}` at MAIL, the TLS ones at HELO). */
+export const TLS_MACROS = { helo: ['{tls_version}', '{cipher}', '{cert_subject}'], mailFrom: ['{auth_type}'] } as const;
+
+/**
+ * The SASL mechanism and TLS of the session, as one fingerprint: `{auth_type}` (upper-case),
+ * `{tls_version}`, `{cipher}`, and `cert` when the client presented a certificate (`{cert_subject}`);
+ * `-` for what the MTA did not send (plain text, no login). Stored as 8 characters of its SHA-256.
+ */
+export function tlsFingerprint(macros: { get(name: string): string | undefined } | undefined): TraitValue {
+  const get = (name: string) => macros?.get(name)?.trim() || undefined;
+  const parts = [get('{auth_type}')?.toUpperCase() ?? '-', get('{tls_version}') ?? '-', get('{cipher}') ?? '-'];
+  if (get('{cert_subject}')) parts.push('cert');
+  const label = parts.join(' ').slice(0, 128);
+  return { id: hashOf(label), label };
+}
+
+/** The optional traits of a message (each learned when a policy on the subject scores it). */
+export interface ExtraTraits {
+  replyTo?: { id: string };
+  displayName?: { id: string };
+  tls?: { id: string };
+}
+
+/**
+ * The traits a message teaches its subject's profile: the network and the mail client always
+ * (whichever the policies score), and each of `extra` given (those a policy on the subject scores).
+ */
+export function messageTraits(network: string, client: { id: string }, extra: ExtraTraits = {}): ProfileTrait[] {
+  const out: ProfileTrait[] = [
     { name: NETWORK_TRAIT, value: network, max: MAX_NETWORKS, cap: TRAIT_CAP },
     { name: CLIENT_TRAIT, value: client.id, max: MAX_CLIENTS, cap: TRAIT_CAP },
   ];
+  if (extra.replyTo) out.push({ name: REPLY_TO_TRAIT, value: extra.replyTo.id, max: MAX_REPLY_TO, cap: TRAIT_CAP });
+  if (extra.displayName) out.push({ name: DISPLAY_NAME_TRAIT, value: extra.displayName.id, max: MAX_DISPLAY_NAMES, cap: TRAIT_CAP });
+  if (extra.tls) out.push({ name: TLS_TRAIT, value: extra.tls.id, max: MAX_TLS, cap: TRAIT_CAP });
+  return out;
 }
 
 /**
@@ -130,11 +313,22 @@ export function traitSurprise(t: ProfileTraitResult, learning: number): number {
 export interface SignalSettings {
   network: boolean;
   client: boolean;
+  /** Score the Reply-To domain (default false). */
+  replyTo?: boolean;
+  /** Score the From display name (default false). */
+  displayName?: boolean;
+  /** Score the SASL mechanism and TLS fingerprint (default false). */
+  tls?: boolean;
   sensitivity: number;
   tolerance: number;
   learning: number;
   /** Networks never scored (the site's own relays). */
   trusted?: { has(ip: string): boolean };
+}
+
+/** The optional traits a policy's settings score (what the message must teach its subject's profile). */
+export function extraTraitsOf(s: SignalSettings, shown: { replyTo: TraitValue; displayName: TraitValue; tls: TraitValue }): ExtraTraits {
+  return { ...(s.replyTo ? { replyTo: shown.replyTo } : {}), ...(s.displayName ? { displayName: shown.displayName } : {}), ...(s.tls ? { tls: shown.tls } : {}) };
 }
 
 /** What the signals say of one message for one policy. */
@@ -147,31 +341,76 @@ export interface SignalVerdict {
   moved: string[];
 }
 
+/** What a message showed, in words (labels: the network, the mail client, and the optional traits when read). */
+export interface ShownTraits {
+  network: string;
+  client: string;
+  address?: string;
+  replyTo?: string;
+  displayName?: string;
+  tls?: string;
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
 /** One signal's words, when it says something (at least half a nat). */
-function words(kind: 'network' | 'mail client', shown: string, t: ProfileTraitResult, surprise: number): string | undefined {
+function words(name: string, shown: ShownTraits, t: ProfileTraitResult, surprise: number): string | undefined {
   if (surprise < 0.5) return undefined;
-  const r = (x: number) => Math.round(x * 10) / 10;
   const uses = t.count > 0 ? t.size - 1 : t.size;
-  return `new ${kind} ${shown} (login uses ${uses}, ${r(surprise)} nats)`;
+  const tail = `(login uses ${uses}, ${round1(surprise)} nats)`;
+  switch (name) {
+    case NETWORK_TRAIT:
+      return `new network ${shown.network} ${tail}`;
+    case CLIENT_TRAIT:
+      return `new mail client "${shown.client}" ${tail}`;
+    case REPLY_TO_TRAIT: {
+      // What the login used is only counted (`none`, its own domain, outside ones): `uses 1` is mostly `none`.
+      const r = shown.replyTo ?? '?';
+      const settings = `(login uses ${uses} other Reply-To setting${uses === 1 ? '' : 's'}, ${round1(surprise)} nats)`;
+      return r === 'none' ? `no Reply-To ${settings}` : r === 'same' ? `new Reply-To in the From domain ${settings}` : `new Reply-To domain ${r} ${settings}`;
+    }
+    case DISPLAY_NAME_TRAIT:
+      return shown.displayName === 'none' ? `no display name ${tail}` : `new display name "${shown.displayName ?? '?'}" ${tail}`;
+    case TLS_TRAIT:
+      return `new SASL/TLS "${shown.tls ?? '?'}" ${tail}`;
+  }
+  return undefined;
+}
+
+/** Whether a policy's settings score a trait (the network not from a trusted relay). */
+function scored(s: SignalSettings, name: string, trusted: boolean): boolean {
+  switch (name) {
+    case NETWORK_TRAIT:
+      return s.network && !trusted;
+    case CLIENT_TRAIT:
+      return s.client;
+    case REPLY_TO_TRAIT:
+      return s.replyTo === true;
+    case DISPLAY_NAME_TRAIT:
+      return s.displayName === true;
+    case TLS_TRAIT:
+      return s.tls === true;
+  }
+  return false;
 }
 
 /**
- * The combination: the surprise of the scored signals, less `tolerance` nats a message may show for
- * free (a trip's new network alone), times `sensitivity`, is the log of what the rate bounds are
- * divided by. The rate decision reads `count / bound` against 1; with signals it reads
- * `count / bound × exp(sensitivity × (surprise − tolerance))`: a message that is unusual in where it
- * comes from and what sends it is flagged at a much lower volume than one from the login's usual place.
+ * The combination: the surprise of the scored signals (each one's {@link traitSurprise}, added), less
+ * `tolerance` nats a message may show for free (a trip's new network alone), times `sensitivity`, is the
+ * log of what the rate bounds are divided by. The rate decision reads `count / bound` against 1; with
+ * signals it reads `count / bound × exp(sensitivity × (surprise − tolerance))`: a message that is unusual
+ * in where it comes from and what sends it is flagged at a much lower volume than one from the login's
+ * usual place.
  */
-export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitResult[] | undefined, shown: { network: string; client: string; address?: string }): SignalVerdict {
+export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitResult[] | undefined, shown: ShownTraits): SignalVerdict {
   const trusted = shown.address !== undefined && s.trusted?.has(shown.address) === true;
   const moved: string[] = [];
   let surprise = 0;
   for (const t of traits ?? []) {
-    const kind = t.name === NETWORK_TRAIT ? 'network' : t.name === CLIENT_TRAIT ? 'mail client' : undefined;
-    if (kind === undefined || (kind === 'network' ? !s.network || trusted : !s.client)) continue;
+    if (!scored(s, t.name, trusted)) continue;
     const x = traitSurprise(t, s.learning);
     surprise += x;
-    const w = words(kind, kind === 'network' ? shown.network : `"${shown.client}"`, t, x);
+    const w = words(t.name, shown, t, x);
     if (w) moved.push(w);
   }
   const divisor = Math.exp(s.sensitivity * Math.max(0, surprise - s.tolerance));

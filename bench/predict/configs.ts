@@ -22,6 +22,8 @@ export const NEW_RECIPIENT_MEMORY = 1000;
 
 /** The new-recipients field of the recommended configuration. */
 const NEW_RECIPIENTS = { count: 'newRecipients', internalDomains: INTERNAL, timeframes: NEW_RECIPIENT_TIMEFRAMES, factor: 2 };
+/** New internal recipients (colleagues the login never wrote to), counted on their own: issue 23's internal spear phishing. */
+const NEW_INTERNAL = { count: 'newInternalRecipients', internalDomains: INTERNAL, timeframes: NEW_RECIPIENT_TIMEFRAMES, factor: 2 };
 /** The rate field of the recommended configuration: a backstop (for spam to known addresses, and slow spam). */
 const RATE_BACKSTOP = { timeframes: [...TIMEFRAMES, 60], factor: 2.5 };
 
@@ -86,6 +88,11 @@ export function extraConfigs(): DetectorSpec[] {
     // signals-all without the SASL/TLS fingerprint (it mostly repeats the mail client), and signals-all with a higher tolerance.
     { id: 'signals-rd', label: 'recommended + signals + Reply-To, display name', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
     { id: 'signals-all-t6', label: 'signals-all, tolerance 6', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, tolerance: 6, replyTo: true, displayName: true, tls: true } })) },
+    // signals-rd with the hours of the week scored too (the simulation's server keeps UTC), then with new internal recipients
+    // counted by a third policy on the same subject (spear phishing of colleagues), then with the SASL/TLS fingerprint (one device with the mail client).
+    { id: 'signals-rdh', label: 'signals-rd + hours of the week', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true } })) },
+    { id: 'signals-rdh-int', label: 'signals-rdh + new internal recipients (1/5/10/60, factor 2)', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, NEW_INTERNAL, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true } })) },
+    { id: 'signals-full', label: 'signals-rdh-int + SASL/TLS (one device with the mail client)', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, NEW_INTERNAL, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true, tls: true } })) },
     { id: 'combo2', label: 'messages 1/5/10 (5/10/15) + capped recipients 60/240', source: 'predict', policy: [{ by: 'saslUser', action: 'tag', count: 'messages', timeframes: TIMEFRAMES, floor: { 1: 5, 5: 10, 10: 15 } }, { by: 'saslUser', action: 'tag', timeframes: [60, 240], factor: 1.5 }] },
   ];
 }

@@ -7,10 +7,10 @@ import { parseArgs } from 'node:util';
 import type { PluginCommand } from 'themis-milter';
 import { decide, explain } from './estimate.ts';
 import { profileUpdate } from './store/index.ts';
-import { messageTraits, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT } from './signals.ts';
+import { messageTraits, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, HOURS_TRAIT, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT } from './signals.ts';
 
 /** The traits' names in `show`. */
-const TRAIT_WORDS: Readonly<Record<string, string>> = { [NETWORK_TRAIT]: 'networks', [CLIENT_TRAIT]: 'mail clients', [REPLY_TO_TRAIT]: 'Reply-To settings', [DISPLAY_NAME_TRAIT]: 'display names', [TLS_TRAIT]: 'SASL/TLS fingerprints' };
+const TRAIT_WORDS: Readonly<Record<string, string>> = { [NETWORK_TRAIT]: 'networks', [CLIENT_TRAIT]: 'mail clients', [REPLY_TO_TRAIT]: 'Reply-To settings', [DISPLAY_NAME_TRAIT]: 'display names', [TLS_TRAIT]: 'SASL/TLS fingerprints', [HOURS_TRAIT]: 'slots of the week' };
 import type { PredictOptions, PredictPolicy } from './schema.ts';
 
 const USAGE = `Usage: themis predict show <subject> [--policy NAME] [--json]
@@ -49,7 +49,7 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
       ctx.err(`themis predict: ${values.policy ? `no policy ${values.policy} with a predict field` : 'no policy has a predict field'} in ${ctx.configFile ?? 'the configuration'}\n`);
       return 1;
     }
-    const { profileKey, profileRequest, boundSettings, recipientMemoryKey, RECIPIENT_HASH_WIDTH, COUNT_WORDS } = await import('./index.ts');
+    const { profileKey, profileRequest, boundSettings, recipientMemoryKey, RECIPIENT_HASH_WIDTH, COUNT_WORDS, countsNew } = await import('./index.ts');
     const value = subject.toLowerCase();
     if (sub === 'reset') {
       if (!values.yes) {
@@ -60,7 +60,7 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
       const keys = new Set<string>();
       for (const p of policies) {
         keys.add(profileKey(ctx.options.keyPrefix, p.config, value));
-        if (p.config.count === 'newRecipients') keys.add(recipientMemoryKey(ctx.options.keyPrefix, p.config, value));
+        if (countsNew(p.config)) keys.add(recipientMemoryKey(ctx.options.keyPrefix, p.config, value));
       }
       for (const key of keys) if (await ctx.store.delete(key)) removed++;
       ctx.out(`${value}: ${removed > 0 ? `profile forgotten (${removed} key${removed === 1 ? '' : 's'})` : 'nothing was learned'}\n`);
@@ -71,12 +71,12 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
       // With signals, the traits are read too (a value no message shows: only the summary counts).
       const inspect = profileRequest(ctx.options, p.config, value, 0, undefined, true);
       const s = p.config.signals;
-      if (s) inspect.traits = messageTraits('-', { id: '-' }, { ...(s.replyTo ? { replyTo: { id: '-' } } : {}), ...(s.displayName ? { displayName: { id: '-' } } : {}), ...(s.tls ? { tls: { id: '-' } } : {}) });
+      if (s) inspect.traits = messageTraits('-', { id: '-' }, { ...(s.replyTo ? { replyTo: { id: '-' } } : {}), ...(s.displayName ? { displayName: { id: '-' } } : {}), ...(s.tls ? { tls: { id: '-' } } : {}), ...(s.hours ? { hours: { id: '-' } } : {}) });
       const [result] = await profileUpdate(ctx.store, [inspect]);
       const traits = result.traits?.map((t) => ({ trait: TRAIT_WORDS[t.name] ?? t.name, kept: t.size, activeHours: t.total, newValues: t.distinct }));
       const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
       // How many recipients the subject's memory holds (new recipients only).
-      const memory = p.config.count === 'newRecipients' ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;
+      const memory = countsNew(p.config) ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;
       report.push({ policy: p.name, subject: value, by: p.config.spec.name, count: p.config.count, estimator: p.config.estimator, action: p.config.shadow ? `${p.config.action} (shadow)` : p.config.action, ...(memory === undefined ? {} : { rememberedRecipients: memory }), ...(traits ? { signals: traits } : {}), timeframes });
     }
     if (values.json) {

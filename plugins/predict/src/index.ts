@@ -11,12 +11,12 @@ import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
 import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
 import { predictCommand } from './commands.ts';
-import { clientNetwork, displayName, extraTraitsOf, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, withSignals, TLS_MACROS, type ExtraTraits, type SignalVerdict, type TraitValue } from './signals.ts';
+import { clientNetwork, displayName, extraTraitsOf, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, withSignals, WeekSlots, TLS_MACROS, type ExtraTraits, type SignalVerdict, type TraitValue } from './signals.ts';
 
 export * from './store/index.ts';
 export { decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
 export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions, type Prior } from './schema.ts';
-export { addressDomains, clientNetwork, decodeWords, displayName, extraTraitsOf, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, traitSurprise, withSignals, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT, TLS_MACROS, MAX_CLIENTS, MAX_DISPLAY_NAMES, MAX_NETWORKS, MAX_REPLY_TO, MAX_TLS, TRAIT_CAP, type ExtraTraits, type ShownTraits, type SignalSettings, type SignalVerdict, type TraitValue } from './signals.ts';
+export { addressDomains, clientNetwork, decodeWords, displayName, extraTraitsOf, hoursSurprise, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, traitSurprise, withSignals, WeekSlots, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, HOURS_TRAIT, IN_HOURS_SHARE, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT, TLS_MACROS, MAX_CLIENTS, MAX_DISPLAY_NAMES, MAX_HOURS, MAX_NETWORKS, MAX_REPLY_TO, MAX_TLS, OWNER_SHARE, TRAIT_CAP, type ExtraTraits, type ShownTraits, type SignalSettings, type SignalVerdict, type TraitValue } from './signals.ts';
 
 /** What the plugin leaves in the message note (`ctx.message.notes.of('predict')`). */
 export interface PredictNote {
@@ -48,12 +48,17 @@ export function profileKey(prefix: string, c: PredictPolicy, value: string): str
   let counted: string = c.count;
   if (c.count !== 'messages' && c.maxPerMessage > 0) counted += c.maxPerMessage;
   // Policies that count new recipients with other internal domains count other amounts: other profiles.
-  if (c.count === 'newRecipients' && c.internalDomains.length > 0) counted += `~${digestOf([...c.internalDomains].sort().join(','), 6)}`;
+  if (countsNew(c) && c.internalDomains.length > 0) counted += `~${digestOf([...c.internalDomains].sort().join(','), 6)}`;
   return `${prefix}${c.spec.name}:${counted}:${c.timeframes.join('-')}:${digestOf(value, 22)}`;
 }
 
+/** Whether a policy counts new recipients (outside its internal domains, or inside them): it needs the subject's recipient memory. */
+export function countsNew(c: Pick<PredictPolicy, 'count'>): boolean {
+  return c.count === 'newRecipients' || c.count === 'newInternalRecipients';
+}
+
 /**
- * The store key of a subject's recipient memory (`count: 'newRecipients'`): one per subject, shared
+ * The store key of a subject's recipient memory (`count: 'newRecipients'` or `'newInternalRecipients'`): one per subject, shared
  * by every policy that learns the same kind of subject.
  */
 export function recipientMemoryKey(prefix: string, c: PredictPolicy, value: string): string {
@@ -78,7 +83,7 @@ export function isInternal(address: string, domains: readonly string[]): boolean
 /**
  * What one message adds to a policy's profile: 1 for `messages`; the recipients, or for
  * `newRecipients` those the subject's memory did not know (`fresh[j]` for `recipients[j]`) outside
- * `internalDomains`; capped at `maxPerMessage` when it is set.
+ * `internalDomains`, for `newInternalRecipients` those inside them; capped at `maxPerMessage` when it is set.
  */
 export function messageAmount(c: PredictPolicy, recipients: readonly string[], fresh: readonly boolean[] | undefined): number {
   if (c.count === 'messages') return 1;
@@ -86,12 +91,15 @@ export function messageAmount(c: PredictPolicy, recipients: readonly string[], f
   if (c.count === 'newRecipients') {
     counted = 0;
     for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && !isInternal(recipients[j], c.internalDomains)) counted++;
+  } else if (c.count === 'newInternalRecipients') {
+    counted = 0;
+    for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && isInternal(recipients[j], c.internalDomains)) counted++;
   }
   return c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
 }
 
 /** The words of a count in the trace: `recipients`, `messages`, `new recipients`. */
-export const COUNT_WORDS: Readonly<Record<PredictPolicy['count'], string>> = { recipients: 'recipients', messages: 'messages', newRecipients: 'new recipients' };
+export const COUNT_WORDS: Readonly<Record<PredictPolicy['count'], string>> = { recipients: 'recipients', messages: 'messages', newRecipients: 'new recipients', newInternalRecipients: 'new internal recipients' };
 
 /** The store request that learns from (or, with amount 0 and inspect, reads) a subject's profile. */
 export function profileRequest(o: PredictOptions, c: PredictPolicy, value: string, amount: number, now: number | undefined, inspect = false): ProfileRequest {
@@ -134,6 +142,8 @@ export default definePlugin({
     const decisions = metrics.counter({ name: 'decisions_total', help: 'Predict decisions per policy: learning, normal, over, over_shadow', labelNames: ['policy', 'outcome'] });
     const storeErrors = metrics.counter({ name: 'store_errors_total', help: 'Messages the store could not learn from (the message passes)' });
     const clock = options.now;
+    // The slot of the week of the `hours` signal, in the site's zone.
+    const weekSlots = new WeekSlots(options.timeZone);
 
     const run = async (ctx: HookContext<PredictPolicy>): Promise<Verdict | undefined> => {
       const message = ctx.message!;
@@ -143,7 +153,7 @@ export default definePlugin({
       const subjects = ctx.policies.map((policy) => subjectValues(policy.config.spec, facts, 'message')[0]?.value);
 
       // New recipients first: one memory per subject, told every recipient once per message.
-      const memoryKeys = ctx.policies.map((policy, i) => (policy.config.count === 'newRecipients' && subjects[i] !== undefined ? recipientMemoryKey(options.keyPrefix, policy.config, subjects[i]) : undefined));
+      const memoryKeys = ctx.policies.map((policy, i) => (countsNew(policy.config) && subjects[i] !== undefined ? recipientMemoryKey(options.keyPrefix, policy.config, subjects[i]) : undefined));
       const memories = new Map<string, Promise<boolean[]>>();
       let hashes: string[] | undefined;
       for (const key of memoryKeys) {
@@ -189,11 +199,11 @@ export default definePlugin({
       // the same store call, the same round trip. Policies with signals on the same subject share them.
       const traitOf = new Map<string, number>();
       const extras = new Map<number, ExtraTraits>();
-      let shown: { network: string; client: TraitValue; replyTo: TraitValue; displayName: TraitValue; tls: TraitValue } | undefined;
+      let shown: { network: string; client: TraitValue; replyTo: TraitValue; displayName: TraitValue; tls: TraitValue; hours: TraitValue } | undefined;
       for (const a of asked) {
         const c = a.policy.config;
         if (!c.signals) continue;
-        shown ??= { network: clientNetwork(ctx.session.client?.address), client: mailClient(message.headers), replyTo: replyToDomain(message.headers, message.sender?.address.split('@')[1]), displayName: displayName(message.headers), tls: tlsFingerprint(ctx.session.macros) };
+        shown ??= { network: clientNetwork(ctx.session.client?.address), client: mailClient(message.headers), replyTo: replyToDomain(message.headers, message.sender?.address.split('@')[1]), displayName: displayName(message.headers), tls: tlsFingerprint(ctx.session.macros), hours: weekSlots.of(clock?.() ?? Date.now()) };
         const subjectKey = `${c.spec.name}\0${a.value}`;
         let carrier = traitOf.get(subjectKey);
         if (carrier === undefined) traitOf.set(subjectKey, (carrier = a.index));
@@ -222,7 +232,7 @@ export default definePlugin({
         let signals: SignalVerdict | undefined;
         if (c.signals && shown) {
           const carrier = traitOf.get(`${c.spec.name}\0${a.value}`);
-          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address, replyTo: shown.replyTo.label, displayName: shown.displayName.label, tls: shown.tls.label });
+          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address, replyTo: shown.replyTo.label, displayName: shown.displayName.label, tls: shown.tls.label, hours: shown.hours.label });
         }
         const all = results[a.index].timeframes.map((t) => withSignals(decide(t, boundSettings(c, t.minutes)), signals?.divisor ?? 1));
         const over = all.filter((d) => d.over);

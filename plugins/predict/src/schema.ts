@@ -26,10 +26,12 @@ export const predictField = z
     /**
      * What is counted: `recipients` (default), `messages`, or `newRecipients`: the recipients the subject
      * has not written to lately (not among the last `recipientMemory` distinct recipients it wrote to,
-     * a plugin option). A stolen account spams addresses its owner never wrote to; its owner mostly writes
-     * to the same people. `npm run eval:predict` measures this as the strongest signal.
+     * a plugin option) outside `internalDomains`. A stolen account spams addresses its owner never wrote
+     * to; its owner mostly writes to the same people. `npm run eval:predict` measures this as the strongest
+     * signal. `newInternalRecipients`: the new recipients *inside* `internalDomains`, on their own (spear
+     * phishing of colleagues), with the same recipient memory; it needs `internalDomains`.
      */
-    count: z.enum(['recipients', 'messages', 'newRecipients']).default('recipients'),
+    count: z.enum(['recipients', 'messages', 'newRecipients', 'newInternalRecipients']).default('recipients'),
     /**
      * Recipients counted per message at most (0: no cap; default 10 for `recipients`, none for
      * `newRecipients`). One message to a whole team is what real users do; many messages is what a
@@ -40,7 +42,7 @@ export const predictField = z
     /**
      * For `newRecipients`: domains whose recipients never count as new (each domain and its
      * subdomains, e.g. `['example.com']`): your own users are colleagues, not what a stolen account
-     * spams (default none).
+     * spams (default none). For `newInternalRecipients`: the only domains whose new recipients count.
      */
     internalDomains: z.array(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'expected a domain, e.g. example.com').transform((d) => d.toLowerCase())).default([]),
     /** Window lengths, minutes (default [1, 5, 10]). The learned profile is shared by every policy with the same `by`, `count` and timeframes. */
@@ -90,8 +92,10 @@ export const predictField = z
         replyTo: z.boolean().default(false),
         /** Score the `From` display name (normalised, hashed) (default false). */
         displayName: z.boolean().default(false),
-        /** Score the SASL mechanism, TLS version and cipher and whether a client certificate was shown (default false). */
+        /** Score the SASL mechanism, TLS version and cipher and whether a client certificate was shown (default false). Counted with the mail client as one device: the larger of the two. */
         tls: z.boolean().default(false),
+        /** Score the slot of the week (weekday or weekend, three-hour slot, in the plugin's `timeZone`) against the subject's own hours (default false). */
+        hours: z.boolean().default(false),
         /** How strongly surprise lowers the bounds: the log of the divisor per nat beyond the tolerance (default 2.5, measured with `npm run eval:predict`). */
         sensitivity: z.number().min(0).default(2.5),
         /** Nats of surprise a message shows for free (default 3.5, measured: a trip's new network with the usual client, for a login on one or two networks, is 2.5–3.5). */
@@ -119,12 +123,13 @@ export const predictField = z
       return z.NEVER;
     }
     const floors: Record<number, number> = {};
-    const fresh = c.count === 'newRecipients';
+    const fresh = c.count === 'newRecipients' || c.count === 'newInternalRecipients';
     for (const t of c.timeframes) {
       const given = typeof c.floor === 'number' ? c.floor : c.floor?.[String(t)];
       floors[t] = given ?? (fresh ? (NEW_RECIPIENT_FLOORS[t] ?? Math.min(100, 6 * t)) : (DEFAULT_FLOORS[t] ?? Math.min(150, 10 * t)));
     }
-    if (c.internalDomains.length > 0 && !fresh) ctx.issues.push({ code: 'custom', input: c.internalDomains, path: ['internalDomains'], message: "internalDomains applies to count: 'newRecipients' only" });
+    if (c.internalDomains.length > 0 && !fresh) ctx.issues.push({ code: 'custom', input: c.internalDomains, path: ['internalDomains'], message: "internalDomains applies to count: 'newRecipients' or 'newInternalRecipients' only" });
+    if (c.count === 'newInternalRecipients' && c.internalDomains.length === 0) ctx.issues.push({ code: 'custom', input: c.internalDomains, path: ['internalDomains'], message: "count: 'newInternalRecipients' counts new recipients in internalDomains: expected at least one domain, e.g. ['example.com']" });
     const maxPerMessage = c.maxPerMessage ?? (c.count === 'recipients' ? 10 : 0);
     const given = Object.fromEntries(Object.entries(c.prior ?? {}).filter(([, v]) => v !== undefined));
     const prior: Prior = { ...(fresh ? NEW_RECIPIENT_PRIOR : DEFAULT_PRIOR), ...given };
@@ -184,6 +189,21 @@ export const predictOptions = z.strictObject({
    * at most 3,650): the expiry of every key the plugin writes, so the bound of how many it keeps.
    */
   retentionDays: z.number().positive().max(3650, 'expected at most 3650 days: every profile expires after retentionDays without mail').default(30),
+  /**
+   * The time zone of the `hours` signal (IANA, `Europe/Paris`; default the process's own): the slots of
+   * the week a subject's habits are learned in. Every server of a pool should use the same one.
+   */
+  timeZone: z
+    .string()
+    .refine((zone) => {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: zone });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'expected an IANA time zone, e.g. Europe/Paris or UTC')
+    .optional(),
   /** Store key prefix (default `predict:`). */
   keyPrefix: z.string().min(1).default('predict:'),
   /** The clock, ms since 1970 (simulations and tests; needs a store with `testClock`). */

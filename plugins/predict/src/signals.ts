@@ -22,6 +22,9 @@ export const DISPLAY_NAME_TRAIT = 'd';
 /** The TLS trait: a hash of the SASL mechanism, TLS version, cipher and whether a client certificate was shown. */
 export const TLS_TRAIT = 's';
 
+/** The time trait: the slot of the week (weekday or weekend, three-hour slot of the day, in the plugin's time zone). */
+export const HOURS_TRAIT = 'h';
+
 /** Networks a subject's profile keeps at most (the least used go first). */
 export const MAX_NETWORKS = 16;
 /** Mail clients a subject's profile keeps at most. */
@@ -32,6 +35,8 @@ export const MAX_REPLY_TO = 8;
 export const MAX_DISPLAY_NAMES = 8;
 /** TLS fingerprints a subject's profile keeps at most. */
 export const MAX_TLS = 8;
+/** Slots of the week a subject's profile keeps: all of them (8 three-hour slots × weekday, weekend). */
+export const MAX_HOURS = 16;
 /**
  * Active hours a trait learns before its counts are halved: a login's habits of the last months
  * weigh, older ones fade, so a user who moved re-learns (about 200 hours of mail: 1–3 months for most).
@@ -257,11 +262,53 @@ export function tlsFingerprint(macros: { get(name: string): string | undefined }
   return { id: hashOf(label), label };
 }
 
+/** Hours of the week in each kind of slot: a weekday slot is 15 of the week's 168 hours, a weekend one 6. */
+const SLOT_SHARE = { w: 15 / 168, e: 6 / 168 } as const;
+const WEEKDAYS: Readonly<Record<string, boolean>> = { Mon: true, Tue: true, Wed: true, Thu: true, Fri: true, Sat: false, Sun: false };
+
+/**
+ * The slot of the week a message is sent in, in a time zone: `w3` (a weekday, 09:00–12:00), `e7` (a
+ * weekend day, 21:00–24:00). Three-hour slots: fine enough to tell the office from the night, coarse
+ * enough that a login's habits fill them in a few weeks. The zone is the site's (the plugin's `timeZone`):
+ * a login's habits are learned in it, wherever the user is.
+ */
+export class WeekSlots {
+  readonly #format: Intl.DateTimeFormat;
+  // The last quarter hour asked and its slot: messages come in time order, and zones have 30- and 45-minute offsets.
+  #quarter = NaN;
+  #slot: TraitValue = { id: 'w0', label: '' };
+
+  /** @param timeZone an IANA zone (`Europe/Paris`), or undefined for the process's own. */
+  constructor(timeZone?: string) {
+    this.#format = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: 'numeric', hourCycle: 'h23' });
+  }
+
+  /** The slot of `ms` (ms since 1970). */
+  of(ms: number): TraitValue {
+    const quarter = Math.floor(ms / 900_000);
+    if (quarter === this.#quarter) return this.#slot;
+    let weekday = 'Mon';
+    let hour = 0;
+    for (const part of this.#format.formatToParts(ms)) {
+      if (part.type === 'weekday') weekday = part.value;
+      else if (part.type === 'hour') hour = Number(part.value) % 24;
+    }
+    const slot = Math.floor(hour / 3);
+    const working = WEEKDAYS[weekday] ?? true;
+    const from = String(slot * 3).padStart(2, '0');
+    const to = String(slot * 3 + 3).padStart(2, '0');
+    this.#quarter = quarter;
+    this.#slot = { id: `${working ? 'w' : 'e'}${slot}`, label: `${working ? 'weekday' : 'weekend'} ${from}–${to} h` };
+    return this.#slot;
+  }
+}
+
 /** The optional traits of a message (each learned when a policy on the subject scores it). */
 export interface ExtraTraits {
   replyTo?: { id: string };
   displayName?: { id: string };
   tls?: { id: string };
+  hours?: { id: string };
 }
 
 /**
@@ -276,6 +323,7 @@ export function messageTraits(network: string, client: { id: string }, extra: Ex
   if (extra.replyTo) out.push({ name: REPLY_TO_TRAIT, value: extra.replyTo.id, max: MAX_REPLY_TO, cap: TRAIT_CAP });
   if (extra.displayName) out.push({ name: DISPLAY_NAME_TRAIT, value: extra.displayName.id, max: MAX_DISPLAY_NAMES, cap: TRAIT_CAP });
   if (extra.tls) out.push({ name: TLS_TRAIT, value: extra.tls.id, max: MAX_TLS, cap: TRAIT_CAP });
+  if (extra.hours) out.push({ name: HOURS_TRAIT, value: extra.hours.id, max: MAX_HOURS, cap: TRAIT_CAP });
   return out;
 }
 
@@ -309,6 +357,39 @@ export function traitSurprise(t: ProfileTraitResult, learning: number): number {
   return Math.max(0, Math.log(((1 - OWNER_SHARE) * (total + 2)) / (distinct + 1)));
 }
 
+/**
+ * The share of takeovers assumed to send in the owner's own hours (the thief who waits for the office
+ * to open, or works the owner's day); the others send at any hour of the week. 0.5, the simulation's
+ * share; no published figure gives it.
+ */
+export const IN_HOURS_SHARE = 0.5;
+
+/** Pseudo-hours of the week's prior in the owner's time habits: spread over the slots by their length. */
+const HOURS_PRIOR = 2;
+
+/**
+ * How much more likely this message's slot of the week is from a thief than from the owner, in nats
+ * (never below 0). Unlike the identity traits, a time is not new or known: it is usual or not. So:
+ * - the owner sends in a slot in proportion to its active hours there, with {@link HOURS_PRIOR}
+ *   pseudo-hours spread over the week: p = (count + 2 × share) / (total + 2), share the slot's part of
+ *   the week's 168 hours (15 for a weekday slot, 6 for a weekend one);
+ * - a thief sends in the owner's hours ({@link IN_HOURS_SHARE}) or at any hour: 0.5 × p + 0.5 × share;
+ * - so a slot the owner never used scores about ln(0.5 + 0.25 × (total + 2)): 1.4 nats after 10 active
+ *   hours, 2.6 after 50, 3.3 after 100, 3.9 after 200 (the cap) — alone, under the default tolerance;
+ *   a slot used in 3 of 100 hours, 0.7; the owner's office hours, 0.
+ * This hour's own count is left out, like {@link traitSurprise}; before `learning` active hours, 0.
+ */
+export function hoursSurprise(t: ProfileTraitResult, weekend: boolean, learning: number): number {
+  const thisHour = t.count > 0 && t.hour >= t.now;
+  const count = thisHour ? t.count - 1 : t.count;
+  const total = thisHour ? Math.max(0, t.total - 1) : t.total;
+  if (total < learning) return 0;
+  const share = weekend ? SLOT_SHARE.e : SLOT_SHARE.w;
+  const owner = (count + HOURS_PRIOR * share) / (total + HOURS_PRIOR);
+  const thief = IN_HOURS_SHARE * owner + (1 - IN_HOURS_SHARE) * share;
+  return Math.max(0, Math.log(thief / owner));
+}
+
 /** The `signals` settings of a policy (schema.ts). */
 export interface SignalSettings {
   network: boolean;
@@ -319,6 +400,8 @@ export interface SignalSettings {
   displayName?: boolean;
   /** Score the SASL mechanism and TLS fingerprint (default false). */
   tls?: boolean;
+  /** Score the slot of the week (default false). */
+  hours?: boolean;
   sensitivity: number;
   tolerance: number;
   learning: number;
@@ -327,8 +410,8 @@ export interface SignalSettings {
 }
 
 /** The optional traits a policy's settings score (what the message must teach its subject's profile). */
-export function extraTraitsOf(s: SignalSettings, shown: { replyTo: TraitValue; displayName: TraitValue; tls: TraitValue }): ExtraTraits {
-  return { ...(s.replyTo ? { replyTo: shown.replyTo } : {}), ...(s.displayName ? { displayName: shown.displayName } : {}), ...(s.tls ? { tls: shown.tls } : {}) };
+export function extraTraitsOf(s: SignalSettings, shown: { replyTo: TraitValue; displayName: TraitValue; tls: TraitValue; hours?: TraitValue }): ExtraTraits {
+  return { ...(s.replyTo ? { replyTo: shown.replyTo } : {}), ...(s.displayName ? { displayName: shown.displayName } : {}), ...(s.tls ? { tls: shown.tls } : {}), ...(s.hours && shown.hours ? { hours: shown.hours } : {}) };
 }
 
 /** What the signals say of one message for one policy. */
@@ -349,6 +432,8 @@ export interface ShownTraits {
   replyTo?: string;
   displayName?: string;
   tls?: string;
+  /** The slot of the week, in words (`weekend 21–24 h`). */
+  hours?: string;
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
@@ -373,6 +458,12 @@ function words(name: string, shown: ShownTraits, t: ProfileTraitResult, surprise
       return shown.displayName === 'none' ? `no display name ${tail}` : `new display name "${shown.displayName ?? '?'}" ${tail}`;
     case TLS_TRAIT:
       return `new SASL/TLS "${shown.tls ?? '?'}" ${tail}`;
+    case HOURS_TRAIT: {
+      const thisHour = t.count > 0 && t.hour >= t.now;
+      const count = thisHour ? t.count - 1 : t.count;
+      const total = thisHour ? Math.max(0, t.total - 1) : t.total;
+      return `unusual time ${shown.hours ?? '?'} (login active then in ${Math.round(count)} of ${Math.round(total)} hours, ${round1(surprise)} nats)`;
+    }
   }
   return undefined;
 }
@@ -390,6 +481,8 @@ function scored(s: SignalSettings, name: string, trusted: boolean): boolean {
       return s.displayName === true;
     case TLS_TRAIT:
       return s.tls === true;
+    case HOURS_TRAIT:
+      return s.hours === true;
   }
   return false;
 }
@@ -406,13 +499,17 @@ export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitRes
   const trusted = shown.address !== undefined && s.trusted?.has(shown.address) === true;
   const moved: string[] = [];
   let surprise = 0;
+  // The mail client and the SASL/TLS fingerprint are one device: another machine brings both, so they count once (the larger).
+  let device = 0;
   for (const t of traits ?? []) {
     if (!scored(s, t.name, trusted)) continue;
-    const x = traitSurprise(t, s.learning);
-    surprise += x;
+    const x = t.name === HOURS_TRAIT ? hoursSurprise(t, shown.hours?.startsWith('weekend') === true, s.learning) : traitSurprise(t, s.learning);
+    if (t.name === CLIENT_TRAIT || t.name === TLS_TRAIT) device = Math.max(device, x);
+    else surprise += x;
     const w = words(t.name, shown, t, x);
     if (w) moved.push(w);
   }
+  surprise += device;
   const divisor = Math.exp(s.sensitivity * Math.max(0, surprise - s.tolerance));
   return { surprise, divisor, moved };
 }

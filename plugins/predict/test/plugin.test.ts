@@ -241,6 +241,6 @@ describe('predict plugin', () => {
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { timeframes: [5, 1] } }] }), /predict\.timeframes.*ascending/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { floor: { 15: 3 } } }] }), /predict\.floor\["15"\].*no timeframe of 15 minutes/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { count: 'newRecipients', internalDomains: ['exa mple.com'] } }] }), /predict\.internalDomains\[0\].*expected a domain/);
-    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { internalDomains: ['example.com'] } }] }), /predict\.internalDomains.*'newRecipients' only/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { internalDomains: ['example.com'] } }] }), /predict\.internalDomains.*'newRecipients' or 'newInternalRecipients' only/);
   });
 });

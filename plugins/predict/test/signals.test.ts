@@ -271,12 +271,12 @@ describe('signals through the kernel', () => {
   it('the signals field: defaults, and what it refuses', async () => {
     const { predictField } = await import('../src/schema.ts');
     const { trusted, ...rest } = predictField.parse({ signals: { trustedNetworks: ['198.51.100.0/24', '2001:db8::1'] } }).signals!;
-    assert.deepEqual(rest, { network: true, client: true, replyTo: false, displayName: false, tls: false, sensitivity: 2.5, tolerance: 3.5, learning: 10, trustedNetworks: ['198.51.100.0/24', '2001:db8::1'] });
+    assert.deepEqual(rest, { network: true, client: true, replyTo: false, displayName: false, tls: false, hours: false, sensitivity: 2.5, tolerance: 3.5, learning: 10, trustedNetworks: ['198.51.100.0/24', '2001:db8::1'] });
     assert.ok(trusted.has('198.51.100.200') && trusted.has('2001:db8::1') && !trusted.has('198.51.101.1'));
     assert.throws(() => predictField.parse({ signals: { trustedNetworks: ['webmail'] } }), /trustedNetworks/);
     assert.throws(() => predictField.parse({ signals: { trustedNetworks: ['10.0.0.0/33'] } }), /prefix/);
     assert.equal(predictField.parse({}).signals, undefined);
     assert.throws(() => predictField.parse({ signals: { sensitivity: -1 } }));
-    assert.throws(() => predictField.parse({ signals: { hours: true } }));
+    assert.throws(() => predictField.parse({ signals: { weekdays: true } }));
   });
 });

@@ -84,6 +84,8 @@ interface Options {
   quick: boolean;
   /** Also run bench/ratelimit.ts (rate-limit decisions against a local Redis). */
   ratelimit: boolean;
+  /** Also run bench/predict.ts (the predict plugin's CPU and store round trips per message, with and without signals). */
+  predict: boolean;
   /** Also run bench/postfix.ts (Themis behind a real Postfix, against no milter and the C null milter). */
   postfix: boolean;
   /** Also run bench/sendmail.ts (the latency Themis adds behind a real Sendmail, TCP and UNIX socket). */
@@ -108,6 +110,9 @@ const USAGE = `Usage: npm run bench -- [options]     (or: node bench/run.ts [opt
   --rounds N           rounds of interleaved runs (default 7; --quick 1)
   --no-ratelimit       skip the ratelimit case (bench/ratelimit.ts: decisions/s, p99 and round trips
                        per decision against a local redis-server)
+  --no-predict         skip the predict case (bench/predict.ts: the predict plugin's CPU per message
+                       through the kernel, without signals, with signals and with every trait, beside
+                       the kernel alone; store round trips per message against a local redis-server)
   --no-postfix         skip the Postfix end-to-end section (bench/postfix.ts: a throwaway Postfix,
                        smtp-source, no milter vs the C null milter vs every Themis configuration;
                        msg/s, the ratio to no milter, added latency; about 6 minutes)
@@ -126,7 +131,7 @@ looked for (default /tmp/themis-bench); it is built into a temporary folder when
 `;
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, ratelimit: true, postfix: true, sendmail: true, spf: true, dkim: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
+  const o: Options = { quick: false, ratelimit: true, predict: true, postfix: true, sendmail: true, spf: true, dkim: true, targets: [...DEFAULT_TARGETS], rounds: 0, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -136,6 +141,7 @@ function parseOptions(argv: string[]): Options {
     };
     if (a === '--quick') o.quick = true;
     else if (a === '--no-ratelimit') o.ratelimit = false;
+    else if (a === '--no-predict') o.predict = false;
     else if (a === '--no-postfix') o.postfix = false;
     else if (a === '--no-sendmail') o.sendmail = false;
     else if (a === '--no-spf') o.spf = false;
@@ -671,6 +677,19 @@ async function main(): Promise<number> {
       ratelimitJson = rl;
     } else checks.push({ id: 'r', status: 'SKIP', text: 'ratelimit: not measured (redis-server not installed, or the run failed: see above)' });
   }
+  let predictJson: unknown;
+  if (opts.predict) {
+    // A process of its own (its redis-server, its kernels); its checks (n1)–(n5) join this run's.
+    const out = join(mkdtempSync(join(tmpdir(), 'themis-bench-predict-')), 'predict.json');
+    const child = track(spawn(process.execPath, ['--conditions=themis-source', join(REPO, 'bench', 'predict.ts'), ...(opts.quick ? ['--quick'] : []), '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] }));
+    await new Promise((r) => child.once('exit', r));
+    if (existsSync(out)) {
+      const doc = JSON.parse(readFileSync(out, 'utf8')) as { checks: Check[] };
+      checks.push(...doc.checks);
+      predictJson = doc;
+    } else checks.push({ id: 'n', status: 'FAIL', text: 'predict: the run failed (see above)' });
+    rmSync(dirname(out), { recursive: true, force: true });
+  }
   if (opts.spf) {
     const child = spawn(process.execPath, [join(REPO, 'bench', 'spf.ts'), '--checks', opts.quick ? '500' : '2000'], { stdio: ['ignore', 'inherit', 'inherit'] });
     await new Promise((r) => child.once('exit', r));
@@ -725,6 +744,7 @@ async function main(): Promise<number> {
       memory: Object.fromEntries(memory),
       checks,
       ratelimit: ratelimitJson,
+      predict: predictJson,
       dkim: dkimJson,
       postfix: postfixJson,
       sendmail: sendmailJson,

@@ -24,6 +24,8 @@ export const NEW_RECIPIENT_MEMORY = 1000;
 const NEW_RECIPIENTS = { count: 'newRecipients', internalDomains: INTERNAL, timeframes: NEW_RECIPIENT_TIMEFRAMES, factor: 2 };
 /** New internal recipients (colleagues the login never wrote to), counted on their own: issue 23's internal spear phishing. */
 const NEW_INTERNAL = { count: 'newInternalRecipients', internalDomains: INTERNAL, timeframes: NEW_RECIPIENT_TIMEFRAMES, factor: 2 };
+/** New outside recipients over longer horizons, judged against the login's own 4-hour and daily figures rather than fixed minimums. */
+const NEW_RECIPIENTS_DAY = { count: 'newRecipients', internalDomains: INTERNAL, timeframes: [240, 1440], factor: 2, floor: { 240: 8, 1440: 12 }, minHistory: 3 };
 /** The rate field of the recommended configuration: a backstop (for spam to known addresses, and slow spam). */
 const RATE_BACKSTOP = { timeframes: [...TIMEFRAMES, 60], factor: 2.5 };
 
@@ -93,6 +95,15 @@ export function extraConfigs(): DetectorSpec[] {
     { id: 'signals-rdh', label: 'signals-rd + hours of the week', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true } })) },
     { id: 'signals-rdh-int', label: 'signals-rdh + new internal recipients (1/5/10/60, factor 2)', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, NEW_INTERNAL, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true } })) },
     { id: 'signals-full', label: 'signals-rdh-int + SASL/TLS (one device with the mail client)', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, NEW_INTERNAL, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true, tls: true } })) },
+    // signals-rdh with new outside recipients also judged over 4 hours and a day against the login's own figures
+    // (floors 8 and 12 instead of the defaults' 24 and 100; 3 active buckets of history): the low-and-slow day.
+    { id: 'signals-day', label: 'signals-rdh + new recipients over 4 h and a day (floors 8/12, 3 buckets)', source: 'predict', options: { timeZone: 'UTC' }, policy: [NEW_RECIPIENTS, RATE_BACKSTOP, NEW_RECIPIENTS_DAY].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, hours: true } })) },
+    // The day policy stricter (floors 10 and 20, 5 buckets of history), and without signals of its own, factor 3.
+    { id: 'signals-day-strict', label: 'signals-rd + new recipients over 4 h and a day (floors 10/20, 5 buckets)', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP, { ...NEW_RECIPIENTS_DAY, floor: { 240: 10, 1440: 20 }, minHistory: 5 }].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
+    { id: 'signals-day-plain', label: 'signals-rd + new recipients over 4 h and a day (factor 3, floors 10/20, no signals)', source: 'predict', policy: [...[NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })), { ...NEW_RECIPIENTS_DAY, factor: 3, floor: { 240: 10, 1440: 20 } }].map((f) => ({ by: 'saslUser', action: 'tag', ...f })) },
+    // signals-rd with new recipients capped at 20 per message (a newsletter is one message; a spammer sends many), and with a lower tolerance too.
+    { id: 'signals-rd-cap20', label: 'signals-rd, new recipients capped at 20 per message', source: 'predict', policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 20 }, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
+    { id: 'signals-rd-cap20-t3', label: 'signals-rd-cap20, tolerance 3', source: 'predict', policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 20 }, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, tolerance: 3, replyTo: true, displayName: true } })) },
     { id: 'combo2', label: 'messages 1/5/10 (5/10/15) + capped recipients 60/240', source: 'predict', policy: [{ by: 'saslUser', action: 'tag', count: 'messages', timeframes: TIMEFRAMES, floor: { 1: 5, 5: 10, 10: 15 } }, { by: 'saslUser', action: 'tag', timeframes: [60, 240], factor: 1.5 }] },
   ];
 }

@@ -40,19 +40,20 @@ describe('the hours of the week', () => {
 
   it('the score: a slot the login never used grows with its history; its own hours score 0; a rare one a little', () => {
     const never = (total: number) => hoursSurprise(trait({ total, count: 0 }), false, 10);
-    // ln(0.5 + 0.25 × (total + 2)), as the README says.
-    for (const total of [10, 50, 100, 200]) assert.ok(Math.abs(never(total) - Math.log(0.5 + 0.25 * (total + 2))) < 1e-12, String(total));
-    assert.equal(Math.round(never(100) * 10) / 10, 3.3);
+    // ln(0.5 + 0.5 / (1.8 / (total + 2) + 0.1)), as the README says.
+    const formula = (total: number) => Math.log(0.5 + 0.5 / (1.8 / (total + 2) + 0.1));
+    for (const total of [10, 50, 100, 200]) assert.ok(Math.abs(never(total) - formula(total)) < 1e-12, String(total));
+    assert.deepEqual([10, 50, 100].map((x) => Math.round(never(x) * 10) / 10), [0.9, 1.4, 1.6]);
     // The same for a weekend slot: the slot's share of the week cancels out for a slot never used.
     assert.ok(Math.abs(hoursSurprise(trait({ count: 0 }), true, 10) - never(100)) < 1e-12);
     assert.equal(hoursSurprise(trait({ count: 40, hour: 990 }), false, 10), 0, 'office hours');
     const rare = hoursSurprise(trait({ count: 3, hour: 900 }), false, 10);
-    assert.ok(rare > 0.5 && rare < 0.8, String(rare));
+    assert.ok(rare > 0.5 && rare < 0.6, String(rare));
     assert.equal(hoursSurprise(trait({ total: 9 }), false, 10), 0, 'still learning');
     // This hour's own count is not history: the first message of a night is as unusual as the second.
     assert.equal(hoursSurprise(trait({ total: 101, count: 1, hour: 1000 }), false, 10), never(100));
-    // Alone it stays under the default tolerance (3.5) until the login has a long history (about 130 active hours).
-    assert.ok(never(120) < 3.5 && never(140) > 3.5);
+    // Never a reason alone: at most ln(5.5) = 1.7 nats, however long the history (the owner's own off hours, 10 %).
+    assert.ok(never(1e6) <= Math.log(5.5) + 1e-12 && never(1e6) > 1.69);
   });
 
   it('scored only when asked, and said in words', () => {
@@ -61,8 +62,8 @@ describe('the hours of the week', () => {
     const traits = [trait({})];
     assert.equal(scoreSignals(settings, traits, shown).surprise, 0);
     const v = scoreSignals({ ...settings, hours: true }, traits, shown);
-    assert.ok(Math.abs(v.surprise - Math.log(0.5 + 0.25 * 102)) < 1e-12);
-    assert.deepEqual(v.moved, ['unusual time weekend 00–03 h (login active then in 0 of 100 hours, 3.3 nats)']);
+    assert.ok(Math.abs(v.surprise - Math.log(0.5 + 0.5 / (1.8 / 102 + 0.1))) < 1e-12);
+    assert.deepEqual(v.moved, ['unusual time weekend 00–03 h (login active then in 0 of 100 hours, 1.6 nats)']);
     assert.equal(messageTraits('n', { id: 'c' }, { hours: { id: 'e0' } }).find((t) => t.name === HOURS_TRAIT)?.max, MAX_HOURS);
   });
 });
@@ -162,11 +163,11 @@ describe('the hours through the kernel', () => {
         }
       }
     }
-    // Friday 13 November, 14:00 in Paris: a new Reply-To alone (72 active hours, one setting: 3.4 nats) is under the tolerance.
+    // Friday 13 November, 14:00 in Paris: a new Reply-To alone (72 active hours, one setting: 3.4 nats) is under the tolerance (3.5).
     clock.now = Date.UTC(2026, 10, 13, 13, 0);
     assert.equal((await send('alice.7@mail3.evil.example', 4)).decision.action, 'accept');
     assert.equal(notes.at(-1)!.signals!.divisor, 1);
-    // Sunday 15 November, 02:00 in Paris: the same message, at an hour this login never sent in.
+    // Sunday 15 November, 02:00 in Paris: the same message, at an hour this login never sent in (1.5 nats more: 4.9).
     clock.now = Date.UTC(2026, 10, 15, 1, 0);
     const night = await send('alice.8@mail4.evil.example', 4);
     assert.equal(night.decision.action, 'tempfail', JSON.stringify(notes.at(-1)));

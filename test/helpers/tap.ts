@@ -5,7 +5,7 @@
  */
 import { chmodSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { FrameDecoder, codeName } from '../../src/milter/index.ts';
+import { FrameDecoder, codeName, readConnect, readMacros } from '../../src/milter/index.ts';
 
 /**
  * The MTA wrote again although nothing answered its previous write: that write ended on a packet
@@ -24,6 +24,17 @@ export interface UnansweredFlush {
   gapMs: number;
 }
 
+/** One CONNECT the MTA sent: the client as the packet has it, and the macros sent with it. */
+export interface TappedConnect {
+  /** Tap connection number (1-based, in accept order). */
+  conn: number;
+  hostname: string;
+  family: string;
+  address: string | undefined;
+  /** The macros of the CONNECT stage (`{client_addr}`, `j`, …), as the MTA sent them. */
+  macros: Record<string, string>;
+}
+
 /** A running tap. */
 export interface MilterTap {
   /** Port the MTA connects to (0 when listening on a UNIX socket). */
@@ -32,6 +43,8 @@ export interface MilterTap {
   postfixSpec: string;
   /** Commands seen from the MTA, by name (`SMFIC_BODY`: 3). */
   counts(): Record<string, number>;
+  /** Every CONNECT the MTA sent so far, in order. */
+  connects(): TappedConnect[];
   /** Writes from the MTA (reads that ended on a packet boundary) so far, over all connections. */
   writes(): number;
   /** Every {@link UnansweredFlush} seen so far. */
@@ -59,6 +72,7 @@ export async function startTap(targetPort: number, options: TapOptions = {}): Pr
   const counts: Record<string, number> = {};
   const flushes: UnansweredFlush[] = [];
   const waits: number[] = [];
+  const connects: TappedConnect[] = [];
   const sockets = new Set<Socket>();
   let target = targetPort;
   let conns = 0;
@@ -74,11 +88,22 @@ export async function startTap(targetPort: number, options: TapOptions = {}): Pr
     // The MTA's last complete write, until the milter answers it; and the waits of the open message.
     let awaiting: { at: number; eom: boolean } | undefined;
     let messageWait = 0;
+    // The macros sent for the next CONNECT (SMFIC_MACRO for command C comes first).
+    let connectMacros: Record<string, string> = {};
     mta.on('data', (chunk: Buffer) => {
       const now = performance.now();
       decoder.push(chunk, (code, payload) => {
         const name = codeName(code);
         counts[name] = (counts[name] ?? 0) + 1;
+        if (name === 'SMFIC_MACRO' && payload[0] === 0x43) {
+          const { pairs } = readMacros(payload);
+          connectMacros = {};
+          for (let i = 0; i < pairs.length; i += 2) connectMacros[pairs[i]] = pairs[i + 1];
+        } else if (name === 'SMFIC_CONNECT') {
+          const c = readConnect(payload);
+          connects.push({ conn, hostname: c.hostname, family: c.family, address: c.address, macros: connectMacros });
+          connectMacros = {};
+        }
         frames.push(name === 'SMFIC_MACRO' && payload.length > 0 ? `${name}/${String.fromCharCode(payload[0])}` : name);
       });
       milter.write(chunk);
@@ -124,6 +149,7 @@ export async function startTap(targetPort: number, options: TapOptions = {}): Pr
     port,
     postfixSpec: options.unixPath ? `unix:${options.unixPath}` : `inet:127.0.0.1:${port}`,
     counts: () => ({ ...counts }),
+    connects: () => connects.map((c) => ({ ...c, macros: { ...c.macros } })),
     writes: () => writes,
     unansweredFlushes: () => [...flushes],
     answerWaits: () => [...waits],

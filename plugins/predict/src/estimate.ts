@@ -92,9 +92,19 @@ export function decide(t: LearnedTimeframe, s: BoundSettings): TimeframeDecision
   return { minutes: t.minutes, count: t.count, center, spread, bound, n: t.n, over: bound !== null && t.count > bound };
 }
 
+/**
+ * A bound in words: whole from 10, one decimal from 1, two significant digits below (a bound the signals
+ * divided by 680 is 0.029, not 0: `4 recipients, bound 0` would read as a bug).
+ */
+export function boundWords(x: number): string {
+  if (x >= 10) return String(Math.round(x));
+  if (x >= 1 || x === 0) return String(Math.round(x * 10) / 10);
+  return String(Number(x.toPrecision(2)));
+}
+
 /** `37 recipients in 5 min, learned normal 4 ± 2, bound 12` — the trace's words for one timeframe. */
 export function explain(d: TimeframeDecision, unit: string): string {
   const r = (x: number) => (x >= 10 ? Math.round(x) : Math.round(x * 10) / 10);
   const learned = `learned normal ${r(d.center)} ± ${r(d.spread)}`;
-  return `${d.count} ${unit} in ${d.minutes} min, ${learned}, ${d.bound === null ? `not acting before ${d.n < 1 ? 'any' : 'more'} history (${d.n} buckets)` : `bound ${r(d.bound)}`}`;
+  return `${d.count} ${unit} in ${d.minutes} min, ${learned}, ${d.bound === null ? `not acting before ${d.n < 1 ? 'any' : 'more'} history (${d.n} buckets)` : `bound ${boundWords(d.bound)}`}`;
 }

@@ -8,13 +8,13 @@ import { createHash } from 'node:crypto';
 import { definePlugin, fillTemplate, resolveReply, type AppliedPolicy, type HookContext, type Verdict } from 'themis-milter';
 import { profileUpdate, seenAdd, type ProfileRequest } from './store/index.ts';
 import { subjectValues, type RatelimitApi } from 'themis-plugin-ratelimit';
-import { decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
+import { boundWords, decide, explain, type BoundSettings, type TimeframeDecision } from './estimate.ts';
 import { predictField, predictOptions, type PredictOptions, type PredictPolicy } from './schema.ts';
 import { predictCommand } from './commands.ts';
 import { clientNetwork, displayName, extraTraitsOf, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, withSignals, WeekSlots, TLS_MACROS, type ExtraTraits, type SignalVerdict, type TraitValue } from './signals.ts';
 
 export * from './store/index.ts';
-export { decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
+export { boundWords, decide, estimate, explain, median, mad, type BoundSettings, type LearnedTimeframe, type TimeframeDecision } from './estimate.ts';
 export { predictField, predictOptions, DEFAULT_TIMEFRAMES, type PredictPolicy, type PredictOptions, type Prior } from './schema.ts';
 export { addressDomains, clientNetwork, decodeWords, displayName, extraTraitsOf, hoursSurprise, mailClient, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, traitSurprise, withSignals, WeekSlots, CLIENT_TRAIT, DISPLAY_NAME_TRAIT, HOURS_TRAIT, IN_HOURS_SHARE, NETWORK_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT, TLS_MACROS, MAX_CLIENTS, MAX_DISPLAY_NAMES, MAX_HOURS, MAX_NETWORKS, MAX_REPLY_TO, MAX_TLS, OWNER_SHARE, TRAIT_CAP, type ExtraTraits, type ShownTraits, type SignalSettings, type SignalVerdict, type TraitValue } from './signals.ts';
 
@@ -258,11 +258,11 @@ export default definePlugin({
       if (!act) return lines.length > 0 ? { action: 'continue', reason: lines.join('; ') } : undefined;
 
       const c = act.policy.config;
-      const values = { subject: act.value, minutes: act.worst.minutes, count: act.worst.count, bound: Math.round(act.worst.bound ?? 0), policy: act.policy.name };
+      const values = { subject: act.value, minutes: act.worst.minutes, count: act.worst.count, bound: boundWords(act.worst.bound ?? 0), policy: act.policy.name };
       const reason = lines.join('; ');
       switch (c.action) {
         case 'tag':
-          message.addHeader(c.header, fillTemplate(`over; policy={policy}; ${act.all.filter((d) => d.over).map((d) => `${d.minutes}m=${d.count}/${Math.round(d.bound!)}`).join('; ')}`, values));
+          message.addHeader(c.header, fillTemplate(`over; policy={policy}; ${act.all.filter((d) => d.over).map((d) => `${d.minutes}m=${d.count}/${boundWords(d.bound!)}`).join('; ')}`, values));
           return { action: 'continue', reason };
         case 'hold':
           // The hold shows the reason (Sendmail's mailq -qQ cuts a long one): short and plain; the trace keeps the lines.

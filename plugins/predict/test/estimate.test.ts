@@ -1,7 +1,7 @@
 // The estimators on known series: known learned state in, known center, spread and bound out.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decide, estimate, explain, mad, median, type BoundSettings, type LearnedTimeframe } from '../src/estimate.ts';
+import { boundWords, decide, estimate, explain, mad, median, type BoundSettings, type LearnedTimeframe } from '../src/estimate.ts';
 
 const settings = (over: Partial<BoundSettings> = {}): BoundSettings => ({ estimator: 'robust', k: 4, factor: 1, floor: 0, minHistory: 5, prior: { mean: 2, sd: 4, weight: 0 }, ...over });
 const learned = (history: number[], count: number, extra: Partial<LearnedTimeframe> = {}): LearnedTimeframe => {
@@ -42,6 +42,9 @@ describe('predict estimators', () => {
     assert.equal(d.over, true);
     assert.equal(explain(d, 'recipients'), '37 recipients in 5 min, learned normal 4 ± 1.2, bound 7.6');
     assert.equal(decide(t, settings({ estimator: 'ewma', k: 3, floor: 40 })).over, false, 'the floor wins');
+    // A bound the signals divided far below one is said as it is, not rounded to 0 (found through a real Postfix).
+    assert.deepEqual([123.4, 7.59, 1, 0.5, 0.02934, 0.000123, 0].map(boundWords), ['123', '7.6', '1', '0.5', '0.029', '0.00012', '0']);
+    assert.equal(explain({ ...d, count: 8, minutes: 1, bound: 19 / 678.6 }, 'recipients'), '8 recipients in 1 min, learned normal 4 ± 1.2, bound 0.028');
     assert.equal(decide(t, settings({ estimator: 'ewma', k: 3, factor: 5 })).bound! > 37, true, 'a lenient factor');
   });
 

@@ -43,6 +43,8 @@ export default defineConfig({
     // Stolen accounts, as measured by `npm run eval:predict`: new recipients (colleagues excluded), and a rate backstop.
     // { name: 'submission-new', match: { direction: 'outbound' }, predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], factor: 2, action: 'tempfail', shadow: true } },
     // { name: 'submission', match: { direction: 'outbound' }, predict: { timeframes: [1, 5, 10, 60], factor: 2.5, action: 'tempfail', shadow: true } },
+    // With issue 23's signals on both (where the login comes from, what sends its mail, Reply-To: the quiet takeovers), add
+    //   signals: { trustedNetworks: ['198.51.100.0/24'] }   // your webmail host: it is every user's network, not one login's
     // Mail authentication, one Authentication-Results for all: SPF, DKIM (and ARC), DMARC with the published policy as the action.
     // { name: 'auth-in', match: { direction: 'inbound' }, spf: { headers: { authenticationResults: true } }, dkim: { verify: { headers: { authenticationResults: true } } }, dmarc: { headers: { authenticationResults: true } } },
     // { name: 'sign-out', match: { direction: 'outbound' }, dkim: { sign: {}, verify: { enabled: false } } },

@@ -97,7 +97,8 @@ const TIMEFRAMES = [1, 5, 10, 60];
 const base = { by: 'saslUser', action: 'tag', shadow: true } as const;
 const NEW_RECIPIENTS = { ...base, count: 'newRecipients', internalDomains: INTERNAL, timeframes: TIMEFRAMES, factor: 2 } as const;
 const RATE_BACKSTOP = { ...base, timeframes: TIMEFRAMES, factor: 2.5 } as const;
-const SIGNALS = {};
+/** Network and mail client only (Reply-To and display name, on by default, off): row (c) as first measured. */
+const SIGNALS = { replyTo: false, displayName: false };
 const ALL_TRAITS = { replyTo: true, displayName: true, tls: true };
 
 type RowId = 'none' | 'rec' | 'rec+sig' | 'rec+all' | 'rate' | 'rate+all';

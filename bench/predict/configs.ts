@@ -35,7 +35,7 @@ const WEBMAIL = '198.18.101.0/24';
  * The `signals` of `recommended+signals`: tuned on seed 1 only (`sensitivity` 1–4 × `tolerance` 2–5, with and
  * without the webmail server trusted; plugins/predict/README.md, "Measured").
  */
-const SIGNALS = { sensitivity: 2.5, tolerance: 3.5, trustedNetworks: [WEBMAIL] };
+const SIGNALS = { sensitivity: 2.5, tolerance: 3.5, trustedNetworks: [WEBMAIL], replyTo: false, displayName: false };
 
 /**
  * The real plugin's configurations: its defaults (recipients, EWMA k=5, capped at 10 per message,

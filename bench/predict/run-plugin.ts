@@ -7,6 +7,7 @@
  * per event, whether it was flagged, and whether the MTA was told anything but a plain accept.
  * @module
  */
+import { appendFileSync } from 'node:fs';
 import { definePlugin, MemoryStore, type DecisionTrace, type KernelLogger, type PluginDefinition } from 'themis-milter';
 import { createTestKernel } from 'themis-milter/testing';
 import { recipientAddresses, type Traffic } from './traffic.ts';
@@ -66,6 +67,7 @@ export interface RunResult {
 export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any, any>, spec: DetectorSpec, progress?: (done: number, total: number) => void, every = 50_000): Promise<RunResult> {
   const started = performance.now();
   const noteName = plugin.name;
+  const dump = process.env.PREDICT_EVAL_DUMP;
   const flagged = new Uint8Array(traffic.n);
   let clock = traffic.start;
   let current = -1;
@@ -95,6 +97,8 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
           if (note.over) {
             flagged[current] = 1;
             if (note.shadow) shadowFlags++;
+            // PREDICT_EVAL_DUMP=file: one JSON line per flagged message (which event, the note), to read what moved.
+            if (dump) appendFileSync(dump, `${JSON.stringify({ config: spec.id, event: current, sender: traffic.sender[current], compromise: traffic.compromise[current], note })}\n`);
           }
         },
       };

@@ -88,11 +88,11 @@ export const predictField = z
         network: z.boolean().default(true),
         /** Score the mail client (`User-Agent`/`X-Mailer` without versions) (default true). */
         client: z.boolean().default(true),
-        /** Score the `Reply-To` domain when outside the `From` domain (`same`, `none` otherwise) (default false). */
-        replyTo: z.boolean().default(false),
-        /** Score the `From` display name (normalised, hashed) (default false). */
-        displayName: z.boolean().default(false),
-        /** Score the SASL mechanism, TLS version and cipher and whether a client certificate was shown (default false). Counted with the mail client as one device: the larger of the two. */
+        /** Score the `Reply-To` domain when outside the `From` domain (`same`, `none` otherwise) (default true: measured free of false positives, plugin README). */
+        replyTo: z.boolean().default(true),
+        /** Score the `From` display name (normalised, hashed), as part of the device with the mail client (default true). */
+        displayName: z.boolean().default(true),
+        /** Score the SASL mechanism, TLS version and cipher and whether a client certificate was shown (default false). Counted with the mail client and the display name as one device: the larger of them. */
         tls: z.boolean().default(false),
         /** Score the slot of the week (weekday or weekend, three-hour slot, in the plugin's `timeZone`) against the subject's own hours (default false). */
         hours: z.boolean().default(false),

@@ -402,9 +402,9 @@ export function hoursSurprise(t: ProfileTraitResult, weekend: boolean, learning:
 export interface SignalSettings {
   network: boolean;
   client: boolean;
-  /** Score the Reply-To domain (default false). */
+  /** Score the Reply-To domain (absent: not scored; the policy field's default is true). */
   replyTo?: boolean;
-  /** Score the From display name (default false). */
+  /** Score the From display name, with the device (absent: not scored; the policy field's default is true). */
   displayName?: boolean;
   /** Score the SASL mechanism and TLS fingerprint (default false). */
   tls?: boolean;
@@ -507,12 +507,15 @@ export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitRes
   const trusted = shown.address !== undefined && s.trusted?.has(shown.address) === true;
   const moved: string[] = [];
   let surprise = 0;
-  // The mail client and the SASL/TLS fingerprint are one device: another machine brings both, so they count once (the larger).
+  // The mail client, the SASL/TLS fingerprint and the display name are one device: another machine brings
+  // all three (a phone's mail app has its own client, its own TLS and the name typed into it), so they
+  // count once (the larger). Counted apart, a user's new phone on a carrier's network was three or four
+  // surprises for one change: most of the evaluation's false positives with signals.
   let device = 0;
   for (const t of traits ?? []) {
     if (!scored(s, t.name, trusted)) continue;
     const x = t.name === HOURS_TRAIT ? hoursSurprise(t, shown.hours?.startsWith('weekend') === true, s.learning) : traitSurprise(t, s.learning);
-    if (t.name === CLIENT_TRAIT || t.name === TLS_TRAIT) device = Math.max(device, x);
+    if (t.name === CLIENT_TRAIT || t.name === TLS_TRAIT || t.name === DISPLAY_NAME_TRAIT) device = Math.max(device, x);
     else surprise += x;
     const w = words(t.name, shown, t, x);
     if (w) moved.push(w);

@@ -247,7 +247,7 @@ describe('signals through the kernel', () => {
     }
     assert.deepEqual(runs[0], { action: 'accept', traitFields: [], signals: false, decisions: Array(91).fill(false) });
     assert.equal(runs[1].action, 'tempfail');
-    assert.deepEqual(runs[1].traitFields, ['tc', 'tn']);
+    assert.deepEqual(runs[1].traitFields, ['tc', 'td', 'tn', 'tr'], 'signals: {} learns the network, the client, and by default the Reply-To and the display name');
     assert.deepEqual(runs[1].decisions.slice(0, 90), runs[0].decisions.slice(0, 90), 'while the traits were usual, the same decisions');
   });
 
@@ -271,7 +271,7 @@ describe('signals through the kernel', () => {
   it('the signals field: defaults, and what it refuses', async () => {
     const { predictField } = await import('../src/schema.ts');
     const { trusted, ...rest } = predictField.parse({ signals: { trustedNetworks: ['198.51.100.0/24', '2001:db8::1'] } }).signals!;
-    assert.deepEqual(rest, { network: true, client: true, replyTo: false, displayName: false, tls: false, hours: false, sensitivity: 2.5, tolerance: 3.5, learning: 10, trustedNetworks: ['198.51.100.0/24', '2001:db8::1'] });
+    assert.deepEqual(rest, { network: true, client: true, replyTo: true, displayName: true, tls: false, hours: false, sensitivity: 2.5, tolerance: 3.5, learning: 10, trustedNetworks: ['198.51.100.0/24', '2001:db8::1'] });
     assert.ok(trusted.has('198.51.100.200') && trusted.has('2001:db8::1') && !trusted.has('198.51.101.1'));
     assert.throws(() => predictField.parse({ signals: { trustedNetworks: ['webmail'] } }), /trustedNetworks/);
     assert.throws(() => predictField.parse({ signals: { trustedNetworks: ['10.0.0.0/33'] } }), /prefix/);

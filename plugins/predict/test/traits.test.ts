@@ -86,13 +86,14 @@ describe('the later traits: what a message shows', () => {
 const seen = (over: Partial<ProfileTraitResult>): ProfileTraitResult => ({ name: 'n', total: 40, distinct: 1, count: 0, hour: 0, size: 1, now: 1000, ...over });
 
 describe('the later traits: the score', () => {
-  it('each is scored only when its option is on, added to the others, and said in words', () => {
+  it('each is scored only when its option is on, the device (client, SASL/TLS, display name) once, and said in words', () => {
     const settings = { network: false, client: false, sensitivity: 1, tolerance: 2, learning: 10 };
     const traits = [seen({ name: REPLY_TO_TRAIT }), seen({ name: DISPLAY_NAME_TRAIT }), seen({ name: TLS_TRAIT })];
     const shown = { network: 'x', client: 'y', replyTo: 'evil.example', displayName: 'ceo office', tls: 'PLAIN TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384' };
     assert.equal(scoreSignals(settings, traits, shown).surprise, 0, 'off by default');
     const v = scoreSignals({ ...settings, replyTo: true, displayName: true, tls: true }, traits, shown);
-    assert.ok(Math.abs(v.surprise - 3 * Math.log(16.8)) < 1e-12);
+    // Reply-To, plus the device once: the display name and the SASL/TLS fingerprint are what one new machine shows.
+    assert.ok(Math.abs(v.surprise - 2 * Math.log(16.8)) < 1e-12);
     assert.deepEqual(v.moved, [
       'new Reply-To domain evil.example (login uses 1 other Reply-To setting, 2.8 nats)',
       'new display name "ceo office" (login uses 1, 2.8 nats)',
@@ -159,6 +160,12 @@ describe('the later traits through the kernel', () => {
     assert.deepEqual(predict.macros, { helo: ['{tls_version}', '{cipher}', '{cert_subject}'], mailFrom: ['{auth_type}'] });
   });
 
+  it('by default, Reply-To and display name are scored; SASL/TLS is not', async () => {
+    const { predictField } = await import('../src/schema.ts');
+    const s = predictField.parse({ signals: {} }).signals!;
+    assert.deepEqual([s.replyTo, s.displayName, s.tls, s.hours], [true, true, false, false]);
+  });
+
   it('a message from the usual network and client whose Reply-To, display name and SASL/TLS are all new is refused at a volume that passes as usual', async () => {
     const s = await setup({ action: 'tempfail', signals: { replyTo: true, displayName: true, tls: true } });
     await s.learnUsual();
@@ -176,8 +183,8 @@ describe('the later traits through the kernel', () => {
     await s.t.close();
   });
 
-  it('with the options off (the default) the same thief passes: nothing new is learned or scored, still one store call', async () => {
-    const s = await setup({ action: 'tempfail', signals: {} });
+  it('with the options off the same thief passes: nothing new is learned or scored, still one store call', async () => {
+    const s = await setup({ action: 'tempfail', signals: { replyTo: false, displayName: false } });
     await s.learnUsual();
     const before = s.calls();
     assert.equal((await s.send(THIEF, 4)).decision.action, 'accept');

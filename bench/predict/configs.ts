@@ -89,6 +89,8 @@ export function extraConfigs(): DetectorSpec[] {
     { id: 'signals-all', label: 'recommended + signals + Reply-To, display name, SASL/TLS', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true, tls: true } })) },
     // signals-all without the SASL/TLS fingerprint (it mostly repeats the mail client), and signals-all with a higher tolerance.
     { id: 'signals-rd', label: 'recommended + signals + Reply-To, display name', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
+    // signals-rd in shadow mode: the same flags as signals-rd, and never a changed verdict (issue 23: shadow with signals).
+    { id: 'signals-rd-shadow', label: 'signals-rd, shadow', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', shadow: true, ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })), twinOf: 'signals-rd' },
     { id: 'signals-all-t6', label: 'signals-all, tolerance 6', source: 'predict', policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, tolerance: 6, replyTo: true, displayName: true, tls: true } })) },
     // signals-rd with the hours of the week scored too (the simulation's server keeps UTC), then with new internal recipients
     // counted by a third policy on the same subject (spear phishing of colleagues), then with the SASL/TLS fingerprint (one device with the mail client).

@@ -7,6 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
+// Node's own: the build compiles without the DOM library, where the global TextDecoder is only a value.
+import { TextDecoder } from 'node:util';
 import type { TimeframeDecision } from './estimate.ts';
 import type { ProfileTrait, ProfileTraitResult } from './store/types.ts';
 

@@ -28,7 +28,6 @@
  * @module
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { loadavg, cpus } from 'node:os';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -38,6 +37,8 @@ import { Redis } from 'ioredis';
 import { definePlugin, MemoryStore, RedisStore, type KernelLogger, type PluginDefinition, type Store } from 'themis-milter';
 import { createTestKernel, redisAvailable, startRedis, type TestConnectionMessage, type TestKernel } from 'themis-milter/testing';
 import predict from 'themis-plugin-predict';
+import { countingProxy, type CountingProxy } from './counting-proxy.ts';
+import { Rng } from './predict/rng.ts';
 
 const { values } = parseArgs({
   options: {
@@ -125,16 +126,10 @@ const CPU_ROWS: RowId[] = ['none', 'rec', 'rec+sig', 'rec+all', 'rate+all'];
 // ---------------------------------------------------------------------------------------------
 // The population and its messages
 
-/** mulberry32: a small seeded generator, so that every run sends the same mail. */
+/** A seeded generator (the evaluation's sfc32), so that every run sends the same mail. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
 
 const FIRST = ['Alice', 'Bruno', 'Chloé', 'David', 'Emma', 'Farid', 'Greta', 'Hugo', 'Inès', 'Jonas', 'Karin', 'Léo', 'Maya', 'Nils', 'Olga', 'Paul'];
@@ -311,51 +306,21 @@ async function drive(t: TestKernel, messages: TimedMessage[], inFlight: number, 
 // Redis: the counting proxy, INFO
 
 /**
- * A TCP proxy in front of redis-server that counts the client's writes (each read of the client's stream
- * here is one request the client sent; a client that waits for the answer before its next request makes
- * one round trip per write) and the commands in them, parsed from the RESP stream (name → count).
+ * The counting proxy (bench/counting-proxy.ts) in front of redis-server, with the commands in the
+ * client's requests, parsed from the RESP stream (name → count).
  */
-function countingProxy(target: number): Promise<{ port: number; writes: () => number; commands: () => Map<string, number>; reset: () => void; close: () => void }> {
-  let writes = 0;
+async function commandCountingProxy(target: number): Promise<CountingProxy & { commands: () => Map<string, number> }> {
   let commands = new Map<string, number>();
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(target, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    const parser = respCommands((name) => commands.set(name, (commands.get(name) ?? 0) + 1));
-    client.on('data', (d) => {
-      writes++;
-      parser(d);
-      upstream.write(d);
-    });
-    upstream.on('data', (d) => client.write(d));
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const a = server.address();
-      resolve({
-        port: typeof a === 'object' && a ? a.port : 0,
-        writes: () => writes,
-        commands: () => commands,
-        reset: () => {
-          writes = 0;
-          commands = new Map();
-        },
-        close: () => {
-          for (const s of sockets) s.destroy();
-          server.close();
-        },
-      });
-    }),
-  );
+  const parser = respCommands((name) => commands.set(name, (commands.get(name) ?? 0) + 1));
+  const proxy = await countingProxy(target, parser);
+  return {
+    ...proxy,
+    commands: () => commands,
+    reset: () => {
+      proxy.reset();
+      commands = new Map();
+    },
+  };
 }
 
 /** A streaming parser of RESP requests (arrays of bulk strings, as every client sends them): calls `found` with each command's name, lower-cased. */
@@ -570,7 +535,7 @@ async function main(): Promise<number> {
 
     // ------------------------------------------------------------ round trips
     if (redis && raw) {
-      const proxy = await countingProxy(redis.port);
+      const proxy = await commandCountingProxy(redis.port);
       const proxied = new RedisStore({ url: `redis://127.0.0.1:${proxy.port}`, commandTimeout: 5_000 }, { testClock: true });
       await proxied.connect();
       const streamWrites = countStreamWrites(proxied);

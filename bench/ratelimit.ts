@@ -11,46 +11,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { RedisStore } from '../src/store/index.ts';
 import { rateLimit, type RateRequest } from '../plugins/ratelimit/src/store/index.ts';
 import { redisAvailable, startRedis } from '../test/helpers/redis.ts';
+import { countingProxy } from './counting-proxy.ts';
 
 const quick = process.argv.includes('--quick');
 const jsonAt = process.argv.indexOf('--json');
 const jsonPath = jsonAt > 0 ? process.argv[jsonAt + 1] : undefined;
 const DECISIONS = quick ? 4_000 : 40_000;
 const TARGET_PER_S = 20_000;
-
-/** A TCP proxy that counts the client's writes (each a network round trip's request) and bytes. */
-function countingProxy(target: number): Promise<{ port: number; writes: () => number; reset: () => void; close: () => void }> {
-  let writes = 0;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(target, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    client.on('data', (d) => {
-      writes++;
-      upstream.write(d);
-    });
-    upstream.on('data', (d) => client.write(d));
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const a = server.address();
-      resolve({ port: typeof a === 'object' && a ? a.port : 0, writes: () => writes, reset: () => void (writes = 0), close: () => { for (const s of sockets) s.destroy(); server.close(); } });
-    }),
-  );
-}
 
 /** A process's CPU time (user + system) in seconds, from /proc. */
 function cpuOf(pid: number): number {

@@ -39,6 +39,9 @@ export interface PredictNote {
   signals?: { surprise: number; divisor: number; moved: string[] };
 }
 
+/** An optional trait no policy of the message scores: never learned, never said. */
+const UNREAD: TraitValue = { id: '-', label: '-' };
+
 const REPLY = { code: 451, enhanced: '4.7.1', text: 'Unusual sending rate for {subject}: try again later' };
 
 const digestOf = (value: string, length: number) => createHash('sha256').update(value).digest('base64url').slice(0, length);
@@ -200,10 +203,19 @@ export default definePlugin({
       const traitOf = new Map<string, number>();
       const extras = new Map<number, ExtraTraits>();
       let shown: { network: string; client: TraitValue; replyTo: TraitValue; displayName: TraitValue; tls: TraitValue; hours: TraitValue } | undefined;
+      // The optional traits are read (a parse and a hash each) only when a policy of this message scores them.
+      const scores = (trait: 'replyTo' | 'displayName' | 'tls' | 'hours') => asked.some((a) => a.policy.config.signals?.[trait] === true);
       for (const a of asked) {
         const c = a.policy.config;
         if (!c.signals) continue;
-        shown ??= { network: clientNetwork(ctx.session.client?.address), client: mailClient(message.headers), replyTo: replyToDomain(message.headers, message.sender?.address.split('@')[1]), displayName: displayName(message.headers), tls: tlsFingerprint(ctx.session.macros), hours: weekSlots.of(clock?.() ?? Date.now()) };
+        shown ??= {
+          network: clientNetwork(ctx.session.client?.address),
+          client: mailClient(message.headers),
+          replyTo: scores('replyTo') ? replyToDomain(message.headers, message.sender?.address.split('@')[1]) : UNREAD,
+          displayName: scores('displayName') ? displayName(message.headers) : UNREAD,
+          tls: scores('tls') ? tlsFingerprint(ctx.session.macros) : UNREAD,
+          hours: scores('hours') ? weekSlots.of(clock?.() ?? Date.now()) : UNREAD,
+        };
         const subjectKey = `${c.spec.name}\0${a.value}`;
         let carrier = traitOf.get(subjectKey);
         if (carrier === undefined) traitOf.set(subjectKey, (carrier = a.index));

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { MemoryStore, type PolicyInput } from 'themis-milter';
 import { createTestKernel } from 'themis-milter/testing';
 import predict, { hoursSurprise, messageAmount, messageTraits, predictField, predictOptions, scoreSignals, traitSurprise, WeekSlots, CLIENT_TRAIT, HOURS_TRAIT, MAX_HOURS, NETWORK_TRAIT, TLS_TRAIT, type PredictNote, type ProfileTraitResult } from '../src/index.ts';
+import { countingStore, noteObserver } from './kernel-helpers.ts';
 
 const HOUR = 3_600_000;
 const MINUTE = 60_000;
@@ -95,15 +96,9 @@ describe('new internal recipients, on their own', () => {
   it('through the kernel: a login that writes to a few colleagues is flagged when it writes to many new ones, with one memory call and one profile call', async () => {
     const START = Date.UTC(2026, 10, 2, 8, 0);
     const clock = { now: START };
-    const store = new MemoryStore({ testClock: true });
-    let calls = 0;
-    const atomic = store.atomic.bind(store);
-    (store as { atomic: typeof store.atomic }).atomic = ((op: never, requests: never) => {
-      calls++;
-      return atomic(op, requests);
-    }) as typeof store.atomic;
+    const { store, calls } = countingStore();
     const notes: (PredictNote | undefined)[] = [];
-    const observer = { plugin: { name: 'observer', version: '1', kernel: '^1', setup: () => ({ decision: (ctx: { message?: { notes: { of: (p: string) => unknown } } }) => void notes.push(ctx.message?.notes.of('predict') as PredictNote | undefined) }) } };
+    const observer = noteObserver(notes);
     const policies: PolicyInput[] = [
       { name: 'outside', predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], action: 'tempfail' } },
       { name: 'colleagues', predict: { count: 'newInternalRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], action: 'tempfail' } },
@@ -118,14 +113,14 @@ describe('new internal recipients, on their own', () => {
       assert.equal((await send(rcpt)).decision.action, 'accept');
     }
     clock.now = START + 61 * HOUR;
-    const before = calls;
+    const before = calls();
     // Many colleagues never written to: 40 in a few minutes (the default floors of new recipients: 10 in 1 min, 15 in 5, 25 in 10).
     const results = [];
     for (let k = 0; k < 20; k++) {
       clock.now += 15_000;
       results.push(await send([`target${2 * k}@example.com`, `target${2 * k + 1}@example.com`]));
     }
-    assert.equal(calls - before, 2 * 20, 'per message: the recipient memory, then every profile in one call');
+    assert.equal(calls() - before, 2 * 20, 'per message: the recipient memory, then every profile in one call');
     const refused = results.findIndex((r) => r.decision.action === 'tempfail');
     assert.ok(refused > 0, 'caught');
     const note = notes.at(-1)!;
@@ -142,7 +137,7 @@ describe('the hours through the kernel', () => {
     const clock = { now: MONDAY };
     const store = new MemoryStore({ testClock: true });
     const notes: (PredictNote | undefined)[] = [];
-    const observer = { plugin: { name: 'observer', version: '1', kernel: '^1', setup: () => ({ decision: (ctx: { message?: { notes: { of: (p: string) => unknown } } }) => void notes.push(ctx.message?.notes.of('predict') as PredictNote | undefined) }) } };
+    const observer = noteObserver(notes);
     const policy: PolicyInput = { name: 'submission', predict: { action: 'tempfail', signals: { replyTo: true, hours: true } } };
     const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now, timeZone: 'Europe/Paris' } }, observer as never], policies: [policy], store });
     const send = (replyTo: string | undefined, recipients: number) =>

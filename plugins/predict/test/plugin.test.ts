@@ -9,6 +9,7 @@ import { createTestKernel, type TestResult } from 'themis-milter/testing';
 import ratelimit from 'themis-plugin-ratelimit';
 import predict, { type PredictNote } from '../src/index.ts';
 import { predictCommand } from '../src/commands.ts';
+import { noteObserver } from './kernel-helpers.ts';
 
 const START = Date.UTC(2026, 10, 2, 8, 0, 0);
 const MINUTE = 60_000;
@@ -19,7 +20,7 @@ async function setup(predictField: object, extra: { ratelimit?: object; store?: 
   const store = extra.store ?? new MemoryStore({ testClock: true });
   const policy: PolicyInput = { name: 'submission', predict: predictField, ...(extra.ratelimit ? { ratelimit: extra.ratelimit } : {}) };
   const notes: (PredictNote | undefined)[] = [];
-  const observer = { plugin: { name: 'observer', version: '1', kernel: '^1', setup: () => ({ decision: (ctx: { message?: { notes: { of: (p: string) => unknown } } }) => void notes.push(ctx.message?.notes.of('predict') as PredictNote | undefined) }) } };
+  const observer = noteObserver(notes);
   const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }, ...(extra.ratelimit ? [ratelimit] : []), observer as never], policies: [policy], store });
   const send = (login: string, recipients: number): Promise<TestResult> => t.message({ from: login, auth: login, rcpt: Array.from({ length: recipients }, (_, i) => `r${i}@example.net`), client: { address: '192.0.2.7' } });
   /** Three hours of normal traffic: 2 recipients every 3 minutes (60 messages). */

@@ -6,10 +6,11 @@
 // `signals`.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MemoryStore, type PolicyInput, type Store } from 'themis-milter';
+import { MemoryStore, type PolicyInput } from 'themis-milter';
 import { createTestKernel, type TestResult } from 'themis-milter/testing';
 import predict, { clientNetwork, mailClient, profileUpdate, scoreSignals, traitSurprise, withSignals, MAX_NETWORKS, TRAIT_CAP, type PredictNote, type ProfileTrait, type ProfileTraitResult } from '../src/index.ts';
 import { parseTrait, traitCompute, traitField } from '../src/store/profile.ts';
+import { countingStore, noteObserver } from './kernel-helpers.ts';
 
 const HOUR = 3_600_000;
 const MINUTE = 60_000;
@@ -159,15 +160,9 @@ const USUAL = { address: '192.0.2.7', mailer: 'Microsoft Outlook 16.0' };
 /** A kernel with predict on a simulated clock; counts the store's atomic calls. */
 async function setup(field: object) {
   const clock = { now: START };
-  const store = new MemoryStore({ testClock: true });
-  let atomicCalls = 0;
-  const atomic = store.atomic.bind(store);
-  (store as { atomic: Store['atomic'] }).atomic = ((op: never, requests: never) => {
-    atomicCalls++;
-    return atomic(op, requests);
-  }) as Store['atomic'];
+  const { store, calls } = countingStore();
   const notes: (PredictNote | undefined)[] = [];
-  const observer = { plugin: { name: 'observer', version: '1', kernel: '^1', setup: () => ({ decision: (ctx: { message?: { notes: { of: (p: string) => unknown } } }) => void notes.push(ctx.message?.notes.of('predict') as PredictNote | undefined) }) } };
+  const observer = noteObserver(notes);
   const policy: PolicyInput = { name: 'submission', predict: field };
   const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }, observer as never], policies: [policy], store });
   const send = (from: { address: string; mailer: string }, recipients: number): Promise<TestResult> =>
@@ -182,7 +177,6 @@ async function setup(field: object) {
     }
     clock.now = START + 31 * HOUR;
   };
-  const calls = () => atomicCalls;
   return { t, store, clock, send, learnUsual, notes, calls };
 }
 

@@ -5,9 +5,10 @@
 // passes with the usual ones, and nothing changes with the options off.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MemoryStore, type PolicyInput } from 'themis-milter';
+import type { PolicyInput } from 'themis-milter';
 import { createTestKernel, type TestResult } from 'themis-milter/testing';
 import predict, { addressDomains, decodeWords, displayName, messageTraits, replyToDomain, scoreSignals, tlsFingerprint, DISPLAY_NAME_TRAIT, REPLY_TO_TRAIT, TLS_TRAIT, type PredictNote, type ProfileTraitResult } from '../src/index.ts';
+import { countingStore, noteObserver } from './kernel-helpers.ts';
 
 const HOUR = 3_600_000;
 const MINUTE = 60_000;
@@ -122,15 +123,9 @@ const THIEF: Side = { ...USUAL, from: '"CEO Office" <alice@example.com>', replyT
 
 async function setup(field: object) {
   const clock = { now: START };
-  const store = new MemoryStore({ testClock: true });
-  let atomicCalls = 0;
-  const atomic = store.atomic.bind(store);
-  (store as { atomic: typeof store.atomic }).atomic = ((op: never, requests: never) => {
-    atomicCalls++;
-    return atomic(op, requests);
-  }) as typeof store.atomic;
+  const { store, calls } = countingStore();
   const notes: (PredictNote | undefined)[] = [];
-  const observer = { plugin: { name: 'observer', version: '1', kernel: '^1', setup: () => ({ decision: (ctx: { message?: { notes: { of: (p: string) => unknown } } }) => void notes.push(ctx.message?.notes.of('predict') as PredictNote | undefined) }) } };
+  const observer = noteObserver(notes);
   const policy: PolicyInput = { name: 'submission', predict: field };
   const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }, observer as never], policies: [policy], store });
   const send = (side: Side, recipients: number): Promise<TestResult> =>
@@ -150,7 +145,7 @@ async function setup(field: object) {
     }
     clock.now = START + 31 * HOUR;
   };
-  return { t, store, clock, send, learnUsual, notes, calls: () => atomicCalls };
+  return { t, store, clock, send, learnUsual, notes, calls };
 }
 
 const reason = (r: TestResult) => r.trace!.entries.find((e) => e.plugin === 'predict' && e.reason)?.reason ?? '';
@@ -212,20 +207,14 @@ describe('the later traits through the kernel', () => {
 
   it('one store call per message with every trait on; two policies on the login learn the union once', async () => {
     const clock = { now: START };
-    const store = new MemoryStore({ testClock: true });
-    let calls = 0;
-    const atomic = store.atomic.bind(store);
-    (store as { atomic: typeof store.atomic }).atomic = ((op: never, requests: never) => {
-      calls++;
-      return atomic(op, requests);
-    }) as typeof store.atomic;
+    const { store, calls } = countingStore();
     const policies: PolicyInput[] = [
       { name: 'a', predict: { signals: { replyTo: true } } },
       { name: 'b', predict: { timeframes: [1, 5, 10, 60], signals: { tls: true, displayName: true } } },
     ];
     const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }], policies, store });
     await t.message({ from: 'alice@example.com', auth: 'alice@example.com', rcpt: ['r@example.net'], client: { address: USUAL.address, macros: USUAL.macros }, headers: [['From', USUAL.from]] });
-    assert.equal(calls, 1);
+    assert.equal(calls(), 1);
     const data = (store as unknown as { data: Map<string, { value: unknown }> }).data;
     const perKey = [...data.values()].map((k) => (k.value instanceof Map ? [...k.value.keys()].filter((f: string) => f.startsWith('t')).sort() : []));
     assert.deepEqual(perKey.filter((f) => f.length > 0), [['tc', 'td', 'tn', 'tr', 'ts']]);

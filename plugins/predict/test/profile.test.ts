@@ -264,19 +264,30 @@ describe('profiles: RedisStore against redis-server', { skip: skipRedis }, () =>
     const key = `${s.keyPrefix}tr`;
     const calls: [string, number][] = [['a', 0], ['a', 1], ['b', 1], ['c', 61], ['a', 122], ['d', 183], ['b', 250]];
     for (const [value, minute] of calls) {
-      const r = { ...base, key: 'tr', amount: 1, now: at(minute), traits: [{ name: 'n', value, max: 2, cap: 4 }, { name: 'c', value: 'none', max: 8, cap: 200 }] };
+      const r = { ...base, key: 'tr', amount: 1, now: at(minute), traits: [{ name: 'n', value, max: 2, cap: 4, young: 2 }, { name: 'c', value: 'none', max: 8, cap: 200 }] };
       const [a, b] = await Promise.all([profileUpdate(s, [r]), profileUpdate(memory, [r])]);
       assert.deepStrictEqual(a, b, `${value} at ${minute}`);
     }
     const stored = await raw.hgetall(key);
     assert.equal(stored.tn, (memory as unknown as { data: Map<string, { value: Map<string, string> }> }).data.get('tr')!.value.get('tn'));
-    assert.match(stored.tn, /^\d+,\d+(;[^,;]+,\d+,\d+){1,2}$/);
-    for (const odd of ['x', '1,1;', '1,1;a,1', '1,1;a,1,2;;b,1,2', '1234567890123456,1', '1,1 ;a,1,2', '1,1;a,b,c']) {
+    assert.match(stored.tn, /^\d+,\d+(;[^,;]+,\d+,\d+,\d+){1,2}$/);
+    // A trait stored before first hours were kept (value,count,hour) reads the same on both: old values, never young.
+    const mem = (memory as unknown as { data: Map<string, { value: Map<string, string> }> }).data.get('tr')!.value;
+    await raw.hset(key, 'tn', '6,4;a,2,4;c,2,4');
+    mem.set('tn', '6,4;a,2,4;c,2,4');
+    const old = { ...base, key: 'tr', amount: 0, now: at(299), traits: [{ name: 'n', value: 'e', max: 3, cap: 40, young: 24 }] };
+    const [x, y] = await Promise.all([profileUpdate(s, [old]), profileUpdate(memory, [old])]);
+    assert.deepStrictEqual(x, y);
+    assert.deepEqual([x[0].traits![0].youngValues, x[0].traits![0].first], [0, 0]);
+    const h = Math.floor(at(299) / 3_600_000);
+    assert.equal(await raw.hget(key, 'tn'), `7,5;a,2,4,0;c,2,4,0;e,1,${h},${h}`);
+    assert.equal(mem.get('tn'), `7,5;a,2,4,0;c,2,4,0;e,1,${h},${h}`);
+    for (const odd of ['x', '1,1;', '1,1;a,1', '1,1;a,1,2;;b,1,2', '1234567890123456,1', '1,1 ;a,1,2', '1,1;a,b,c', '1,1;a,1,2,3,4', '1,1;a,1,2,x']) {
       await raw.hset(key, 'tn', odd);
       const r = { ...base, key: 'tr', amount: 0, now: at(300), inspect: true, traits: [{ name: 'n', value: 'a', max: 2, cap: 4 }] };
       assert.equal(parseTrait(odd), undefined, odd);
       const [res] = await profileUpdate(s, [r]);
-      assert.deepEqual(res.traits, [{ name: 'n', total: 0, distinct: 0, count: 0, hour: 0, size: 0, now: Math.floor(at(300) / 3_600_000) }], odd);
+      assert.deepEqual(res.traits, [{ name: 'n', total: 0, distinct: 0, count: 0, hour: 0, size: 0, now: Math.floor(at(300) / 3_600_000), first: 0, youngValues: 0, youngHours: 0 }], odd);
     }
     await memory.close();
   });

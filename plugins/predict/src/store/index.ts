@@ -4,6 +4,6 @@
  * @module
  */
 export * from './types.ts';
-export { PROFILE_MAX_KEEP, PROFILE_MAX_TIMEFRAME, PROFILE_MINUTE_MS } from './profile.ts';
+export { PROFILE_MAX_KEEP, PROFILE_MAX_TIMEFRAME, PROFILE_MAX_YOUNG_HOURS, PROFILE_MINUTE_MS } from './profile.ts';
 export { SEEN_MAX_KEEP, SEEN_MAX_WIDTH, type SeenAddOptions, type SeenAddResult } from './seen.ts';
 export { PROFILE_UPDATE, SEEN_ADD, profileUpdate, seenAdd } from './operations.ts';

@@ -19,9 +19,10 @@ import type { ProfileRequest, ProfileResult, ProfileTimeframe, ProfileTraitResul
 /**
  * KEYS: the subject. ARGV: now ('' = TIME), amount, span, keep, clipK, clipAfter, ttlMs, inspect
  * (1/0), timeframe count, then the timeframes (ascending); then, only when the request has traits,
- * their count and per trait its name, value, max and cap. Reply: per timeframe { minutes, count, n,
- * mean, variance, history } — the last three as text (`%.17g`, history `h1,h2,…`); then per trait
- * { name, total, distinct, count, hour, size, now } (integers, before this call learned; now: the call's hour).
+ * their count and per trait its name, value, max, cap and young hours. Reply: per timeframe { minutes,
+ * count, n, mean, variance, history } — the last three as text (`%.17g`, history `h1,h2,…`); then per
+ * trait { name, total, distinct, count, hour, size, now, first, youngValues, youngHours } (integers,
+ * before this call learned; now: the call's hour).
  *
  * One HMGET reads the ring and every timeframe's statistics; unless inspecting, one HSET writes them
  * all back and PEXPIRE sets the expiry.
@@ -51,12 +52,12 @@ for i = 1, nt do
   names[i + 1] = 'f' .. ARGV[9 + i]
 end
 local W = tfs[nt]
--- Traits (only when sent): count, then name, value, max, cap each; their fields after the timeframes'.
+-- Traits (only when sent): count, then name, value, max, cap, young each; their fields after the timeframes'.
 local ntr = tonumber(ARGV[10 + nt] or '0')
 local traits = {}
 for j = 1, ntr do
-  local a = 10 + nt + 4 * (j - 1)
-  traits[j] = { name = ARGV[a + 1], value = ARGV[a + 2], max = tonumber(ARGV[a + 3]), cap = tonumber(ARGV[a + 4]) }
+  local a = 10 + nt + 5 * (j - 1)
+  traits[j] = { name = ARGV[a + 1], value = ARGV[a + 2], max = tonumber(ARGV[a + 3]), cap = tonumber(ARGV[a + 4]), young = tonumber(ARGV[a + 5]) }
   names[nt + 1 + j] = 't' .. ARGV[a + 1]
 end
 local vals = redis.call('HMGET', key, unpack(names))
@@ -195,12 +196,17 @@ for j = 1, ntr do
           local e = find(rest, ';', pos, true)
           local part
           if e then part = sub(rest, pos, e - 1) else part = sub(rest, pos) end
-          local v, c, h = match(part, '^([^,;]+),(%d+),(%d+)$')
-          if not v or #c > 15 or #h > 15 then
+          -- value,count,hour,first; an entry stored before first hours were kept has none: first 0, old.
+          local v, c, h, f = match(part, '^([^,;]+),(%d+),(%d+),(%d+)$')
+          if not v then
+            v, c, h = match(part, '^([^,;]+),(%d+),(%d+)$')
+            f = '0'
+          end
+          if not v or #c > 15 or #h > 15 or #f > 15 then
             good = false
             break
           end
-          list[#list + 1] = { v = v, c = tonumber(c), h = tonumber(h) }
+          list[#list + 1] = { v = v, c = tonumber(c), h = tonumber(h), f = tonumber(f) }
           if not e then break end
           pos = e + 1
         end
@@ -215,9 +221,19 @@ for j = 1, ntr do
       break
     end
   end
-  local count, hour = 0, 0
-  if at then count, hour = entries[at].c, entries[at].h end
-  out[nt + j] = { t.name, total, distinct, count, hour, #entries, H }
+  local count, hour, first = 0, 0, 0
+  if at then count, hour, first = entries[at].c, entries[at].h, entries[at].f end
+  local youngValues, youngHours = 0, 0
+  if t.young > 0 then
+    for i = 1, #entries do
+      local e = entries[i]
+      if i ~= at and e.f > 0 and H - e.f < t.young then
+        youngValues = youngValues + 1
+        youngHours = youngHours + e.c
+      end
+    end
+  end
+  out[nt + j] = { t.name, total, distinct, count, hour, #entries, H, first, youngValues, youngHours }
   local own
   if at then
     own = entries[at]
@@ -227,7 +243,7 @@ for j = 1, ntr do
       total = total + 1
     end
   else
-    own = { v = t.value, c = 1, h = H }
+    own = { v = t.value, c = 1, h = H, f = H }
     entries[#entries + 1] = own
     total = total + 1
     distinct = distinct + 1
@@ -248,7 +264,7 @@ for j = 1, ntr do
   local parts = { fmt('%d', total) .. ',' .. fmt('%d', distinct) }
   for i = 1, #entries do
     local e = entries[i]
-    parts[i + 1] = e.v .. ',' .. fmt('%d', e.c) .. ',' .. fmt('%d', e.h)
+    parts[i + 1] = e.v .. ',' .. fmt('%d', e.c) .. ',' .. fmt('%d', e.h) .. ',' .. fmt('%d', e.f)
   end
   traitTexts[j] = table.concat(parts, ';')
 end
@@ -285,7 +301,7 @@ export function profileUpdateArgs(r: ProfileRequest, now: number | undefined): s
   // Traits only when asked: without them the call is exactly what it was before they existed.
   if (r.traits !== undefined) {
     args.push(String(r.traits.length));
-    for (const t of r.traits) args.push(t.name, t.value, String(t.max), String(t.cap));
+    for (const t of r.traits) args.push(t.name, t.value, String(t.max), String(t.cap), String(t.young ?? 0));
   }
   return args;
 }
@@ -300,8 +316,8 @@ export function parseProfileReply(r: ProfileRequest, reply: unknown): ProfileRes
   });
   if (r.traits === undefined) return { timeframes };
   const traits: ProfileTraitResult[] = reply.slice(nt).map((t: unknown) => {
-    if (!Array.isArray(t) || t.length !== 7) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
-    return { name: replyText(t[0]), total: Number(t[1]), distinct: Number(t[2]), count: Number(t[3]), hour: Number(t[4]), size: Number(t[5]), now: Number(t[6]) };
+    if (!Array.isArray(t) || t.length !== 10) throw new Error(`unexpected reply of the profile script: ${JSON.stringify(reply)}`);
+    return { name: replyText(t[0]), total: Number(t[1]), distinct: Number(t[2]), count: Number(t[3]), hour: Number(t[4]), size: Number(t[5]), now: Number(t[6]), first: Number(t[7]), youngValues: Number(t[8]), youngHours: Number(t[9]) };
   });
   return { timeframes, traits };
 }

@@ -79,11 +79,14 @@ export function validateProfileRequest(r: ProfileRequest, at = 0): void {
       if (typeof t.value !== 'string' || !TRAIT_VALUE.test(t.value)) throw invalid(`${w}.value must be 1 to 64 printable ASCII characters without space, comma or semicolon`);
       if (!Number.isInteger(t.max) || t.max < 1 || t.max > 64) throw invalid(`${w}.max must be an integer from 1 to 64 (got ${String(t.max)})`);
       if (!Number.isInteger(t.cap) || t.cap < 2 || t.cap > 1_000_000) throw invalid(`${w}.cap must be an integer from 2 to 1000000 (got ${String(t.cap)})`);
+      if (t.young !== undefined && (!Number.isInteger(t.young) || t.young < 0 || t.young > PROFILE_MAX_YOUNG_HOURS)) throw invalid(`${w}.young must be an integer from 0 to ${PROFILE_MAX_YOUNG_HOURS} hours (got ${String(t.young)})`);
     });
   }
 }
 
 const TRAIT_NAME = /^[a-z]{1,8}$/;
+/** Longest `young` window of a trait, hours (a year). */
+export const PROFILE_MAX_YOUNG_HOURS = 8760;
 const TRAIT_VALUE = /^[\x21-\x2b\x2d-\x3a\x3c-\x7e]{1,64}$/;
 
 /** The field of a trait. */
@@ -97,14 +100,17 @@ interface TraitEntry {
   value: string;
   count: number;
   hour: number;
+  /** The hour the value entered the map (0: unknown — stored before first hours were kept — so old). */
+  first: number;
 }
 
 const TRAIT_HEAD = /^(\d{1,15}),(\d{1,15})(.*)$/s;
-const TRAIT_ENTRY = /^;([^,;]+),(\d{1,15}),(\d{1,15})$/s;
+const TRAIT_ENTRY = /^;([^,;]+),(\d{1,15}),(\d{1,15})(?:,(\d{1,15}))?$/s;
 
 /**
- * A stored trait, `"total,distinct;value,count,hour;…"`, or undefined when absent or unreadable (the
- * script reads it the same way: the head, then every `;`-separated entry, each `value,count,hour`).
+ * A stored trait, `"total,distinct;value,count,hour,first;…"`, or undefined when absent or unreadable
+ * (the script reads it the same way: the head, then every `;`-separated entry). An entry written before
+ * first hours were kept, `value,count,hour`, reads with first hour 0: an old value.
  */
 export function parseTrait(text: string | undefined): { total: number; distinct: number; entries: TraitEntry[] } | undefined {
   if (text === undefined) return undefined;
@@ -117,7 +123,7 @@ export function parseTrait(text: string | undefined): { total: number; distinct:
     for (const part of rest.slice(1).split(';')) {
       const e = TRAIT_ENTRY.exec(`;${part}`);
       if (!e) return undefined;
-      entries.push({ value: e[1], count: Number(e[2]), hour: Number(e[3]) });
+      entries.push({ value: e[1], count: Number(e[2]), hour: Number(e[3]), first: e[4] === undefined ? 0 : Number(e[4]) });
     }
   }
   return { total: Number(m[1]), distinct: Number(m[2]), entries };
@@ -142,7 +148,20 @@ export function traitCompute(text: string | undefined, t: ProfileTrait, H: numbe
       break;
     }
   }
-  const result: ProfileTraitResult = { name: t.name, total, distinct, count: at >= 0 ? entries[at].count : 0, hour: at >= 0 ? entries[at].hour : 0, size: entries.length, now: H };
+  // The values young at H (entered within `young` hours), this one left out: a subject showing many new values at once.
+  let youngValues = 0;
+  let youngHours = 0;
+  const young = t.young ?? 0;
+  if (young > 0) {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (i !== at && e.first > 0 && H - e.first < young) {
+        youngValues += 1;
+        youngHours += e.count;
+      }
+    }
+  }
+  const result: ProfileTraitResult = { name: t.name, total, distinct, count: at >= 0 ? entries[at].count : 0, hour: at >= 0 ? entries[at].hour : 0, size: entries.length, now: H, first: at >= 0 ? entries[at].first : 0, youngValues, youngHours };
   let own: TraitEntry;
   if (at >= 0) {
     own = entries[at];
@@ -152,7 +171,7 @@ export function traitCompute(text: string | undefined, t: ProfileTrait, H: numbe
       total += 1;
     }
   } else {
-    own = { value: t.value, count: 1, hour: H };
+    own = { value: t.value, count: 1, hour: H, first: H };
     entries.push(own);
     total += 1;
     distinct += 1;
@@ -172,7 +191,7 @@ export function traitCompute(text: string | undefined, t: ProfileTrait, H: numbe
     for (const e of entries) e.count = Math.floor((e.count + 1) / 2);
   }
   let out = `${total},${distinct}`;
-  for (const e of entries) out += `;${e.value},${e.count},${e.hour}`;
+  for (const e of entries) out += `;${e.value},${e.count},${e.hour},${e.first}`;
   return { result, text: out };
 }
 

@@ -53,6 +53,12 @@ export interface ProfileTrait {
   max: number;
   /** When the total passes it (2–1,000,000), every count and the total are halved (rounded up): old habits fade, a moved user re-learns. */
   cap: number;
+  /**
+   * Hours (0–8,760) a value stays young after it entered the map: the result counts the other young
+   * values ({@link ProfileTraitResult.youngValues}), so a caller can judge a value against the subject's
+   * settled habits, not against what a thief brought in the last hours. 0 or absent: none counted.
+   */
+  young?: number;
 }
 
 /** What a trait looked like before this call learned from it. */
@@ -70,6 +76,12 @@ export interface ProfileTraitResult {
   size: number;
   /** The call's hour, ⌊now / 3,600,000⌋. */
   now: number;
+  /** The hour this value entered the map (0: new to the subject, or entered before first hours were stored). */
+  first: number;
+  /** Other values that entered within the trait's `young` hours before this call's hour (0 without `young`). */
+  youngValues: number;
+  /** Their counts, summed: the active hours of {@link youngValues} (0 without `young`). */
+  youngHours: number;
 }
 
 /** One timeframe of a subject's profile after a {@link ProfileRequest}. */

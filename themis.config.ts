@@ -45,6 +45,8 @@ export default defineConfig({
     // { name: 'submission', match: { direction: 'outbound' }, predict: { timeframes: [1, 5, 10, 60], factor: 2.5, action: 'tempfail', shadow: true } },
     // With issue 23's signals on both (where the login comes from, what sends its mail, Reply-To: the quiet takeovers), add
     //   signals: { trustedNetworks: ['198.51.100.0/24'] }   // your webmail host: it is every user's network, not one login's
+    // and maxPerMessage: 10 to submission-new (a newsletter is one message; a thief sends many).
+    // The plugin option youngHours (default 6) is how long a login's new network or device stays new.
     // Mail authentication, one Authentication-Results for all: SPF, DKIM (and ARC), DMARC with the published policy as the action.
     // { name: 'auth-in', match: { direction: 'inbound' }, spf: { headers: { authenticationResults: true } }, dkim: { verify: { headers: { authenticationResults: true } } }, dmarc: { headers: { authenticationResults: true } } },
     // { name: 'sign-out', match: { direction: 'outbound' }, dkim: { sign: {}, verify: { enabled: false } } },

@@ -159,7 +159,7 @@ const subjects = async (pf: PostfixInstance, n: number) => (await pf.waitForDeli
 function checkCommon(r: Run, thiefClient: string, thiefOutcome: 'tempfailed' | 'quarantined'): void {
   // The history: 50 active hours on one network (the /24 of 127.0.0.42), one value new to the map.
   assert.equal(r.hours, 50);
-  assert.match(r.before ?? '', /^50,1;127\.0\.0\.0\/24,50,\d+$/, `learned before the daemon: ${r.before}`);
+  assert.match(r.before ?? '', /^50,1;127\.0\.0\.0\/24,50,\d+,\d+$/, `learned before the daemon: ${r.before}`);
   // What Postfix handed the milter at CONNECT, for the three SMTP sessions: the source address swaks bound.
   assert.deepEqual(
     r.tap.connects().map((c) => ({ family: c.family, address: c.address, clientAddr: c.macros['{client_addr}'] })),
@@ -167,7 +167,7 @@ function checkCommon(r: Run, thiefClient: string, thiefOutcome: 'tempfailed' | '
   );
   // What the daemon's plugin saw behind Postfix: the usual /24 once more (this hour) and the new one (in one
   // active hour, or two when a clock hour began between the thief and the trip).
-  assert.match(r.after ?? '', /^5[23],2;127\.0\.0\.0\/24,51,\d+;127\.0\.1\.0\/24,[12],\d+$/, `learned after the three messages: ${r.after}`);
+  assert.match(r.after ?? '', /^5[23],2;127\.0\.0\.0\/24,51,\d+,\d+;127\.0\.1\.0\/24,[12],\d+,\d+$/, `learned after the three messages: ${r.after}`);
 
   // From the usual network, with the usual client: accepted, 250 at the end of data.
   assert.equal(r.usual.code, 0, r.usual.stdout + r.usual.stderr);

@@ -69,11 +69,12 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
     const report = [];
     for (const p of policies) {
       // With signals, the traits are read too (a value no message shows: only the summary counts).
-      const inspect = profileRequest(ctx.options, p.config, value, 0, undefined, true);
+      const inspect = profileRequest(ctx.options, p.config, value, 0, ctx.options.now?.(), true);
       const s = p.config.signals;
-      if (s) inspect.traits = messageTraits('-', { id: '-' }, { ...(s.replyTo ? { replyTo: { id: '-' } } : {}), ...(s.displayName ? { displayName: { id: '-' } } : {}), ...(s.tls ? { tls: { id: '-' } } : {}), ...(s.hours ? { hours: { id: '-' } } : {}) });
+      if (s) inspect.traits = messageTraits('-', { id: '-' }, { ...(s.replyTo ? { replyTo: { id: '-' } } : {}), ...(s.displayName ? { displayName: { id: '-' } } : {}), ...(s.tls ? { tls: { id: '-' } } : {}), ...(s.hours ? { hours: { id: '-' } } : {}) }, ctx.options.youngHours);
       const [result] = await profileUpdate(ctx.store, [inspect]);
-      const traits = result.traits?.map((t) => ({ trait: TRAIT_WORDS[t.name] ?? t.name, kept: t.size, activeHours: t.total, newValues: t.distinct }));
+      // `young`: values that appeared within youngHours, still judged as new (not for the slots of the week, which are never new).
+      const traits = result.traits?.map((t) => ({ trait: TRAIT_WORDS[t.name] ?? t.name, kept: t.size, activeHours: t.total, newValues: t.distinct, ...(t.name === HOURS_TRAIT ? {} : { young: t.youngValues }) }));
       const timeframes = result.timeframes.map((t) => ({ ...decide(t, boundSettings(p.config, t.minutes)), history: t.history }));
       // How many recipients the subject's memory holds (new recipients only).
       const memory = countsNew(p.config) ? ((await ctx.store.get(recipientMemoryKey(ctx.options.keyPrefix, p.config, value)))?.length ?? 0) / RECIPIENT_HASH_WIDTH : undefined;
@@ -87,7 +88,7 @@ export const predictCommand: PluginCommand<PredictPolicy, PredictOptions> = {
       const memory = r.rememberedRecipients === undefined ? '' : `, ${r.rememberedRecipients} recipients remembered`;
       ctx.out(`${r.subject} in policy ${r.policy} (by ${r.by}, ${COUNT_WORDS[r.count]}, ${r.estimator}, action ${r.action}${memory}):\n`);
       for (const t of r.timeframes) ctx.out(`  ${String(t.minutes).padStart(4)} min: ${explain(t, COUNT_WORDS[r.count])}${t.over ? '  — OVER' : ''}\n`);
-      for (const t of r.signals ?? []) ctx.out(`  ${t.trait}: ${t.kept} known, ${t.newValues} new in ${t.activeHours} active hours (decayed)\n`);
+      for (const t of r.signals ?? []) ctx.out(`  ${t.trait}: ${t.kept} known, ${t.newValues} new in ${t.activeHours} active hours (decayed)${t.young ? `; ${t.young} appeared in the last ${ctx.options.youngHours} h, still new` : ''}\n`);
     }
     return 0;
   },

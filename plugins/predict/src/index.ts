@@ -224,7 +224,7 @@ export default definePlugin({
       }
       for (const [carrier, extra] of extras) {
         // (A profile key holds the subject's kind and value: no other subject's traits can be on it already.)
-        if (requests[carrier].traits === undefined) requests[carrier] = { ...requests[carrier], traits: messageTraits(shown!.network, shown!.client, extra) };
+        if (requests[carrier].traits === undefined) requests[carrier] = { ...requests[carrier], traits: messageTraits(shown!.network, shown!.client, extra, options.youngHours) };
       }
       let results;
       try {
@@ -244,7 +244,7 @@ export default definePlugin({
         let signals: SignalVerdict | undefined;
         if (c.signals && shown) {
           const carrier = traitOf.get(`${c.spec.name}\0${a.value}`);
-          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address, replyTo: shown.replyTo.label, displayName: shown.displayName.label, tls: shown.tls.label, hours: shown.hours.label });
+          signals = scoreSignals(c.signals, carrier === undefined ? undefined : results[carrier].traits, { network: shown.network, client: shown.client.label, address: ctx.session.client?.address, replyTo: shown.replyTo.label, displayName: shown.displayName.label, tls: shown.tls.label, hours: shown.hours.label }, options.youngHours);
         }
         const all = results[a.index].timeframes.map((t) => withSignals(decide(t, boundSettings(c, t.minutes)), signals?.divisor ?? 1));
         const over = all.filter((d) => d.over);

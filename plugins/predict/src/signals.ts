@@ -315,16 +315,20 @@ export interface ExtraTraits {
 
 /**
  * The traits a message teaches its subject's profile: the network and the mail client always
- * (whichever the policies score), and each of `extra` given (those a policy on the subject scores).
+ * (whichever the policies score), and each of `extra` given (those a policy on the subject scores);
+ * with `young` hours (the plugin's `youngHours`), the identity traits count the values that appeared
+ * within them.
  */
-export function messageTraits(network: string, client: { id: string }, extra: ExtraTraits = {}): ProfileTrait[] {
+export function messageTraits(network: string, client: { id: string }, extra: ExtraTraits = {}, young = 0): ProfileTrait[] {
+  // The identity traits count their young values (the plugin's `youngHours`); the hours of the week are usual or not, never new.
+  const y = young > 0 ? { young } : {};
   const out: ProfileTrait[] = [
-    { name: NETWORK_TRAIT, value: network, max: MAX_NETWORKS, cap: TRAIT_CAP },
-    { name: CLIENT_TRAIT, value: client.id, max: MAX_CLIENTS, cap: TRAIT_CAP },
+    { name: NETWORK_TRAIT, value: network, max: MAX_NETWORKS, cap: TRAIT_CAP, ...y },
+    { name: CLIENT_TRAIT, value: client.id, max: MAX_CLIENTS, cap: TRAIT_CAP, ...y },
   ];
-  if (extra.replyTo) out.push({ name: REPLY_TO_TRAIT, value: extra.replyTo.id, max: MAX_REPLY_TO, cap: TRAIT_CAP });
-  if (extra.displayName) out.push({ name: DISPLAY_NAME_TRAIT, value: extra.displayName.id, max: MAX_DISPLAY_NAMES, cap: TRAIT_CAP });
-  if (extra.tls) out.push({ name: TLS_TRAIT, value: extra.tls.id, max: MAX_TLS, cap: TRAIT_CAP });
+  if (extra.replyTo) out.push({ name: REPLY_TO_TRAIT, value: extra.replyTo.id, max: MAX_REPLY_TO, cap: TRAIT_CAP, ...y });
+  if (extra.displayName) out.push({ name: DISPLAY_NAME_TRAIT, value: extra.displayName.id, max: MAX_DISPLAY_NAMES, cap: TRAIT_CAP, ...y });
+  if (extra.tls) out.push({ name: TLS_TRAIT, value: extra.tls.id, max: MAX_TLS, cap: TRAIT_CAP, ...y });
   if (extra.hours) out.push({ name: HOURS_TRAIT, value: extra.hours.id, max: MAX_HOURS, cap: TRAIT_CAP });
   return out;
 }
@@ -348,16 +352,50 @@ export const OWNER_SHARE = 0.2;
  *   40 hours, 2.8 nats; a roaming one with 15 networks in 40 hours, 0.7; a known value, 0.
  * A value first counted in this same hour is still new (an attacker's first hour is all new). Before
  * `learning` active hours, 0: no judgement while learning.
+ *
+ * With `young` hours (the plugin's `youngHours`; the trait must have been learned with them), a value
+ * that appeared within them is still new, and is judged against the settled habits only — the young
+ * values' hours and their new-value observations taken out of `total` and `distinct` — so a thief's own
+ * network does not become the login's after its first hour, nor do the networks it rotates through make
+ * the login look roaming. A settled value still scores 0. (Multiplying the surprise by the young values,
+ * for rotations, was measured and dropped: logins with more networks than the profile keeps see evicted
+ * ones come back as new, and the false positives tripled.)
+ *
+ * The Reply-To is judged on its own terms ({@link REPLY_TO_CHANGE}).
  */
-export function traitSurprise(t: ProfileTraitResult, learning: number): number {
-  // This hour's own count is not history: take it out (the value, and the observation it made).
-  const thisHour = t.count > 0 && t.hour >= t.now;
-  const count = thisHour ? t.count - 1 : t.count;
-  const total = thisHour ? Math.max(0, t.total - 1) : t.total;
-  const distinct = thisHour && count === 0 ? Math.max(0, t.distinct - 1) : t.distinct;
-  if (total < learning || count > 0) return 0;
+export function traitSurprise(t: ProfileTraitResult, learning: number, young = 0): number {
+  let total: number;
+  let distinct: number;
+  if (young > 0) {
+    if (t.count > 0 && !(t.first > 0 && t.now - t.first < young)) return 0;
+    total = Math.max(0, t.total - t.youngHours - t.count);
+    distinct = Math.max(0, t.distinct - t.youngValues - (t.count > 0 ? 1 : 0));
+  } else {
+    // This hour's own count is not history: take it out (the value, and the observation it made).
+    const thisHour = t.count > 0 && t.hour >= t.now;
+    const count = thisHour ? t.count - 1 : t.count;
+    if (count > 0) return 0;
+    total = thisHour ? Math.max(0, t.total - 1) : t.total;
+    distinct = thisHour ? Math.max(0, t.distinct - 1) : t.distinct;
+  }
+  if (total < learning) return 0;
+  if (t.name === REPLY_TO_TRAIT) {
+    const r = REPLY_TO_CHANGE;
+    return Math.max(0, Math.log((r.thief * (total + r.priorHours)) / (Math.max(0, distinct - 1) + r.priorChanges)));
+  }
   return Math.max(0, Math.log(((1 - OWNER_SHARE) * (total + 2)) / (distinct + 1)));
 }
+
+/**
+ * How a new Reply-To setting is judged. Unlike a network or a mail client, which an owner changes with
+ * every trip or new phone, a mail program's Reply-To is set once (a shared mailbox, a list) and kept: the
+ * owner's chance of a change is counted from the changes after its first setting, with a prior of 0.2
+ * changes in 10 hours, and a thief brings a new one with `thief` = 0.3 (the share of takeovers the
+ * simulation gives an outside Reply-To; invoice fraud and thread hijacks use one to keep the answers).
+ * A login that kept `none` for 40 active hours: ln(0.3 × 50 / 0.2) = 4.3 nats; one that changed once
+ * already, 2.5; after 10 hours, 3.4.
+ */
+export const REPLY_TO_CHANGE = { thief: 0.3, priorHours: 10, priorChanges: 0.2 } as const;
 
 /**
  * The share of takeovers assumed to send in the owner's own hours (the thief who waits for the office
@@ -505,7 +543,7 @@ function scored(s: SignalSettings, name: string, trusted: boolean): boolean {
  * in where it comes from and what sends it is flagged at a much lower volume than one from the login's
  * usual place.
  */
-export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitResult[] | undefined, shown: ShownTraits): SignalVerdict {
+export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitResult[] | undefined, shown: ShownTraits, young = 0): SignalVerdict {
   const trusted = shown.address !== undefined && s.trusted?.has(shown.address) === true;
   const moved: string[] = [];
   let surprise = 0;
@@ -516,7 +554,7 @@ export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitRes
   let device = 0;
   for (const t of traits ?? []) {
     if (!scored(s, t.name, trusted)) continue;
-    const x = t.name === HOURS_TRAIT ? hoursSurprise(t, shown.hours?.startsWith('weekend') === true, s.learning) : traitSurprise(t, s.learning);
+    const x = t.name === HOURS_TRAIT ? hoursSurprise(t, shown.hours?.startsWith('weekend') === true, s.learning) : traitSurprise(t, s.learning, young);
     if (t.name === CLIENT_TRAIT || t.name === TLS_TRAIT || t.name === DISPLAY_NAME_TRAIT) device = Math.max(device, x);
     else surprise += x;
     const w = words(t.name, shown, t, x);

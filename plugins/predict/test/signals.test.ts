@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryStore, type PolicyInput } from 'themis-milter';
 import { createTestKernel, type TestResult } from 'themis-milter/testing';
-import predict, { clientNetwork, mailClient, profileUpdate, scoreSignals, traitSurprise, withSignals, MAX_NETWORKS, TRAIT_CAP, type PredictNote, type ProfileTrait, type ProfileTraitResult } from '../src/index.ts';
+import predict, { clientNetwork, mailClient, profileUpdate, scoreSignals, traitSurprise, withSignals, MAX_NETWORKS, REPLY_TO_TRAIT, TRAIT_CAP, type PredictNote, type ProfileTrait, type ProfileTraitResult } from '../src/index.ts';
 import { parseTrait, traitCompute, traitField } from '../src/store/profile.ts';
 import { countingStore, noteObserver } from './kernel-helpers.ts';
 
@@ -56,21 +56,34 @@ function learn(text: string | undefined, calls: [value: string, hour: number][],
 describe('signals: learning a trait (profile.ts, mirrored by the Lua script)', () => {
   it('counts active hours: once per hour per value; a new value adds to distinct; the reply is before learning', () => {
     let t = learn(undefined, [['a', 10], ['a', 10], ['a', 11], ['b', 11], ['a', 12]]);
-    assert.equal(t, '4,2;a,3,12;b,1,11');
+    assert.equal(t, '4,2;a,3,12,10;b,1,11,11');
     const r = traitCompute(t, trait('b'), 12);
-    assert.deepEqual(r.result, { name: 'n', total: 4, distinct: 2, count: 1, hour: 11, size: 2, now: 12 });
+    assert.deepEqual(r.result, { name: 'n', total: 4, distinct: 2, count: 1, hour: 11, size: 2, now: 12, first: 11, youngValues: 0, youngHours: 0 });
     t = r.text;
-    assert.equal(t, '5,2;a,3,12;b,2,12');
+    assert.equal(t, '5,2;a,3,12,10;b,2,12,11');
     // A clock behind learns nothing.
     assert.equal(traitCompute(t, trait('a'), 9).text, t);
   });
 
   it('beyond max values the least counted goes, then the oldest, never the value of the message', () => {
     const t = learn(undefined, [['a', 1], ['a', 2], ['b', 3], ['c', 4], ['c', 5]], { max: 3 });
-    assert.equal(t, '5,3;a,2,2;b,1,3;c,2,5');
-    assert.equal(learn(t, [['d', 6]], { max: 3 }), '6,4;a,2,2;c,2,5;d,1,6', 'b (1 hour) went');
-    assert.equal(learn('6,4;a,2,2;c,2,5;d,1,6', [['e', 7]], { max: 3 }), '7,5;a,2,2;c,2,5;e,1,7', 'd went, not e');
-    assert.equal(learn('6,4;a,2,2;c,2,5', [['e', 7]], { max: 2 }), '7,5;c,2,5;e,1,7', 'a tie on count: the oldest went');
+    assert.equal(t, '5,3;a,2,2,1;b,1,3,3;c,2,5,4');
+    assert.equal(learn(t, [['d', 6]], { max: 3 }), '6,4;a,2,2,1;c,2,5,4;d,1,6,6', 'b (1 hour) went');
+    // Entries stored before first hours were kept (value,count,hour) read as old values (first hour 0).
+    assert.equal(learn('6,4;a,2,2;c,2,5;d,1,6', [['e', 7]], { max: 3 }), '7,5;a,2,2,0;c,2,5,0;e,1,7,7', 'd went, not e');
+    assert.equal(learn('6,4;a,2,2;c,2,5', [['e', 7]], { max: 2 }), '7,5;c,2,5,0;e,1,7,7', 'a tie on count: the oldest went');
+  });
+
+  it('young values: those that entered within `young` hours, this one left out, counted with their hours; old-format entries are never young', () => {
+    // a: the settled value; b and c entered at hours 100 and 101; this call shows d at 102 (new), then b again.
+    const t = learn('40,1;a,40,99', [['b', 100], ['c', 101], ['c', 102]]);
+    assert.equal(t, '43,3;a,40,99,0;b,1,100,100;c,2,102,101');
+    const fresh = traitCompute(t, trait('d', { young: 24 }), 102).result;
+    assert.deepEqual([fresh.first, fresh.youngValues, fresh.youngHours], [0, 2, 3], 'd is new: b and c are the young ones');
+    const again = traitCompute(t, trait('b', { young: 24 }), 102).result;
+    assert.deepEqual([again.count, again.first, again.youngValues, again.youngHours], [1, 100, 1, 2], 'b itself is left out');
+    assert.equal(traitCompute(t, trait('d', { young: 2 }), 102).result.youngValues, 1, 'b entered 2 hours ago: no longer young within 2 hours');
+    assert.equal(traitCompute(t, trait('d'), 102).result.youngValues, 0, 'without young, none counted');
   });
 
   it('past cap every count is halved (rounded up): a user who moved re-learns, the old network fades but stays known', () => {
@@ -114,7 +127,7 @@ describe('signals: learning a trait (profile.ts, mirrored by the Lua script)', (
   });
 });
 
-const seen = (over: Partial<ProfileTraitResult>): ProfileTraitResult => ({ name: 'n', total: 40, distinct: 1, count: 0, hour: 0, size: 1, now: 1000, ...over });
+const seen = (over: Partial<ProfileTraitResult>): ProfileTraitResult => ({ name: 'n', total: 40, distinct: 1, count: 0, hour: 0, size: 1, now: 1000, first: 0, youngValues: 0, youngHours: 0, ...over });
 
 describe('signals: the score', () => {
   it('a new network: unusual for a login on one network, much less for a roaming one; the usual network 0; nothing while learning', () => {
@@ -130,6 +143,37 @@ describe('signals: the score', () => {
     assert.equal(traitSurprise(seen({ total: 41, distinct: 2, size: 2, count: 1, hour: 1000 }), 10), oneNetwork);
     // More history, more certain: the same new network says more after 200 hours than after 20.
     assert.ok(traitSurprise(seen({ total: 200 }), 10) > traitSurprise(seen({ total: 20 }), 10) + 2);
+  });
+
+  it('young values (youngHours): a thief\'s network stays new all day, and each it rotates through is judged against the settled habits', () => {
+    const one = Math.log((0.8 * 42) / 2);
+    // New, nothing else young: as without youngHours.
+    assert.ok(Math.abs(traitSurprise(seen({}), 10, 24) - one) < 1e-12);
+    // Seen 3 hours since it appeared 5 hours ago: without youngHours it is known (0); with them, still new,
+    // judged on the 40 settled hours and the one settled network.
+    const stayed = seen({ total: 43, distinct: 2, size: 2, count: 3, hour: 999, first: 995 });
+    assert.equal(traitSurprise(stayed, 10), 0);
+    assert.ok(Math.abs(traitSurprise(stayed, 10, 24) - one) < 1e-12, String(traitSurprise(stayed, 10, 24)));
+    // Past the window it is settled: 0.
+    assert.equal(traitSurprise({ ...stayed, first: 970 }, 10, 24), 0);
+    // Stored before first hours were kept (first 0): settled.
+    assert.equal(traitSurprise({ ...stayed, first: 0 }, 10, 24), 0);
+    // A third new network in the day, after two others (2 hours between them): judged against the one settled network, not a roaming login.
+    const rotating = seen({ total: 42, distinct: 3, size: 3, youngValues: 2, youngHours: 2 });
+    assert.ok(Math.abs(traitSurprise(rotating, 10, 24) - one) < 1e-12, String(traitSurprise(rotating, 10, 24)));
+    assert.ok(traitSurprise(rotating, 10) < one - 0.5, 'without youngHours the rotation made the login look roaming');
+    // The settled history decides learning: 8 settled hours and 4 young ones is still learning.
+    assert.equal(traitSurprise(seen({ total: 12, distinct: 2, count: 4, first: 998, hour: 999 }), 10, 24), 0);
+  });
+
+  it('a new Reply-To is judged as a setting kept, not a place visited: stronger than a new network, weaker once the login changed it before', () => {
+    const kept = traitSurprise(seen({ name: REPLY_TO_TRAIT }), 10);
+    assert.ok(Math.abs(kept - Math.log((0.3 * 50) / 0.2)) < 1e-12, String(kept));
+    assert.ok(kept > traitSurprise(seen({}), 10) + 1, 'more than a new network for the same history');
+    const changedOnce = traitSurprise(seen({ name: REPLY_TO_TRAIT, distinct: 2, size: 2 }), 10);
+    assert.ok(Math.abs(changedOnce - Math.log((0.3 * 50) / 1.2)) < 1e-12, String(changedOnce));
+    assert.ok(Math.abs(traitSurprise(seen({ name: REPLY_TO_TRAIT, total: 10 }), 10) - Math.log((0.3 * 20) / 0.2)) < 1e-12);
+    assert.equal(traitSurprise(seen({ name: REPLY_TO_TRAIT, count: 39, hour: 990 }), 10), 0, 'its usual setting');
   });
 
   it('the combination divides the bounds by exp(sensitivity × (surprise − tolerance)) and says which signals moved', () => {
@@ -245,20 +289,25 @@ describe('signals through the kernel', () => {
     assert.deepEqual(runs[1].decisions.slice(0, 90), runs[0].decisions.slice(0, 90), 'while the traits were usual, the same decisions');
   });
 
-  it('themis predict show says how many networks and clients the subject uses; the inspection learns nothing', async () => {
+  it('themis predict show says how many networks and clients the subject uses, and how many appeared within youngHours; the inspection learns nothing', async () => {
     const s = await setup({ action: 'tempfail', signals: {} });
     await s.learnUsual();
     await s.send({ address: '203.0.113.9', mailer: 'PHPMailer 6.9.1' }, 1);
     const { predictField, predictOptions } = await import('../src/schema.ts');
     const { predictCommand } = await import('../src/commands.ts');
     const out: string[] = [];
-    const ctx = { store: s.store, storeType: 'memory' as const, policies: [{ name: 'submission', config: predictField.parse({ action: 'tempfail', signals: {} }) }], options: predictOptions.parse({}), configFile: undefined, readStatus: async () => ({}), out: (x: string) => void out.push(x), err: () => {} };
+    const ctx = { store: s.store, storeType: 'memory' as const, policies: [{ name: 'submission', config: predictField.parse({ action: 'tempfail', signals: {} }) }], options: predictOptions.parse({ now: () => s.clock.now }), configFile: undefined, readStatus: async () => ({}), out: (x: string) => void out.push(x), err: () => {} };
     for (let i = 0; i < 2; i++) {
       out.length = 0;
       assert.equal(await predictCommand.run(['show', 'alice@example.com'], ctx as never), 0);
-      assert.match(out.join(''), /^ {2}networks: 2 known, 2 new in 31 active hours \(decayed\)$/m);
-      assert.match(out.join(''), /^ {2}mail clients: 2 known, 2 new in 31 active hours \(decayed\)$/m);
+      assert.match(out.join(''), /^ {2}networks: 2 known, 2 new in 31 active hours \(decayed\); 1 appeared in the last 6 h, still new$/m);
+      assert.match(out.join(''), /^ {2}mail clients: 2 known, 2 new in 31 active hours \(decayed\); 1 appeared in the last 6 h, still new$/m);
     }
+    // A day later the thief's network and client are settled values of the login.
+    s.clock.now += 25 * HOUR;
+    out.length = 0;
+    assert.equal(await predictCommand.run(['show', 'alice@example.com'], ctx as never), 0);
+    assert.match(out.join(''), /^ {2}networks: 2 known, 2 new in 31 active hours \(decayed\)$/m);
     await s.t.close();
   });
 

@@ -84,7 +84,7 @@ describe('the later traits: what a message shows', () => {
   });
 });
 
-const seen = (over: Partial<ProfileTraitResult>): ProfileTraitResult => ({ name: 'n', total: 40, distinct: 1, count: 0, hour: 0, size: 1, now: 1000, ...over });
+const seen = (over: Partial<ProfileTraitResult>): ProfileTraitResult => ({ name: 'n', total: 40, distinct: 1, count: 0, hour: 0, size: 1, now: 1000, first: 0, youngValues: 0, youngHours: 0, ...over });
 
 describe('the later traits: the score', () => {
   it('each is scored only when its option is on, the device (client, SASL/TLS, display name) once, and said in words', () => {
@@ -93,16 +93,17 @@ describe('the later traits: the score', () => {
     const shown = { network: 'x', client: 'y', replyTo: 'evil.example', displayName: 'ceo office', tls: 'PLAIN TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384' };
     assert.equal(scoreSignals(settings, traits, shown).surprise, 0, 'off by default');
     const v = scoreSignals({ ...settings, replyTo: true, displayName: true, tls: true }, traits, shown);
-    // Reply-To, plus the device once: the display name and the SASL/TLS fingerprint are what one new machine shows.
-    assert.ok(Math.abs(v.surprise - 2 * Math.log(16.8)) < 1e-12);
+    // Reply-To (judged as a setting kept: ln(0.3 × 50 / 0.2)), plus the device once: the display name and the
+    // SASL/TLS fingerprint are what one new machine shows.
+    assert.ok(Math.abs(v.surprise - (Math.log(75) + Math.log(16.8))) < 1e-12, String(v.surprise));
     assert.deepEqual(v.moved, [
-      'new Reply-To domain evil.example (login uses 1 other Reply-To setting, 2.8 nats)',
+      'new Reply-To domain evil.example (login uses 1 other Reply-To setting, 4.3 nats)',
       'new display name "ceo office" (login uses 1, 2.8 nats)',
       'new SASL/TLS "PLAIN TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384" (login uses 1, 2.8 nats)',
     ]);
     const one = scoreSignals({ ...settings, displayName: true }, traits, shown);
     assert.equal(one.moved.length, 1);
-    assert.equal(scoreSignals({ ...settings, replyTo: true }, [seen({ name: REPLY_TO_TRAIT, size: 2 })], { ...shown, replyTo: 'none' }).moved[0], 'no Reply-To (login uses 2 other Reply-To settings, 2.8 nats)');
+    assert.equal(scoreSignals({ ...settings, replyTo: true }, [seen({ name: REPLY_TO_TRAIT, size: 2 })], { ...shown, replyTo: 'none' }).moved[0], 'no Reply-To (login uses 2 other Reply-To settings, 4.3 nats)');
     // A known value scores nothing.
     assert.equal(scoreSignals({ ...settings, replyTo: true, displayName: true, tls: true }, traits.map((t) => ({ ...t, count: 30, hour: 990 })), shown).divisor, 1);
   });
@@ -121,13 +122,13 @@ const USUAL: Side = { address: '192.0.2.7', mailer: 'Microsoft Outlook 16.0', fr
 /** The thief: the usual network and mail client (malware on the owner's machine, say), everything else new. */
 const THIEF: Side = { ...USUAL, from: '"CEO Office" <alice@example.com>', replyTo: 'alice.7@mail3.evil.example', macros: { '{auth_type}': 'PLAIN', '{tls_version}': 'TLSv1.2', '{cipher}': 'ECDHE-RSA-AES256-GCM-SHA384', '{cipher_bits}': '256' } };
 
-async function setup(field: object) {
+async function setup(field: object, options: object = {}) {
   const clock = { now: START };
   const { store, calls } = countingStore();
   const notes: (PredictNote | undefined)[] = [];
   const observer = noteObserver(notes);
   const policy: PolicyInput = { name: 'submission', predict: field };
-  const t = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }, observer as never], policies: [policy], store });
+  const t = await createTestKernel({ plugins: [{ plugin: predict, options: { ...options, now: () => clock.now } }, observer as never], policies: [policy], store });
   const send = (side: Side, recipients: number): Promise<TestResult> =>
     t.message({
       from: 'alice@example.com',
@@ -189,6 +190,27 @@ describe('the later traits through the kernel', () => {
     const fields = [...data.values()].flatMap((k) => (k.value instanceof Map ? [...k.value.keys()] : [])).filter((f: string) => f.startsWith('t'));
     assert.deepEqual(fields.sort(), ['tc', 'tn']);
     await s.t.close();
+  });
+
+  it('youngHours: a thief on a new network and device is refused for hours (6 by default), not only in its first hour; with youngHours 0 it passes from the second hour', async () => {
+    const ROAMER: Side = { ...USUAL, address: '203.0.113.9', mailer: 'PHPMailer 6.9.1' };
+    const cases: [options: { youngHours?: number }, hoursLater: number, action: string][] = [
+      [{}, 3, 'tempfail'],
+      [{}, 7, 'accept'],
+      [{ youngHours: 24 }, 7, 'tempfail'],
+      [{ youngHours: 0 }, 3, 'accept'],
+    ];
+    for (const [options, hoursLater, later] of cases) {
+      const s = await setup({ action: 'tempfail', signals: {} }, options);
+      await s.learnUsual();
+      assert.equal((await s.send(ROAMER, 4)).decision.action, 'tempfail', `first hour, ${JSON.stringify(options)}`);
+      s.clock.now += hoursLater * HOUR;
+      const r = await s.send(ROAMER, 4);
+      assert.equal(r.decision.action, later, `${hoursLater} hours later, ${JSON.stringify(options)}: ${JSON.stringify(s.notes.at(-1))}`);
+      if (later === 'tempfail') assert.match(reason(r), /new network 203\.0\.113\.0\/24 \(login uses 1, [\d.]+ nats\)/);
+      else assert.equal(s.notes.at(-1)!.signals!.divisor, 1, 'settled: the network and client are the login\'s now');
+      await s.t.close();
+    }
   });
 
   it('themis predict show counts the later traits when the policy scores them', async () => {

@@ -16,11 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { Redis } from 'ioredis';
-import { RedisStore } from 'themis-milter';
-import { createTestKernel } from 'themis-milter/testing';
-import predict, { predictField, profileKey } from 'themis-plugin-predict';
 import { postfixAvailable, postfixUnavailableReason, type ExecResult, type PostfixInstance } from '../helpers/postfix.ts';
+import { learnedNetworks, learnPredictHistory } from '../helpers/predict-history.ts';
 import { redisAvailable, startRedis } from '../helpers/redis.ts';
 import { saslUnavailableReason, startSaslPostfix } from '../helpers/sasl.ts';
 import { startTap, type MilterTap } from '../helpers/tap.ts';
@@ -29,8 +26,6 @@ import { startThemis, type ThemisProcess } from '../helpers/themis.ts';
 const skip = !postfixAvailable() ? `postfix not available: ${postfixUnavailableReason()}` : saslUnavailableReason() ? `SASL not available: ${saslUnavailableReason()}` : !redisAvailable() ? 'redis-server not installed' : false;
 if (skip) console.log(`# predict-postfix e2e skipped: ${skip}`);
 
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
 const LOGIN = 'alice@example.test';
 const PASSWORD = 'correct horse battery';
 /** The login's correspondents: partners and customers outside, two colleagues inside (internalDomains). */
@@ -54,56 +49,6 @@ function policies(action: 'tempfail' | 'hold', withCeiling: boolean) {
   ];
 }
 
-/**
- * Two weeks of history, learned by the real plugin into `redisUrl` on a clock in the past: every weekday of
- * the 14 days before today (UTC), 09:00–14:00, two messages an hour (at :10 and :40) from 127.0.0.42 with
- * Thunderbird, each to 2 or 3 of the usual correspondents. 10 weekdays × 5 hours: 50 active hours, all on
- * one network with one mail client. Returns the active hours learned.
- */
-async function learnHistory(redisUrl: string, action: 'tempfail' | 'hold'): Promise<number> {
-  const store = new RedisStore({ url: redisUrl }, { testClock: true });
-  const clock = { now: 0 };
-  const k = await createTestKernel({ plugins: [{ plugin: predict, options: { now: () => clock.now } }], policies: policies(action, false), store });
-  const today = Math.floor(Date.now() / DAY) * DAY;
-  let hours = 0;
-  let n = 0;
-  try {
-    for (let day = today - 14 * DAY; day < today; day += DAY) {
-      const weekday = new Date(day).getUTCDay();
-      if (weekday === 0 || weekday === 6) continue;
-      for (let hour = 9; hour < 14; hour++, hours++) {
-        for (const minute of [10, 40]) {
-          clock.now = day + hour * HOUR + minute * 60_000;
-          const rcpt = Array.from({ length: 2 + (n % 2) }, (_, j) => CORRESPONDENTS[(n + 3 * j) % CORRESPONDENTS.length]);
-          n++;
-          const r = await k.message({ from: LOGIN, auth: LOGIN, rcpt, client: { address: '127.0.0.42', hostname: 'alice-desktop.example.test' }, headers: [['From', `Alice <${LOGIN}>`], ['To', rcpt.join(', ')], ['Subject', `note ${n}`], ['User-Agent', THUNDERBIRD]] });
-          assert.equal(r.decision.action, 'accept', `history message ${n}: ${JSON.stringify(r.trace?.entries)}`);
-        }
-      }
-    }
-  } finally {
-    await k.close();
-    await store.close();
-  }
-  return hours;
-}
-
-/** The login's learned client networks, as the profile's hash keeps them (`total,distinct;network,count,hour;…`). */
-async function learnedNetworks(redisUrl: string): Promise<string | null> {
-  // The traits ride on the profile of the first policy with signals in the kernel's order (priority, then
-  // name: submission's): read both, under the Redis store's default key prefix (themis:).
-  const keys = policies('tempfail', false).map((p) => 'themis:' + profileKey('predict:', predictField.parse(p.predict), LOGIN));
-  const raw = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await raw.connect();
-    const found = (await Promise.all(keys.map((key) => raw.hget(key, 'tn')))).filter((x) => x !== null);
-    assert.ok(found.length <= 1, `the traits are on one profile: ${JSON.stringify(found)}`);
-    return found[0] ?? null;
-  } finally {
-    raw.disconnect();
-  }
-}
-
 interface Run {
   pf: PostfixInstance;
   themis: ThemisProcess;
@@ -120,8 +65,9 @@ interface Run {
 async function scenario(t: { after(fn: () => unknown): void }, action: 'tempfail' | 'hold', thiefHeaders: string[]): Promise<Run> {
   const redis = await startRedis();
   t.after(() => redis.stop());
-  const hours = await learnHistory(redis.url, action);
-  const before = await learnedNetworks(redis.url);
+  // Two weeks of working days from 127.0.0.0/24 with Thunderbird (test/helpers/predict-history.ts): 50 active hours.
+  const hours = await learnPredictHistory({ redisUrl: redis.url, policies: policies(action, false), login: LOGIN, correspondents: CORRESPONDENTS, userAgent: THUNDERBIRD, address: '127.0.0.42' });
+  const before = await learnedNetworks(redis.url, policies(action, false), LOGIN);
 
   const dir = mkdtempSync(join(tmpdir(), 'themis-predict-e2e-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -149,7 +95,7 @@ async function scenario(t: { after(fn: () => unknown): void }, action: 'tempfail
   // counted this hour (still new: 3.05 nats) or in the previous one (known: 0). Sent after the thief, so
   // that the thief's network is new to the login whatever the clock does between the messages.
   const trip = await send(NEW_ADDRESS, 'trip', [`User-Agent: ${THUNDERBIRD}`]);
-  return { pf, themis, tap, hours, before, usual, thief, trip, after: await learnedNetworks(redis.url) };
+  return { pf, themis, tap, hours, before, usual, thief, trip, after: await learnedNetworks(redis.url, policies(action, false), LOGIN) };
 }
 
 /** The Subject of each delivered message. */

@@ -39,10 +39,10 @@ export class SmtpConversation {
     socket.on('error', () => {});
   }
 
-  /** Connects to 127.0.0.1:port and reads the greeting. */
-  static async open(port: number, timeoutMs?: number): Promise<{ smtp: SmtpConversation; greeting: SmtpResponse }> {
+  /** Connects to 127.0.0.1:port (from `localAddress`, another loopback address, when given) and reads the greeting. */
+  static async open(port: number, timeoutMs?: number, localAddress?: string): Promise<{ smtp: SmtpConversation; greeting: SmtpResponse }> {
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host: '127.0.0.1', port });
+      const s = connect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) });
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });

@@ -68,6 +68,7 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
   const started = performance.now();
   const noteName = plugin.name;
   const dump = process.env.PREDICT_EVAL_DUMP;
+  const dumpAttacks = process.env.PREDICT_EVAL_DUMP_ATTACKS === '1';
   const flagged = new Uint8Array(traffic.n);
   let clock = traffic.start;
   let current = -1;
@@ -97,9 +98,10 @@ export async function runDetector(traffic: Traffic, plugin: PluginDefinition<any
           if (note.over) {
             flagged[current] = 1;
             if (note.shadow) shadowFlags++;
-            // PREDICT_EVAL_DUMP=file: one JSON line per flagged message (which event, the note), to read what moved.
-            if (dump) appendFileSync(dump, `${JSON.stringify({ config: spec.id, event: current, sender: traffic.sender[current], compromise: traffic.compromise[current], note })}\n`);
           }
+          // PREDICT_EVAL_DUMP=file: one JSON line per flagged message (which event, the note), to read what moved;
+          // with PREDICT_EVAL_DUMP_ATTACKS=1, every attack message too, flagged or not (what the missed ones scored).
+          if (dump && (note.over || (dumpAttacks && traffic.compromise[current] >= 0))) appendFileSync(dump, `${JSON.stringify({ config: spec.id, event: current, sender: traffic.sender[current], compromise: traffic.compromise[current], note })}\n`);
         },
       };
     },

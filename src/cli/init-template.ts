@@ -94,6 +94,10 @@ export default defineConfig({
     // watch it in shadow mode first (\`themis predict show <login>\`):
     // { name: 'submission-new', priority: 7, match: { direction: 'outbound' },
     //   predict: { count: 'newRecipients', internalDomains: ['example.com'], timeframes: [1, 5, 10, 60], factor: 2, shadow: true } },
+    // For the stolen accounts that write like their owner, add to that predict field
+    //   maxPerMessage: 10, signals: { trustedNetworks: ['198.51.100.0/24'] }   // your webmail host
+    // (signals also to a rate backstop's): where the login comes from, what sends its mail, its Reply-To
+    // (the predict plugin's README).
   ],
 
   // A plugin hook that takes longer than this (ms) counts as failed: Postfix waits for the milter,

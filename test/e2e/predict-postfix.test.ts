@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { postfixAvailable, postfixUnavailableReason, type ExecResult, type PostfixInstance } from '../helpers/postfix.ts';
-import { learnedNetworks, learnPredictHistory } from '../helpers/predict-history.ts';
+import { CORRESPONDENTS, learnedNetworks, learnPredictHistory, logLines, LOGIN, NEW_ADDRESS, PASSWORD, RECIPIENTS, THUNDERBIRD, USUAL_ADDRESS } from '../helpers/predict-e2e.ts';
 import { redisAvailable, startRedis } from '../helpers/redis.ts';
 import { saslUnavailableReason, startSaslPostfix } from '../helpers/sasl.ts';
 import { startTap, type MilterTap } from '../helpers/tap.ts';
@@ -25,17 +25,6 @@ import { startThemis, type ThemisProcess } from '../helpers/themis.ts';
 
 const skip = !postfixAvailable() ? `postfix not available: ${postfixUnavailableReason()}` : saslUnavailableReason() ? `SASL not available: ${saslUnavailableReason()}` : !redisAvailable() ? 'redis-server not installed' : false;
 if (skip) console.log(`# predict-postfix e2e skipped: ${skip}`);
-
-const LOGIN = 'alice@example.test';
-const PASSWORD = 'correct horse battery';
-/** The login's correspondents: partners and customers outside, two colleagues inside (internalDomains). */
-const CORRESPONDENTS = ['bob@partner.example', 'carol@partner.example', 'dave@customer.example', 'erin@customer.example', 'frank@supplier.example', 'grace@supplier.example', 'heidi@example.test', 'ivan@example.test'];
-const THUNDERBIRD = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0';
-/** Where the login sends from: its office network, and a network it never used. */
-const USUAL_ADDRESS = '127.0.0.7';
-const NEW_ADDRESS = '127.0.1.9';
-/** Recipients of each test message, all usual correspondents (why 4: see the describe block). */
-const RECIPIENTS = CORRESPONDENTS.slice(0, 4);
 
 /**
  * The README's recommended configuration ("two policies on the same subject"), with `signals: {}` (the
@@ -65,7 +54,7 @@ interface Run {
 async function scenario(t: { after(fn: () => unknown): void }, action: 'tempfail' | 'hold', thiefHeaders: string[]): Promise<Run> {
   const redis = await startRedis();
   t.after(() => redis.stop());
-  // Two weeks of working days from 127.0.0.0/24 with Thunderbird (test/helpers/predict-history.ts): 50 active hours.
+  // Two weeks of working days from 127.0.0.0/24 with Thunderbird (test/helpers/predict-e2e.ts): 50 active hours.
   const hours = await learnPredictHistory({ redisUrl: redis.url, policies: policies(action, false), login: LOGIN, correspondents: CORRESPONDENTS, userAgent: THUNDERBIRD, address: '127.0.0.42' });
   const before = await learnedNetworks(redis.url, policies(action, false), LOGIN);
 
@@ -126,13 +115,7 @@ function checkCommon(r: Run, thiefClient: string, thiefOutcome: 'tempfailed' | '
 
   // The log says which signals moved, and how much: both, about 3 nats each, the bounds divided by hundreds.
   const out = r.themis.output();
-  const lines = out.split('\n').flatMap((l) => {
-    try {
-      return [JSON.parse(l) as { msg?: string; outcome?: string; winner?: { plugin: string; reason: string } }];
-    } catch {
-      return [];
-    }
-  });
+  const lines = logLines(out);
   const messages = lines.map((l) => l.msg ?? '');
   // One decision line per message, in order: the usual one, the thief's (by predict), the trip.
   const decisions = lines.filter((l) => l.msg === 'decision');

@@ -1,6 +1,6 @@
 // Issue 23's acceptance point through a real Sendmail 8.17 with SMTP AUTH, as predict-postfix.test.ts does
 // through Postfix: the real `themis start` (mta: 'sendmail', what docs/guides/sendmail.md recommends) and a
-// real redis-server. The login's two weeks of history are learned into Redis first (test/helpers/predict-history.ts);
+// real redis-server. The login's two weeks of history are learned into Redis first (test/helpers/predict-e2e.ts);
 // then a client authenticates (AUTH PLAIN) to Sendmail from a source address on loopback (Linux routes all of
 // 127/8 to lo: 127.0.0.7 is the usual network, 127.0.1.9 a new one), Sendmail hands the client address to
 // the milter at CONNECT and the login as {auth_authen} at MAIL, and the daemon's plugin scores what it sees.
@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { learnedNetworks, learnPredictHistory } from '../helpers/predict-history.ts';
+import { CORRESPONDENTS, learnedNetworks, learnPredictHistory, logLines, LOGIN, NEW_ADDRESS, PASSWORD, RECIPIENTS, THUNDERBIRD, USUAL_ADDRESS } from '../helpers/predict-e2e.ts';
 import { redisAvailable, startRedis } from '../helpers/redis.ts';
 import { sendmailAvailable, sendmailSaslUnavailableReason, sendmailUnavailableReason, startSendmail } from '../helpers/sendmail.ts';
 import { SmtpConversation, type SmtpResponse } from '../helpers/smtp.ts';
@@ -23,15 +23,6 @@ const skip = !sendmailAvailable()
       ? 'redis-server not installed'
       : false;
 if (skip) console.log(`# predict-sendmail e2e skipped: ${skip}`);
-
-const LOGIN = 'alice@example.test';
-const PASSWORD = 'correct horse battery';
-const CORRESPONDENTS = ['bob@partner.example', 'carol@partner.example', 'dave@customer.example', 'erin@customer.example', 'frank@supplier.example', 'grace@supplier.example', 'heidi@example.test', 'ivan@example.test'];
-const THUNDERBIRD = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0';
-const USUAL_ADDRESS = '127.0.0.7';
-const NEW_ADDRESS = '127.0.1.9';
-/** Four usual correspondents: well under the learned bounds from the usual place (predict-postfix.test.ts says why). */
-const RECIPIENTS = CORRESPONDENTS.slice(0, 4);
 
 /** The README's recommendation with signals on both policies, out of shadow mode, `action` instead of the jail. */
 function policies(action: 'tempfail' | 'hold') {
@@ -96,13 +87,7 @@ describe('predict signals through a real Sendmail with SMTP AUTH, a real daemon 
 
       // What the daemon saw behind Sendmail: the usual /24 once more and the new one.
       assert.match((await learnedNetworks(redis.url, policies(action), LOGIN)) ?? '', /^5[23],2;127\.0\.0\.0\/24,51,\d+,\d+;127\.0\.1\.0\/24,[12],\d+,\d+$/);
-      const lines = themis.output().split('\n').flatMap((l) => {
-        try {
-          return [JSON.parse(l) as { msg?: string; outcome?: string; winner?: { plugin: string; reason: string } }];
-        } catch {
-          return [];
-        }
-      });
+      const lines = logLines(themis.output());
       assert.deepEqual(lines.filter((l) => l.msg === 'decision').map((d) => d.outcome), ['accepted', outcome, 'accepted'], themis.output().slice(-3000));
       const over = lines.map((l) => l.msg ?? '').filter((m) => m.startsWith('predict: submission over the learned rate'));
       assert.equal(over.length, 1, themis.output().slice(-3000));

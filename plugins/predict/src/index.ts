@@ -91,12 +91,11 @@ export function isInternal(address: string, domains: readonly string[]): boolean
 export function messageAmount(c: PredictPolicy, recipients: readonly string[], fresh: readonly boolean[] | undefined): number {
   if (c.count === 'messages') return 1;
   let counted = recipients.length;
-  if (c.count === 'newRecipients') {
+  if (countsNew(c)) {
+    // New recipients outside the internal domains, or (newInternalRecipients) inside them.
+    const inside = c.count === 'newInternalRecipients';
     counted = 0;
-    for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && !isInternal(recipients[j], c.internalDomains)) counted++;
-  } else if (c.count === 'newInternalRecipients') {
-    counted = 0;
-    for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && isInternal(recipients[j], c.internalDomains)) counted++;
+    for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && isInternal(recipients[j], c.internalDomains) === inside) counted++;
   }
   return c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
 }

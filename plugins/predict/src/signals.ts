@@ -541,7 +541,7 @@ function scored(s: SignalSettings, name: string, trusted: boolean): boolean {
  * log of what the rate bounds are divided by. The rate decision reads `count / bound` against 1; with
  * signals it reads `count / bound × exp(sensitivity × (surprise − tolerance))`: a message that is unusual
  * in where it comes from and what sends it is flagged at a much lower volume than one from the login's
- * usual place.
+ * usual place. `young`: the plugin's `youngHours`, how long a value stays new ({@link traitSurprise}).
  */
 export function scoreSignals(s: SignalSettings, traits: readonly ProfileTraitResult[] | undefined, shown: ShownTraits, young = 0): SignalVerdict {
   const trusted = shown.address !== undefined && s.trusted?.has(shown.address) === true;

@@ -1,7 +1,8 @@
-// A login's predict history, learned the way a pool shares it: the real predict plugin, in a kernel of its
-// own (createTestKernel) on a clock set in the past, writes the login's profile into the Redis a daemon then
-// reads. Signals need 10 active hours, counted once per clock hour: the part an end-to-end test cannot wait
-// for. Used by the predict end-to-end tests behind Postfix and behind Sendmail.
+// What the predict end-to-end tests behind Postfix and behind Sendmail share: the login, its correspondents
+// and its networks; its history, learned the way a pool shares it — the real predict plugin, in a kernel of
+// its own (createTestKernel) on a clock set in the past, writes the login's profile into the Redis a daemon
+// then reads (signals need 10 active hours, counted once per clock hour: the part an end-to-end test cannot
+// wait for); and the daemon's JSON log, read back.
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { RedisStore, type PolicyInput } from 'themis-milter';
@@ -10,6 +11,37 @@ import predict, { predictField, profileKey } from 'themis-plugin-predict';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
+
+/** The SASL login of the tests, and its password. */
+export const LOGIN = 'alice@example.test';
+export const PASSWORD = 'correct horse battery';
+/** The login's correspondents: partners and customers outside, two colleagues inside (internalDomains). */
+export const CORRESPONDENTS = ['bob@partner.example', 'carol@partner.example', 'dave@customer.example', 'erin@customer.example', 'frank@supplier.example', 'grace@supplier.example', 'heidi@example.test', 'ivan@example.test'];
+/** The login's usual mail client. */
+export const THUNDERBIRD = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0';
+/** Where the login sends from (Linux routes all of 127/8 to lo): its office network, and a network it never used. */
+export const USUAL_ADDRESS = '127.0.0.7';
+export const NEW_ADDRESS = '127.0.1.9';
+/** Recipients of each test message, all usual correspondents (why 4: predict-postfix.test.ts's describe block). */
+export const RECIPIENTS = CORRESPONDENTS.slice(0, 4);
+
+/** A line of the daemon's JSON log, as far as the tests read it. */
+export interface LogLine {
+  msg?: string;
+  outcome?: string;
+  winner?: { plugin: string; reason: string };
+}
+
+/** The JSON lines of a daemon's output (other lines skipped). */
+export function logLines(output: string): LogLine[] {
+  return output.split('\n').flatMap((l) => {
+    try {
+      return [JSON.parse(l) as LogLine];
+    } catch {
+      return [];
+    }
+  });
+}
 
 /** The login, its correspondents and its usual client: what {@link learnPredictHistory} writes. */
 export interface PredictHistory {

@@ -26,6 +26,10 @@ const NEW_RECIPIENTS = { count: 'newRecipients', internalDomains: INTERNAL, time
 const NEW_INTERNAL = { count: 'newInternalRecipients', internalDomains: INTERNAL, timeframes: NEW_RECIPIENT_TIMEFRAMES, factor: 2 };
 /** New outside recipients over longer horizons, judged against the login's own 4-hour and daily figures rather than fixed minimums. */
 const NEW_RECIPIENTS_DAY = { count: 'newRecipients', internalDomains: INTERNAL, timeframes: [240, 1440], factor: 2, floor: { 240: 8, 1440: 12 }, minHistory: 3 };
+/** Recipients (colleagues too) the login has not written to among its last `n` distinct ones, capped at 10 a message, over 1 and 4 hours. */
+const stale = (n: number) => ({ count: 'newRecipients', knownWithin: n, timeframes: [60, 240], maxPerMessage: 10, factor: 2, floor: { 60: 20, 240: 30 } });
+/** `signals-rd-cap10` (the recommendation with signals) and a third policy on the same subject, `field`. */
+const withStale = (id: string, label: string, field: object): DetectorSpec => ({ id, label, source: 'predict', policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 10 }, RATE_BACKSTOP, field].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) });
 /** The rate field of the recommended configuration: a backstop (for spam to known addresses, and slow spam). */
 const RATE_BACKSTOP = { timeframes: [...TIMEFRAMES, 60], factor: 2.5 };
 
@@ -66,7 +70,8 @@ export function predictConfigs(): DetectorSpec[] {
  * around the best rate row, two rate policies), new recipients with factor 1.5, and the recommended
  * configuration with issue 23's signals (networks and mail clients), with and without the webmail trusted,
  * and with the later traits (Reply-To, display name, SASL/TLS: `signals-all`; without SASL/TLS: `signals-rd`;
- * all three with tolerance 6: `signals-all-t6`).
+ * all three with tolerance 6: `signals-all-t6`), and the later rows each commented where it is defined
+ * (young values, caps per message, recipients not written to lately).
  */
 export function extraConfigs(): DetectorSpec[] {
   const c = (id: string, label: string, policy: Record<string, unknown>): DetectorSpec => ({ id, label, source: 'predict', policy: { by: 'saslUser', action: 'tag', timeframes: TIMEFRAMES, ...policy } });
@@ -112,6 +117,14 @@ export function extraConfigs(): DetectorSpec[] {
     { id: 'signals-rd-cap10-t3-y24', label: 'signals-rd-cap10, tolerance 3, youngHours 24', source: 'predict', options: { youngHours: 24 }, policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 10 }, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, tolerance: 3, replyTo: true, displayName: true } })) },
     { id: 'signals-rd-cap5-y24', label: 'signals-rd, new recipients capped at 5 per message, youngHours 24', source: 'predict', options: { youngHours: 24 }, policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 5 }, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
     { id: 'signals-rd-cap10-y24', label: 'signals-rd-cap10, youngHours 24', source: 'predict', options: { youngHours: 24 }, policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 10 }, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
+    // The recommendation with signals, and a third policy: recipients, colleagues included, not among the login's last
+    // N distinct ones (knownWithin), capped at 10 a message, over an hour and 4 hours (floors 20/30): a thief who mails
+    // the whole address book, or many colleagues, reaches correspondents the owner has not written to lately. Then over
+    // the hour only (most of the 4-hour flags were false positives), with N = 20, floor 20 or 25, factor 2 or 2.5.
+    ...[10, 20, 40].map((n) => withStale(`signals-rd-cap10-stale${n}`, `signals-rd-cap10 + recipients not among the last ${n}, 60/240 min (floors 20/30, factor 2)`, stale(n))),
+    withStale('signals-rd-cap10-stale20-60', 'signals-rd-cap10 + recipients not among the last 20, 60 min (floor 20, factor 2)', { ...stale(20), timeframes: [60], floor: { 60: 20 } }),
+    withStale('signals-rd-cap10-stale20-60-fl25', 'signals-rd-cap10 + recipients not among the last 20, 60 min (floor 25, factor 2)', { ...stale(20), timeframes: [60], floor: { 60: 25 } }),
+    withStale('signals-rd-cap10-stale20-60-x2.5', 'signals-rd-cap10 + recipients not among the last 20, 60 min (floor 20, factor 2.5)', { ...stale(20), timeframes: [60], floor: { 60: 20 }, factor: 2.5 }),
     // signals-rd with the plugin's youngHours at 0 (a value is new only in the hour it appeared) and at 24 instead of 6: what keeping a thief's values new buys and costs.
     { id: 'signals-rd-y0', label: 'signals-rd, youngHours 0', source: 'predict', options: { youngHours: 0 }, policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },
     { id: 'signals-rd-y24', label: 'signals-rd, youngHours 24', source: 'predict', options: { youngHours: 24 }, policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },

@@ -16,7 +16,7 @@
  */
 import { parseArgs } from 'node:util';
 import { decide } from '../../plugins/predict/src/estimate.ts';
-import { boundSettings, messageAmount, profileRequest, recipientHash, RECIPIENT_HASH_WIDTH } from '../../plugins/predict/src/index.ts';
+import { boundSettings, countsNew, messageAmount, profileRequest, recipientHash, RECIPIENT_HASH_WIDTH } from '../../plugins/predict/src/index.ts';
 import { predictField, predictOptions, type PredictPolicy } from '../../plugins/predict/src/schema.ts';
 import { profileCompute } from '../../plugins/predict/src/store/profile.ts';
 import { seenCompute } from '../../plugins/predict/src/store/seen.ts';
@@ -38,20 +38,20 @@ function run(policies: PredictPolicy[]): Uint8Array {
   const flagged = new Uint8Array(traffic.n);
   const profiles = policies.map(() => traffic.senders.map(() => new Map<string, string>()));
   const memories = traffic.senders.map(() => undefined as string | undefined);
-  const fresh = policies.some((c) => c.count === 'newRecipients');
+  const fresh = policies.some((c) => countsNew(c));
   for (let i = 0; i < traffic.n; i++) {
     const s = traffic.sender[i];
     const recipients = recipientsOf(i);
-    let flags: boolean[] | undefined;
+    let depth: number[] | undefined;
     if (fresh) {
       const seen = seenCompute(memories[s], recipients.map(recipientHash), options.recipientMemory, RECIPIENT_HASH_WIDTH);
       memories[s] = seen.text;
-      flags = seen.result.fresh;
+      depth = seen.result.depth;
     }
     for (let p = 0; p < policies.length; p++) {
       const c = policies[p];
       const hash = profiles[p][s];
-      const computed = profileCompute(hash, profileRequest(options, c, traffic.logins[s], messageAmount(c, recipients, flags), traffic.t[i]), traffic.t[i]);
+      const computed = profileCompute(hash, profileRequest(options, c, traffic.logins[s], messageAmount(c, recipients, depth), traffic.t[i]), traffic.t[i]);
       for (const [field, value] of computed.fields) hash.set(field, value);
       for (const t of computed.result.timeframes) if (decide(t, boundSettings(c, t.minutes)).over) flagged[i] = 1;
     }

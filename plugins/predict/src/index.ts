@@ -85,17 +85,20 @@ export function isInternal(address: string, domains: readonly string[]): boolean
 
 /**
  * What one message adds to a policy's profile: 1 for `messages`; the recipients, or for
- * `newRecipients` those the subject's memory did not know (`fresh[j]` for `recipients[j]`) outside
- * `internalDomains`, for `newInternalRecipients` those inside them; capped at `maxPerMessage` when it is set.
+ * `newRecipients` those the subject's memory did not know (`depth[j]` -1 for `recipients[j]`) or knew only
+ * deeper than `knownWithin`, outside `internalDomains`, for `newInternalRecipients` those inside them;
+ * capped at `maxPerMessage` when it is set.
  */
-export function messageAmount(c: PredictPolicy, recipients: readonly string[], fresh: readonly boolean[] | undefined): number {
+export function messageAmount(c: PredictPolicy, recipients: readonly string[], depth: readonly number[] | undefined): number {
   if (c.count === 'messages') return 1;
   let counted = recipients.length;
   if (countsNew(c)) {
-    // New recipients outside the internal domains, or (newInternalRecipients) inside them.
+    // New recipients outside the internal domains, or (newInternalRecipients) inside them; with
+    // knownWithin, also those the memory holds deeper than the last knownWithin distinct ones.
     const inside = c.count === 'newInternalRecipients';
+    const within = c.knownWithin ?? Infinity;
     counted = 0;
-    for (let j = 0; j < recipients.length; j++) if (fresh?.[j] && isInternal(recipients[j], c.internalDomains) === inside) counted++;
+    if (depth) for (let j = 0; j < recipients.length; j++) if ((depth[j] < 0 || depth[j] >= within) && isInternal(recipients[j], c.internalDomains) === inside) counted++;
   }
   return c.maxPerMessage > 0 ? Math.min(counted, c.maxPerMessage) : counted;
 }
@@ -156,19 +159,19 @@ export default definePlugin({
 
       // New recipients first: one memory per subject, told every recipient once per message.
       const memoryKeys = ctx.policies.map((policy, i) => (countsNew(policy.config) && subjects[i] !== undefined ? recipientMemoryKey(options.keyPrefix, policy.config, subjects[i]) : undefined));
-      const memories = new Map<string, Promise<boolean[]>>();
+      const memories = new Map<string, Promise<number[]>>();
       let hashes: string[] | undefined;
       for (const key of memoryKeys) {
         if (key === undefined || memories.has(key)) continue;
         hashes ??= recipients.map(recipientHash);
-        memories.set(key, seenAdd(store, key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.fresh));
+        memories.set(key, seenAdd(store, key, hashes, { keep: options.recipientMemory, ttlMs: options.retentionDays * 86_400_000 }).then((r) => r.depth));
       }
-      const fresh = new Map<string, boolean[]>();
+      const depths = new Map<string, number[]>();
       try {
         // Promise.all observes every call, so a second failure is not an unhandled rejection.
         const answers = await Promise.all(memories.values());
         let i = 0;
-        for (const key of memories.keys()) fresh.set(key, answers[i++]);
+        for (const key of memories.keys()) depths.set(key, answers[i++]);
       } catch (err) {
         storeErrors.inc();
         const e = error('THEMIS_PREDICT_STORE_FAILED', { reason: (err as Error).message }, { cause: err });
@@ -186,7 +189,7 @@ export default definePlugin({
         const value = subjects[i];
         if (value === undefined) continue;
         const memoryKey = memoryKeys[i];
-        const amount = messageAmount(c, recipients, memoryKey === undefined ? undefined : fresh.get(memoryKey));
+        const amount = messageAmount(c, recipients, memoryKey === undefined ? undefined : depths.get(memoryKey));
         const req = profileRequest(options, c, value, amount, clock?.());
         let index = byKey.get(req.key);
         if (index === undefined) {

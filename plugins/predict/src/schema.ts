@@ -41,6 +41,14 @@ export const predictField = z
      */
     maxPerMessage: z.number().int().min(0).optional(),
     /**
+     * For `newRecipients` and `newInternalRecipients`: a recipient counts as known only when it is
+     * among the subject's last `knownWithin` distinct recipients (default: the whole memory,
+     * `recipientMemory`). A small number (20–50) counts the correspondents the owner has not written to
+     * lately: a thief who mails the whole address book reaches them all, the owner mostly writes to the
+     * same few. Policies with different values share the one memory of the subject.
+     */
+    knownWithin: z.number().int().min(1).max(10_000).optional(),
+    /**
      * For `newRecipients`: domains whose recipients never count as new (each domain and its
      * subdomains, e.g. `['example.com']`): your own users are colleagues, not what a stolen account
      * spams (default none). For `newInternalRecipients`: the only domains whose new recipients count.
@@ -129,6 +137,7 @@ export const predictField = z
       const given = typeof c.floor === 'number' ? c.floor : c.floor?.[String(t)];
       floors[t] = given ?? (fresh ? (NEW_RECIPIENT_FLOORS[t] ?? Math.min(100, 6 * t)) : (DEFAULT_FLOORS[t] ?? Math.min(150, 10 * t)));
     }
+    if (c.knownWithin !== undefined && !fresh) ctx.issues.push({ code: 'custom', input: c.knownWithin, path: ['knownWithin'], message: "knownWithin applies to count: 'newRecipients' or 'newInternalRecipients' only" });
     if (c.internalDomains.length > 0 && !fresh) ctx.issues.push({ code: 'custom', input: c.internalDomains, path: ['internalDomains'], message: "internalDomains applies to count: 'newRecipients' or 'newInternalRecipients' only" });
     if (c.count === 'newInternalRecipients' && c.internalDomains.length === 0) ctx.issues.push({ code: 'custom', input: c.internalDomains, path: ['internalDomains'], message: "count: 'newInternalRecipients' counts new recipients in internalDomains: expected at least one domain, e.g. ['example.com']" });
     const maxPerMessage = c.maxPerMessage ?? (c.count === 'recipients' ? 10 : 0);

@@ -85,8 +85,8 @@ describe('new internal recipients, on their own', () => {
   it('counts the colleagues never written to, only inside internalDomains; needs them', () => {
     const c = predictField.parse({ count: 'newInternalRecipients', internalDomains: ['Example.com'] });
     const rcpt = ['a@example.com', 'b@eu.example.com', 'c@example.net', 'd@example.com'];
-    assert.equal(messageAmount(c, rcpt, [true, true, true, false]), 2);
-    assert.equal(messageAmount(predictField.parse({ count: 'newRecipients', internalDomains: ['example.com'] }), rcpt, [true, true, true, false]), 1, 'the outside twin');
+    assert.equal(messageAmount(c, rcpt, [-1, -1, -1, 0]), 2);
+    assert.equal(messageAmount(predictField.parse({ count: 'newRecipients', internalDomains: ['example.com'] }), rcpt, [-1, -1, -1, 0]), 1, 'the outside twin');
     const r = predictField.safeParse({ count: 'newInternalRecipients' });
     assert.equal(r.success, false);
     assert.deepEqual(r.error!.issues[0].path, ['internalDomains']);

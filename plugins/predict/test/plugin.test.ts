@@ -237,11 +237,30 @@ describe('predict plugin', () => {
     await s.t.close();
   });
 
+  it('newRecipients with knownWithin: a correspondent not among the last N distinct ones counts again, from the one memory', async () => {
+    const s = await setup({ count: 'newRecipients', knownWithin: 3, timeframes: [60] });
+    const send = async (rcpt: string[]) => {
+      s.clock.now += MINUTE;
+      await s.t.message({ from: 'alice@example.com', auth: 'alice@example.com', rcpt, client: { address: '192.0.2.7' } });
+      return s.notes.at(-1)!.timeframes[0].count;
+    };
+    // Six correspondents, then the last three again: nothing new after the first six.
+    const friends = Array.from({ length: 6 }, (_, i) => `f${i}@partner.example`);
+    assert.equal(await send(friends), 6, 'never written to: new');
+    assert.equal(await send(['f5@partner.example', 'f4@partner.example', 'f3@partner.example']), 6, 'the last three distinct ones are known');
+    // f0 was written to, but three others since: it counts, as the whole address book would for a thief.
+    assert.equal(await send(['f0@partner.example']), 7);
+    assert.equal(await send(['f0@partner.example']), 7, 'now it is the last one written to');
+    await s.t.close();
+  });
+
   it('bad fields are configuration errors naming the place', async () => {
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { by: 'recipient' } }] }), /predict\.by.*one subject per message/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { timeframes: [5, 1] } }] }), /predict\.timeframes.*ascending/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { floor: { 15: 3 } } }] }), /predict\.floor\["15"\].*no timeframe of 15 minutes/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { count: 'newRecipients', internalDomains: ['exa mple.com'] } }] }), /predict\.internalDomains\[0\].*expected a domain/);
     await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { internalDomains: ['example.com'] } }] }), /predict\.internalDomains.*'newRecipients' or 'newInternalRecipients' only/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { knownWithin: 20 } }] }), /predict\.knownWithin.*'newRecipients' or 'newInternalRecipients' only/);
+    await assert.rejects(createTestKernel({ plugins: [predict], policies: [{ name: 'p', predict: { count: 'newRecipients', knownWithin: 0 } }] }), /predict\.knownWithin/);
   });
 });

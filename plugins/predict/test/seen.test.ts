@@ -13,12 +13,12 @@ import { redisAvailable, startRedis, type RedisServer } from '../../../test/help
 const skipRedis = redisAvailable() ? false : 'redis-server not installed';
 
 describe('seenCompute', () => {
-  it('moves a seen member to the most recent end, appends a new one, drops the oldest beyond keep', () => {
-    assert.deepEqual(seenCompute('aabbcc', ['bb', 'dd'], 3, 2), { text: 'ccbbdd', result: { fresh: [false, true], size: 3 } });
-    assert.deepEqual(seenCompute(undefined, ['x', 'y', 'x', 'z'], 2, 1), { text: 'xz', result: { fresh: [true, true, false, true], size: 2 } });
+  it('moves a seen member to the most recent end, appends a new one, drops the oldest beyond keep; tells how deep each known one was', () => {
+    assert.deepEqual(seenCompute('aabbcc', ['bb', 'dd'], 3, 2), { text: 'ccbbdd', result: { fresh: [false, true], depth: [1, -1], size: 3 } });
+    assert.deepEqual(seenCompute(undefined, ['x', 'y', 'x', 'z'], 2, 1), { text: 'xz', result: { fresh: [true, true, false, true], depth: [-1, -1, 1, -1], size: 2 } });
     // Width 3 over "abcabc": "bca" occurs at offset 1 only, which is not a member.
-    assert.deepEqual(seenCompute('abcabc', ['bca'], 5, 3), { text: 'abcabcbca', result: { fresh: [true], size: 3 } });
-    assert.deepEqual(seenCompute('abc', ['ab'], 5, 2), { text: 'ab', result: { fresh: [true], size: 1 } }, 'a text of another width starts again');
+    assert.deepEqual(seenCompute('abcabc', ['bca'], 5, 3), { text: 'abcabcbca', result: { fresh: [true], depth: [-1], size: 3 } });
+    assert.deepEqual(seenCompute('abc', ['ab'], 5, 2), { text: 'ab', result: { fresh: [true], depth: [-1], size: 1 } }, 'a text of another width starts again');
   });
 });
 
@@ -41,6 +41,7 @@ describe('recipient memories: RedisStore against redis-server', { skip: skipRedi
     const alphabet = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_';
     let calls = 0;
     let fresh = 0;
+    let deepest = -1;
     for (let step = 0; step < 1500; step++) {
       const key = `k${r.int(6)}`;
       const width = key === 'k5' ? 1 + r.int(3) : 2; // k5 changes width now and then: both start again
@@ -51,8 +52,10 @@ describe('recipient memories: RedisStore against redis-server', { skip: skipRedi
       assert.equal(await redis.get(key), await memory.get(key), `step ${step}: stored text`);
       calls++;
       fresh += a.fresh.filter(Boolean).length;
+      deepest = Math.max(deepest, ...a.depth);
     }
     assert.ok(fresh > 500 && fresh < calls * 5, `both new and known members were exercised (${fresh} new)`);
+    assert.ok(deepest >= 5, `known members were found deep in the memory too (deepest ${deepest})`);
     await memory.close();
   });
 });

@@ -28,25 +28,28 @@ const code = (c: StoreErrorCode) => (e: unknown) => e instanceof StoreError && e
 export function predictStoreContract(make: () => Promise<Store> | Store): void {
   const fresh = freshStores(make);
 
-  it('seenAdd: tells which members are new, most recently seen kept, the oldest beyond keep forgotten', async () => {
+  it('seenAdd: tells which members are new and how deep the known ones were, most recently seen kept, the oldest beyond keep forgotten', async () => {
     const s = await fresh();
     const o = { keep: 3, ttlMs: 60_000 };
-    assert.deepEqual(await seenAdd(s, 'seen:a', ['aa', 'bb', 'aa'], o), { fresh: [true, true, false], size: 2 });
-    assert.deepEqual(await seenAdd(s, 'seen:a', ['bb', 'cc'], o), { fresh: [false, true], size: 3 });
+    assert.deepEqual(await seenAdd(s, 'seen:a', ['aa', 'bb', 'aa'], o), { fresh: [true, true, false], depth: [-1, -1, 1], size: 2 });
+    // Depth: how many distinct members were seen after it (bb was, then aa).
+    assert.deepEqual(await seenAdd(s, 'seen:a', ['bb', 'cc'], o), { fresh: [false, true], depth: [1, -1], size: 3 });
     // aa is the least recently seen: dd pushes it out; bb, seen again, stays.
-    assert.deepEqual(await seenAdd(s, 'seen:a', ['bb', 'dd'], o), { fresh: [false, true], size: 3 });
-    assert.deepEqual(await seenAdd(s, 'seen:a', ['aa', 'bb', 'cc'], { ...o, inspect: true }), { fresh: [true, false, false], size: 3 });
+    assert.deepEqual(await seenAdd(s, 'seen:a', ['bb', 'dd'], o), { fresh: [false, true], depth: [1, -1], size: 3 });
+    // Within one call the members told before are more recent: aa (new) is above bb, and both above cc.
+    assert.deepEqual(await seenAdd(s, 'seen:a', ['aa', 'bb', 'cc'], { ...o, inspect: true }), { fresh: [true, false, false], depth: [-1, 2, 3], size: 3 });
     assert.equal(await s.get('seen:a'), 'ccbbdd', 'inspect wrote nothing; the memory is the members, least recent first');
     // A match across two members does not count: "bd" is in "ccbbdd" but not at a member boundary.
-    assert.deepEqual(await seenAdd(s, 'seen:a', ['bd'], o), { fresh: [true], size: 3 });
-    assert.deepEqual(await seenAdd(s, 'seen:a', [], o), { fresh: [], size: 0 });
-    assert.deepEqual(await seenAdd(s, 'seen:b', ['x'], { keep: 1, ttlMs: 60_000 }), { fresh: [true], size: 1 });
+    assert.deepEqual(await seenAdd(s, 'seen:a', ['bd'], o), { fresh: [true], depth: [-1], size: 3 });
+    assert.deepEqual(await seenAdd(s, 'seen:a', [], o), { fresh: [], depth: [], size: 0 });
+    assert.deepEqual(await seenAdd(s, 'seen:b', ['x'], { keep: 1, ttlMs: 60_000 }), { fresh: [true], depth: [-1], size: 1 });
+    assert.deepEqual(await seenAdd(s, 'seen:b', ['x'], { keep: 1, ttlMs: 60_000 }), { fresh: [false], depth: [0], size: 1 }, 'the last one seen is at depth 0');
   });
 
   it('seenAdd: a memory of another width, or an unreadable one, starts again; bad arguments are refused and change nothing', async () => {
     const s = await fresh();
     await s.set('seen:w', 'abcde');
-    assert.deepEqual(await seenAdd(s, 'seen:w', ['ab', 'cd'], { keep: 10, ttlMs: 60_000 }), { fresh: [true, true], size: 2 });
+    assert.deepEqual(await seenAdd(s, 'seen:w', ['ab', 'cd'], { keep: 10, ttlMs: 60_000 }), { fresh: [true, true], depth: [-1, -1], size: 2 });
     const bad = code('THEMIS_ERR_STORE_ARGUMENT');
     await assert.rejects(seenAdd(s, 'seen:w', ['ab', 'abc'], { keep: 10, ttlMs: 1000 }), bad);
     await assert.rejects(seenAdd(s, 'seen:w', ['a b'], { keep: 10, ttlMs: 1000 }), bad);
@@ -63,7 +66,7 @@ export function predictStoreContract(make: () => Promise<Store> | Store): void {
     await seenAdd(s, 'seen:t', ['aa'], { keep: 5, ttlMs: 150 });
     await seenAdd(s, 'seen:t', ['aa'], { keep: 5, ttlMs: 150, inspect: true });
     await eventually(async () => (await s.get('seen:t')) === undefined, 2000, 'expiry');
-    assert.deepEqual(await seenAdd(s, 'seen:t', ['aa'], { keep: 5, ttlMs: 60_000 }), { fresh: [true], size: 1 });
+    assert.deepEqual(await seenAdd(s, 'seen:t', ['aa'], { keep: 5, ttlMs: 60_000 }), { fresh: [true], depth: [-1], size: 1 });
   });
 
   // Profiles on the store's own clock: only what does not depend on it (a 1440-minute count holds both calls whatever the minute).

@@ -80,7 +80,7 @@ export async function profileUpdate(store: Store, requests: readonly ProfileRequ
  */
 export async function seenAdd(store: Store, key: string, members: readonly string[], options: SeenAddOptions): Promise<SeenAddResult> {
   validateSeenAdd(members, options);
-  if (members.length === 0) return { fresh: [], size: 0 };
+  if (members.length === 0) return { fresh: [], depth: [], size: 0 };
   const [result] = await store.atomic(SEEN_ADD, [{ key, args: { members, options } }]);
   return result;
 }

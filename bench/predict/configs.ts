@@ -29,7 +29,7 @@ const NEW_RECIPIENTS_DAY = { count: 'newRecipients', internalDomains: INTERNAL, 
 /** Recipients (colleagues too) the login has not written to among its last `n` distinct ones, capped at 10 a message, over 1 and 4 hours. */
 const stale = (n: number) => ({ count: 'newRecipients', knownWithin: n, timeframes: [60, 240], maxPerMessage: 10, factor: 2, floor: { 60: 20, 240: 30 } });
 /** `signals-rd-cap10` (the recommendation with signals) and a third policy on the same subject, `field`. */
-const withStale = (id: string, label: string, field: object): DetectorSpec => ({ id, label, source: 'predict', policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 10 }, RATE_BACKSTOP, field].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) });
+const withStale = (id: string, label: string, field: object): DetectorSpec => ({ id, label, source: 'predict', policy: [{ ...NEW_RECIPIENTS, maxPerMessage: 10 }, RATE_BACKSTOP, field].map((f) => ({ by: 'saslUser', action: 'tag', signals: { ...SIGNALS, replyTo: true, displayName: true }, ...f })) });
 /** The rate field of the recommended configuration: a backstop (for spam to known addresses, and slow spam). */
 const RATE_BACKSTOP = { timeframes: [...TIMEFRAMES, 60], factor: 2.5 };
 
@@ -124,6 +124,8 @@ export function extraConfigs(): DetectorSpec[] {
     ...[10, 20, 40].map((n) => withStale(`signals-rd-cap10-stale${n}`, `signals-rd-cap10 + recipients not among the last ${n}, 60/240 min (floors 20/30, factor 2)`, stale(n))),
     withStale('signals-rd-cap10-stale20-60', 'signals-rd-cap10 + recipients not among the last 20, 60 min (floor 20, factor 2)', { ...stale(20), timeframes: [60], floor: { 60: 20 } }),
     withStale('signals-rd-cap10-stale20-60-fl25', 'signals-rd-cap10 + recipients not among the last 20, 60 min (floor 25, factor 2)', { ...stale(20), timeframes: [60], floor: { 60: 25 } }),
+    withStale('signals-rd-cap10-stale20-60-x2.5-t2', 'stale20-60-x2.5, tolerance 2, sensitivity 1.5', { ...stale(20), timeframes: [60], floor: { 60: 20 }, factor: 2.5, signals: { ...SIGNALS, replyTo: true, displayName: true, tolerance: 2, sensitivity: 1.5 } }),
+    withStale('signals-rd-cap10-stale20-60-x3-t1.5', 'stale20-60, factor 3, floor 25, tolerance 1.5, sensitivity 1.5', { ...stale(20), timeframes: [60], floor: { 60: 25 }, factor: 3, signals: { ...SIGNALS, replyTo: true, displayName: true, tolerance: 1.5, sensitivity: 1.5 } }),
     withStale('signals-rd-cap10-stale20-60-x2.5', 'signals-rd-cap10 + recipients not among the last 20, 60 min (floor 20, factor 2.5)', { ...stale(20), timeframes: [60], floor: { 60: 20 }, factor: 2.5 }),
     // signals-rd with the plugin's youngHours at 0 (a value is new only in the hour it appeared) and at 24 instead of 6: what keeping a thief's values new buys and costs.
     { id: 'signals-rd-y0', label: 'signals-rd, youngHours 0', source: 'predict', options: { youngHours: 0 }, policy: [NEW_RECIPIENTS, RATE_BACKSTOP].map((f) => ({ by: 'saslUser', action: 'tag', ...f, signals: { ...SIGNALS, replyTo: true, displayName: true } })) },

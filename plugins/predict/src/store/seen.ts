@@ -7,9 +7,10 @@
  * straddles two members does not count. A stored text whose length is not a multiple of the width
  * (written with another width, or by something else) is taken as empty and rewritten.
  *
- * **One call.** Each member in turn: when found, it is taken out ("known"), otherwise it is "new"; it
- * is then appended (most recent). Finally the oldest members beyond `keep` are dropped. A member twice
- * in one call is new the first time and known the second.
+ * **One call.** Each member in turn: when found, it is taken out ("known", at the depth of the members
+ * after it: the distinct members seen since), otherwise it is "new"; it is then appended (most recent).
+ * Finally the oldest members beyond `keep` are dropped. A member twice in one call is new the first time
+ * and known the second, at depth 0 when nothing came between.
  * @module
  */
 import { invalidAtomicArgument, replyText } from 'themis-milter';
@@ -90,8 +91,8 @@ export function seenCompute(stored: string | undefined, members: readonly string
 
 /**
  * {@link seenCompute} in Lua, one key: ARGV = width, keep, TTL ms, inspect (1/0), then the members.
- * Returns the fresh flags as a string of 0/1, the size, and the depths (comma-separated, -1 for new). Lua's `string.find(…, true)` is a plain
- * byte search, as `indexOf` is on ASCII.
+ * Returns the fresh flags as a string of 0/1, the size, and the depths (comma-separated, -1 for new).
+ * Lua's `string.find(…, true)` is a plain byte search, as `indexOf` is on ASCII.
  */
 export const SEEN_ADD_LUA = `local k = KEYS[1]
 local w = tonumber(ARGV[1])

@@ -49,7 +49,7 @@ export default defineConfig({
     // The plugin option youngHours (default 6) is how long a login's new network or device stays new.
     // An alert (a header) for mail to many correspondents the login has not written to lately — address-book or internal
     // phishing, even from the owner's own machine — at about one more flagged sender-day per takeover caught (plugin README):
-    // { name: 'submission-stale', match: { direction: 'outbound' }, predict: { count: 'newRecipients', knownWithin: 20, timeframes: [60], floor: { 60: 20 }, maxPerMessage: 10, factor: 2.5, action: 'tag' } },
+    // { name: 'submission-stale', match: { direction: 'outbound' }, predict: { count: 'newRecipients', knownWithin: 20, timeframes: [60], floor: { 60: 20 }, maxPerMessage: 10, factor: 2.5, signals: { trustedNetworks: ['198.51.100.0/24'] }, action: 'tag' } },
     // Mail authentication, one Authentication-Results for all: SPF, DKIM (and ARC), DMARC with the published policy as the action.
     // { name: 'auth-in', match: { direction: 'inbound' }, spf: { headers: { authenticationResults: true } }, dkim: { verify: { headers: { authenticationResults: true } } }, dmarc: { headers: { authenticationResults: true } } },
     // { name: 'sign-out', match: { direction: 'outbound' }, dkim: { sign: {}, verify: { enabled: false } } },

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { postfixAvailable, postfixUnavailableReason, type ExecResult, type PostfixInstance } from '../helpers/postfix.ts';
-import { CORRESPONDENTS, learnedNetworks, learnPredictHistory, logLines, LOGIN, NEW_ADDRESS, PASSWORD, RECIPIENTS, THUNDERBIRD, USUAL_ADDRESS } from '../helpers/predict-e2e.ts';
+import { CORRESPONDENTS, learnedNetworks, learnPredictHistory, logLines, LOGIN, NEW_ADDRESS, PASSWORD, RECIPIENTS, recommendedPolicies, THUNDERBIRD, USUAL_ADDRESS } from '../helpers/predict-e2e.ts';
 import { redisAvailable, startRedis } from '../helpers/redis.ts';
 import { saslUnavailableReason, startSaslPostfix } from '../helpers/sasl.ts';
 import { startTap, type MilterTap } from '../helpers/tap.ts';
@@ -25,18 +25,6 @@ import { startThemis, type ThemisProcess } from '../helpers/themis.ts';
 
 const skip = !postfixAvailable() ? `postfix not available: ${postfixUnavailableReason()}` : saslUnavailableReason() ? `SASL not available: ${saslUnavailableReason()}` : !redisAvailable() ? 'redis-server not installed' : false;
 if (skip) console.log(`# predict-postfix e2e skipped: ${skip}`);
-
-/**
- * The README's recommended configuration ("two policies on the same subject"), with `signals: {}` (the
- * defaults: sensitivity 2.5, tolerance 3.5, learning 10 active hours) on both, out of shadow mode, and
- * `action` instead of the jail. `ratelimit` is the fixed ceiling for everybody, as in the README.
- */
-function policies(action: 'tempfail' | 'hold', withCeiling: boolean) {
-  return [
-    { name: 'submission-new', match: { direction: 'outbound' as const }, predict: { by: 'saslUser', count: 'newRecipients' as const, internalDomains: ['example.test'], timeframes: [1, 5, 10, 60], factor: 2, action, signals: {} } },
-    { name: 'submission', match: { direction: 'outbound' as const }, ...(withCeiling ? { ratelimit: { windows: '500/1h', by: 'saslUser' } } : {}), predict: { by: 'saslUser', timeframes: [1, 5, 10, 60], factor: 2.5, action, signals: {} } },
-  ];
-}
 
 interface Run {
   pf: PostfixInstance;
@@ -55,13 +43,13 @@ async function scenario(t: { after(fn: () => unknown): void }, action: 'tempfail
   const redis = await startRedis();
   t.after(() => redis.stop());
   // Two weeks of working days from 127.0.0.0/24 with Thunderbird (test/helpers/predict-e2e.ts): 50 active hours.
-  const hours = await learnPredictHistory({ redisUrl: redis.url, policies: policies(action, false), login: LOGIN, correspondents: CORRESPONDENTS, userAgent: THUNDERBIRD, address: '127.0.0.42' });
-  const before = await learnedNetworks(redis.url, policies(action, false), LOGIN);
+  const hours = await learnPredictHistory({ redisUrl: redis.url, policies: recommendedPolicies(action), login: LOGIN, correspondents: CORRESPONDENTS, userAgent: THUNDERBIRD, address: '127.0.0.42' });
+  const before = await learnedNetworks(redis.url, recommendedPolicies(action), LOGIN);
 
   const dir = mkdtempSync(join(tmpdir(), 'themis-predict-e2e-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'themis.config.json');
-  writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-ratelimit', 'themis-plugin-predict'], policies: policies(action, true) }, null, 2));
+  writeFileSync(file, JSON.stringify({ store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-ratelimit', 'themis-plugin-predict'], policies: recommendedPolicies(action, true) }, null, 2));
   const themis = await startThemis(['--config', file]);
   t.after(() => themis.stop());
   // A tap between Postfix and the daemon records the client each CONNECT hands over.
@@ -84,7 +72,7 @@ async function scenario(t: { after(fn: () => unknown): void }, action: 'tempfail
   // counted this hour (still new: 3.05 nats) or in the previous one (known: 0). Sent after the thief, so
   // that the thief's network is new to the login whatever the clock does between the messages.
   const trip = await send(NEW_ADDRESS, 'trip', [`User-Agent: ${THUNDERBIRD}`]);
-  return { pf, themis, tap, hours, before, usual, thief, trip, after: await learnedNetworks(redis.url, policies(action, false), LOGIN) };
+  return { pf, themis, tap, hours, before, usual, thief, trip, after: await learnedNetworks(redis.url, recommendedPolicies(action), LOGIN) };
 }
 
 /** The Subject of each delivered message. */

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CORRESPONDENTS, learnedNetworks, learnPredictHistory, logLines, LOGIN, NEW_ADDRESS, PASSWORD, RECIPIENTS, THUNDERBIRD, USUAL_ADDRESS } from '../helpers/predict-e2e.ts';
+import { CORRESPONDENTS, learnedNetworks, learnPredictHistory, logLines, LOGIN, NEW_ADDRESS, PASSWORD, RECIPIENTS, recommendedPolicies, THUNDERBIRD, USUAL_ADDRESS } from '../helpers/predict-e2e.ts';
 import { redisAvailable, startRedis } from '../helpers/redis.ts';
 import { sendmailAvailable, sendmailSaslUnavailableReason, sendmailUnavailableReason, startSendmail } from '../helpers/sendmail.ts';
 import { SmtpConversation, type SmtpResponse } from '../helpers/smtp.ts';
@@ -23,14 +23,6 @@ const skip = !sendmailAvailable()
       ? 'redis-server not installed'
       : false;
 if (skip) console.log(`# predict-sendmail e2e skipped: ${skip}`);
-
-/** The README's recommendation with signals on both policies, out of shadow mode, `action` instead of the jail. */
-function policies(action: 'tempfail' | 'hold') {
-  return [
-    { name: 'submission-new', match: { direction: 'outbound' as const }, predict: { by: 'saslUser', count: 'newRecipients' as const, internalDomains: ['example.test'], timeframes: [1, 5, 10, 60], factor: 2, maxPerMessage: 10, action, signals: {} } },
-    { name: 'submission', match: { direction: 'outbound' as const }, predict: { by: 'saslUser', timeframes: [1, 5, 10, 60], factor: 2.5, action, signals: {} } },
-  ];
-}
 
 /** One authenticated session from `from`: EHLO, AUTH PLAIN, the message, QUIT; every reply of the message. */
 async function send(port: number, from: string, subject: string, headers: readonly string[]): Promise<SmtpResponse[]> {
@@ -55,13 +47,13 @@ describe('predict signals through a real Sendmail with SMTP AUTH, a real daemon 
     it(`action ${action}: the usual network passes (250); the new network with ${thiefHeaders.length ? 'PHPMailer' : 'a script'} is ${outcome}; a trip with the usual client passes`, { timeout: 180_000 }, async (t) => {
       const redis = await startRedis();
       t.after(() => redis.stop());
-      const hours = await learnPredictHistory({ redisUrl: redis.url, policies: policies(action), login: LOGIN, correspondents: CORRESPONDENTS, userAgent: THUNDERBIRD, address: '127.0.0.42' });
+      const hours = await learnPredictHistory({ redisUrl: redis.url, policies: recommendedPolicies(action), login: LOGIN, correspondents: CORRESPONDENTS, userAgent: THUNDERBIRD, address: '127.0.0.42' });
       assert.equal(hours, 50);
 
       const dir = mkdtempSync(join(tmpdir(), 'themis-predict-sendmail-'));
       t.after(() => rmSync(dir, { recursive: true, force: true }));
       const file = join(dir, 'themis.config.json');
-      writeFileSync(file, JSON.stringify({ mta: 'sendmail', store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-ratelimit', 'themis-plugin-predict'], policies: policies(action) }, null, 2));
+      writeFileSync(file, JSON.stringify({ mta: 'sendmail', store: { type: 'redis', url: redis.url }, plugins: ['themis-plugin-ratelimit', 'themis-plugin-predict'], policies: recommendedPolicies(action) }, null, 2));
       const themis = await startThemis(['--config', file]);
       t.after(() => themis.stop());
       const sm = await startSendmail({ milter: `inet:${themis.port}@127.0.0.1`, saslUsers: [{ login: LOGIN, password: PASSWORD }] });
@@ -86,7 +78,7 @@ describe('predict signals through a real Sendmail with SMTP AUTH, a real daemon 
       assert.deepEqual(delivered, ['trip', 'usual']);
 
       // What the daemon saw behind Sendmail: the usual /24 once more and the new one.
-      assert.match((await learnedNetworks(redis.url, policies(action), LOGIN)) ?? '', /^5[23],2;127\.0\.0\.0\/24,51,\d+,\d+;127\.0\.1\.0\/24,[12],\d+,\d+$/);
+      assert.match((await learnedNetworks(redis.url, recommendedPolicies(action), LOGIN)) ?? '', /^5[23],2;127\.0\.0\.0\/24,51,\d+,\d+;127\.0\.1\.0\/24,[12],\d+,\d+$/);
       const lines = logLines(themis.output());
       assert.deepEqual(lines.filter((l) => l.msg === 'decision').map((d) => d.outcome), ['accepted', outcome, 'accepted'], themis.output().slice(-3000));
       const over = lines.map((l) => l.msg ?? '').filter((m) => m.startsWith('predict: submission over the learned rate'));

@@ -25,6 +25,19 @@ export const NEW_ADDRESS = '127.0.1.9';
 /** Recipients of each test message, all usual correspondents (why 4: predict-postfix.test.ts's describe block). */
 export const RECIPIENTS = CORRESPONDENTS.slice(0, 4);
 
+/**
+ * The plugin README's recommendation with signals ("two policies on the same subject", `maxPerMessage: 10`
+ * and `signals: {}` — the defaults: sensitivity 2.5, tolerance 3.5, learning 10 active hours — on both),
+ * out of shadow mode, with `action` instead of the jail; `withCeiling` adds the README's fixed ratelimit
+ * ceiling for everybody (the daemon's configuration; the history is learned without it).
+ */
+export function recommendedPolicies(action: 'tempfail' | 'hold', withCeiling = false) {
+  return [
+    { name: 'submission-new', match: { direction: 'outbound' as const }, predict: { by: 'saslUser', count: 'newRecipients' as const, internalDomains: ['example.test'], timeframes: [1, 5, 10, 60], factor: 2, maxPerMessage: 10, action, signals: {} } },
+    { name: 'submission', match: { direction: 'outbound' as const }, ...(withCeiling ? { ratelimit: { windows: '500/1h', by: 'saslUser' } } : {}), predict: { by: 'saslUser', timeframes: [1, 5, 10, 60], factor: 2.5, action, signals: {} } },
+  ];
+}
+
 /** A line of the daemon's JSON log, as far as the tests read it. */
 export interface LogLine {
   msg?: string;

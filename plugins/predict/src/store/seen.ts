@@ -32,7 +32,7 @@ export interface SeenAddOptions {
 
 /** What {@link seenAdd} tells. */
 export interface SeenAddResult {
-  /** Per member, in order: true when the memory did not hold it. */
+  /** Per member, in order: true when the memory did not hold it (its depth is -1). */
   fresh: boolean[];
   /**
    * Per member, in order: how many distinct members were seen more recently than it (0: it was the
@@ -73,25 +73,23 @@ export function validateSeenAdd(members: readonly string[], options: SeenAddOpti
 /** One call on the stored text (undefined: no such key): the new text and what the call tells. The call must have been validated. */
 export function seenCompute(stored: string | undefined, members: readonly string[], keep: number, width: number): { text: string; result: SeenAddResult } {
   let s = stored !== undefined && width > 0 && stored.length % width === 0 ? stored : '';
-  const fresh: boolean[] = new Array(members.length);
   const depth: number[] = new Array(members.length);
   for (let i = 0; i < members.length; i++) {
     const m = members[i];
     let at = s.indexOf(m);
     while (at >= 0 && at % width !== 0) at = s.indexOf(m, at + 1);
     if (at >= 0) s = s.slice(0, at) + s.slice(at + width);
-    fresh[i] = at < 0;
     // After the removal, the members from `at` on are those seen more recently.
     depth[i] = at < 0 ? -1 : (s.length - at) / width;
     s += m;
   }
   if (s.length > keep * width) s = s.slice(s.length - keep * width);
-  return { text: s, result: { fresh, depth, size: width > 0 ? s.length / width : 0 } };
+  return { text: s, result: { fresh: depth.map((d) => d < 0), depth, size: width > 0 ? s.length / width : 0 } };
 }
 
 /**
  * {@link seenCompute} in Lua, one key: ARGV = width, keep, TTL ms, inspect (1/0), then the members.
- * Returns the fresh flags as a string of 0/1, the size, and the depths (comma-separated, -1 for new).
+ * Returns the depths (comma-separated, -1 for new: the fresh flags are read from them) and the size.
  * Lua's `string.find(…, true)` is a plain byte search, as `indexOf` is on ASCII.
  */
 export const SEEN_ADD_LUA = `local k = KEYS[1]
@@ -99,7 +97,6 @@ local w = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 local s = redis.call('GET', k)
 if not s or #s % w ~= 0 then s = '' end
-local flags = {}
 local depths = {}
 for i = 5, #ARGV do
   local m = ARGV[i]
@@ -107,22 +104,20 @@ for i = 5, #ARGV do
   while at and (at - 1) % w ~= 0 do at = string.find(s, m, at + 1, true) end
   if at then
     s = string.sub(s, 1, at - 1) .. string.sub(s, at + w)
-    flags[#flags + 1] = '0'
     depths[#depths + 1] = tostring((#s - at + 1) / w)
   else
-    flags[#flags + 1] = '1'
     depths[#depths + 1] = '-1'
   end
   s = s .. m
 end
 if #s > keep * w then s = string.sub(s, #s - keep * w + 1) end
 if ARGV[4] ~= '1' then redis.call('SET', k, s, 'PX', ARGV[3]) end
-return {table.concat(flags), #s / w, table.concat(depths, ',')}`;
+return {table.concat(depths, ','), #s / w}`;
 
 /** The script's reply as a result. */
 export function parseSeenReply(reply: unknown): SeenAddResult {
-  if (!Array.isArray(reply) || reply.length !== 3) throw new Error(`unexpected reply of the seen script: ${JSON.stringify(reply)}`);
-  const flags = replyText(reply[0]);
-  const depths = replyText(reply[2]);
-  return { fresh: Array.from(flags, (c) => c === '1'), depth: flags.length === 0 ? [] : depths.split(',').map(Number), size: Number(reply[1]) };
+  if (!Array.isArray(reply) || reply.length !== 2) throw new Error(`unexpected reply of the seen script: ${JSON.stringify(reply)}`);
+  const text = replyText(reply[0]);
+  const depth = text === '' ? [] : text.split(',').map(Number);
+  return { fresh: depth.map((d) => d < 0), depth, size: Number(reply[1]) };
 }
